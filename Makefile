@@ -1,0 +1,38 @@
+# The two commands a user needs (README):  make run   and   make test
+# Both create the virtual environment on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.yaml
+CORES ?= all
+# A preset replaces config.yaml entirely instead of being merged into it.
+SNAKEMAKE = $(BIN)/snakemake --profile profiles/local --cores $(CORES) --configfile $(CONFIG) --replace-workflow-config
+RESULTS = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('$(CONFIG)')).get('results', 'results'))")
+REPORT = $(RESULTS)/report.html
+
+.PHONY: run report test venv clean
+
+run: $(BIN)/.installed
+	$(SNAKEMAKE) $(ARGS)
+	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG)
+
+# The HTML report is rebuilt only when a result is newer than it, so a rerun does nothing.
+report: $(BIN)/.installed
+	@if [ ! -f "$(REPORT)" ] || [ -n "$$(find $(RESULTS) -type f -newer $(REPORT) ! -path '*/logs/*' -print -quit)" ]; then \
+		$(SNAKEMAKE) --report $(REPORT); \
+	else echo "Report up to date: $(REPORT)"; fi
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest $(ARGS)
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf results .snakemake

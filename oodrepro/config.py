@@ -1,0 +1,126 @@
+"""Configuration: schema validation with defaults, then checks the schema cannot express.
+
+Runs before any job starts, from the Snakefile or from Python; every error names the
+offending key so a typo never becomes a silent default.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from . import data, scores
+
+SCHEMA_PATH = Path(__file__).parent / "schema" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _with_defaults(validator_class):
+    """A validator that also fills in `default` values, as Snakemake's `validate` does."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _where(err: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in err.absolute_path) or "(top level)"
+
+
+def validate(config: dict) -> dict:
+    """Validate `config` in place (filling defaults) and return it; raise ConfigError naming the key."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors:
+            msg = e.message
+            if e.validator == "additionalProperties":
+                msg = f"unknown key: {msg}"
+            lines.append(f"  {_where(e)}: {msg}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    problems = []
+    bench = config["benchmark"]
+    named = [("benchmark.id_train", bench["id_train"]), ("benchmark.id_test", bench["id_test"])]
+    named += [(f"benchmark.ood[{i}]", d) for i, d in enumerate(bench["ood"])]
+    if "outliers" in bench:
+        named.append(("benchmark.outliers", bench["outliers"]))
+    named += [(f"dataset_options.{d}", d) for d in config.get("dataset_options", {})]
+    for key, name in named:
+        try:
+            data.get(name)
+        except KeyError as err:
+            problems.append(f"{key}: {err.args[0]}")
+    for key in config.get("downloads", {}):
+        if key not in data.ARCHIVES:
+            problems.append(f"downloads.{key}: unknown archive; known: {', '.join(data.ARCHIVES)}")
+    for name in config["scores"]:
+        if name not in scores.SCORES:
+            problems.append(f"scores.{name}: unknown score; known: {', '.join(sorted(scores.SCORES))}")
+    keep_names = set(config["training"].get("keep", {}))
+    for name, bb in config["backbones"].items():
+        recipe = recipe_of(config, name)
+        if set(recipe.get("keep", {})) != keep_names:
+            problems.append(f"backbones.{name}.training.keep: must name the same checkpoints as training.keep")
+        for m in recipe.get("schedule", {}).get("milestones", []):
+            if m > recipe["epochs"]:
+                problems.append(f"backbones.{name}: milestone {m} is beyond epoch {recipe['epochs']}")
+        if recipe.get("schedule", {}).get("kind") == "step" and "milestones" not in recipe["schedule"]:
+            problems.append(f"backbones.{name}: a step schedule needs milestones")
+    for i, variant in enumerate(config["variants"]):
+        if variant != "base" and variant.removeprefix("base.") not in keep_names:
+            problems.append(f"variants[{i}]: {variant!r} is neither 'base' nor 'base.<a training.keep name>'")
+    for group, members in bench.get("groups", {}).items():
+        if group in bench["ood"] or group in ("mean", "-"):
+            problems.append(f"benchmark.groups.{group}: a group name must not be an OOD set or 'mean'")
+        for m in members:
+            if m not in bench["ood"]:
+                problems.append(f"benchmark.groups.{group}: {m!r} is not in benchmark.ood")
+    if bench["id_test"] in bench["ood"]:
+        problems.append("benchmark.ood: must not contain the ID test set")
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def recipe_of(config: dict, backbone: str) -> dict:
+    """The training recipe of one backbone: `training` updated by the backbone's own overrides."""
+    recipe = copy.deepcopy(config["training"])
+    recipe.update(copy.deepcopy(config["backbones"][backbone].get("training", {})))
+    return recipe
+
+
+def model_spec(config: dict, backbone: str) -> dict:
+    """Constructor arguments of a backbone: its arch and options, plus the ID class count."""
+    spec = {k: v for k, v in config["backbones"][backbone].items() if k != "training"}
+    spec["num_classes"] = data.get(config["benchmark"]["id_train"])[0].num_classes
+    return spec
+
+
+def kept_epochs(recipe: dict) -> dict[str, int]:
+    """Named checkpoints' epochs: a fraction of the run, rounded, at least epoch 1."""
+    return {name: max(1, round(frac * recipe["epochs"])) for name, frac in recipe.get("keep", {}).items()}
+
+
+def load(path) -> dict:
+    return validate(yaml.safe_load(Path(path).read_text()))

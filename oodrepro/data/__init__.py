@@ -1,0 +1,220 @@
+"""The dataset registry: every dataset the workflow can materialise, by name.
+
+A dataset is one array file `{name}.npz` holding `images` (uint8 N×32×32×3) and
+`labels` (int64, -1 for unlabelled OOD images). Offline datasets are generated from
+a seed; downloaded ones come from checksummed archives and a named 32×32 recipe.
+A name may carry a recipe after '@' (`textures@squash-lanczos`), so every recipe of
+a source is its own cached file (conventions.md §5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..io import load_npz, save_npz
+from . import download as dl
+from . import offline
+from .download import Archive, ChecksumError
+
+__all__ = [
+    "ARCHIVES",
+    "DATASETS",
+    "Archive",
+    "ChecksumError",
+    "DatasetSpec",
+    "build_offline",
+    "convert_download",
+    "get",
+    "load_dataset",
+    "save_dataset",
+]
+
+
+def save_dataset(path, images: np.ndarray, labels: np.ndarray) -> None:
+    images = np.ascontiguousarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise ValueError(f"images must be uint8 N×32×32×3, got {images.dtype} {images.shape}")
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    save_npz(path, images=images, labels=np.asarray(labels, np.int64))
+
+
+def load_dataset(path) -> tuple[np.ndarray, np.ndarray]:
+    data = load_npz(path)
+    return data["images"], data["labels"]
+
+
+# --------------------------------------------------------------------------- archives
+ARCHIVES: dict[str, Archive] = {
+    a.filename: a
+    for a in [
+        Archive("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                md5="c58f30108f718f92721af3b95e74349a"),
+        Archive("cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                md5="eb9058c3a382ffc7106e4002c42a8d85"),
+        Archive("test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+                md5="eb5a983be6a315427106f1b164d9cef3"),
+        Archive("dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+                md5="fff73e5086ae6bdbea199a49dfb8a4c1"),
+        Archive("filelist_places365-standard.tar",
+                "http://data.csail.mit.edu/places/places365/filelist_places365-standard.tar",
+                md5="35a0585fee1fa656440f3ab298f8479c"),
+        Archive("val_256.tar", "http://data.csail.mit.edu/places/places365/val_256.tar",
+                md5="e27b17d8d44f4af9a78502beb927f808"),
+        Archive("t10k-images-idx3-ubyte.gz", "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
+                md5="9fb629c4189551a2d022fa330f9573f3"),
+        Archive("t10k-labels-idx1-ubyte.gz", "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
+                md5="ec29112dd5afa0611ce80d1b7f02629c"),
+        # The ODIN releases (facebookresearch/odin README links).
+        Archive("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
+                md5="458a0a0ab8e5f1cb4516d7400568e460"),
+        Archive("LSUN_resize.tar.gz", "https://www.dropbox.com/s/moqh2wh8696c3yl/LSUN_resize.tar.gz?dl=1",
+                md5="278b7b31c8cb7e804a1465a8ce03a2dc"),
+        Archive("iSUN.tar.gz", "https://www.dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz?dl=1",
+                md5="be77b0f2c26fda898afac5f99645ee70"),
+        Archive("Imagenet.tar.gz", "https://www.dropbox.com/s/avgm2u562itwpkl/Imagenet.tar.gz?dl=1",
+                md5="7c0827e4246c3718a5ee076e999e52e5"),
+        Archive("Imagenet_resize.tar.gz", "https://www.dropbox.com/s/kp3my3412u5k9rl/Imagenet_resize.tar.gz?dl=1",
+                md5="0f9ff11d45babf2eff5fe12281d1ac31"),
+    ]
+}
+
+
+# --------------------------------------------------------------------------- datasets
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How one named dataset is made.
+
+    `offline` specs build from `(params) -> (images, labels)`; download specs name
+    their archives and a converter. `recipes` lists the 32×32 recipes the source
+    admits, the first being the default; `sampled` says whether a seeded subsample
+    (`sample` in the config) applies.
+    """
+
+    name: str
+    description: str
+    offline: Callable[[dict], tuple[np.ndarray, np.ndarray]] | None = None
+    archives: tuple[str, ...] = ()
+    converter: Callable | None = None
+    converter_args: dict = field(default_factory=dict)
+    recipes: tuple[str, ...] = ()
+    num_classes: int = 0
+
+
+def _digits(part: str):
+    def build(p: dict):
+        return offline.digits_split(p["seed"], p["digits_test_fraction"])[part]
+
+    return build
+
+
+def _unlabelled(fn):
+    def build(p: dict):
+        images = fn(p["n_ood"], p["seed"])
+        return images, np.full(len(images), -1, np.int64)
+
+    return build
+
+
+def _photos(p):
+    images, _ = offline.photo_patches(p["n_ood"], p["seed"], half="left", stream="photos")
+    return images, np.full(len(images), -1, np.int64)
+
+
+def _outliers(p):
+    images = offline.auxiliary_outliers(p["n_outliers"], p["seed"])
+    return images, np.full(len(images), -1, np.int64)
+
+
+def _glyphs(p):
+    images, _ = offline.glyphs(p["n_ood"], p["seed"])
+    return images, np.full(len(images), -1, np.int64)
+
+
+_SPECS = [
+    DatasetSpec("digits-train", "scikit-learn digits, 32×32 RGB, train split", _digits("train"), num_classes=10),
+    DatasetSpec("digits-test", "scikit-learn digits, 32×32 RGB, test split", _digits("test"), num_classes=10),
+    DatasetSpec("photos", "patches of the bundled photographs (left halves)", _photos),
+    DatasetSpec("gaussian-noise", "i.i.d. Gaussian pixel noise", _unlabelled(offline.gaussian_noise)),
+    DatasetSpec("uniform-noise", "i.i.d. uniform pixel noise", _unlabelled(offline.uniform_noise)),
+    DatasetSpec("solid-colour", "single-colour images", _unlabelled(offline.solid_colour)),
+    DatasetSpec("textures-procedural", "gratings, checkerboards, stripes, plasma",
+                _unlabelled(offline.procedural_textures)),
+    DatasetSpec("glyphs", "near-OOD: letters digitised like the digits", _glyphs),
+    DatasetSpec("outliers-aux", "auxiliary outliers: right-half photo patches and shapes", _outliers),
+    DatasetSpec("cifar10-train", "CIFAR-10 train (50,000)", archives=("cifar-10-python.tar.gz",),
+                converter=dl.convert_cifar, converter_args={"classes": 10, "train": True}, num_classes=10),
+    DatasetSpec("cifar10-test", "CIFAR-10 test (10,000)", archives=("cifar-10-python.tar.gz",),
+                converter=dl.convert_cifar, converter_args={"classes": 10, "train": False}, num_classes=10),
+    DatasetSpec("cifar100-train", "CIFAR-100 train (50,000)", archives=("cifar-100-python.tar.gz",),
+                converter=dl.convert_cifar, converter_args={"classes": 100, "train": True}, num_classes=100),
+    DatasetSpec("cifar100-test", "CIFAR-100 test (10,000)", archives=("cifar-100-python.tar.gz",),
+                converter=dl.convert_cifar, converter_args={"classes": 100, "train": False}, num_classes=100),
+    DatasetSpec("svhn-test", "SVHN test (26,032)", archives=("test_32x32.mat",), converter=dl.convert_svhn),
+    DatasetSpec("mnist-test", "MNIST test (10,000), grey → RGB",
+                archives=("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"), converter=dl.convert_mnist,
+                recipes=("squash-bilinear", "squash-lanczos")),
+    DatasetSpec("textures", "Describable Textures (DTD, 5,640)", archives=("dtd-r1.0.1.tar.gz",),
+                converter=dl.convert_folder, converter_args={"subdir": "dtd/images"},
+                recipes=("crop32", "squash-bilinear", "squash-lanczos")),
+    DatasetSpec("places365", "Places365 validation (small), seeded sample",
+                archives=("filelist_places365-standard.tar", "val_256.tar"), converter=dl.convert_places365,
+                recipes=("crop32", "squash-bilinear", "squash-lanczos")),
+    DatasetSpec("lsun-crop", "LSUN crop, ODIN release (10,000)", archives=("LSUN.tar.gz",),
+                converter=dl.convert_folder, converter_args={"subdir": "LSUN"},
+                recipes=("centre32", "squash-bilinear")),
+    DatasetSpec("lsun-resize", "LSUN resize, ODIN release (10,000)", archives=("LSUN_resize.tar.gz",),
+                converter=dl.convert_folder, converter_args={"subdir": "LSUN_resize"},
+                recipes=("crop32", "squash-bilinear")),
+    DatasetSpec("isun", "iSUN, ODIN release (8,925)", archives=("iSUN.tar.gz",),
+                converter=dl.convert_folder, converter_args={"subdir": "iSUN"}, recipes=("crop32", "squash-bilinear")),
+    DatasetSpec("tin-crop", "TinyImageNet crop, ODIN release (10,000)", archives=("Imagenet.tar.gz",),
+                converter=dl.convert_folder, converter_args={"subdir": "Imagenet"},
+                recipes=("centre32", "squash-bilinear")),
+    DatasetSpec("tin-resize", "TinyImageNet resize, ODIN release (10,000)", archives=("Imagenet_resize.tar.gz",),
+                converter=dl.convert_folder, converter_args={"subdir": "Imagenet_resize"},
+                recipes=("crop32", "squash-bilinear")),
+]
+DATASETS: dict[str, DatasetSpec] = {s.name: s for s in _SPECS}
+
+
+def get(name: str) -> tuple[DatasetSpec, str | None]:
+    """Look up `base@recipe`; returns the spec and the recipe (the default when omitted)."""
+    base, _, recipe = name.partition("@")
+    if base not in DATASETS:
+        raise KeyError(f"unknown dataset {base!r}; known: {', '.join(sorted(DATASETS))}")
+    spec = DATASETS[base]
+    if recipe and recipe not in spec.recipes:
+        raise KeyError(f"dataset {base!r} has no recipe {recipe!r}; it has {spec.recipes or 'none'}")
+    return spec, (recipe or (spec.recipes[0] if spec.recipes else None))
+
+
+def is_offline(name: str) -> bool:
+    return get(name)[0].offline is not None
+
+
+def archives_of(name: str) -> tuple[str, ...]:
+    return get(name)[0].archives
+
+
+def build_offline(name: str, params: dict, out) -> None:
+    spec, _ = get(name)
+    images, labels = spec.offline(params)
+    save_dataset(out, images, labels)
+
+
+def convert_download(name: str, archives: list, out, sample: int | None = None, seed: int = 0) -> None:
+    """Convert verified archives into the dataset's array file (`sample`: seeded subsample)."""
+    spec, recipe = get(name)
+    args = dict(spec.converter_args)
+    if recipe is not None:
+        args.update(recipe=recipe, sample=sample, seed=seed)
+    images, labels = dl.convert(spec.converter, [Path(a) for a in archives], **args)
+    if sample is not None and recipe is None and sample < len(images):
+        idx = np.sort(np.random.default_rng(seed).choice(len(images), size=sample, replace=False))
+        images, labels = images[idx], labels[idx]
+    save_dataset(out, images, labels)

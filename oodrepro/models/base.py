@@ -1,0 +1,66 @@
+"""What every backbone shares: normalisation inside the model and per-block outputs.
+
+Inputs are always images in [0,1]; the backbone normalises them itself, so datasets stay
+uint8 and every input-space operation (ODIN's perturbation, an input watermark) is
+defined in a known space. `forward_normalized` is the entry point after normalisation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+# conventions.md §3
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "hendrycks-cifar": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
+    "wrong-std-cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+class BlockOutputs(NamedTuple):
+    logits: torch.Tensor
+    penultimate: torch.Tensor  # the vector the classifier head reads
+    blocks: list[torch.Tensor]  # every block's output map, in depth order
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count scaled by the width multiplier (at least 1)."""
+    return max(1, int(round(channels * width)))
+
+
+class Backbone(nn.Module):
+    """Subclasses implement `body(z) -> BlockOutputs` on normalised inputs and set `block_names`."""
+
+    block_names: list[str]
+
+    def __init__(self, normalization: str):
+        super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise KeyError(f"unknown normalization {normalization!r}; known: {sorted(NORMALIZATIONS)}")
+        mean, std = NORMALIZATIONS[normalization]
+        self.normalization = normalization
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def body(self, z: torch.Tensor) -> BlockOutputs:
+        raise NotImplementedError
+
+    def forward_normalized(self, z: torch.Tensor, return_blocks: bool = False):
+        out = self.body(z)
+        return out if return_blocks else out.logits
+
+    def forward(self, x: torch.Tensor, return_blocks: bool = False):
+        """x: images in [0,1]. Returns logits, or BlockOutputs when `return_blocks`."""
+        return self.forward_normalized(self.normalize(x), return_blocks)
+
+
+def pool(t: torch.Tensor) -> torch.Tensor:
+    return torch.flatten(nn.functional.adaptive_avg_pool2d(t, 1), 1)

@@ -1,0 +1,37 @@
+"""VGG-16 with BatchNorm for 32×32 inputs; a block is one conv-BN-ReLU (after its max-pool, if any)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import Backbone, BlockOutputs, pool, scaled
+
+CFG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class VGG(Backbone):
+    def __init__(self, cfg=CFG16, num_classes=10, width=1.0, normalization="hendrycks-cifar"):
+        super().__init__(normalization)
+        blocks, cin = [], 3
+        for v in cfg:
+            if v == "M":
+                blocks[-1].append(nn.MaxPool2d(2))
+                continue
+            cout = scaled(v, width)
+            blocks.append(nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.block_names = [f"conv{i + 1}" for i in range(len(blocks))]
+        self.fc = nn.Linear(cin, num_classes)
+
+    def body(self, z):
+        h, outs = z, []
+        for block in self.blocks:
+            h = block(h)
+            outs.append(h)
+        feat = pool(h)
+        return BlockOutputs(self.fc(feat), feat, outs)
+
+
+def vgg16_bn(**kw):
+    return VGG(CFG16, **kw)

@@ -1,0 +1,212 @@
+"""Metrics tables, summaries over seeds, the paper-comparison table and plots.
+
+The tidy table has one row per (benchmark, backbone, seed, model, method, ood_set,
+metric); everything else (Markdown summaries, the report) is derived from it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+
+METRIC_LABELS = {
+    "auroc": "AUROC ↑",
+    "fpr95": "FPR95 ↓",
+    "aupr_in": "AUPR-In ↑",
+    "aupr_out": "AUPR-Out ↑",
+    "id_accuracy": "ID acc. ↑",
+}
+KEYS = ["benchmark", "arch", "seed", "model", "method"]
+
+
+def metrics_table(
+    s_id: np.ndarray,
+    s_ood: dict[str, np.ndarray],
+    id_accuracy: float,
+    context: dict,
+    groups: dict[str, list[str]] | None = None,
+    fpr_rule: str = "first_ge",
+    fpr_positive: str = "id",
+    aupr: str = "ap",
+) -> pd.DataFrame:
+    """Tidy rows for one (model, method): every metric per OOD set, the mean over each group
+    of sets (`groups`, e.g. near/far) and over all sets, and ID accuracy."""
+    rows = []
+    per_set = {}
+    for name, s in s_ood.items():
+        per_set[name] = metrics.ood_metrics(s_id, s, fpr_rule, fpr_positive, aupr)
+        for metric, value in per_set[name].items():
+            rows.append({"ood_set": name, "metric": metric, "value": value, "n_ood": len(s)})
+    for group, members in {**(groups or {}), "mean": list(s_ood)}.items():
+        for metric in next(iter(per_set.values())):
+            rows.append({"ood_set": group, "metric": metric, "n_ood": sum(len(s_ood[m]) for m in members),
+                         "value": float(np.mean([per_set[m][metric] for m in members]))})
+    rows.append({"ood_set": "-", "metric": "id_accuracy", "value": id_accuracy, "n_ood": 0})
+    frame = pd.DataFrame(rows)
+    for k, v in context.items():
+        frame[k] = v
+    frame["n_id"] = len(s_id)
+    frame["fpr_rule"], frame["fpr_positive"], frame["aupr_mode"] = fpr_rule, fpr_positive, aupr
+    order = KEYS + ["ood_set", "metric", "value", "n_id", "n_ood", "fpr_rule", "fpr_positive", "aupr_mode"]
+    return frame[order]
+
+
+def summarize(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of every (backbone, model, method, ood_set, metric)."""
+    group = ["benchmark", "arch", "model", "method", "ood_set", "metric"]
+    out = tidy.groupby(group, sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    return out.rename(columns={"count": "seeds"}).fillna({"std": 0.0})
+
+
+def _cell(mean: float, std: float, seeds: int) -> str:
+    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+
+
+HEADLINE = ["auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy"]
+
+
+def headline(part: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, method): the mean over OOD sets of each metric, and ID accuracy."""
+    head = part[part["ood_set"].isin(["mean", "-"])]
+    rows = []
+    for (model, method), r in head.groupby(["model", "method"], sort=False):
+        r = r.set_index("metric")
+        rows.append({"model": model, "method": method, **{
+            METRIC_LABELS[c]: _cell(r.at[c, "mean"], r.at[c, "std"], int(r.at[c, "seeds"])) for c in HEADLINE
+            if c in r.index}})
+    return pd.DataFrame(rows)
+
+
+def per_set(part: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (model, method), one column per OOD set."""
+    sets = [s for s in part["ood_set"].unique() if s not in ("mean", "-")]
+    sub = part[part["metric"] == metric]
+    rows = []
+    for (model, method), r in sub.groupby(["model", "method"], sort=False):
+        r = r.set_index("ood_set")
+        rows.append({"model": model, "method": method,
+                     **{s: _cell(r.at[s, "mean"], r.at[s, "std"], int(r.at[s, "seeds"])) for s in sets}})
+    return pd.DataFrame(rows)
+
+
+def to_markdown(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    def fmt(v):
+        return format(v, floatfmt) if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def sections(summary: pd.DataFrame) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
+    """(heading, [(caption, table), ...]) for each benchmark · backbone."""
+    out = []
+    for (bench, arch), part in summary.groupby(["benchmark", "arch"], sort=False):
+        seeds = int(part["seeds"].max())
+        heading = f"{bench} · {arch} ({seeds} seed{'s' if seeds > 1 else ''})"
+        tables = [("Mean over OOD sets", headline(part))]
+        tables += [(f"{METRIC_LABELS[m]} per OOD set", per_set(part, m)) for m in ("auroc", "fpr95")]
+        out.append((heading, tables))
+    return out
+
+
+def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "") -> str:
+    lines = [f"# {title}", ""] if title else []
+    for heading, tables in sections(summary):
+        lines += [f"## {heading}", ""]
+        for caption, table in tables:
+            lines += [f"**{caption}**", "", to_markdown(table), ""]
+    if comparison is not None and len(comparison):
+        lines += ["## Paper vs ours", "", to_markdown(comparison), ""]
+    return "\n".join(lines)
+
+
+def html_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "") -> str:
+    parts = [f"<h1>{title}</h1>"] if title else []
+    for heading, tables in sections(summary):
+        parts.append(f"<h2>{heading}</h2>")
+        for caption, table in tables:
+            parts.append(f"<h3>{caption}</h3>" + table.to_html(index=False, border=0))
+    if comparison is not None and len(comparison):
+        parts.append("<h2>Paper vs ours</h2>" + comparison.to_html(index=False, border=0, float_format="%.2f"))
+    style = ("<style>body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;margin-bottom:1em}"
+             "td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right} th{background:#f3f3f3}</style>")
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head><body>{''.join(parts)}</body></html>\n"
+
+
+def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
+    """Ours beside the paper's numbers, for every reference row we can match."""
+    rows = []
+    for ref in reference.get("rows", []):
+        mask = (summary["method"] == ref["method"]) & (summary["ood_set"] == ref["ood_set"]) & (
+            summary["metric"] == ref["metric"])
+        if "arch" in ref:
+            mask &= summary["arch"] == ref["arch"]
+        mask &= summary["model"] == ref.get("model", "base")
+        ours = summary[mask]
+        rows.append({**{k: ref.get(k, "") for k in ("arch", "method", "ood_set", "metric")},
+                     "paper": ref["value"], "ours": ours["mean"].iloc[0] if len(ours) else np.nan})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["difference"] = frame["ours"] - frame["paper"]
+    return frame
+
+
+def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
+    """Score histograms of ID against each OOD set, and the ROC curves, in one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    n = len(s_ood)
+    cols = min(4, n + 1)
+    rows = int(np.ceil((n + 1) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    axes = axes.ravel()
+    everything = np.concatenate([s_id, *s_ood.values()])
+    lo, hi = np.percentile(everything, [0.5, 99.5])
+    bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
+    for ax, (name, s) in zip(axes, s_ood.items()):
+        ax.hist(np.clip(s_id, bins[0], bins[-1]), bins, alpha=0.55, density=True, label="ID", color="tab:blue")
+        ax.hist(np.clip(s, bins[0], bins[-1]), bins, alpha=0.55, density=True, label=name, color="tab:red")
+        auroc = metrics.ood_metrics(s_id, s)["auroc"]
+        ax.set_title(f"{name} (AUROC {auroc:.1f})", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    roc = axes[n]
+    for name, s in s_ood.items():
+        y = np.concatenate([np.ones(len(s_id)), np.zeros(len(s))])
+        fpr, tpr, _ = roc_curve(y, np.concatenate([s_id, s]))
+        roc.plot(fpr, tpr, label=name, lw=1.2)
+    roc.plot([0, 1], [0, 1], "k:", lw=0.8)
+    roc.set_xlabel("FPR (OOD accepted)", fontsize=8)
+    roc.set_ylabel("TPR (ID accepted)", fontsize=8)
+    roc.set_title("ROC, ID positive", fontsize=9)
+    roc.legend(fontsize=6)
+    for ax in axes[n + 1 :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training(log: pd.DataFrame, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(8, 2.8))
+    ax[0].plot(log["epoch"], log["loss"])
+    ax[0].set_title("training loss", fontsize=9)
+    ax[1].plot(log["epoch"], 100 * log["accuracy"])
+    ax[1].set_title("training accuracy (%)", fontsize=9)
+    for a in ax:
+        a.set_xlabel("epoch", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,17 @@
+"""Per-job set-up shared by the workflow scripts: log redirection and thread count."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import torch
+
+
+def start_job(log_path: str | None, threads: int = 1) -> None:
+    """Send stdout/stderr (progress bars included) to the rule's log; use the rule's threads."""
+    if log_path:
+        stream = open(log_path, "w", buffering=1)
+        sys.stdout = sys.stderr = stream
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", force=True)
+    torch.set_num_threads(max(1, int(threads)))

@@ -1,0 +1,99 @@
+"""Post-hoc OOD scores: one function each, one registry, higher = more in-distribution.
+
+A score reads either the cached features (`needs="features"`) or the network itself
+(`needs="network"`, e.g. ODIN's input perturbation). A score with a `fit` step learns
+its statistics from the ID training features once; the fitted state is a dict of arrays
+saved as its own artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.special import logsumexp, softmax
+
+from .training import to_tensor
+
+
+@dataclass(frozen=True)
+class Score:
+    name: str
+    needs: str  # "features" or "network"
+    score: Callable
+    fit: Callable | None = None
+    description: str = ""
+
+
+SCORES: dict[str, Score] = {}
+
+
+def register(name: str, needs: str, fit: Callable | None = None, description: str = ""):
+    if needs not in ("features", "network"):
+        raise ValueError(f"needs must be 'features' or 'network', not {needs!r}")
+
+    def deco(fn):
+        if name in SCORES:
+            raise KeyError(f"score {name!r} registered twice")
+        SCORES[name] = Score(name, needs, fn, fit, description)
+        return fn
+
+    return deco
+
+
+def get(name: str) -> Score:
+    if name not in SCORES:
+        raise KeyError(f"unknown score {name!r}; known: {', '.join(sorted(SCORES))}")
+    return SCORES[name]
+
+
+# --------------------------------------------------------------------------- feature scores
+@register("msp", "features", description="maximum softmax probability (Hendrycks & Gimpel 2017)")
+def msp(features: dict, state=None) -> np.ndarray:
+    return softmax(features["logits"].astype(np.float64), axis=1).max(axis=1)
+
+
+@register("energy", "features", description="negative free energy T·logsumexp(z/T) (Liu et al. 2020)")
+def energy(features: dict, state=None, temperature: float = 1.0) -> np.ndarray:
+    return temperature * logsumexp(features["logits"].astype(np.float64) / temperature, axis=1)
+
+
+def fit_mahalanobis(train: dict, layer: str = "penultimate") -> dict[str, np.ndarray]:
+    """Class means and the tied (shared) covariance's pseudo-inverse, from ID training features."""
+    f, y = train[layer].astype(np.float64), train["labels"]
+    classes = np.unique(y)
+    means = np.stack([f[y == c].mean(axis=0) for c in classes])
+    centred = f - means[np.searchsorted(classes, y)]
+    cov = centred.T @ centred / len(f)
+    return {"means": means, "precision": np.linalg.pinv(cov, hermitian=True)}
+
+
+@register("mahalanobis", "features", fit=fit_mahalanobis,
+          description="−min_c squared Mahalanobis distance, tied covariance, one layer (OpenOOD 'MDS')")
+def mahalanobis(features: dict, state: dict, layer: str = "penultimate") -> np.ndarray:
+    f = features[layer].astype(np.float64)
+    dist = np.stack([np.einsum("nd,de,ne->n", f - mu, state["precision"], f - mu) for mu in state["means"]], 1)
+    return -dist.min(axis=1)
+
+
+# --------------------------------------------------------------------------- network scores
+@register("odin", "network", description="ODIN: temperature scaling and input perturbation (Liang et al. 2018)")
+def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, epsilon: float = 0.0014,
+         batch_size: int = 256) -> np.ndarray:
+    """max softmax(f(x̃)/T) with x̃ = x − ε·sign(∇ₓ CE(f(x)/T, ŷ)), x in [0,1], no clipping."""
+    model.eval()
+    device = next(model.parameters()).device
+    x_all = to_tensor(images, device)
+    out = []
+    for i in range(0, len(x_all), batch_size):
+        x = (x_all[i : i + batch_size].float() / 255.0).requires_grad_(True)
+        logits = model(x) / temperature
+        loss = F.cross_entropy(logits, logits.argmax(1))
+        (grad,) = torch.autograd.grad(loss, x)
+        with torch.no_grad():
+            z = model(x - epsilon * grad.sign()) / temperature
+            out.append(torch.softmax(z.double(), dim=1).max(dim=1).values.cpu())
+    return torch.cat(out).numpy()

@@ -1,0 +1,52 @@
+# Backbone training: one job per (backbone, seed), resumable, with named extra checkpoints.
+
+KEEP = list(config["training"].get("keep", {}))
+
+
+rule train_backbone:
+    input:
+        train=dataset_file(BENCH["id_train"]),
+    output:
+        model=RUN + "/models/base.pt",
+        log_csv=RUN + "/train_log.csv",
+        **{f"kept_{name}": RUN + f"/models/base.{name}.pt" for name in KEEP},
+    params:
+        spec=lambda w: cfg.model_spec(config, w.arch),
+        recipe=lambda w: cfg.recipe_of(config, w.arch),
+        keep=lambda w: cfg.kept_epochs(cfg.recipe_of(config, w.arch)),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        state=RUN + "/models/.resume/base.pt",
+    log:
+        RUN + "/logs/train_backbone.log",
+    benchmark:
+        RUN + "/benchmarks/train_backbone.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=1,
+    script:
+        "../workflow_scripts/train_backbone.py"
+
+
+rule plot_training:
+    input:
+        RUN + "/train_log.csv",
+    output:
+        report(
+            RUN + "/plots/training.png",
+            caption="../report/training.rst",
+            category="Training",
+            labels={"backbone": "{arch}", "seed": "{seed}"},
+        ),
+    params:
+        title=lambda w: f"{w.arch}, seed {w.seed}",
+    log:
+        RUN + "/logs/plot_training.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../workflow_scripts/plot_training.py"

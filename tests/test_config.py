@@ -1,0 +1,64 @@
+"""Configuration validation: every error names the offending key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oodrepro import config as cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def default():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_gets_defaults(default):
+    del default["features"]
+    out = cfg.validate(default)
+    assert out["features"]["batch_size"] == 512
+    assert out["metrics"]["fpr_rule"] == "first_ge"
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")))
+def test_presets_are_valid(preset):
+    cfg.load(preset)
+
+
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        (lambda c: c["training"].update(lrr=0.1), "training: unknown key"),
+        (lambda c: c["training"].update(lr="fast"), "training.lr: 'fast' is not of type 'number'"),
+        (lambda c: c["backbones"]["resnet18-small"].update(arch="resnet9000"), "backbones.resnet18-small.arch"),
+        (lambda c: c["backbones"]["resnet18-small"].update(widht=0.5), "backbones.resnet18-small: unknown key"),
+        (lambda c: c["benchmark"]["ood"].append("mnist"), "benchmark.ood[6]: unknown dataset 'mnist'"),
+        (lambda c: c["scores"].update(react={}), "scores.react: unknown score"),
+        (lambda c: c["scores"]["odin"].update(temprature=10), "scores.odin: unknown key"),
+        (lambda c: c["metrics"].update(fpr_rule="nearest"), "metrics.fpr_rule"),
+        (lambda c: c.update(variants=["base", "um"]), "variants[1]"),
+        (lambda c: c.update(downloads={"cifar.tgz": {"url": "x"}}), "downloads.cifar.tgz: unknown archive"),
+        (lambda c: c["training"].update(schedule={"kind": "step", "milestones": [99]}), "milestone 99"),
+        (lambda c: c.update(seeds=[]), "seeds"),
+        (lambda c: c["benchmark"].update(name="a/b"), "benchmark.name"),
+    ],
+)
+def test_errors_name_the_key(default, edit, fragment):
+    bad = copy.deepcopy(default)
+    edit(bad)
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate(bad)
+    assert fragment in str(err.value)
+
+
+def test_recipe_overrides_and_kept_epochs(default):
+    default["backbones"]["resnet18-small"]["training"] = {"epochs": 9, "lr": 0.2}
+    cfg.validate(default)
+    recipe = cfg.recipe_of(default, "resnet18-small")
+    assert recipe["epochs"] == 9 and recipe["lr"] == 0.2 and recipe["batch_size"] == 64
+    assert cfg.kept_epochs(recipe) == {"middle": 4}  # round(0.5 · 9)
+    assert cfg.model_spec(default, "resnet18-small") == {
+        "arch": "resnet18", "width": 0.25, "normalization": "half", "num_classes": 10}

@@ -1,0 +1,161 @@
+"""Each downloader against small archives in the real formats, served on 127.0.0.1."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fixtures
+from oodrepro import data
+from oodrepro.data import download as dl
+
+
+def _fetch(server, archive_path, dest_dir, **override):
+    checksum = override or {"md5": fixtures.md5(archive_path)}
+    return dl.download(server.url(archive_path.name), dest_dir / archive_path.name, progress=False, **checksum)
+
+
+def test_download_verifies_md5_and_sha256(served, tmp_path):
+    root, server = served
+    (root / "blob.bin").write_bytes(b"x" * 1000)
+    import hashlib
+
+    sha = hashlib.sha256(b"x" * 1000).hexdigest()
+    out = dl.download(server.url("blob.bin"), tmp_path / "raw" / "blob.bin", sha256=sha, progress=False)
+    assert out.read_bytes() == b"x" * 1000
+
+
+def test_corrupted_download_is_an_error_naming_the_file_and_is_deleted(served, tmp_path):
+    root, server = served
+    fx = fixtures.svhn(root)
+    good_md5 = fixtures.md5(fx["path"])
+    blob = bytearray(fx["path"].read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte in transit
+    fx["path"].write_bytes(bytes(blob))
+    dest = tmp_path / "raw" / "test_32x32.mat"
+    with pytest.raises(data.ChecksumError, match="test_32x32.mat"):
+        dl.download(server.url("test_32x32.mat"), dest, md5=good_md5, progress=False)
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []  # no temporary left behind either
+
+
+def test_download_without_checksum_is_refused(served, tmp_path):
+    with pytest.raises(ValueError, match="checksum"):
+        dl.download(served[1].url("x"), tmp_path / "x", progress=False)
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_cifar(served, tmp_path, classes):
+    root, server = served
+    fx = fixtures.cifar(root, classes)
+    archive = _fetch(server, fx["path"], tmp_path)
+    for split in ("train", "test"):
+        name = f"cifar{classes}-{split}"
+        data.convert_download(name, [archive], tmp_path / f"{name}.npz")
+        images, labels = data.load_dataset(tmp_path / f"{name}.npz")
+        np.testing.assert_array_equal(images, fx[split][0])
+        np.testing.assert_array_equal(labels, fx[split][1])
+
+
+def test_svhn(served, tmp_path):
+    root, server = served
+    fx = fixtures.svhn(root)
+    archive = _fetch(server, fx["path"], tmp_path)
+    data.convert_download("svhn-test", [archive], tmp_path / "svhn.npz")
+    images, labels = data.load_dataset(tmp_path / "svhn.npz")
+    np.testing.assert_array_equal(images, fx["images"])
+    np.testing.assert_array_equal(labels, fx["labels"])
+    assert labels.min() >= 0 and labels.max() <= 9
+
+
+def test_svhn_seeded_sample(served, tmp_path):
+    root, server = served
+    fx = fixtures.svhn(root, n=9)
+    archive = _fetch(server, fx["path"], tmp_path)
+    data.convert_download("svhn-test", [archive], tmp_path / "a.npz", sample=4, seed=5)
+    data.convert_download("svhn-test", [archive], tmp_path / "b.npz", sample=4, seed=5)
+    a, _ = data.load_dataset(tmp_path / "a.npz")
+    b, _ = data.load_dataset(tmp_path / "b.npz")
+    assert a.shape == (4, 32, 32, 3)
+    np.testing.assert_array_equal(a, b)
+    assert all(any((img == ref).all() for ref in fx["images"]) for img in a)
+
+
+ODIN_SETS = [
+    ("lsun-crop", "LSUN.tar.gz", "LSUN", [(36, 36), (36, 36), (40, 36)]),
+    ("lsun-resize", "LSUN_resize.tar.gz", "LSUN_resize", [(32, 32)] * 3),
+    ("isun", "iSUN.tar.gz", "iSUN", [(32, 32)] * 3),
+    ("tin-crop", "Imagenet.tar.gz", "Imagenet", [(36, 36)] * 3),
+    ("tin-resize", "Imagenet_resize.tar.gz", "Imagenet_resize", [(32, 32)] * 3),
+    ("textures", "dtd-r1.0.1.tar.gz", "dtd/images", [(300, 200), (200, 260), (320, 320), (120, 64)]),
+]
+
+
+@pytest.mark.parametrize("name,filename,top,sizes", ODIN_SETS)
+def test_image_folder_releases(served, tmp_path, name, filename, top, sizes):
+    root, server = served
+    fx = fixtures.image_folder_tar(root, filename, top, sizes)
+    archive = _fetch(server, fx["path"], tmp_path)
+    data.convert_download(name, [archive], tmp_path / "out.npz")
+    images, labels = data.load_dataset(tmp_path / "out.npz")
+    assert images.shape == (len(sizes), 32, 32, 3) and images.dtype == np.uint8
+    assert (labels == -1).all()
+    _, recipe = data.get(name)
+    for got, src in zip(images, fx["arrays"]):
+        np.testing.assert_array_equal(got, dl.to_rgb32(Image.fromarray(src), recipe))
+        if src.shape[:2] == (32, 32):
+            np.testing.assert_array_equal(got, src)  # 32×32 releases pass unchanged
+        if recipe == "centre32":
+            h, w = src.shape[:2]
+            np.testing.assert_array_equal(got, src[(h - 32) // 2 : (h - 32) // 2 + 32, (w - 32) // 2 : (w - 32) // 2 + 32])
+
+
+def test_textures_recipes_differ(served, tmp_path):
+    root, server = served
+    fx = fixtures.image_folder_tar(root, "dtd-r1.0.1.tar.gz", "dtd/images", [(300, 200), (200, 260)])
+    archive = _fetch(server, fx["path"], tmp_path)
+    out = {}
+    for name in ("textures", "textures@squash-bilinear", "textures@squash-lanczos"):
+        data.convert_download(name, [archive], tmp_path / f"{name}.npz")
+        out[name] = data.load_dataset(tmp_path / f"{name}.npz")[0]
+    assert not np.array_equal(out["textures"], out["textures@squash-bilinear"])
+    assert not np.array_equal(out["textures@squash-bilinear"], out["textures@squash-lanczos"])
+
+
+def test_places365_seeded_sample(served, tmp_path):
+    root, server = served
+    fx = fixtures.places365(root, n=5)
+    archives = [_fetch(server, p, tmp_path) for p in fx["paths"]]
+    data.convert_download("places365", archives, tmp_path / "p.npz", sample=3, seed=0)
+    images, labels = data.load_dataset(tmp_path / "p.npz")
+    assert images.shape == (3, 32, 32, 3)
+    expected = [dl.to_rgb32(Image.fromarray(a), "crop32") for a in fx["arrays"]]
+    idx = np.sort(np.random.default_rng(0).choice(5, size=3, replace=False))
+    for got, i in zip(images, idx):
+        np.testing.assert_array_equal(got, expected[i])
+
+
+def test_recipes():
+    img = Image.fromarray(np.arange(64 * 48 * 3, dtype=np.uint32).reshape(48, 64, 3).astype(np.uint8))
+    for recipe in ("crop32", "centre32", "squash-bilinear", "squash-lanczos"):
+        assert dl.to_rgb32(img, recipe).shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        dl.to_rgb32(img, "nope")
+    with pytest.raises(KeyError, match="no recipe"):
+        data.get("svhn-test@crop32")
+
+
+def test_every_registered_archive_has_a_checksum():
+    for archive in data.ARCHIVES.values():
+        assert archive.md5 or archive.sha256
+
+
+def test_mnist(served, tmp_path):
+    root, server = served
+    fx = fixtures.mnist(root)
+    archives = [_fetch(server, p, tmp_path) for p in fx["paths"]]
+    data.convert_download("mnist-test", archives, tmp_path / "m.npz")
+    images, labels = data.load_dataset(tmp_path / "m.npz")
+    np.testing.assert_array_equal(labels, fx["labels"])
+    assert images.shape == (6, 32, 32, 3)
+    grey = Image.fromarray(fx["images"][0]).convert("RGB").resize((32, 32), Image.BILINEAR)
+    np.testing.assert_array_equal(images[0], np.asarray(grey))

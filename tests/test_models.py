@@ -1,0 +1,88 @@
+"""Backbones: output and per-block shapes, normalisation inside, checkpoint round trip."""
+
+import pytest
+import torch
+
+from oodrepro import models
+
+# (arch, kwargs, number of blocks, last block's shape at width 1 for 32×32 input)
+CASES = [
+    ("resnet18", {}, 8, (512, 4, 4)),
+    ("resnet34", {}, 16, (512, 4, 4)),
+    ("wrn40_2", {}, 18, (128, 8, 8)),
+    ("densenet100", {}, 5, (342, 8, 8)),
+    ("vgg16_bn", {}, 13, (512, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("arch,kwargs,n_blocks,last", CASES)
+def test_full_width_shapes(arch, kwargs, n_blocks, last):
+    torch.manual_seed(0)
+    model = models.build(arch, num_classes=7, **kwargs).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32), return_blocks=True)
+    assert out.logits.shape == (2, 7)
+    assert len(out.blocks) == n_blocks == len(model.block_names)
+    assert tuple(out.blocks[-1].shape[1:]) == last
+    assert out.penultimate.shape == (2, model.fc.in_features)
+    assert torch.allclose(model.fc(out.penultimate), out.logits, atol=1e-5)
+
+
+def test_parameter_counts_match_the_papers_architectures():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert abs(count(models.build("resnet18")) - 11.17e6) < 0.05e6
+    assert abs(count(models.build("wrn40_2")) - 2.24e6) < 0.05e6
+    assert abs(count(models.build("densenet100")) - 0.77e6) < 0.03e6
+
+
+@pytest.mark.parametrize("arch", list(models.MODELS))
+def test_width_shrinks_every_block(arch):
+    small = models.build(arch, width=0.25)
+    big = models.build(arch)
+    with torch.no_grad():
+        s = small(torch.rand(1, 3, 32, 32), return_blocks=True)
+        b = big(torch.rand(1, 3, 32, 32), return_blocks=True)
+    for bs, bb in zip(s.blocks, b.blocks):
+        assert bs.shape[1] < bb.shape[1] and bs.shape[2:] == bb.shape[2:]
+
+
+def test_resnet_stem_padding_two_gives_featurenorm_sizes():
+    model = models.build("resnet18", stem_padding=2)
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 32, 32), return_blocks=True)
+    assert [tuple(b.shape[2:]) for b in out.blocks[::2]] == [(34, 34), (17, 17), (9, 9), (5, 5)]
+
+
+def test_normalisation_happens_inside_the_model():
+    model = models.build("resnet18", width=0.25, normalization="hendrycks-cifar").eval()
+    x = torch.rand(2, 3, 32, 32)
+    mean, std = models.NORMALIZATIONS["hendrycks-cifar"]
+    z = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.forward_normalized(z), atol=1e-6)
+
+
+def test_densenet_non_affine_bn_has_no_bn_parameters():
+    model = models.build("densenet100", affine_bn=False, dropout=0.3)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.weight is None for m in bns)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    spec = {"arch": "wrn40_2", "num_classes": 3, "width": 0.5, "normalization": "half"}
+    model = models.build(**spec).eval()
+    models.save_model(tmp_path / "m.pt", model, spec)
+    loaded = models.load_model(tmp_path / "m.pt")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_missing_checkpoint_is_an_error_not_a_random_init(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        models.load_model(tmp_path / "absent.pt")
+
+
+def test_unknown_architecture():
+    with pytest.raises(KeyError, match="unknown architecture"):
+        models.build("resnet9000")

@@ -1,0 +1,110 @@
+"""Training: same seed → same weights, and a killed run resumes to the identical result."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from oodrepro import models, training
+
+SPEC = {"arch": "resnet18", "num_classes": 3, "width": 0.0625, "normalization": "half"}
+RECIPE = {"epochs": 4, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+          "schedule": {"kind": "step", "milestones": [2, 3], "gamma": 0.1},
+          "augment": {"crop_padding": 2, "flip": True}}
+
+
+@pytest.fixture
+def toy():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, 40)
+
+
+def run(tmp, images, labels, keep=None, **kw):
+    tmp.mkdir(exist_ok=True)
+    return training.train_backbone(SPEC, images, labels, RECIPE, tmp / "m.pt", tmp / "state.pt", tmp / "log.csv",
+                                   keep=keep, seed=7, device="cpu", progress=False, **kw)
+
+
+def weights(path):
+    return models.load_model(path).state_dict()
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_same_seed_same_weights(tmp_path, toy):
+    run(tmp_path / "a", *toy)
+    run(tmp_path / "b", *toy)
+    assert_same(weights(tmp_path / "a" / "m.pt"), weights(tmp_path / "b" / "m.pt"))
+
+
+def test_resume_after_kill_gives_the_uninterrupted_weights(tmp_path, toy, monkeypatch):
+    run(tmp_path / "full", *toy, keep={"middle": (2, tmp_path / "full" / "mid.pt")})
+
+    real_lr_at = training.lr_at
+
+    def killed_at_epoch_3(epoch, recipe):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return real_lr_at(epoch, recipe)
+
+    monkeypatch.setattr(training, "lr_at", killed_at_epoch_3)
+    keep = {"middle": (2, tmp_path / "resumed" / "mid.pt")}
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed", *toy, keep=keep)
+    assert not (tmp_path / "resumed" / "m.pt").exists()  # nothing that looks finished
+    assert (tmp_path / "resumed" / "state.pt").exists()
+    monkeypatch.setattr(training, "lr_at", real_lr_at)
+    run(tmp_path / "resumed", *toy, keep=keep)
+
+    assert_same(weights(tmp_path / "full" / "m.pt"), weights(tmp_path / "resumed" / "m.pt"))
+    assert_same(weights(tmp_path / "full" / "mid.pt"), weights(tmp_path / "resumed" / "mid.pt"))
+    assert not (tmp_path / "resumed" / "state.pt").exists()
+    log = pd.read_csv(tmp_path / "resumed" / "log.csv")
+    assert list(log["epoch"]) == [1, 2, 3, 4]
+    assert list(log["lr"]) == pytest.approx([0.05, 0.05, 0.005, 0.0005])  # MultiStepLR semantics
+
+
+def test_kept_checkpoint_differs_from_final(tmp_path, toy):
+    run(tmp_path, *toy, keep={"middle": (2, tmp_path / "mid.pt")})
+    mid, final = weights(tmp_path / "mid.pt"), weights(tmp_path / "m.pt")
+    assert any(not torch.equal(mid[k], final[k]) for k in mid)
+    assert torch.load(tmp_path / "mid.pt", weights_only=True)["epoch"] == 2
+
+
+def test_training_learns_a_separable_toy_problem(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 60)
+    images = np.zeros((60, 32, 32, 3), np.uint8)
+    for i, y in enumerate(labels):
+        images[i, :, :, y] = 255  # the class is the colour channel
+    recipe = {**RECIPE, "epochs": 6, "schedule": {"kind": "cosine"}}
+    model = training.train_backbone(SPEC, images, labels, recipe, tmp_path / "m.pt", tmp_path / "s.pt",
+                                    tmp_path / "l.csv", seed=0, device="cpu", progress=False)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).argmax(1).numpy()
+    assert (pred == labels).mean() == 1.0
+
+
+def test_schedules():
+    assert training.lr_at(0, RECIPE) == 0.05
+    assert training.lr_at(2, RECIPE) == pytest.approx(0.005)
+    cos = {"lr": 1.0, "epochs": 10, "schedule": {"kind": "cosine"}}
+    assert training.lr_at(0, cos) == 1.0 and training.lr_at(5, cos) == pytest.approx(0.5)
+
+
+def test_augment_crops_and_flips_whole_batches():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    out = training.augment(x, padding=0, flip=True, gen=gen)
+    for i in range(2):
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(2))
+    shifted = training.augment(x, padding=2, flip=False, gen=torch.Generator().manual_seed(3))
+    assert shifted.shape == x.shape
+    # each output is a window of the zero-padded input
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        assert any(torch.equal(shifted[i], padded[i, :, dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))

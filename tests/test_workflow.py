@@ -1,0 +1,127 @@
+"""The workflow end to end on a shrunken config: data (offline and a served download),
+training, features, scores, metrics, report; then reruns that must do nothing or only
+what a parameter change requires."""
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--profile", str(ROOT / "profiles" / "local"), "--cores", "2",
+           "--configfile", str(configfile), "--replace-workflow-config", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count}."""
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("workflow")
+    served = work / "served"
+    served.mkdir()
+    svhn = fixtures.svhn(served, n=30)
+    with fixtures.LocalServer(served) as server:
+        config = yaml.safe_load((ROOT / "config.yaml").read_text())
+        config.update(results=str(work / "results"), data=str(work / "data"), seeds=[0, 1])
+        config["benchmark"]["ood"] = ["gaussian-noise", "glyphs", "svhn-test"]
+        config["downloads"] = {"test_32x32.mat": {"url": server.url("test_32x32.mat"), "md5": fixtures.md5(svhn["path"])}}
+        config["offline"].update(n_ood=40, n_outliers=40)
+        config["backbones"]["resnet18-small"]["width"] = 0.125
+        config["training"].update(epochs=2, batch_size=128)
+        config["scores"]["odin"]["batch_size"] = 128
+        cfgfile = work / "config.yaml"
+        cfgfile.write_text(yaml.safe_dump(config))
+        result = snakemake(work, cfgfile)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return work, cfgfile, config
+
+
+def test_outputs_and_tidy_metrics(run):
+    work, _, config = run
+    tidy = pd.read_csv(work / "results" / "metrics.csv")
+    assert list(tidy.columns[:8]) == ["benchmark", "arch", "seed", "model", "method", "ood_set", "metric", "value"]
+    assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis"}
+    assert set(tidy["model"]) == {"base"} and set(tidy["seed"]) == {0, 1}
+    assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
+    # 2 seeds × 4 methods × (4 sets incl. mean × 4 metrics + accuracy)
+    assert len(tidy) == 2 * 4 * (4 * 4 + 1)
+    assert tidy["value"].between(0, 100).all()
+    n_svhn = tidy[(tidy["ood_set"] == "svhn-test")]["n_ood"].unique()
+    assert list(n_svhn) == [30]  # the served fixture went through download and conversion
+    summary = pd.read_csv(work / "results" / "summary.csv")
+    assert (summary["seeds"] == 2).all()
+    for f in ("summary.md", "summary.html"):
+        assert "mahalanobis" in (work / "results" / f).read_text()
+    run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
+    assert (run_dir / "models" / "base.middle.pt").exists()
+    assert (run_dir / "plots" / "base" / "odin.png").stat().st_size > 10_000
+    assert (run_dir / "benchmarks" / "train_backbone.tsv").exists()
+    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "models" / ".resume" / "base.pt").exists()
+
+
+def test_report(run):
+    work, cfgfile, _ = run
+    result = snakemake(work, cfgfile, "--report", str(work / "report.html"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (work / "report.html").read_text()
+    assert "summary.html" in html and "odin.png" in html and "training.png" in html
+
+
+def test_rerun_does_nothing(run):
+    work, cfgfile, _ = run
+    assert planned_jobs(snakemake(work, cfgfile, "--dry-run")) == {}
+
+
+def test_changing_odin_temperature_reruns_only_odin(run):
+    work, _, config = run
+    config = copy.deepcopy(config)
+    config["scores"]["odin"]["temperature"] = 100.0
+    changed = work / "odin-t100.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
+    # 2 seeds × (ID test + 3 OOD sets) ODIN score jobs, then what reads them
+    assert jobs == {"score_network": 8, "compute_metrics": 2, "plot_scores": 2, "summarize": 1, "all": 1}
+
+
+def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
+    work, _, config = run
+    config = copy.deepcopy(config)
+    config["metrics"]["fpr_rule"] = "closest"
+    changed = work / "closest.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
+    assert jobs == {"compute_metrics": 8, "summarize": 1, "all": 1}
+
+
+def test_bad_config_fails_before_any_job(run, tmp_path):
+    _, _, config = run
+    config = copy.deepcopy(config)
+    config["training"]["epochz"] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, bad, "--dry-run")
+    assert result.returncode != 0
+    said = result.stdout + result.stderr
+    assert "training: unknown key" in said and "epochz" in said
+    assert not (tmp_path / "results").exists()

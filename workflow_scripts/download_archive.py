@@ -1,0 +1,6 @@
+from oodrepro import data
+from oodrepro.runtime import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+a = snakemake.params.archive
+data.download.download(a["url"], snakemake.output[0], md5=a["md5"], sha256=a["sha256"])

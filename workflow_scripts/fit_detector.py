@@ -1,0 +1,7 @@
+from oodrepro import features, io, scores
+from oodrepro.runtime import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+score = scores.get(snakemake.wildcards.method)
+state = score.fit(features.load(snakemake.input.train), **snakemake.params.hp)
+io.save_npz(snakemake.output[0], **state)

@@ -1,0 +1,5 @@
+from oodrepro import data
+from oodrepro.runtime import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+data.build_offline(snakemake.wildcards.dataset, snakemake.params.offline, snakemake.output[0])

@@ -1,0 +1,11 @@
+from oodrepro import data, training
+from oodrepro.runtime import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+p, out = snakemake.params, snakemake.output
+images, labels = data.load_dataset(snakemake.input.train)
+training.train_backbone(
+    p.spec, images, labels, p.recipe, out.model, p.state, out.log_csv,
+    keep={name: (epoch, out[f"kept_{name}"]) for name, epoch in p.keep.items()},
+    seed=p.seed, device=p.device,
+)
