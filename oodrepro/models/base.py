@@ -64,3 +64,24 @@ class Backbone(nn.Module):
 
 def pool(t: torch.Tensor) -> torch.Tensor:
     return torch.flatten(nn.functional.adaptive_avg_pool2d(t, 1), 1)
+
+
+def init_weights(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out) convolutions, BatchNorm at identity, zero linear biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
+
+def run_blocks(h: torch.Tensor, blocks) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Apply blocks in order, keeping every block's output."""
+    outs = []
+    for block in blocks:
+        h = block(h)
+        outs.append(h)
+    return h, outs

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, BlockOutputs, pool, scaled
+from .base import Backbone, BlockOutputs, init_weights, pool, run_blocks, scaled
 
 
 class Bottleneck(nn.Module):
@@ -69,18 +69,11 @@ class DenseNet(Backbone):
         self.block_names = ["dense1", "trans1", "dense2", "trans2", "dense3"]
         self.bn = nn.BatchNorm2d(c, affine=affine_bn)
         self.fc = nn.Linear(c, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def body(self, z):
         h = self.conv1(z)
-        outs = []
-        for stage in self.stages:
-            h = stage(h)
-            outs.append(h)
+        h, outs = run_blocks(h, self.stages)
         feat = pool(F.relu(self.bn(h)))
         return BlockOutputs(self.fc(feat), feat, outs)
 

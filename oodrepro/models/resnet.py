@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Backbone, BlockOutputs, pool, scaled
+from .base import Backbone, BlockOutputs, init_weights, pool, run_blocks, scaled
 
 
 class BasicBlock(nn.Module):
@@ -43,19 +43,11 @@ class ResNet(Backbone):
         self.blocks = nn.ModuleList(blocks)
         self.block_names = names
         self.fc = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def body(self, z):
         h = self.stem(z)
-        outs = []
-        for block in self.blocks:
-            h = block(h)
-            outs.append(h)
+        h, outs = run_blocks(h, self.blocks)
         feat = pool(h)
         return BlockOutputs(self.fc(feat), feat, outs)
 

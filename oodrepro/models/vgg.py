@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Backbone, BlockOutputs, pool, scaled
+from .base import Backbone, BlockOutputs, init_weights, pool, run_blocks, scaled
 
 CFG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -23,12 +23,10 @@ class VGG(Backbone):
         self.blocks = nn.ModuleList(blocks)
         self.block_names = [f"conv{i + 1}" for i in range(len(blocks))]
         self.fc = nn.Linear(cin, num_classes)
+        init_weights(self)
 
     def body(self, z):
-        h, outs = z, []
-        for block in self.blocks:
-            h = block(h)
-            outs.append(h)
+        h, outs = run_blocks(z, self.blocks)
         feat = pool(h)
         return BlockOutputs(self.fc(feat), feat, outs)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, BlockOutputs, pool, scaled
+from .base import Backbone, BlockOutputs, init_weights, pool, run_blocks, scaled
 
 
 class PreActBlock(nn.Module):
@@ -48,21 +48,11 @@ class WideResNet(Backbone):
         self.block_names = names
         self.bn = nn.BatchNorm2d(cin)
         self.fc = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def body(self, z):
         h = self.conv1(z)
-        outs = []
-        for block in self.blocks:
-            h = block(h)
-            outs.append(h)
+        h, outs = run_blocks(h, self.blocks)
         feat = pool(F.relu(self.bn(h)))
         return BlockOutputs(self.fc(feat), feat, outs)
 
