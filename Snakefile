@@ -27,6 +27,7 @@ RESULTS = config["results"]
 DATA = config["data"]
 BENCH = config["benchmark"]
 RUN = RESULTS + "/{bench}/{arch}/seed{seed}"
+GPU = cfg.gpus_per_job(config)  # the `gpu` resource of every rule that runs a network
 
 
 def one_of(names):

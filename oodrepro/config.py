@@ -122,5 +122,19 @@ def kept_epochs(recipe: dict) -> dict[str, int]:
     return {name: max(1, round(frac * recipe["epochs"])) for name, frac in recipe.get("keep", {}).items()}
 
 
+def gpus_per_job(config: dict) -> int:
+    """GPUs a network job asks the scheduler for: 1 when the run's device is CUDA.
+
+    `device: auto` means CUDA when this machine has one; a cluster whose submit node has
+    no GPU needs `device: cuda` so that jobs request one.
+    """
+    device = config["device"]
+    if device == "auto":
+        import torch
+
+        return int(torch.cuda.is_available())
+    return int(device.startswith("cuda"))
+
+
 def load(path) -> dict:
     return validate(yaml.safe_load(Path(path).read_text()))

@@ -154,6 +154,10 @@ def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
     return frame
 
 
+def _confidence(s: np.ndarray) -> np.ndarray:
+    return -np.log10(np.clip(1.0 - s, 1e-12, None))
+
+
 def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
     """Score histograms of ID against each OOD set, and the ROC curves, in one figure."""
     import matplotlib
@@ -162,6 +166,11 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
+    xlabel = "score"
+    if all(np.all((v >= 0) & (v <= 1)) for v in (s_id, *s_ood.values())):
+        # Probabilities pile up at 1: show −log10(1 − s) so that the confident end is readable.
+        s_id, s_ood = _confidence(s_id), {k: _confidence(v) for k, v in s_ood.items()}
+        xlabel = "−log₁₀(1 − score)"
     n = len(s_ood)
     cols = min(4, n + 1)
     rows = int(np.ceil((n + 1) / cols))
@@ -175,6 +184,7 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
         ax.hist(np.clip(s, bins[0], bins[-1]), bins, alpha=0.55, density=True, label=name, color="tab:red")
         auroc = metrics.ood_metrics(s_id, s)["auroc"]
         ax.set_title(f"{name} (AUROC {auroc:.1f})", fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     roc = axes[n]

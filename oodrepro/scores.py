@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.special import logsumexp, softmax
+from tqdm import tqdm
 
 from .training import to_tensor
 
@@ -82,13 +83,13 @@ def mahalanobis(features: dict, state: dict, layer: str = "penultimate") -> np.n
 # --------------------------------------------------------------------------- network scores
 @register("odin", "network", description="ODIN: temperature scaling and input perturbation (Liang et al. 2018)")
 def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, epsilon: float = 0.0014,
-         batch_size: int = 256) -> np.ndarray:
+         batch_size: int = 256, progress: bool = True) -> np.ndarray:
     """max softmax(f(x̃)/T) with x̃ = x − ε·sign(∇ₓ CE(f(x)/T, ŷ)), x in [0,1], no clipping."""
     model.eval()
     device = next(model.parameters()).device
     x_all = to_tensor(images, device)
     out = []
-    for i in range(0, len(x_all), batch_size):
+    for i in tqdm(range(0, len(x_all), batch_size), desc="odin", disable=not progress):
         x = (x_all[i : i + batch_size].float() / 255.0).requires_grad_(True)
         logits = model(x) / temperature
         loss = F.cross_entropy(logits, logits.argmax(1))

@@ -25,7 +25,7 @@ rule train_backbone:
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=1,
+        gpu=GPU,
     script:
         "../workflow_scripts/train_backbone.py"
 

@@ -12,10 +12,12 @@ rule dump_features:
         device=config["device"],
     log:
         RUN + "/logs/dump_features/{variant}/{dataset}.log",
+    benchmark:
+        RUN + "/benchmarks/dump_features/{variant}/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=1,
+        gpu=GPU,
     script:
         "../workflow_scripts/dump_features.py"

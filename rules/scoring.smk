@@ -29,6 +29,8 @@ rule fit_detector:
         hp=method_params,
     log:
         RUN + "/logs/fit_detector/{variant}/{method}.log",
+    benchmark:
+        RUN + "/benchmarks/fit_detector/{variant}/{method}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -78,7 +80,7 @@ rule score_network:
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=1,
+        gpu=GPU,
     script:
         "../workflow_scripts/score_network.py"
 
