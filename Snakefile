@@ -26,12 +26,18 @@ cfg.validate(config)  # fills defaults; fails before any job with the offending 
 RESULTS = config["results"]
 DATA = config["data"]
 BENCH = config["benchmark"]
-RUN = RESULTS + "/{bench}/{arch}/seed{seed}"
+RUN = f"{RESULTS}/{{bench}}/{{arch}}/seed{{seed}}"
 GPU = cfg.gpus_per_job(config)  # the `gpu` resource of every rule that runs a network
 
 
-def one_of(names):
-    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+OFFLINE = [n for n, s in datasets.DATASETS.items() if s.offline is not None]
+DOWNLOADED = [n for n, s in datasets.DATASETS.items() if s.offline is None]
+FEATURE_SCORES = [n for n in config["scores"] if score_registry.get(n).needs == "features"]
+NETWORK_SCORES = [n for n in config["scores"] if score_registry.get(n).needs == "network"]
+FITTED_SCORES = [n for n in config["scores"] if score_registry.get(n).fit is not None]
+
+
+include: "rules/common.smk"
 
 
 wildcard_constraints:
@@ -39,20 +45,19 @@ wildcard_constraints:
     arch=one_of(config["backbones"]),
     seed=r"\d+",
     variant=r"[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*",
+    dataset=r"[A-Za-z0-9_@-]+",
 
 
-def dataset_file(name):
-    return f"{DATA}/datasets/{name}.npz"
-
-
-def method_params(wildcards):
-    return config["scores"][wildcards.method]
+FEATURENORM_BLOCKS = (
+    per_model("featurenorm/{variant}/blocks.csv") if "featurenorm" in config["scores"] else []
+)
 
 
 include: "rules/data.smk"
 include: "rules/backbone.smk"
 include: "rules/features.smk"
 include: "rules/scoring.smk"
+include: "rules/featurenorm.smk"
 include: "rules/report.smk"
 
 
@@ -62,15 +67,12 @@ rule all:
         [dataset_file(BENCH["outliers"])] if "outliers" in BENCH else [],
         rules.summarize.output,
         expand(
-            RUN + "/plots/{variant}/{method}.png",
-            bench=BENCH["name"],
-            arch=list(config["backbones"]),
-            seed=config["seeds"],
-            variant=config["variants"],
+            per_model("plots/{variant}/{{method}}.png"),
             method=list(config["scores"]),
         ),
+        [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS],
         expand(
-            RUN + "/plots/training.png",
+            f"{RUN}/plots/training.png",
             bench=BENCH["name"],
             arch=list(config["backbones"]),
             seed=config["seeds"],

@@ -6,26 +6,41 @@ reused by every score that needs nothing else.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from .featurenorm import feature_norm
 from .io import load_npz, save_npz
 from .models import Backbone
 from .models.base import pool
 from .training import to_tensor
 
 
+Transform = Callable[[torch.Tensor, slice], torch.Tensor]
+
+
 @torch.inference_mode()
-def extract(model: Backbone, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> dict[str, np.ndarray]:
-    """Logits, penultimate features and globally pooled block outputs of uint8 images."""
+def extract(model: Backbone, images: np.ndarray, batch_size: int = 512, progress: bool = False,
+            transform: Transform | None = None) -> dict[str, np.ndarray]:
+    """Logits, penultimate features, pooled block outputs and per-block FeatureNorm of uint8 images.
+
+    `transform(z, rows)` optionally rewrites each batch in the network's normalised input
+    space (rows: the batch's slice of the dataset), e.g. NormRatio's jigsaw puzzles.
+    """
     model.eval()
     device = next(model.parameters()).device
     x_all = to_tensor(images, device)
     parts: dict[str, list[torch.Tensor]] = {}
     for i in tqdm(range(0, len(x_all), batch_size), desc="features", disable=not progress):
-        out = model(x_all[i : i + batch_size].float() / 255.0, return_blocks=True)
-        items = {"logits": out.logits, "penultimate": out.penultimate}
+        z = model.normalize(x_all[i : i + batch_size].float() / 255.0)
+        if transform is not None:
+            z = transform(z, slice(i, i + len(z)))
+        out = model.forward_normalized(z, return_blocks=True)
+        items = {"logits": out.logits, "penultimate": out.penultimate,
+                 "featnorm": torch.stack([feature_norm(b) for b in out.blocks], dim=1)}
         items.update({f"block_{j}": pool(b) for j, b in enumerate(out.blocks)})
         for k, v in items.items():
             parts.setdefault(k, []).append(v.float().cpu())
@@ -34,9 +49,11 @@ def extract(model: Backbone, images: np.ndarray, batch_size: int = 512, progress
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 
-def dump(model: Backbone, images: np.ndarray, labels: np.ndarray, out, batch_size: int = 512, progress=True) -> None:
-    feats = extract(model, images, batch_size, progress)
-    save_npz(out, labels=np.asarray(labels, np.int64), block_names=np.array(model.block_names), **feats)
+def dump(model: Backbone, images: np.ndarray, labels: np.ndarray, out, batch_size: int = 512, progress=True,
+         transform: Transform | None = None) -> None:
+    feats = extract(model, images, batch_size, progress, transform)
+    save_npz(out, labels=np.asarray(labels, np.int64), block_names=np.array(model.block_names),
+             arch=np.array(model.arch), **feats)
 
 
 def load(path) -> dict[str, np.ndarray]:

@@ -112,25 +112,42 @@ def sections(summary: pd.DataFrame) -> list[tuple[str, list[tuple[str, pd.DataFr
     return out
 
 
-def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "") -> str:
+def featurenorm_sections(blocks: list[pd.DataFrame]) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
+    """One table per run: NormRatio and FeatureNorm AUROC of every block, the selected one marked."""
+    tables = []
+    for t in blocks:
+        ctx = t.iloc[0]
+        shown = t.drop(columns=[c for c in KEYS if c in t.columns]).assign(
+            selected=t["selected"].map({True: "✓", False: ""}))
+        tables.append((f"{ctx['arch']} · {ctx['model']} · seed {ctx['seed']}", shown.round(3)))
+    return [("FeatureNorm block selection (NormRatio vs per-block AUROC)", tables)] if tables else []
+
+
+def _all_sections(summary, comparison, blocks):
+    out = sections(summary) + featurenorm_sections(list(blocks))
+    if comparison is not None and len(comparison):
+        out.append(("Paper vs ours", [("", comparison)]))
+    return out
+
+
+def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
+                     blocks=()) -> str:
     lines = [f"# {title}", ""] if title else []
-    for heading, tables in sections(summary):
+    for heading, tables in _all_sections(summary, comparison, blocks):
         lines += [f"## {heading}", ""]
         for caption, table in tables:
-            lines += [f"**{caption}**", "", to_markdown(table), ""]
-    if comparison is not None and len(comparison):
-        lines += ["## Paper vs ours", "", to_markdown(comparison), ""]
+            lines += ([f"**{caption}**", ""] if caption else []) + [to_markdown(table), ""]
     return "\n".join(lines)
 
 
-def html_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "") -> str:
+def html_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
+                 blocks=()) -> str:
     parts = [f"<h1>{title}</h1>"] if title else []
-    for heading, tables in sections(summary):
+    for heading, tables in _all_sections(summary, comparison, blocks):
         parts.append(f"<h2>{heading}</h2>")
         for caption, table in tables:
-            parts.append(f"<h3>{caption}</h3>" + table.to_html(index=False, border=0))
-    if comparison is not None and len(comparison):
-        parts.append("<h2>Paper vs ours</h2>" + comparison.to_html(index=False, border=0, float_format="%.2f"))
+            parts.append((f"<h3>{caption}</h3>" if caption else "")
+                         + table.to_html(index=False, border=0, float_format="%.2f"))
     style = ("<style>body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;margin-bottom:1em}"
              "td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right} th{background:#f3f3f3}</style>")
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head><body>{''.join(parts)}</body></html>\n"
@@ -218,5 +235,26 @@ def plot_training(log: pd.DataFrame, title: str):
     for a in ax:
         a.set_xlabel("epoch", fontsize=8)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_blocks(table: pd.DataFrame, title: str):
+    """NormRatio per block (the selected one highlighted) beside FeatureNorm's mean AUROC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(table) + 2), 3.2))
+    x = np.arange(len(table))
+    colours = ["tab:orange" if s else "tab:blue" for s in table["selected"]]
+    ax.bar(x, table["normratio"], color=colours)
+    ax.set_ylabel("NormRatio (bars; orange = selected)", fontsize=8)
+    ax.set_xticks(x, table["block"], rotation=45, ha="right", fontsize=7)
+    twin = ax.twinx()
+    twin.plot(x, table["auroc mean"], "k.-", lw=1)
+    twin.set_ylabel("FeatureNorm mean AUROC (line)", fontsize=8)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

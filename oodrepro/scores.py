@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from scipy.special import logsumexp, softmax
 from tqdm import tqdm
 
+from . import featurenorm
 from .training import to_tensor
 
 
@@ -27,19 +28,25 @@ class Score:
     score: Callable
     fit: Callable | None = None
     description: str = ""
+    # the ID-training feature files `fit` reads, in order: "train" (plain) or "train_jigsaw"
+    fit_inputs: tuple[str, ...] = ("train",)
 
 
 SCORES: dict[str, Score] = {}
+FIT_INPUTS = {"train": "", "train_jigsaw": ".jigsaw"}  # name → feature-file suffix
 
 
-def register(name: str, needs: str, fit: Callable | None = None, description: str = ""):
+def register(name: str, needs: str, fit: Callable | None = None, description: str = "",
+             fit_inputs: tuple[str, ...] = ("train",)):
     if needs not in ("features", "network"):
         raise ValueError(f"needs must be 'features' or 'network', not {needs!r}")
+    if set(fit_inputs) - set(FIT_INPUTS):
+        raise ValueError(f"unknown fit inputs {fit_inputs}; known: {sorted(FIT_INPUTS)}")
 
     def deco(fn):
         if name in SCORES:
             raise KeyError(f"score {name!r} registered twice")
-        SCORES[name] = Score(name, needs, fn, fit, description)
+        SCORES[name] = Score(name, needs, fn, fit, description, tuple(fit_inputs))
         return fn
 
     return deco
@@ -78,6 +85,22 @@ def mahalanobis(features: dict, state: dict, layer: str = "penultimate") -> np.n
     f = features[layer].astype(np.float64)
     dist = np.stack([np.einsum("nd,de,ne->n", f - mu, state["precision"], f - mu) for mu in state["means"]], 1)
     return -dist.min(axis=1)
+
+
+def fit_featurenorm(train: dict, train_jigsaw: dict, block="auto", jigsaw_seed: int = 0) -> dict[str, np.ndarray]:
+    """NormRatio of every block from ID training images and their jigsaws; the chosen block."""
+    names = [str(n) for n in train["block_names"]]
+    ratios = featurenorm.norm_ratio(train["featnorm"].astype(np.float64), train_jigsaw["featnorm"].astype(np.float64))
+    chosen = featurenorm.select_block(ratios, names, block, str(train["arch"]))
+    return {"normratio": ratios, "block": np.array(chosen), "block_names": np.array(names),
+            "jigsaw_seed": np.array(jigsaw_seed)}
+
+
+@register("featurenorm", "features", fit=fit_featurenorm, fit_inputs=("train", "train_jigsaw"),
+          description="FeatureNorm of the block chosen by NormRatio (Yu et al. 2023)")
+def featurenorm_score(features: dict, state: dict, block="auto", jigsaw_seed: int = 0) -> np.ndarray:
+    """The selected block's FeatureNorm; `block` and `jigsaw_seed` act through the fitted state."""
+    return features["featnorm"][:, int(state["block"])].astype(np.float64)
 
 
 # --------------------------------------------------------------------------- network scores

@@ -7,20 +7,20 @@ rule train_backbone:
     input:
         train=dataset_file(BENCH["id_train"]),
     output:
-        model=RUN + "/models/base.pt",
-        log_csv=RUN + "/train_log.csv",
-        **{f"kept_{name}": RUN + f"/models/base.{name}.pt" for name in KEEP},
+        model=f"{RUN}/models/base.pt",
+        log_csv=f"{RUN}/train_log.csv",
+        **{f"kept_{name}": f"{RUN}/models/base.{name}.pt" for name in KEEP},
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         recipe=lambda w: cfg.recipe_of(config, w.arch),
         keep=lambda w: cfg.kept_epochs(cfg.recipe_of(config, w.arch)),
         seed=lambda w: int(w.seed),
         device=config["device"],
-        state=RUN + "/models/.resume/base.pt",
+        state=f"{RUN}/models/.resume/base.pt",
     log:
-        RUN + "/logs/train_backbone.log",
+        f"{RUN}/logs/train_backbone.log",
     benchmark:
-        RUN + "/benchmarks/train_backbone.tsv"
+        f"{RUN}/benchmarks/train_backbone.tsv"
     threads: 4
     resources:
         mem_mb=8000,
@@ -32,10 +32,10 @@ rule train_backbone:
 
 rule plot_training:
     input:
-        RUN + "/train_log.csv",
+        f"{RUN}/train_log.csv",
     output:
         report(
-            RUN + "/plots/training.png",
+            f"{RUN}/plots/training.png",
             caption="../report/training.rst",
             category="Training",
             labels={"backbone": "{arch}", "seed": "{seed}"},
@@ -43,7 +43,7 @@ rule plot_training:
     params:
         title=lambda w: f"{w.arch}, seed {w.seed}",
     log:
-        RUN + "/logs/plot_training.log",
+        f"{RUN}/logs/plot_training.log",
     threads: 1
     resources:
         mem_mb=1000,

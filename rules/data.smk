@@ -1,20 +1,5 @@
 # Datasets: offline generation, checksummed downloads, conversion to 32×32 uint8 arrays.
 
-OFFLINE = [n for n, s in datasets.DATASETS.items() if s.offline is not None]
-DOWNLOADED = [n for n, s in datasets.DATASETS.items() if s.offline is None]
-
-
-def archive_params(wildcards):
-    """Registry url and checksums; a config entry may move the url (a mirror) or replace the checksums."""
-    archive = datasets.ARCHIVES[wildcards.archive]
-    override = config["downloads"].get(wildcards.archive, {})
-    if "md5" in override or "sha256" in override:
-        sums = {"md5": override.get("md5"), "sha256": override.get("sha256")}
-    else:
-        sums = {"md5": archive.md5, "sha256": archive.sha256}
-    return {"url": override.get("url", archive.url), **sums}
-
-
 rule generate_offline_dataset:
     output:
         f"{DATA}/datasets/{{dataset}}.npz",

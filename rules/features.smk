@@ -3,17 +3,17 @@
 
 rule dump_features:
     input:
-        model=RUN + "/models/{variant}.pt",
+        model=f"{RUN}/models/{{variant}}.pt",
         dataset=dataset_file("{dataset}"),
     output:
-        RUN + "/features/{variant}/{dataset}.npz",
+        f"{RUN}/features/{{variant}}/{{dataset}}.npz",
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
     log:
-        RUN + "/logs/dump_features/{variant}/{dataset}.log",
+        f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.log",
     benchmark:
-        RUN + "/benchmarks/dump_features/{variant}/{dataset}.tsv"
+        f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -21,3 +21,26 @@ rule dump_features:
         gpu=GPU,
     script:
         "../workflow_scripts/dump_features.py"
+
+
+rule dump_jigsaw_features:
+    input:
+        model=f"{RUN}/models/{{variant}}.pt",
+        dataset=dataset_file("{dataset}"),
+    output:
+        f"{RUN}/features/{{variant}}/{{dataset}}.jigsaw.npz",
+    params:
+        batch_size=config["features"]["batch_size"],
+        device=config["device"],
+        seed=config["scores"].get("featurenorm", {}).get("jigsaw_seed", 0),
+    log:
+        f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.jigsaw.log",
+    benchmark:
+        f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.jigsaw.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/dump_jigsaw_features.py"

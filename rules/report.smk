@@ -8,7 +8,7 @@ rule plot_scores:
         unpack(score_files),
     output:
         report(
-            RUN + "/plots/{variant}/{method}.png",
+            f"{RUN}/plots/{{variant}}/{{method}}.png",
             caption="../report/scores.rst",
             category="Score distributions",
             subcategory="{arch} · {variant}",
@@ -18,7 +18,7 @@ rule plot_scores:
         ood_sets=BENCH["ood"],
         title=lambda w: f"{w.method} · {w.arch} · {w.variant} · seed {w.seed}",
     log:
-        RUN + "/logs/plots/{variant}/{method}.log",
+        f"{RUN}/logs/plots/{{variant}}/{{method}}.log",
     threads: 1
     resources:
         mem_mb=2000,
@@ -29,21 +29,15 @@ rule plot_scores:
 
 rule summarize:
     input:
-        expand(
-            RUN + "/metrics/{variant}/{method}.csv",
-            bench=BENCH["name"],
-            arch=list(config["backbones"]),
-            seed=config["seeds"],
-            variant=config["variants"],
-            method=list(config["scores"]),
-        ),
+        metrics=expand(per_model("metrics/{variant}/{{method}}.csv"), method=list(config["scores"])),
+        featurenorm_blocks=FEATURENORM_BLOCKS,
     output:
-        tidy=RESULTS + "/metrics.csv",
-        summary=RESULTS + "/summary.csv",
-        comparison=RESULTS + "/comparison.csv",
-        markdown=RESULTS + "/summary.md",
+        tidy=f"{RESULTS}/metrics.csv",
+        summary=f"{RESULTS}/summary.csv",
+        comparison=f"{RESULTS}/comparison.csv",
+        markdown=f"{RESULTS}/summary.md",
         html=report(
-            RESULTS + "/summary.html",
+            f"{RESULTS}/summary.html",
             caption="../report/summary.rst",
             category="Summary",
             labels={"table": "results"},
@@ -52,7 +46,7 @@ rule summarize:
         title=TITLE,
         reference=config["report"].get("reference", {}),
     log:
-        RESULTS + "/logs/summarize.log",
+        f"{RESULTS}/logs/summarize.log",
     threads: 1
     resources:
         mem_mb=2000,

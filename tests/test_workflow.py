@@ -61,21 +61,26 @@ def test_outputs_and_tidy_metrics(run):
     work, _, config = run
     tidy = pd.read_csv(work / "results" / "metrics.csv")
     assert list(tidy.columns[:8]) == ["benchmark", "arch", "seed", "model", "method", "ood_set", "metric", "value"]
-    assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis"}
+    assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis", "featurenorm"}
     assert set(tidy["model"]) == {"base"} and set(tidy["seed"]) == {0, 1}
     assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
-    # 2 seeds × 4 methods × (4 sets incl. mean × 4 metrics + accuracy)
-    assert len(tidy) == 2 * 4 * (4 * 4 + 1)
+    # 2 seeds × 5 methods × (4 sets incl. mean × 4 metrics + accuracy)
+    assert len(tidy) == 2 * 5 * (4 * 4 + 1)
     assert tidy["value"].between(0, 100).all()
     n_svhn = tidy[(tidy["ood_set"] == "svhn-test")]["n_ood"].unique()
     assert list(n_svhn) == [30]  # the served fixture went through download and conversion
     summary = pd.read_csv(work / "results" / "summary.csv")
     assert (summary["seeds"] == 2).all()
     for f in ("summary.md", "summary.html"):
-        assert "mahalanobis" in (work / "results" / f).read_text()
+        text = (work / "results" / f).read_text()
+        assert "mahalanobis" in text and "featurenorm" in text and "FeatureNorm block selection" in text
     run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
     assert (run_dir / "models" / "base.middle.pt").exists()
     assert (run_dir / "plots" / "base" / "odin.png").stat().st_size > 10_000
+    blocks = pd.read_csv(run_dir / "featurenorm" / "base" / "blocks.csv")
+    assert len(blocks) == 8 and blocks["selected"].sum() == 1
+    assert blocks.loc[blocks["normratio"].idxmax(), "selected"]  # the selected block is NormRatio's argmax
+    assert (run_dir / "featurenorm" / "base" / "blocks.png").exists()
     assert (run_dir / "benchmarks" / "train_backbone.tsv").exists()
     assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "models" / ".resume" / "base.pt").exists()
 
@@ -85,7 +90,7 @@ def test_report(run):
     result = snakemake(work, cfgfile, "--report", str(work / "report.html"))
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "report.html").read_text()
-    assert "summary.html" in html and "odin.png" in html and "training.png" in html
+    assert "summary.html" in html and "odin.png" in html and "training.png" in html and "blocks.png" in html
 
 
 def test_rerun_does_nothing(run):
@@ -111,7 +116,19 @@ def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
     changed = work / "closest.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
-    assert jobs == {"compute_metrics": 8, "summarize": 1, "all": 1}
+    assert jobs == {"compute_metrics": 10, "summarize": 1, "all": 1}
+
+
+def test_pinning_the_featurenorm_block_refits_without_new_features(run):
+    work, _, config = run
+    config = copy.deepcopy(config)
+    config["scores"]["featurenorm"]["block"] = "layer4.0"
+    changed = work / "pinned.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
+    # per seed: the fit, 4 score jobs from cached features, metrics, plot, block table
+    assert jobs == {"fit_detector": 2, "score_features": 8, "compute_metrics": 2, "plot_scores": 2,
+                    "analyze_featurenorm_blocks": 2, "summarize": 1, "all": 1}
 
 
 def test_bad_config_fails_before_any_job(run, tmp_path):

@@ -13,12 +13,13 @@ from .base import NORMALIZATIONS, Backbone, BlockOutputs
 from .densenet import densenet100
 from .resnet import resnet18, resnet34
 from .vgg import vgg16_bn
-from .wrn import wrn40_2
+from .wrn import wrn28_10, wrn40_2
 
 MODELS: dict[str, Callable[..., Backbone]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "wrn40_2": wrn40_2,
+    "wrn28_10": wrn28_10,
     "densenet100": densenet100,
     "vgg16_bn": vgg16_bn,
 }
@@ -29,7 +30,9 @@ __all__ = ["MODELS", "NORMALIZATIONS", "Backbone", "BlockOutputs", "build", "loa
 def build(arch: str, **kwargs) -> Backbone:
     if arch not in MODELS:
         raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(MODELS)}")
-    return MODELS[arch](**kwargs)
+    model = MODELS[arch](**kwargs)
+    model.arch = arch
+    return model
 
 
 def save_model(path, model: Backbone, spec: dict, **extra) -> None:

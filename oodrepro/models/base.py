@@ -37,6 +37,7 @@ class Backbone(nn.Module):
     """Subclasses implement `body(z) -> BlockOutputs` on normalised inputs and set `block_names`."""
 
     block_names: list[str]
+    arch: str = ""  # the registry name, set by models.build
 
     def __init__(self, normalization: str):
         super().__init__()

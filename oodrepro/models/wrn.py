@@ -59,3 +59,7 @@ class WideResNet(Backbone):
 
 def wrn40_2(**kw):
     return WideResNet(depth=40, widen_factor=2, **kw)
+
+
+def wrn28_10(**kw):
+    return WideResNet(depth=28, widen_factor=10, **kw)

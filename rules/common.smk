@@ -1,0 +1,81 @@
+# Helpers shared by the rules: file names, per-job parameters and wildcard constraints.
+
+
+def one_of(names):
+    """A regex matching exactly these names (longest first, so no name matches a prefix)."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+def constraint(names):
+    """one_of(names), or a regex that matches nothing when the list is empty."""
+    return one_of(names) if names else "(?!)"
+
+
+def dataset_file(name):
+    return f"{DATA}/datasets/{name}.npz"
+
+
+def run_dir(wildcards):
+    """The folder of one trained model: results/{bench}/{arch}/seed{seed}."""
+    return RUN.format(bench=wildcards.bench, arch=wildcards.arch, seed=wildcards.seed)
+
+
+def run_context(wildcards):
+    """The identifying columns of every table row a run produces."""
+    return {
+        "benchmark": wildcards.bench,
+        "arch": wildcards.arch,
+        "seed": int(wildcards.seed),
+        "model": wildcards.variant,
+    }
+
+
+def per_model(pattern):
+    """`pattern` (below a run folder) for every backbone, seed and scored variant."""
+    return expand(
+        f"{RUN}/{pattern}",
+        bench=BENCH["name"],
+        arch=list(config["backbones"]),
+        seed=config["seeds"],
+        variant=config["variants"],
+    )
+
+
+def method_params(wildcards):
+    return config["scores"][wildcards.method]
+
+
+def archive_params(wildcards):
+    """Registry url and checksums; a config entry may move the url (a mirror) or replace the checksums."""
+    archive = datasets.ARCHIVES[wildcards.archive]
+    override = config["downloads"].get(wildcards.archive, {})
+    if "md5" in override or "sha256" in override:
+        sums = {"md5": override.get("md5"), "sha256": override.get("sha256")}
+    else:
+        sums = {"md5": archive.md5, "sha256": archive.sha256}
+    return {"url": override.get("url", archive.url), **sums}
+
+
+def detector_of(wildcards):
+    """The fitted state a score reads, if it has a fit step."""
+    if wildcards.method in FITTED_SCORES:
+        return {"detector": f"{run_dir(wildcards)}/detectors/{wildcards.variant}/{wildcards.method}.npz"}
+    return {}
+
+
+def fit_inputs(wildcards):
+    """The ID-training feature files a score's fit reads (plain and/or jigsawed)."""
+    features_dir = f"{run_dir(wildcards)}/features/{wildcards.variant}"
+    return {
+        name: f"{features_dir}/{BENCH['id_train']}{score_registry.FIT_INPUTS[name]}.npz"
+        for name in score_registry.get(wildcards.method).fit_inputs
+    }
+
+
+def score_files(wildcards):
+    """One score's files for the ID test set and for every OOD set."""
+    scores_dir = f"{run_dir(wildcards)}/scores/{wildcards.variant}/{wildcards.method}"
+    return {
+        "id_scores": f"{scores_dir}/{BENCH['id_test']}.npy",
+        "ood_scores": [f"{scores_dir}/{name}.npy" for name in BENCH["ood"]],
+    }

@@ -1,0 +1,28 @@
+# FeatureNorm: NormRatio per block beside FeatureNorm's AUROC on every block, from cached features.
+
+
+rule analyze_featurenorm_blocks:
+    input:
+        detector=f"{RUN}/detectors/{{variant}}/featurenorm.npz",
+        id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}.npz",
+        ood_features=expand(f"{RUN}/features/{{variant}}/{{dataset}}.npz", dataset=BENCH["ood"], allow_missing=True),
+    output:
+        table=f"{RUN}/featurenorm/{{variant}}/blocks.csv",
+        plot=report(
+            f"{RUN}/featurenorm/{{variant}}/blocks.png",
+            caption="../report/featurenorm_blocks.rst",
+            category="FeatureNorm",
+            labels={"backbone": "{arch}", "model": "{variant}", "seed": "{seed}"},
+        ),
+    params:
+        ood_sets=BENCH["ood"],
+        context=run_context,
+        title=lambda w: f"NormRatio and FeatureNorm AUROC per block · {w.arch} · {w.variant} · seed {w.seed}",
+    log:
+        f"{RUN}/logs/featurenorm_blocks/{{variant}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/analyze_featurenorm_blocks.py"
