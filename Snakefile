@@ -51,6 +51,7 @@ wildcard_constraints:
 FEATURENORM_BLOCKS = (
     per_model("featurenorm/{variant}/blocks.csv") if "featurenorm" in config["scores"] else []
 )
+LAOOD_LAYERS = per_model("laood/{variant}/layers.csv") if "laood" in config["scores"] else []
 
 
 include: "rules/data.smk"
@@ -58,6 +59,7 @@ include: "rules/backbone.smk"
 include: "rules/features.smk"
 include: "rules/scoring.smk"
 include: "rules/featurenorm.smk"
+include: "rules/laood.smk"
 include: "rules/report.smk"
 
 
@@ -70,7 +72,7 @@ rule all:
             per_model("plots/{variant}/{{method}}.png"),
             method=list(config["scores"]),
         ),
-        [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS],
+        [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS + LAOOD_LAYERS],
         expand(
             f"{RUN}/plots/training.png",
             bench=BENCH["name"],

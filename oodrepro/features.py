@@ -58,3 +58,48 @@ def dump(model: Backbone, images: np.ndarray, labels: np.ndarray, out, batch_siz
 
 def load(path) -> dict[str, np.ndarray]:
     return load_npz(path)
+
+
+def conv_layers(model: Backbone) -> list[tuple[str, torch.nn.Module]]:
+    """Every convolution in forward order, 1×1 shortcut convolutions excluded (LA-OOD's layer set)."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and "shortcut" not in name]
+
+
+@torch.inference_mode()
+def extract_convs(model: Backbone, images: np.ndarray, batch_size: int = 512, progress: bool = False,
+                  logits: bool | None = None) -> dict[str, np.ndarray]:
+    """The spatial mean of every convolution's raw output (before BatchNorm), plus the logits
+    as one more layer where LA-OOD uses them (`logits=None`: the backbone's own default)."""
+    model.eval()
+    layers = conv_layers(model)
+    use_logits = model.laood_logits if logits is None else logits
+    pooled: list[list[torch.Tensor]] = [[] for _ in layers]
+    hooks = [m.register_forward_hook(lambda _m, _i, out, j=j: pooled[j].append(out.float().mean((2, 3)).cpu()))
+             for j, (_, m) in enumerate(layers)]
+    device = next(model.parameters()).device
+    x_all = to_tensor(images, device)
+    out_logits = []
+    try:
+        for i in tqdm(range(0, len(x_all), batch_size), desc="conv features", disable=not progress):
+            out_logits.append(model(x_all[i : i + batch_size].float() / 255.0).float().cpu())
+    finally:
+        for h in hooks:
+            h.remove()
+    arrays = [torch.cat(p).numpy() for p in pooled]
+    names = [name for name, _ in layers]
+    if use_logits:
+        arrays.append(torch.cat(out_logits).numpy())
+        names.append("logits")
+    return {"layer_names": np.array(names), **{f"layer_{j}": a for j, a in enumerate(arrays)}}
+
+
+def dump_convs(model: Backbone, images: np.ndarray, labels: np.ndarray, out, batch_size: int = 512,
+               progress=True) -> None:
+    save_npz(out, labels=np.asarray(labels, np.int64), arch=np.array(model.arch),
+             **extract_convs(model, images, batch_size, progress))
+
+
+def layers_of(features: dict) -> list[np.ndarray]:
+    """The per-layer arrays of a conv-features file, in layer order."""
+    return [features[f"layer_{j}"] for j in range(len(features["layer_names"]))]

@@ -30,26 +30,34 @@ def metrics_table(
     fpr_rule: str = "first_ge",
     fpr_positive: str = "id",
     aupr: str = "ap",
+    balance: str = "none",
 ) -> pd.DataFrame:
     """Tidy rows for one (model, method): every metric per OOD set, the mean over each group
-    of sets (`groups`, e.g. near/far) and over all sets, and ID accuracy."""
-    rows = []
-    per_set = {}
+    of sets (`groups`, e.g. near/far) and over all sets, and ID accuracy.
+
+    `balance="first_n"` evaluates each OOD set against the first n = min(N_ID, N_OOD) rows
+    of both (LA-OOD's protocol); the default uses every image of both.
+    """
+    if balance not in ("none", "first_n"):
+        raise ValueError(f"balance must be 'none' or 'first_n', not {balance!r}")
+    rows, per_set = [], {}
     for name, s in s_ood.items():
-        per_set[name] = metrics.ood_metrics(s_id, s, fpr_rule, fpr_positive, aupr)
+        n = min(len(s_id), len(s)) if balance == "first_n" else None
+        a, b = (s_id[:n], s[:n]) if n else (s_id, s)
+        per_set[name] = metrics.ood_metrics(a, b, fpr_rule, fpr_positive, aupr)
         for metric, value in per_set[name].items():
-            rows.append({"ood_set": name, "metric": metric, "value": value, "n_ood": len(s)})
+            rows.append({"ood_set": name, "metric": metric, "value": value, "n_id": len(a), "n_ood": len(b)})
+    counts = {r["ood_set"]: (r["n_id"], r["n_ood"]) for r in rows}
     for group, members in {**(groups or {}), "mean": list(s_ood)}.items():
         for metric in next(iter(per_set.values())):
-            rows.append({"ood_set": group, "metric": metric, "n_ood": sum(len(s_ood[m]) for m in members),
-                         "value": float(np.mean([per_set[m][metric] for m in members]))})
-    rows.append({"ood_set": "-", "metric": "id_accuracy", "value": id_accuracy, "n_ood": 0})
+            rows.append({"ood_set": group, "metric": metric, "value": float(np.mean([per_set[m][metric] for m in members])),
+                         "n_id": max(counts[m][0] for m in members), "n_ood": sum(counts[m][1] for m in members)})
+    rows.append({"ood_set": "-", "metric": "id_accuracy", "value": id_accuracy, "n_id": len(s_id), "n_ood": 0})
     frame = pd.DataFrame(rows)
     for k, v in context.items():
         frame[k] = v
-    frame["n_id"] = len(s_id)
-    frame["fpr_rule"], frame["fpr_positive"], frame["aupr_mode"] = fpr_rule, fpr_positive, aupr
-    order = KEYS + ["ood_set", "metric", "value", "n_id", "n_ood", "fpr_rule", "fpr_positive", "aupr_mode"]
+    frame["fpr_rule"], frame["fpr_positive"], frame["aupr_mode"], frame["balance"] = fpr_rule, fpr_positive, aupr, balance
+    order = KEYS + ["ood_set", "metric", "value", "n_id", "n_ood", "fpr_rule", "fpr_positive", "aupr_mode", "balance"]
     return frame[order]
 
 
@@ -112,28 +120,33 @@ def sections(summary: pd.DataFrame) -> list[tuple[str, list[tuple[str, pd.DataFr
     return out
 
 
-def featurenorm_sections(blocks: list[pd.DataFrame]) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
-    """One table per run: NormRatio and FeatureNorm AUROC of every block, the selected one marked."""
-    tables = []
-    for t in blocks:
-        ctx = t.iloc[0]
-        shown = t.drop(columns=[c for c in KEYS if c in t.columns]).assign(
-            selected=t["selected"].map({True: "✓", False: ""}))
-        tables.append((f"{ctx['arch']} · {ctx['model']} · seed {ctx['seed']}", shown.round(3)))
-    return [("FeatureNorm block selection (NormRatio vs per-block AUROC)", tables)] if tables else []
+def analysis_sections(analyses: dict[str, list[pd.DataFrame]]) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
+    """A method's own per-run tables (FeatureNorm's blocks, LA-OOD's layers), one section each."""
+    out = []
+    for heading, tables in analyses.items():
+        shown = []
+        for t in tables:
+            ctx = t.iloc[0]
+            t = t.drop(columns=[c for c in KEYS if c in t.columns])
+            if "selected" in t:
+                t = t.assign(selected=t["selected"].map({True: "✓", False: ""}))
+            shown.append((f"{ctx['arch']} · {ctx['model']} · seed {ctx['seed']}", t.round(3)))
+        if shown:
+            out.append((heading, shown))
+    return out
 
 
-def _all_sections(summary, comparison, blocks):
-    out = sections(summary) + featurenorm_sections(list(blocks))
+def _all_sections(summary, comparison, analyses):
+    out = sections(summary) + analysis_sections(dict(analyses or {}))
     if comparison is not None and len(comparison):
         out.append(("Paper vs ours", [("", comparison)]))
     return out
 
 
 def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
-                     blocks=()) -> str:
+                     analyses: dict | None = None) -> str:
     lines = [f"# {title}", ""] if title else []
-    for heading, tables in _all_sections(summary, comparison, blocks):
+    for heading, tables in _all_sections(summary, comparison, analyses):
         lines += [f"## {heading}", ""]
         for caption, table in tables:
             lines += ([f"**{caption}**", ""] if caption else []) + [to_markdown(table), ""]
@@ -141,9 +154,9 @@ def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = No
 
 
 def html_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
-                 blocks=()) -> str:
+                 analyses: dict | None = None) -> str:
     parts = [f"<h1>{title}</h1>"] if title else []
-    for heading, tables in _all_sections(summary, comparison, blocks):
+    for heading, tables in _all_sections(summary, comparison, analyses):
         parts.append(f"<h2>{heading}</h2>")
         for caption, table in tables:
             parts.append((f"<h3>{caption}</h3>" if caption else "")
@@ -255,6 +268,28 @@ def plot_blocks(table: pd.DataFrame, title: str):
     twin = ax.twinx()
     twin.plot(x, table["auroc mean"], "k.-", lw=1)
     twin.set_ylabel("FeatureNorm mean AUROC (line)", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layers(table: pd.DataFrame, title: str):
+    """LA-OOD: each layer's own AUROC (line) and how often it decides the combined score (bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(table) + 3), 3.4))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["decides OOD"], 0.4, label="decides on OOD", color="tab:red", alpha=0.7)
+    ax.bar(x + 0.2, table["decides ID"], 0.4, label="decides on ID", color="tab:blue", alpha=0.7)
+    ax.set_ylabel("share of inputs where the layer attains the max", fontsize=8)
+    ax.set_xticks(x, table["layer"], rotation=90, fontsize=6)
+    ax.legend(fontsize=7, loc="upper left")
+    twin = ax.twinx()
+    twin.plot(x, table["auroc mean"], "k.-", lw=1)
+    twin.set_ylabel("layer's own mean AUROC (line)", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -8,6 +8,7 @@ saved as its own artifact.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,7 +18,8 @@ import torch.nn.functional as F
 from scipy.special import logsumexp, softmax
 from tqdm import tqdm
 
-from . import featurenorm
+from . import featurenorm, laood
+from . import features as features_lib
 from .training import to_tensor
 
 
@@ -28,16 +30,19 @@ class Score:
     score: Callable
     fit: Callable | None = None
     description: str = ""
-    # the ID-training feature files `fit` reads, in order: "train" (plain) or "train_jigsaw"
+    # the ID-training feature files `fit` reads, in order (keys of FIT_INPUTS)
     fit_inputs: tuple[str, ...] = ("train",)
+    # which feature file of a dataset the score reads: "" (logits, blocks) or ".convs"
+    reads: str = ""
 
 
 SCORES: dict[str, Score] = {}
-FIT_INPUTS = {"train": "", "train_jigsaw": ".jigsaw"}  # name → feature-file suffix
+# fit input name → feature-file suffix: plain features, jigsawed images, pre-BN conv outputs
+FIT_INPUTS = {"train": "", "train_jigsaw": ".jigsaw", "train_convs": ".convs"}
 
 
 def register(name: str, needs: str, fit: Callable | None = None, description: str = "",
-             fit_inputs: tuple[str, ...] = ("train",)):
+             fit_inputs: tuple[str, ...] = ("train",), reads: str = ""):
     if needs not in ("features", "network"):
         raise ValueError(f"needs must be 'features' or 'network', not {needs!r}")
     if set(fit_inputs) - set(FIT_INPUTS):
@@ -46,7 +51,7 @@ def register(name: str, needs: str, fit: Callable | None = None, description: st
     def deco(fn):
         if name in SCORES:
             raise KeyError(f"score {name!r} registered twice")
-        SCORES[name] = Score(name, needs, fn, fit, description, tuple(fit_inputs))
+        SCORES[name] = Score(name, needs, fn, fit, description, tuple(fit_inputs), reads)
         return fn
 
     return deco
@@ -56,6 +61,18 @@ def get(name: str) -> Score:
     if name not in SCORES:
         raise KeyError(f"unknown score {name!r}; known: {', '.join(sorted(SCORES))}")
     return SCORES[name]
+
+
+def fit_is_parallel(score: Score) -> bool:
+    """Whether the score's fit spreads over several threads (it takes an `n_jobs` argument)."""
+    return score.fit is not None and "n_jobs" in inspect.signature(score.fit).parameters
+
+
+def fit_state(score: Score, inputs: list[dict], hp: dict, n_jobs: int = 1) -> dict[str, np.ndarray]:
+    """Run a score's fit; fits that parallelise get the job's threads."""
+    if fit_is_parallel(score):
+        return score.fit(*inputs, n_jobs=n_jobs, **hp)
+    return score.fit(*inputs, **hp)
 
 
 # --------------------------------------------------------------------------- feature scores
@@ -101,6 +118,27 @@ def fit_featurenorm(train: dict, train_jigsaw: dict, block="auto", jigsaw_seed: 
 def featurenorm_score(features: dict, state: dict, block="auto", jigsaw_seed: int = 0) -> np.ndarray:
     """The selected block's FeatureNorm; `block` and `jigsaw_seed` act through the fitted state."""
     return features["featnorm"][:, int(state["block"])].astype(np.float64)
+
+
+LAOOD_FIT_KEYS = ("gammas", "nu", "val_fraction", "split_seed", "edge_threshold", "shift_rule")
+
+
+def fit_laood(train_convs: dict, n_jobs: int = 1, max_fit: int | None = None, fit_seed: int = 0,
+              **options) -> dict[str, np.ndarray]:
+    """One RBF one-class SVM per layer, γ chosen by SDS (see oodrepro.laood)."""
+    unknown = set(options) - set(LAOOD_FIT_KEYS)
+    if unknown:
+        raise TypeError(f"unknown LA-OOD options {sorted(unknown)}")
+    layers = features_lib.layers_of(train_convs)
+    detectors = laood.fit(layers, n_jobs=n_jobs, max_fit=max_fit, seed=fit_seed, **options)
+    return laood.to_arrays(detectors, [str(n) for n in train_convs["layer_names"]])
+
+
+@register("laood", "features", fit=fit_laood, fit_inputs=("train_convs",), reads=".convs",
+          description="LA-OOD: min over layers of per-layer OCSVM decision values (Wang et al. 2022)")
+def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
+    """Hyper-parameters act through the fitted state."""
+    return laood.score(laood.decisions(laood.from_arrays(state), features_lib.layers_of(features)))
 
 
 # --------------------------------------------------------------------------- network scores

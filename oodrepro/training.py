@@ -85,13 +85,19 @@ def train_backbone(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> models.Backbone:
-    """Train `models.build(**spec)` and save the last checkpoint to `out`.
+    """Train `models.build(**spec)` and save its checkpoint to `out`.
 
-    `keep` names extra checkpoints: {name: (epoch, path)} saves the weights after that
-    (1-based) epoch. `state_path` holds the full training state after every epoch; when
-    it exists the run continues from it, and it is removed once `out` is written.
+    The checkpoint is the last epoch's, or with `recipe["checkpoint"] == "best_test"` the
+    epoch (after the first) with the best accuracy on `test`, as LA-OOD's original code
+    keeps. `keep` names extra checkpoints: {name: (epoch, path)} saves the weights after
+    that (1-based) epoch. `state_path` holds the full training state after every epoch;
+    when it exists the run continues from it, and it is removed once `out` is written.
     """
+    best_test = recipe.get("checkpoint", "last") == "best_test"
+    if best_test and test is None:
+        raise ValueError("checkpoint: best_test needs the test set")
     dev = pick_device(device)
     keep = keep or {}
     torch.manual_seed(seed)
@@ -140,6 +146,11 @@ def train_backbone(
             seen += len(idx)
         history.append({"epoch": epoch + 1, "lr": lr, "loss": total_loss / seen, "accuracy": correct / seen,
                         "seconds": time.time() - t0})
+        if best_test:
+            history[-1]["test_accuracy"] = accuracy(model, *test)
+            earlier = [h["test_accuracy"] for h in history[1:-1]]
+            if epoch > 0 and history[-1]["test_accuracy"] > max(earlier, default=-1.0):
+                models.save_model(_kept(state_path, "best"), model, spec, epoch=epoch + 1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['accuracy']:.3f}")
         for name, (at, _) in keep.items():
             if at == epoch + 1:  # kept beside the state until the run ends, so a kill cannot lose it
@@ -152,7 +163,26 @@ def train_backbone(
             raise ValueError(f"checkpoint {name!r} asks for epoch {at} of a {epochs}-epoch run")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(_kept(state_path, name), path)
-    models.save_model(out, model, spec, epoch=epochs)
+    if best_test and _kept(state_path, "best").exists():
+        os.replace(_kept(state_path, "best"), out)
+        model = models.load_model(out, dev)
+    else:
+        models.save_model(out, model, spec, epoch=epochs)
     save_csv(log_csv, pd.DataFrame(history))
     state_path.unlink(missing_ok=True)
     return model.eval()
+
+
+@torch.inference_mode()
+def accuracy(model: models.Backbone, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of uint8 images, in eval mode (training mode is restored)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x_all = to_tensor(images, device)
+    correct = 0
+    for i in range(0, len(x_all), batch_size):
+        pred = model(x_all[i : i + batch_size].float() / 255.0).argmax(1).cpu().numpy()
+        correct += int((pred == np.asarray(labels)[i : i + batch_size]).sum())
+    model.train(was_training)
+    return correct / len(x_all)

@@ -5,6 +5,7 @@ KEEP = list(config["training"].get("keep", {}))
 
 rule train_backbone:
     input:
+        unpack(selection_set),
         train=dataset_file(BENCH["id_train"]),
     output:
         model=f"{RUN}/models/base.pt",

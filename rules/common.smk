@@ -79,3 +79,16 @@ def score_files(wildcards):
         "id_scores": f"{scores_dir}/{BENCH['id_test']}.npy",
         "ood_scores": [f"{scores_dir}/{name}.npy" for name in BENCH["ood"]],
     }
+
+
+def features_read(wildcards):
+    """The feature file of this dataset that the score reads (plain, or LA-OOD's conv outputs)."""
+    suffix = score_registry.get(wildcards.method).reads
+    return f"{run_dir(wildcards)}/features/{wildcards.variant}/{wildcards.dataset}{suffix}.npz"
+
+
+def selection_set(wildcards):
+    """The ID test set, for a recipe that keeps the best-on-test epoch."""
+    if cfg.recipe_of(config, wildcards.arch).get("checkpoint", "last") == "best_test":
+        return {"test": dataset_file(BENCH["id_test"])}
+    return {}

@@ -44,3 +44,25 @@ rule dump_jigsaw_features:
         gpu=GPU,
     script:
         "../workflow_scripts/dump_jigsaw_features.py"
+
+
+rule dump_conv_features:
+    input:
+        model=f"{RUN}/models/{{variant}}.pt",
+        dataset=dataset_file("{dataset}"),
+    output:
+        f"{RUN}/features/{{variant}}/{{dataset}}.convs.npz",
+    params:
+        batch_size=config["features"]["batch_size"],
+        device=config["device"],
+    log:
+        f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.convs.log",
+    benchmark:
+        f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.convs.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/dump_conv_features.py"

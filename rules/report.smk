@@ -31,6 +31,7 @@ rule summarize:
     input:
         metrics=expand(per_model("metrics/{variant}/{{method}}.csv"), method=list(config["scores"])),
         featurenorm_blocks=FEATURENORM_BLOCKS,
+        laood_layers=LAOOD_LAYERS,
     output:
         tidy=f"{RESULTS}/metrics.csv",
         summary=f"{RESULTS}/summary.csv",

@@ -15,10 +15,10 @@ rule fit_detector:
         f"{RUN}/logs/fit_detector/{{variant}}/{{method}}.log",
     benchmark:
         f"{RUN}/benchmarks/fit_detector/{{variant}}/{{method}}.tsv"
-    threads: 1
+    threads: lambda w: 4 if score_registry.fit_is_parallel(score_registry.get(w.method)) else 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=8000,
+        runtime=12 * 60,
     script:
         "../workflow_scripts/fit_detector.py"
 
@@ -26,7 +26,7 @@ rule fit_detector:
 rule score_features:
     input:
         unpack(detector_of),
-        features=f"{RUN}/features/{{variant}}/{{dataset}}.npz",
+        features=features_read,
     output:
         f"{RUN}/scores/{{variant}}/{{method}}/{{dataset}}.npy",
     wildcard_constraints:

@@ -144,3 +144,39 @@ def mnist(root: Path, n: int = 6, seed: int = 4) -> dict:
     with gzip.open(lbl_path, "wb") as fh:
         fh.write(struct.pack(">II", 0x801, n) + labels.tobytes())
     return {"paths": [img_path, lbl_path], "images": images, "labels": labels}
+
+
+def lsun_test_lmdb(root: Path, n: int = 4, seed: int = 5) -> dict:
+    """test_lmdb.zip: an LMDB of encoded images under test_lmdb/, as the LSUN release."""
+    import zipfile
+
+    import lmdb
+
+    rng = np.random.default_rng(seed)
+    arrays = [rng.integers(0, 256, (48 + 8 * i, 64, 3), dtype=np.uint8) for i in range(n)]
+    db = root / "lmdb-build" / "test_lmdb"
+    db.mkdir(parents=True)
+    env = lmdb.open(str(db), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, a in enumerate(arrays):
+            txn.put(f"{i:040x}".encode(), _png(a))
+    env.close()
+    path = root / "test_lmdb.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for f in sorted(db.iterdir()):
+            z.write(f, f"test_lmdb/{f.name}")
+    return {"path": path, "arrays": arrays}
+
+
+def tin200(root: Path, n: int = 5, seed: int = 6) -> dict:
+    """tiny-imagenet-200.zip with n 64×64 test images (and a train image that must be ignored)."""
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    arrays = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(n)]
+    path = root / "tiny-imagenet-200.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i, a in enumerate(arrays):
+            z.writestr(f"tiny-imagenet-200/test/images/test_{i}.JPEG", _png(a))
+        z.writestr("tiny-imagenet-200/train/n01/images/n01_0.JPEG", _png(arrays[0]))
+    return {"path": path, "arrays": arrays}

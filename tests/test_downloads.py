@@ -144,9 +144,38 @@ def test_recipes():
         data.get("svhn-test@crop32")
 
 
-def test_every_registered_archive_has_a_checksum():
+def test_every_registered_archive_has_a_checksum_or_says_it_has_none():
     for archive in data.ARCHIVES.values():
-        assert archive.md5 or archive.sha256
+        assert archive.md5 or archive.sha256 or archive.unverified
+    assert [a.filename for a in data.ARCHIVES.values() if a.unverified] == ["test_lmdb.zip"]
+
+
+def test_an_archive_without_published_checksum_asks_for_one(served, tmp_path):
+    with pytest.raises(ValueError, match="downloads.test_lmdb.zip.sha256"):
+        dl.download(served[1].url("test_lmdb.zip"), tmp_path / "test_lmdb.zip", progress=False)
+
+
+def test_lsun_test_lmdb(served, tmp_path):
+    root, server = served
+    fx = fixtures.lsun_test_lmdb(root)
+    archive = _fetch(server, fx["path"], tmp_path)
+    data.convert_download("lsun-test", [archive], tmp_path / "l.npz")
+    images, _ = data.load_dataset(tmp_path / "l.npz")
+    assert images.shape == (4, 32, 32, 3)
+    for got, src in zip(images, fx["arrays"]):  # LMDB keys are sorted, as written
+        np.testing.assert_array_equal(got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS)))
+
+
+def test_tin200_test_split(served, tmp_path):
+    root, server = served
+    fx = fixtures.tin200(root)
+    archive = _fetch(server, fx["path"], tmp_path)
+    data.convert_download("tin200-test", [archive], tmp_path / "t.npz")
+    images, _ = data.load_dataset(tmp_path / "t.npz")
+    assert images.shape == (5, 32, 32, 3)  # the test split only, the train image ignored
+    expected = sorted(zip([f"test_{i}.JPEG" for i in range(5)], fx["arrays"]))
+    for got, (_, src) in zip(images, expected):
+        np.testing.assert_array_equal(got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS)))
 
 
 def test_mnist(served, tmp_path):

@@ -47,3 +47,13 @@ def test_summary_over_seeds_and_comparison(table):
     md = report.markdown_summary(summary, comp, "T")
     assert "± " in md and "Paper vs ours" in md and "| base | msp |" in md
     assert "<table" in report.html_summary(summary, comp, "T")
+
+
+def test_balanced_protocol_uses_the_first_n_rows():
+    s_id = np.arange(10.0)
+    s_ood = {"small": np.array([0.5, 20.0, 1.5])}
+    t = report.metrics_table(s_id, s_ood, 90.0, CTX, balance="first_n").set_index(["ood_set", "metric"])
+    assert t.loc[("small", "auroc"), "n_id"] == 3 and t.loc[("small", "auroc"), "n_ood"] == 3
+    assert t.loc[("small", "auroc"), "value"] == pytest.approx(metrics.ood_metrics(s_id[:3], s_ood["small"])["auroc"])
+    full = report.metrics_table(s_id, s_ood, 90.0, CTX).set_index(["ood_set", "metric"])
+    assert full.loc[("small", "auroc"), "n_id"] == 10

@@ -108,3 +108,18 @@ def test_augment_crops_and_flips_whole_batches():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
         assert any(torch.equal(shifted[i], padded[i, :, dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))
+
+
+def test_best_on_test_checkpoint_keeps_the_best_epoch_after_the_first(tmp_path, toy):
+    images, labels = toy
+    recipe = {**RECIPE, "checkpoint": "best_test"}
+    model = training.train_backbone(SPEC, images, labels, recipe, tmp_path / "m.pt", tmp_path / "s.pt",
+                                    tmp_path / "l.csv", seed=7, device="cpu", progress=False,
+                                    test=(images[:20], labels[:20]))
+    log = pd.read_csv(tmp_path / "l.csv")
+    best_row = log["test_accuracy"].iloc[1:].idxmax()  # first epoch excluded; ties → the earliest
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["epoch"] == log.loc[best_row, "epoch"]
+    assert training.accuracy(model, images[:20], labels[:20]) == pytest.approx(log["test_accuracy"][1:].max())
+    with pytest.raises(ValueError, match="test set"):
+        training.train_backbone(SPEC, images, labels, recipe, tmp_path / "x.pt", tmp_path / "xs.pt",
+                                tmp_path / "xl.csv", device="cpu", progress=False)

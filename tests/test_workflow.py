@@ -61,11 +61,11 @@ def test_outputs_and_tidy_metrics(run):
     work, _, config = run
     tidy = pd.read_csv(work / "results" / "metrics.csv")
     assert list(tidy.columns[:8]) == ["benchmark", "arch", "seed", "model", "method", "ood_set", "metric", "value"]
-    assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis", "featurenorm"}
+    assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis", "featurenorm", "laood"}
     assert set(tidy["model"]) == {"base"} and set(tidy["seed"]) == {0, 1}
     assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
-    # 2 seeds × 5 methods × (4 sets incl. mean × 4 metrics + accuracy)
-    assert len(tidy) == 2 * 5 * (4 * 4 + 1)
+    # 2 seeds × 6 methods × (4 sets incl. mean × 4 metrics + accuracy)
+    assert len(tidy) == 2 * 6 * (4 * 4 + 1)
     assert tidy["value"].between(0, 100).all()
     n_svhn = tidy[(tidy["ood_set"] == "svhn-test")]["n_ood"].unique()
     assert list(n_svhn) == [30]  # the served fixture went through download and conversion
@@ -74,6 +74,7 @@ def test_outputs_and_tidy_metrics(run):
     for f in ("summary.md", "summary.html"):
         text = (work / "results" / f).read_text()
         assert "mahalanobis" in text and "featurenorm" in text and "FeatureNorm block selection" in text
+        assert "LA-OOD layers" in text
     run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
     assert (run_dir / "models" / "base.middle.pt").exists()
     assert (run_dir / "plots" / "base" / "odin.png").stat().st_size > 10_000
@@ -81,6 +82,9 @@ def test_outputs_and_tidy_metrics(run):
     assert len(blocks) == 8 and blocks["selected"].sum() == 1
     assert blocks.loc[blocks["normratio"].idxmax(), "selected"]  # the selected block is NormRatio's argmax
     assert (run_dir / "featurenorm" / "base" / "blocks.png").exists()
+    layers = pd.read_csv(run_dir / "laood" / "base" / "layers.csv")
+    assert len(layers) == 18  # ResNet-18: stem + 16 block convs + logits
+    assert layers["decides OOD"].sum() == pytest.approx(1.0) and layers["decides ID"].sum() == pytest.approx(1.0)
     assert (run_dir / "benchmarks" / "train_backbone.tsv").exists()
     assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "models" / ".resume" / "base.pt").exists()
 
@@ -90,7 +94,7 @@ def test_report(run):
     result = snakemake(work, cfgfile, "--report", str(work / "report.html"))
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "report.html").read_text()
-    assert "summary.html" in html and "odin.png" in html and "training.png" in html and "blocks.png" in html
+    assert "summary.html" in html and "odin.png" in html and "training.png" in html and "blocks.png" in html and "layers.png" in html
 
 
 def test_rerun_does_nothing(run):
@@ -116,7 +120,7 @@ def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
     changed = work / "closest.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
-    assert jobs == {"compute_metrics": 10, "summarize": 1, "all": 1}
+    assert jobs == {"compute_metrics": 12, "summarize": 1, "all": 1}
 
 
 def test_pinning_the_featurenorm_block_refits_without_new_features(run):

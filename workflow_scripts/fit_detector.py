@@ -3,5 +3,5 @@ from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 score = scores.get(snakemake.wildcards.method)
-state = score.fit(*[features.load(snakemake.input[name]) for name in score.fit_inputs], **snakemake.params.hp)
-io.save_npz(snakemake.output[0], **state)
+inputs = [features.load(snakemake.input[name]) for name in score.fit_inputs]
+io.save_npz(snakemake.output[0], **scores.fit_state(score, inputs, snakemake.params.hp, snakemake.threads))

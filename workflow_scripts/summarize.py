@@ -6,11 +6,16 @@ from oodrepro.runtime import start_job
 start_job(snakemake.log[0], snakemake.threads)
 out, p = snakemake.output, snakemake.params
 tidy = pd.concat([pd.read_csv(f) for f in snakemake.input.metrics], ignore_index=True)
-blocks = [pd.read_csv(f) for f in snakemake.input.featurenorm_blocks]
+analyses = {
+    "FeatureNorm block selection (NormRatio vs per-block AUROC)": [
+        pd.read_csv(f) for f in snakemake.input.featurenorm_blocks],
+    "LA-OOD layers (γ, per-layer AUROC, how often each layer decides)": [
+        pd.read_csv(f) for f in snakemake.input.laood_layers],
+}
 summary = report.summarize(tidy)
 comparison = report.comparison_table(summary, p.reference)
 io.save_csv(out.tidy, tidy)
 io.save_csv(out.summary, summary)
 io.save_csv(out.comparison, comparison)
-io.save_text(out.markdown, report.markdown_summary(summary, comparison, p.title, blocks))
-io.save_text(out.html, report.html_summary(summary, comparison, p.title, blocks))
+io.save_text(out.markdown, report.markdown_summary(summary, comparison, p.title, analyses))
+io.save_text(out.html, report.html_summary(summary, comparison, p.title, analyses))

@@ -69,6 +69,11 @@ ARCHIVES: dict[str, Archive] = {
                 md5="9fb629c4189551a2d022fa330f9573f3"),
         Archive("t10k-labels-idx1-ubyte.gz", "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
                 md5="ec29112dd5afa0611ce80d1b7f02629c"),
+        Archive("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                md5="90528d7ca1a48142e341f4ef8d21d0de"),
+        # No checksum is published for the LSUN test release: pin one you trust in the
+        # config (`downloads: {test_lmdb.zip: {sha256: ...}}`); without it the download is refused.
+        Archive("test_lmdb.zip", "http://dl.yf.io/lsun/scenes/test_lmdb.zip", unverified=True),
         # The ODIN releases (facebookresearch/odin README links).
         Archive("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
                 md5="458a0a0ab8e5f1cb4516d7400568e460"),
@@ -164,6 +169,11 @@ _SPECS = [
     DatasetSpec("places365", "Places365 validation (small), seeded sample",
                 archives=("filelist_places365-standard.tar", "val_256.tar"), converter=dl.convert_places365,
                 recipes=("crop32", "squash-bilinear", "squash-lanczos")),
+    DatasetSpec("lsun-test", "LSUN test set (10,000 scenes, LMDB)", archives=("test_lmdb.zip",),
+                converter=dl.convert_lsun_test, recipes=("squash-lanczos", "crop32", "squash-bilinear")),
+    DatasetSpec("tin200-test", "Tiny-ImageNet-200 test split (10,000, 64×64)", archives=("tiny-imagenet-200.zip",),
+                converter=dl.convert_folder, converter_args={"subdir": "tiny-imagenet-200/test"},
+                recipes=("squash-lanczos", "crop32", "squash-bilinear")),
     DatasetSpec("lsun-crop", "LSUN crop, ODIN release (10,000)", archives=("LSUN.tar.gz",),
                 converter=dl.convert_folder, converter_args={"subdir": "LSUN"},
                 recipes=("centre32", "squash-bilinear")),

@@ -10,7 +10,11 @@ CFG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512
 
 
 class VGG(Backbone):
-    def __init__(self, cfg=CFG16, num_classes=10, width=1.0, normalization="hendrycks-cifar"):
+    """`mlp_head` gives LA-OOD's classifier: Linear 512→512, ReLU, Dropout 0.5, twice, then 512→C."""
+
+    laood_logits = False
+
+    def __init__(self, cfg=CFG16, num_classes=10, width=1.0, normalization="hendrycks-cifar", mlp_head=False):
         super().__init__(normalization)
         blocks, cin = [], 3
         for v in cfg:
@@ -22,12 +26,20 @@ class VGG(Backbone):
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.block_names = [f"conv{i + 1}" for i in range(len(blocks))]
-        self.fc = nn.Linear(cin, num_classes)
+        hidden = scaled(512, width)
+        self.head = nn.Sequential(
+            nn.Linear(cin, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5)
+        ) if mlp_head else nn.Identity()
+        self.fc = nn.Linear(hidden if mlp_head else cin, num_classes)
         init_weights(self)
+        if mlp_head:
+            for m in [*self.head, self.fc]:
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0, 0.01)
 
     def body(self, z):
         h, outs = run_blocks(z, self.blocks)
-        feat = pool(h)
+        feat = self.head(pool(h))
         return BlockOutputs(self.fc(feat), feat, outs)
 
 

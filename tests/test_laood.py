@@ -1,0 +1,112 @@
+"""LA-OOD: SDS edge points and outward shift, γ choice, the detector arrays, the combined score."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import NearestNeighbors
+from sklearn.svm import OneClassSVM
+
+from oodrepro import features, laood, models, scores
+
+
+@pytest.fixture
+def grid():
+    """A 15×15 grid of points in the unit square: edges are the border, inside is interior."""
+    xs = np.linspace(0, 1, 15)
+    return np.array([(a, b) for a in xs for b in xs]) + np.random.default_rng(0).normal(0, 1e-4, (225, 2))
+
+
+def test_edge_points_are_on_the_border_with_outward_normals(grid):
+    edges = laood.find_edges(grid)
+    on_border = (np.abs(grid - 0.5) > 0.45).any(axis=1)
+    assert len(edges.index) > 0
+    assert on_border[edges.index].all()  # every detected edge point is a border point
+    corners = [i for i, p in enumerate(grid) if (np.abs(p - 0.5) > 0.45).all()]
+    assert set(corners) <= set(edges.index)
+    outward = grid[edges.index] - 0.5
+    assert (np.einsum("nd,nd->n", edges.normals, outward) > 0).all()
+    shifted = laood.pseudo_outliers(grid, edges)
+    assert ((shifted < -1e-3) | (shifted > 1 + 1e-3)).any(axis=1).all()  # pushed out of the square
+
+
+def test_shift_length_follows_the_official_code(grid):
+    edges = laood.find_edges(grid, shift_rule="code")
+    k = math.ceil(5 * math.log10(len(grid)))
+    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(grid).kneighbors(grid)
+    rows = dist[edges.index[1:]]  # the code drops the first edge point's row, keeps self-distance 0
+    assert edges.shift == pytest.approx(rows.mean())
+    assert edges.shift == pytest.approx(k / (k + 1) * dist[edges.index[1:], 1:].mean())
+    assert laood.find_edges(grid, shift_rule="all").shift == pytest.approx(dist[:, 1:].mean())
+
+
+def test_choose_gamma():
+    assert laood.choose_gamma({0.1: 0.2, 0.01: 0.3, 0.05: 0.1}) == 0.05
+    assert laood.choose_gamma({0.1: 0.2, 0.01: 0.2}) == 0.01  # tie → the smaller γ
+    assert laood.choose_gamma({0.1: 1.0, 0.01: 1.0}) is None  # nothing beats 1.0: the fallback
+
+
+def test_gamma_choice_on_a_case_with_a_known_answer():
+    """A Gaussian cloud: a tiny γ accepts the pushed-out edge points, a huge one rejects the
+    held-out ID points; the moderate γ is the only one that gets both right."""
+    x = np.random.default_rng(1).normal(size=(600, 3))
+    det = laood.fit_layer(x, gammas=(1e-5, 0.3, 300.0), nu=0.01)
+    assert det.gamma == 0.3
+    assert det.errors[0.3] < min(det.errors[1e-5], det.errors[300.0])
+
+
+def test_decision_matches_sklearn():
+    rng = np.random.default_rng(2)
+    h = rng.normal(2, 3, (300, 4))
+    det = laood.fit_layer(h, gammas=(0.05, 0.1), nu=0.05)
+    z = (h - h.mean(0)) / h.std(0)
+    svm = OneClassSVM(kernel="rbf", gamma=det.gamma, nu=0.05).fit(z)
+    test = rng.normal(2, 3, (50, 4))
+    np.testing.assert_allclose(det.decision(test), svm.decision_function((test - h.mean(0)) / h.std(0)), rtol=1e-6,
+                               atol=1e-9)
+
+
+def test_arrays_round_trip_and_combined_score_is_the_max_over_layers():
+    rng = np.random.default_rng(3)
+    layers = [rng.normal(size=(200, 3)), rng.normal(size=(200, 5)) * 4]
+    dets = laood.fit(layers, gammas=(0.05, 0.1), nu=0.05)
+    restored = laood.from_arrays(laood.to_arrays(dets, ["a", "b"]))
+    test = [rng.normal(size=(40, 3)), rng.normal(size=(40, 5))]
+    d = laood.decisions(restored, test)
+    np.testing.assert_allclose(d, laood.decisions(dets, test))
+    per_layer_native = -d  # s_ℓ = −d_ℓ, higher = OOD
+    np.testing.assert_allclose(laood.score(d), -per_layer_native.max(axis=1))
+    state = scores.fit_laood({"layer_names": np.array(["a", "b"]), "layer_0": layers[0], "layer_1": layers[1]},
+                             gammas=[0.05, 0.1], nu=0.05)
+    feats = {"layer_names": np.array(["a", "b"]), "layer_0": test[0], "layer_1": test[1]}
+    np.testing.assert_allclose(scores.get("laood").score(feats, state), d.min(axis=1))
+
+
+def test_max_fit_subsamples_reproducibly():
+    layers = [np.random.default_rng(4).normal(size=(500, 3))]
+    a = laood.fit(layers, max_fit=100, seed=0, gammas=(0.1,), nu=0.05)[0]
+    b = laood.fit(layers, max_fit=100, seed=0, gammas=(0.1,), nu=0.05)[0]
+    np.testing.assert_array_equal(a.support, b.support)
+    assert len(a.support) < 100
+
+
+@pytest.mark.parametrize("arch,kw,n_layers,last", [
+    ("resnet34", {}, 34, "logits"), ("densenet100", {}, 100, "logits"), ("vgg16_bn", {"mlp_head": True}, 13, None)])
+def test_conv_feature_layer_sets_match_the_paper(arch, kw, n_layers, last):
+    model = models.build(arch, width=0.25, **kw).eval()
+    f = features.extract_convs(model, np.zeros((2, 32, 32, 3), np.uint8))
+    names = list(f["layer_names"])
+    assert len(names) == n_layers and not any("shortcut" in n for n in names)
+    assert (names[-1] == "logits") == (last == "logits")
+
+
+def test_conv_features_are_pre_batchnorm_means():
+    torch.manual_seed(0)
+    model = models.build("resnet18", width=0.125, normalization="half").eval()
+    images = np.random.default_rng(5).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    f = features.extract_convs(model, images)
+    x = model.normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+    with torch.no_grad():
+        stem_conv = model.stem[0](x)
+    np.testing.assert_allclose(f["layer_0"], stem_conv.mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,19 @@
+from oodrepro import features, io, laood, report
+from oodrepro.runtime import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+p = snakemake.params
+state = io.load_npz(snakemake.input.detector)
+detectors = laood.from_arrays(state)
+
+
+def decisions_of(path):
+    return laood.decisions(detectors, features.layers_of(features.load(path)))
+
+
+table = laood.layer_table(
+    state, decisions_of(snakemake.input.id_features),
+    {name: decisions_of(path) for name, path in zip(p.ood_sets, snakemake.input.ood_features)},
+)
+io.save_csv(snakemake.output.table, table.assign(**p.context))
+io.save_figure(snakemake.output.plot, report.plot_layers(table, p.title))

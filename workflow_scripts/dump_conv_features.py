@@ -1,0 +1,8 @@
+from oodrepro import data, features, models
+from oodrepro.runtime import start_job
+from oodrepro.training import pick_device
+
+start_job(snakemake.log[0], snakemake.threads)
+model = models.load_model(snakemake.input.model, pick_device(snakemake.params.device))
+images, labels = data.load_dataset(snakemake.input.dataset)
+features.dump_convs(model, images, labels, snakemake.output[0], batch_size=snakemake.params.batch_size)
