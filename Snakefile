@@ -48,10 +48,9 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_@-]+",
 
 
-FEATURENORM_BLOCKS = (
-    per_model("featurenorm/{variant}/blocks.csv") if "featurenorm" in config["scores"] else []
-)
-LAOOD_LAYERS = per_model("laood/{variant}/layers.csv") if "laood" in config["scores"] else []
+FEATURENORM_BLOCKS = per_model("featurenorm/{variant}/blocks.csv", method="featurenorm")
+LAOOD_LAYERS = per_model("laood/{variant}/layers.csv", method="laood")
+WATERMARK_PLOTS = [f for f in per_model("watermark/{variant}.png") if "+" in f.rsplit("/", 1)[-1]]
 
 
 include: "rules/data.smk"
@@ -60,6 +59,7 @@ include: "rules/features.smk"
 include: "rules/scoring.smk"
 include: "rules/featurenorm.smk"
 include: "rules/laood.smk"
+include: "rules/watermark_ood.smk"
 include: "rules/report.smk"
 
 
@@ -68,14 +68,12 @@ rule all:
     input:
         [dataset_file(BENCH["outliers"])] if "outliers" in BENCH else [],
         rules.summarize.output,
-        expand(
-            per_model("plots/{variant}/{{method}}.png"),
-            method=list(config["scores"]),
-        ),
+        per_model("plots/{variant}/{method}.png"),
         [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS + LAOOD_LAYERS],
+        WATERMARK_PLOTS,
         expand(
             f"{RUN}/plots/training.png",
             bench=BENCH["name"],
-            arch=list(config["backbones"]),
+            arch=TRAINED,
             seed=config["seeds"],
         ),

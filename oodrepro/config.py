@@ -80,6 +80,8 @@ def _check_semantics(config: dict) -> None:
             problems.append(f"scores.{name}: unknown score; known: {', '.join(sorted(scores.SCORES))}")
     keep_names = set(config["training"].get("keep", {}))
     for name, bb in config["backbones"].items():
+        if "pretrained" in bb and bb["pretrained"]["archive"] not in data.ARCHIVES:
+            problems.append(f"backbones.{name}.pretrained.archive: unknown archive {bb['pretrained']['archive']!r}")
         recipe = recipe_of(config, name)
         if set(recipe.get("keep", {})) != keep_names:
             problems.append(f"backbones.{name}.training.keep: must name the same checkpoints as training.keep")
@@ -88,19 +90,38 @@ def _check_semantics(config: dict) -> None:
                 problems.append(f"backbones.{name}: milestone {m} is beyond epoch {recipe['epochs']}")
         if recipe.get("schedule", {}).get("kind") == "step" and "milestones" not in recipe["schedule"]:
             problems.append(f"backbones.{name}: a step schedule needs milestones")
+    for name, wm in config["watermarks"].items():
+        if wm["objective"] == "energy" and not {"t_in", "t_out"} <= set(wm):
+            problems.append(f"watermarks.{name}: the energy objective needs t_in and t_out")
+        if wm["objective"] == "msp" and {"t_in", "t_out"} & set(wm):
+            problems.append(f"watermarks.{name}: t_in / t_out belong to the energy objective only")
     for i, variant in enumerate(config["variants"]):
-        if variant != "base" and variant.removeprefix("base.") not in keep_names:
-            problems.append(f"variants[{i}]: {variant!r} is neither 'base' nor 'base.<a training.keep name>'")
+        checkpoint, _, watermark = variant.partition("+")
+        if checkpoint != "base" and checkpoint.removeprefix("base.") not in keep_names:
+            problems.append(f"variants[{i}]: {variant!r} does not start with 'base' or 'base.<a training.keep name>'")
+        if watermark and watermark not in config["watermarks"]:
+            problems.append(f"variants[{i}]: no watermark named {watermark!r} under watermarks")
     for group, members in bench.get("groups", {}).items():
         if group in bench["ood"] or group in ("mean", "-"):
             problems.append(f"benchmark.groups.{group}: a group name must not be an OOD set or 'mean'")
         for m in members:
             if m not in bench["ood"]:
                 problems.append(f"benchmark.groups.{group}: {m!r} is not in benchmark.ood")
+    for variant, names in config.get("variant_scores", {}).items():
+        if variant not in config["variants"]:
+            problems.append(f"variant_scores.{variant}: not one of the variants")
+        for name in names:
+            if name not in config["scores"]:
+                problems.append(f"variant_scores.{variant}: {name!r} is not configured under scores")
     if bench["id_test"] in bench["ood"]:
         problems.append("benchmark.ood: must not contain the ID test set")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def scores_of(config: dict, variant: str) -> list[str]:
+    """The scores computed on one model variant: `variant_scores` narrows `scores` per variant."""
+    return list(config.get("variant_scores", {}).get(variant, config["scores"]))
 
 
 def recipe_of(config: dict, backbone: str) -> dict:
@@ -112,7 +133,7 @@ def recipe_of(config: dict, backbone: str) -> dict:
 
 def model_spec(config: dict, backbone: str) -> dict:
     """Constructor arguments of a backbone: its arch and options, plus the ID class count."""
-    spec = {k: v for k, v in config["backbones"][backbone].items() if k != "training"}
+    spec = {k: v for k, v in config["backbones"][backbone].items() if k not in ("training", "pretrained")}
     spec["num_classes"] = data.get(config["benchmark"]["id_train"])[0].num_classes
     return spec
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
 
 TILE = 10  # ⌊32 / 3⌋: tiles cover the top-left 30×30, rows and columns 30–31 stay zero
 GRID = 3
@@ -22,11 +21,15 @@ PAPER_BLOCK = {"resnet18": "layer4.0"}
 
 def feature_norm(block_output: torch.Tensor) -> torch.Tensor:
     """(1/M) Σ_m ‖ReLU(A_m)‖₂ for a batch of block outputs A (B×M×H×W) → B values."""
+    import torch
+
     return torch.relu(block_output).flatten(2).norm(dim=2).mean(dim=1)
 
 
 def jigsaw_permutations(n: int, seed: int) -> torch.Tensor:
     """n uniformly random permutations of the 9 tile positions (identity allowed), seeded."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     return torch.argsort(torch.rand(n, GRID * GRID, generator=gen), dim=1)
 
@@ -37,6 +40,8 @@ def jigsaw(z: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
     `z` is a batch (B×C×H×W, H, W ≥ 30) in the space the network sees; output position d
     of image i receives source tile perms[i, d].
     """
+    import torch
+
     b, c = z.shape[:2]
     span = GRID * TILE
     tiles = z[:, :, :span, :span].unfold(2, TILE, TILE).unfold(3, TILE, TILE)  # B×C×3×3×T×T

@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from .featurenorm import feature_norm
-from .io import load_npz, save_npz
+from .io import save_npz
 from .models import Backbone
 from .models.base import pool
 from .training import to_tensor
@@ -56,10 +56,6 @@ def dump(model: Backbone, images: np.ndarray, labels: np.ndarray, out, batch_siz
              arch=np.array(model.arch), **feats)
 
 
-def load(path) -> dict[str, np.ndarray]:
-    return load_npz(path)
-
-
 def conv_layers(model: Backbone) -> list[tuple[str, torch.nn.Module]]:
     """Every convolution in forward order, 1×1 shortcut convolutions excluded (LA-OOD's layer set)."""
     return [(name, m) for name, m in model.named_modules()
@@ -98,8 +94,3 @@ def dump_convs(model: Backbone, images: np.ndarray, labels: np.ndarray, out, bat
                progress=True) -> None:
     save_npz(out, labels=np.asarray(labels, np.int64), arch=np.array(model.arch),
              **extract_convs(model, images, batch_size, progress))
-
-
-def layers_of(features: dict) -> list[np.ndarray]:
-    """The per-layer arrays of a conv-features file, in layer order."""
-    return [features[f"layer_{j}"] for j in range(len(features["layer_names"]))]

@@ -1,4 +1,5 @@
-"""Atomic file output and checked checkpoint loading.
+"""Atomic file output and checked checkpoint loading (torch is imported only where needed,
+so that jobs working on cached arrays start fast).
 
 A killed job must never leave a file that looks finished, so every writer goes
 through a temporary file in the same directory and an atomic rename.
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 
 _UMASK = os.umask(0)
@@ -56,12 +56,16 @@ def save_npy(path, array: np.ndarray) -> None:
 
 
 def save_torch(path, obj: Any) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def load_torch(path, map_location="cpu") -> Any:
     """Load a checkpoint with `weights_only=True`; a missing file is an error, never a fresh init."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

@@ -139,6 +139,11 @@ def fit(layers: list[np.ndarray], n_jobs: int = 1, max_fit: int | None = None, s
     return Parallel(n_jobs=n_jobs)(delayed(fit_layer)(h, **kwargs) for h in layers)
 
 
+def layers_of(features: dict) -> list[np.ndarray]:
+    """The per-layer arrays of a conv-features file (features.extract_convs), in layer order."""
+    return [features[f"layer_{j}"] for j in range(len(features["layer_names"]))]
+
+
 def decisions(detectors: list[LayerDetector], layers: list[np.ndarray]) -> np.ndarray:
     """N×L decision values, positive = inlier for that layer."""
     return np.stack([det.decision(h) for det, h in zip(detectors, layers)], axis=1)

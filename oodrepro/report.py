@@ -31,12 +31,15 @@ def metrics_table(
     fpr_positive: str = "id",
     aupr: str = "ap",
     balance: str = "none",
+    subsample: dict | None = None,
 ) -> pd.DataFrame:
     """Tidy rows for one (model, method): every metric per OOD set, the mean over each group
     of sets (`groups`, e.g. near/far) and over all sets, and ID accuracy.
 
     `balance="first_n"` evaluates each OOD set against the first n = min(N_ID, N_OOD) rows
-    of both (LA-OOD's protocol); the default uses every image of both.
+    of both (LA-OOD's protocol); the default uses every image of both. `subsample`
+    ({n, draws, seed}) instead scores each OOD set on `draws` seeded random subsets of n
+    images against the whole ID set and reports the mean (the Energy / Watermarking protocol).
     """
     if balance not in ("none", "first_n"):
         raise ValueError(f"balance must be 'none' or 'first_n', not {balance!r}")
@@ -44,7 +47,15 @@ def metrics_table(
     for name, s in s_ood.items():
         n = min(len(s_id), len(s)) if balance == "first_n" else None
         a, b = (s_id[:n], s[:n]) if n else (s_id, s)
-        per_set[name] = metrics.ood_metrics(a, b, fpr_rule, fpr_positive, aupr)
+        if subsample:
+            rng = np.random.default_rng([subsample.get("seed", 0), len(per_set)])
+            k = min(subsample["n"], len(b))
+            draws = [metrics.ood_metrics(a, b[rng.choice(len(b), size=k, replace=False)], fpr_rule, fpr_positive, aupr)
+                     for _ in range(subsample.get("draws", 5))]
+            per_set[name] = {m: float(np.mean([d[m] for d in draws])) for m in draws[0]}
+            b = b[:k]  # only the count is reported
+        else:
+            per_set[name] = metrics.ood_metrics(a, b, fpr_rule, fpr_positive, aupr)
         for metric, value in per_set[name].items():
             rows.append({"ood_set": name, "metric": metric, "value": value, "n_id": len(a), "n_ood": len(b)})
     counts = {r["ood_set"]: (r["n_id"], r["n_ood"]) for r in rows}
@@ -120,17 +131,39 @@ def sections(summary: pd.DataFrame) -> list[tuple[str, list[tuple[str, pd.DataFr
     return out
 
 
+def watermark_effect(summary: pd.DataFrame, watermarks: dict[str, str]) -> pd.DataFrame:
+    """For every `<checkpoint>+<watermark>` model: the watermark's own score (MSP or energy)
+    without and with the watermark, mean over OOD sets and over seeds, and ID accuracy."""
+    rows = []
+    head = summary[summary["ood_set"].isin(["mean", "-"])].set_index(["arch", "model", "method", "metric"])["mean"]
+    for (bench, arch, model), _ in summary.groupby(["benchmark", "arch", "model"], sort=False):
+        checkpoint, _, name = model.partition("+")
+        if name not in watermarks:
+            continue
+        method = watermarks[name]
+        row = {"benchmark": bench, "arch": arch, "seed": "all", "watermarked model": model, "score": method}
+        for metric in ("auroc", "fpr95", "id_accuracy"):
+            for label, m in (("without", checkpoint), ("with", model)):
+                row[f"{METRIC_LABELS[metric]} {label}"] = head.get((arch, m, method, metric), np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def analysis_sections(analyses: dict[str, list[pd.DataFrame]]) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
     """A method's own per-run tables (FeatureNorm's blocks, LA-OOD's layers), one section each."""
     out = []
     for heading, tables in analyses.items():
         shown = []
         for t in tables:
+            if t.empty:
+                continue
             ctx = t.iloc[0]
             t = t.drop(columns=[c for c in KEYS if c in t.columns])
             if "selected" in t:
                 t = t.assign(selected=t["selected"].map({True: "✓", False: ""}))
-            shown.append((f"{ctx['arch']} · {ctx['model']} · seed {ctx['seed']}", t.round(3)))
+            caption = f"{ctx['arch']} · seed {ctx['seed']}" if ctx["seed"] == "all" else (
+                f"{ctx['arch']} · {ctx['model']} · seed {ctx['seed']}")
+            shown.append((caption, t.round(3)))
         if shown:
             out.append((heading, shown))
     return out

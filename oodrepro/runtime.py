@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-
-import torch
 
 
 def start_job(log_path: str | None, threads: int = 1) -> None:
-    """Send stdout/stderr (progress bars included) to the rule's log; use the rule's threads."""
+    """Send stdout/stderr (progress bars included) to the rule's log; use the rule's threads.
+
+    Jobs on cached arrays never import torch; the thread count reaches it only if loaded.
+    """
     if log_path:
         stream = open(log_path, "w", buffering=1)
         sys.stdout = sys.stderr = stream
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", force=True)
-    torch.set_num_threads(max(1, int(threads)))
+    threads = max(1, int(threads))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)

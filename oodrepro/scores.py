@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.special import logsumexp, softmax
 from tqdm import tqdm
 
 from . import featurenorm, laood
-from . import features as features_lib
-from .training import to_tensor
 
 
 @dataclass(frozen=True)
@@ -129,7 +125,7 @@ def fit_laood(train_convs: dict, n_jobs: int = 1, max_fit: int | None = None, fi
     unknown = set(options) - set(LAOOD_FIT_KEYS)
     if unknown:
         raise TypeError(f"unknown LA-OOD options {sorted(unknown)}")
-    layers = features_lib.layers_of(train_convs)
+    layers = laood.layers_of(train_convs)
     detectors = laood.fit(layers, n_jobs=n_jobs, max_fit=max_fit, seed=fit_seed, **options)
     return laood.to_arrays(detectors, [str(n) for n in train_convs["layer_names"]])
 
@@ -138,7 +134,7 @@ def fit_laood(train_convs: dict, n_jobs: int = 1, max_fit: int | None = None, fi
           description="LA-OOD: min over layers of per-layer OCSVM decision values (Wang et al. 2022)")
 def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
     """Hyper-parameters act through the fitted state."""
-    return laood.score(laood.decisions(laood.from_arrays(state), features_lib.layers_of(features)))
+    return laood.score(laood.decisions(laood.from_arrays(state), laood.layers_of(features)))
 
 
 # --------------------------------------------------------------------------- network scores
@@ -146,6 +142,11 @@ def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
 def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, epsilon: float = 0.0014,
          batch_size: int = 256, progress: bool = True) -> np.ndarray:
     """max softmax(f(x̃)/T) with x̃ = x − ε·sign(∇ₓ CE(f(x)/T, ŷ)), x in [0,1], no clipping."""
+    import torch
+    import torch.nn.functional as F
+
+    from .training import to_tensor
+
     model.eval()
     device = next(model.parameters()).device
     x_all = to_tensor(images, device)

@@ -1,6 +1,8 @@
 # Backbone training: one job per (backbone, seed), resumable, with named extra checkpoints.
 
 KEEP = list(config["training"].get("keep", {}))
+PRETRAINED = [name for name, b in config["backbones"].items() if "pretrained" in b]
+TRAINED = [name for name in config["backbones"] if name not in PRETRAINED]
 
 
 rule train_backbone:
@@ -11,6 +13,8 @@ rule train_backbone:
         model=f"{RUN}/models/base.pt",
         log_csv=f"{RUN}/train_log.csv",
         **{f"kept_{name}": f"{RUN}/models/base.{name}.pt" for name in KEEP},
+    wildcard_constraints:
+        arch=constraint(TRAINED),
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         recipe=lambda w: cfg.recipe_of(config, w.arch),
@@ -29,6 +33,26 @@ rule train_backbone:
         gpu=GPU,
     script:
         "../workflow_scripts/train_backbone.py"
+
+
+rule import_pretrained_backbone:
+    input:
+        lambda w: f"{DATA}/raw/{config['backbones'][w.arch]['pretrained']['archive']}",
+    output:
+        model=f"{RUN}/models/base.pt",
+    wildcard_constraints:
+        arch=constraint(PRETRAINED),
+    params:
+        spec=lambda w: cfg.model_spec(config, w.arch),
+        key_format=lambda w: config["backbones"][w.arch]["pretrained"]["format"],
+    log:
+        f"{RUN}/logs/import_pretrained_backbone.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/import_pretrained_backbone.py"
 
 
 rule plot_training:

@@ -30,15 +30,25 @@ def run_context(wildcards):
     }
 
 
-def per_model(pattern):
-    """`pattern` (below a run folder) for every backbone, seed and scored variant."""
-    return expand(
-        f"{RUN}/{pattern}",
-        bench=BENCH["name"],
-        arch=list(config["backbones"]),
-        seed=config["seeds"],
-        variant=config["variants"],
-    )
+def per_model(pattern, method=None):
+    """`pattern` (below a run folder, with {variant} and optionally {method}) for every backbone
+    and seed, and every (variant, score) pair the config computes (see `variant_scores`);
+    `method` keeps the variants scored by that one score."""
+    pairs = [(v, m) for v in config["variants"] for m in cfg.scores_of(config, v) if method in (None, m)]
+    if "{method}" not in pattern:
+        pairs = [(v, "") for v in dict.fromkeys(v for v, _ in pairs)]
+    return [
+        f
+        for variant, name in pairs
+        for f in expand(
+            f"{RUN}/{pattern}",
+            bench=BENCH["name"],
+            arch=list(config["backbones"]),
+            seed=config["seeds"],
+            variant=variant,
+            method=name,
+        )
+    ]
 
 
 def method_params(wildcards):

@@ -29,7 +29,7 @@ rule plot_scores:
 
 rule summarize:
     input:
-        metrics=expand(per_model("metrics/{variant}/{{method}}.csv"), method=list(config["scores"])),
+        metrics=per_model("metrics/{variant}/{method}.csv"),
         featurenorm_blocks=FEATURENORM_BLOCKS,
         laood_layers=LAOOD_LAYERS,
     output:
@@ -46,6 +46,7 @@ rule summarize:
     params:
         title=TITLE,
         reference=config["report"].get("reference", {}),
+        watermarks={name: wm["objective"] for name, wm in config["watermarks"].items()},
     log:
         f"{RESULTS}/logs/summarize.log",
     threads: 1

@@ -44,6 +44,14 @@ def test_presets_are_valid(preset):
         (lambda c: c["training"].update(schedule={"kind": "step", "milestones": [99]}), "milestone 99"),
         (lambda c: c.update(seeds=[]), "seeds"),
         (lambda c: c["benchmark"].update(name="a/b"), "benchmark.name"),
+        (lambda c: c["variant_scores"].update({"base+wm-zzz": ["msp"]}), "variant_scores.base+wm-zzz: not one of"),
+        (lambda c: c["variant_scores"].update({"base": ["react"]}), "'react' is not configured under scores"),
+        (lambda c: c["watermarks"]["wm-energy"].pop("t_in"), "watermarks.wm-energy: the energy objective needs"),
+        (lambda c: c["watermarks"]["wm-msp"].update(t_in=1.0), "watermarks.wm-msp: t_in / t_out belong"),
+        (lambda c: c["watermarks"]["wm-msp"].pop("rho"), "watermarks.wm-msp: 'rho' is a required property"),
+        (lambda c: c.update(variants=["base", "base+wm-nope"]), "no watermark named 'wm-nope'"),
+        (lambda c: c["backbones"]["resnet18-small"].update(pretrained={"archive": "x.pt", "format": "hendrycks-wrn"}),
+         "pretrained.archive: unknown archive 'x.pt'"),
     ],
 )
 def test_errors_name_the_key(default, edit, fragment):

@@ -57,3 +57,17 @@ def test_balanced_protocol_uses_the_first_n_rows():
     assert t.loc[("small", "auroc"), "value"] == pytest.approx(metrics.ood_metrics(s_id[:3], s_ood["small"])["auroc"])
     full = report.metrics_table(s_id, s_ood, 90.0, CTX).set_index(["ood_set", "metric"])
     assert full.loc[("small", "auroc"), "n_id"] == 10
+
+
+def test_subsampled_protocol_averages_seeded_draws():
+    rng = np.random.default_rng(3)
+    s_id, s_ood = rng.normal(1, 1, 100), {"a": rng.normal(0, 1, 500)}
+    sub = {"n": 50, "draws": 4, "seed": 7}
+    t1 = report.metrics_table(s_id, s_ood, 90.0, CTX, subsample=sub).set_index(["ood_set", "metric"])
+    t2 = report.metrics_table(s_id, s_ood, 90.0, CTX, subsample=sub).set_index(["ood_set", "metric"])
+    assert t1.loc[("a", "auroc"), "value"] == t2.loc[("a", "auroc"), "value"]  # seeded
+    draws_rng = np.random.default_rng([7, 0])
+    expected = np.mean([metrics.ood_metrics(s_id, s_ood["a"][draws_rng.choice(500, 50, replace=False)])["auroc"]
+                        for _ in range(4)])
+    assert t1.loc[("a", "auroc"), "value"] == pytest.approx(expected)
+    assert t1.loc[("a", "auroc"), "n_ood"] == 50

@@ -35,6 +35,16 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
+def plan_after(run, name: str, edit) -> dict[str, int]:
+    """The jobs a dry run plans after `edit` changes a copy of the run's config."""
+    work, _, config = run
+    config = copy.deepcopy(config)
+    edit(config)
+    changed = work / f"{name}.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    return planned_jobs(snakemake(work, changed, "--dry-run"))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("workflow")
@@ -50,6 +60,9 @@ def run(tmp_path_factory):
         config["backbones"]["resnet18-small"]["width"] = 0.125
         config["training"].update(epochs=2, batch_size=128)
         config["scores"]["odin"]["batch_size"] = 128
+        config["watermarks"] = {"wm-energy": {**config["watermarks"]["wm-energy"], "epochs": 2, "decay_epoch": 1}}
+        config["variants"] = ["base", "base+wm-energy"]
+        config["variant_scores"] = {"base+wm-energy": ["msp", "energy"]}
         cfgfile = work / "config.yaml"
         cfgfile.write_text(yaml.safe_dump(config))
         result = snakemake(work, cfgfile)
@@ -62,10 +75,11 @@ def test_outputs_and_tidy_metrics(run):
     tidy = pd.read_csv(work / "results" / "metrics.csv")
     assert list(tidy.columns[:8]) == ["benchmark", "arch", "seed", "model", "method", "ood_set", "metric", "value"]
     assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis", "featurenorm", "laood"}
-    assert set(tidy["model"]) == {"base"} and set(tidy["seed"]) == {0, 1}
+    assert set(tidy["model"]) == {"base", "base+wm-energy"} and set(tidy["seed"]) == {0, 1}
     assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
-    # 2 seeds × 6 methods × (4 sets incl. mean × 4 metrics + accuracy)
-    assert len(tidy) == 2 * 6 * (4 * 4 + 1)
+    # 2 seeds × (6 scores on base + 2 on the watermarked model) × (4 sets incl. mean × 4 metrics + accuracy)
+    assert len(tidy) == 2 * (6 + 2) * (4 * 4 + 1)
+    assert set(tidy[tidy["model"] == "base+wm-energy"]["method"]) == {"msp", "energy"}
     assert tidy["value"].between(0, 100).all()
     n_svhn = tidy[(tidy["ood_set"] == "svhn-test")]["n_ood"].unique()
     assert list(n_svhn) == [30]  # the served fixture went through download and conversion
@@ -74,7 +88,7 @@ def test_outputs_and_tidy_metrics(run):
     for f in ("summary.md", "summary.html"):
         text = (work / "results" / f).read_text()
         assert "mahalanobis" in text and "featurenorm" in text and "FeatureNorm block selection" in text
-        assert "LA-OOD layers" in text
+        assert "LA-OOD layers" in text and "Watermarking for OOD" in text and "base+wm-energy" in text
     run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
     assert (run_dir / "models" / "base.middle.pt").exists()
     assert (run_dir / "plots" / "base" / "odin.png").stat().st_size > 10_000
@@ -82,6 +96,9 @@ def test_outputs_and_tidy_metrics(run):
     assert len(blocks) == 8 and blocks["selected"].sum() == 1
     assert blocks.loc[blocks["normratio"].idxmax(), "selected"]  # the selected block is NormRatio's argmax
     assert (run_dir / "featurenorm" / "base" / "blocks.png").exists()
+    assert (run_dir / "watermark" / "base+wm-energy.png").exists()
+    wm_log = pd.read_csv(run_dir / "watermark" / "base+wm-energy.csv")
+    assert list(wm_log["alpha"]) == pytest.approx([0.01, 0.001])
     layers = pd.read_csv(run_dir / "laood" / "base" / "layers.csv")
     assert len(layers) == 18  # ResNet-18: stem + 16 block convs + logits
     assert layers["decides OOD"].sum() == pytest.approx(1.0) and layers["decides ID"].sum() == pytest.approx(1.0)
@@ -94,7 +111,7 @@ def test_report(run):
     result = snakemake(work, cfgfile, "--report", str(work / "report.html"))
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "report.html").read_text()
-    assert "summary.html" in html and "odin.png" in html and "training.png" in html and "blocks.png" in html and "layers.png" in html
+    assert "summary.html" in html and "odin.png" in html and "training.png" in html and "blocks.png" in html and "layers.png" in html and "base+wm-energy.png" in html
 
 
 def test_rerun_does_nothing(run):
@@ -103,36 +120,28 @@ def test_rerun_does_nothing(run):
 
 
 def test_changing_odin_temperature_reruns_only_odin(run):
-    work, _, config = run
-    config = copy.deepcopy(config)
-    config["scores"]["odin"]["temperature"] = 100.0
-    changed = work / "odin-t100.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
-    # 2 seeds × (ID test + 3 OOD sets) ODIN score jobs, then what reads them
+    jobs = plan_after(run, "odin-t100", lambda c: c["scores"]["odin"].update({"temperature": 100.0}))
+    # 2 seeds × (ID test + 3 OOD sets) ODIN score jobs on the base model, then what reads them
     assert jobs == {"score_network": 8, "compute_metrics": 2, "plot_scores": 2, "summarize": 1, "all": 1}
 
 
 def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
-    work, _, config = run
-    config = copy.deepcopy(config)
-    config["metrics"]["fpr_rule"] = "closest"
-    changed = work / "closest.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
-    assert jobs == {"compute_metrics": 12, "summarize": 1, "all": 1}
+    jobs = plan_after(run, "closest", lambda c: c["metrics"].update({"fpr_rule": "closest"}))
+    assert jobs == {"compute_metrics": 16, "summarize": 1, "all": 1}
 
 
 def test_pinning_the_featurenorm_block_refits_without_new_features(run):
-    work, _, config = run
-    config = copy.deepcopy(config)
-    config["scores"]["featurenorm"]["block"] = "layer4.0"
-    changed = work / "pinned.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
+    jobs = plan_after(run, "pinned", lambda c: c["scores"]["featurenorm"].update({"block": "layer4.0"}))
     # per seed: the fit, 4 score jobs from cached features, metrics, plot, block table
     assert jobs == {"fit_detector": 2, "score_features": 8, "compute_metrics": 2, "plot_scores": 2,
                     "analyze_featurenorm_blocks": 2, "summarize": 1, "all": 1}
+
+
+def test_changing_a_watermark_relearns_it_and_rescores_its_variant_only(run):
+    jobs = plan_after(run, "beta", lambda c: c["watermarks"]["wm-energy"].update({"beta": 0.2}))
+    # per seed: the watermark, features of the 4 evaluated sets, MSP and energy on each
+    assert jobs == {"learn_watermark": 2, "dump_features": 8, "score_features": 16, "compute_metrics": 4,
+                    "plot_scores": 4, "summarize": 1, "all": 1}
 
 
 def test_bad_config_fails_before_any_job(run, tmp_path):

@@ -1,4 +1,4 @@
-from oodrepro import features, featurenorm, io, report
+from oodrepro import featurenorm, io, report
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
@@ -6,8 +6,8 @@ p = snakemake.params
 state = io.load_npz(snakemake.input.detector)
 table = featurenorm.block_table(
     state["normratio"], [str(n) for n in state["block_names"]], int(state["block"]),
-    features.load(snakemake.input.id_features)["featnorm"],
-    {name: features.load(path)["featnorm"] for name, path in zip(p.ood_sets, snakemake.input.ood_features)},
+    io.load_npz(snakemake.input.id_features)["featnorm"],
+    {name: io.load_npz(path)["featnorm"] for name, path in zip(p.ood_sets, snakemake.input.ood_features)},
 )
 io.save_csv(snakemake.output.table, table.assign(**p.context))
 io.save_figure(snakemake.output.plot, report.plot_blocks(table, p.title))

@@ -1,4 +1,4 @@
-from oodrepro import features, io, laood, report
+from oodrepro import io, laood, report
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
@@ -8,7 +8,7 @@ detectors = laood.from_arrays(state)
 
 
 def decisions_of(path):
-    return laood.decisions(detectors, features.layers_of(features.load(path)))
+    return laood.decisions(detectors, laood.layers_of(io.load_npz(path)))
 
 
 table = laood.layer_table(

@@ -1,7 +1,7 @@
-from oodrepro import features, io, scores
+from oodrepro import io, scores
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 score = scores.get(snakemake.wildcards.method)
-inputs = [features.load(snakemake.input[name]) for name in score.fit_inputs]
+inputs = [io.load_npz(snakemake.input[name]) for name in score.fit_inputs]
 io.save_npz(snakemake.output[0], **scores.fit_state(score, inputs, snakemake.params.hp, snakemake.threads))

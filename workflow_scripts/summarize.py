@@ -14,6 +14,8 @@ analyses = {
 }
 summary = report.summarize(tidy)
 comparison = report.comparison_table(summary, p.reference)
+analyses["Watermarking for OOD: each watermarked model beside its unwatermarked checkpoint"] = [
+    report.watermark_effect(summary, p.watermarks)]
 io.save_csv(out.tidy, tidy)
 io.save_csv(out.summary, summary)
 io.save_csv(out.comparison, comparison)

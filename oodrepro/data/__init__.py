@@ -74,6 +74,14 @@ ARCHIVES: dict[str, Archive] = {
         # No checksum is published for the LSUN test release: pin one you trust in the
         # config (`downloads: {test_lmdb.zip: {sha256: ...}}`); without it the download is refused.
         Archive("test_lmdb.zip", "http://dl.yf.io/lsun/scenes/test_lmdb.zip", unverified=True),
+        # Hendrycks' WRN-40-2 CIFAR baselines as released with the Energy-OOD code (the backbones
+        # of Watermarking for OOD); sha256 from methods/watermarking-ood.md §4.
+        Archive("cifar10_wrn_pretrained_epoch_99.pt",
+                "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar10_wrn_pretrained_epoch_99.pt",
+                sha256="0b59e178577382a0cf5d1e079d1d019f6a33b0801b7d123a59e51b4b32972637"),
+        Archive("cifar100_wrn_pretrained_epoch_99.pt",
+                "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar100_wrn_pretrained_epoch_99.pt",
+                sha256="3751f516b81ef9d27290f08a3de78d65a3771f477bd6a6caefa81b330dc34baf"),
         # The ODIN releases (facebookresearch/odin README links).
         Archive("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
                 md5="458a0a0ab8e5f1cb4516d7400568e460"),

@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 SIZE = 32
@@ -28,6 +26,9 @@ def _rng(seed: int, stream: str) -> np.random.Generator:
 
 def _upsample_grey8(images8: np.ndarray) -> np.ndarray:
     """8×8 images with values 0..16 → 32×32×3 uint8, bilinear, as the ID digits are made."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(images8.astype(np.float32) / 16.0)[:, None]
     x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8)

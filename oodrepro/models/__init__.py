@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
+
 from ..io import load_torch, save_torch
 from .base import NORMALIZATIONS, Backbone, BlockOutputs
 from .densenet import densenet100
@@ -30,8 +32,11 @@ __all__ = ["MODELS", "NORMALIZATIONS", "Backbone", "BlockOutputs", "build", "loa
 def build(arch: str, **kwargs) -> Backbone:
     if arch not in MODELS:
         raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(MODELS)}")
+    watermark = kwargs.pop("watermark", False)
     model = MODELS[arch](**kwargs)
     model.arch = arch
+    if watermark:
+        model.attach_watermark(torch.zeros(1, 3, 32, 32))
     return model
 
 
@@ -46,3 +51,36 @@ def load_model(path, device="cpu") -> Backbone:
     model = build(spec.pop("arch"), **spec)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
+
+
+def hendrycks_wrn_keys(state_dict: dict) -> dict:
+    """Rename a Hendrycks / Energy-OOD WideResNet state dict to this package's WRN names.
+
+    Theirs: conv1, block{s}.layer.{i}.{bn1,conv1,bn2,conv2,convShortcut}, bn1, fc.
+    Ours:   conv1, blocks.{(s−1)·n + i}.{bn1,conv1,bn2,conv2,shortcut}, bn, fc.
+    """
+    per_stage = 1 + max(int(k.split(".")[2]) for k in state_dict if k.startswith("block1.layer."))
+    out = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if parts[0].startswith("block") and parts[1] == "layer":
+            index = (int(parts[0][5:]) - 1) * per_stage + int(parts[2])
+            rest = ["shortcut" if p == "convShortcut" else p for p in parts[3:]]
+            key = ".".join(["blocks", str(index), *rest])
+        elif parts[0] == "bn1":
+            key = ".".join(["bn", *parts[1:]])
+        out[key] = value
+    return out
+
+
+PRETRAINED_FORMATS = {"hendrycks-wrn": hendrycks_wrn_keys}
+
+
+def import_pretrained(weights_path, out, spec: dict, key_format: str) -> Backbone:
+    """Load released weights strictly into `build(**spec)` and save them as our checkpoint."""
+    model = build(**spec)
+    state = load_torch(weights_path)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    model.load_state_dict(PRETRAINED_FORMATS[key_format](dict(state)), strict=True)
+    save_model(out, model, spec, pretrained=str(weights_path))
+    return model.eval()

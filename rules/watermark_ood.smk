@@ -1,0 +1,37 @@
+# Watermarking for OOD: learn an input watermark for a frozen model; the watermarked model is
+# a variant `<checkpoint>+<watermark>` that every feature and scoring rule takes as it is.
+
+
+rule learn_watermark:
+    input:
+        model=f"{RUN}/models/{{checkpoint}}.pt",
+        train=dataset_file(BENCH["id_train"]),
+    output:
+        model=f"{RUN}/models/{{checkpoint}}+{{watermark}}.pt",
+        log_csv=f"{RUN}/watermark/{{checkpoint}}+{{watermark}}.csv",
+        plot=report(
+            f"{RUN}/watermark/{{checkpoint}}+{{watermark}}.png",
+            caption="../report/watermark.rst",
+            category="Watermarks",
+            labels={"backbone": "{arch}", "watermark": "{checkpoint}+{watermark}", "seed": "{seed}"},
+        ),
+    wildcard_constraints:
+        checkpoint=r"base(\.[A-Za-z0-9_-]+)?",
+        watermark=constraint(config["watermarks"]),
+    params:
+        hp=lambda w: config["watermarks"][w.watermark],
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        state=f"{RUN}/models/.resume/{{checkpoint}}+{{watermark}}.pt",
+        title=lambda w: f"{w.checkpoint}+{w.watermark} · {w.arch} · seed {w.seed}",
+    log:
+        f"{RUN}/logs/learn_watermark/{{checkpoint}}+{{watermark}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/learn_watermark/{{checkpoint}}+{{watermark}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=12 * 60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/learn_watermark.py"
