@@ -285,44 +285,44 @@ def plot_training(log: pd.DataFrame, title: str):
     return fig
 
 
-def plot_blocks(table: pd.DataFrame, title: str):
-    """NormRatio per block (the selected one highlighted) beside FeatureNorm's mean AUROC."""
+def _per_layer(names, bars: list[tuple[str, np.ndarray, object]], bar_label: str, line: np.ndarray,
+               line_label: str, title: str, width: float):
+    """Bars per layer (one or more series) with a line on a second axis: the shape of the
+    FeatureNorm block and LA-OOD layer plots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(table) + 2), 3.2))
-    x = np.arange(len(table))
-    colours = ["tab:orange" if s else "tab:blue" for s in table["selected"]]
-    ax.bar(x, table["normratio"], color=colours)
-    ax.set_ylabel("NormRatio (bars; orange = selected)", fontsize=8)
-    ax.set_xticks(x, table["block"], rotation=45, ha="right", fontsize=7)
+    fig, ax = plt.subplots(figsize=(max(5, width * len(names) + 2.5), 3.3))
+    x = np.arange(len(names))
+    step = 0.8 / len(bars)
+    for i, (label, values, colour) in enumerate(bars):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * step, values, step, label=label, color=colour, alpha=0.8)
+    ax.set_ylabel(bar_label, fontsize=8)
+    ax.set_xticks(x, names, rotation=90 if len(names) > 12 else 45, ha="center" if len(names) > 12 else "right",
+                  fontsize=6 if len(names) > 12 else 7)
+    if len(bars) > 1:
+        ax.legend(fontsize=7, loc="upper left")
     twin = ax.twinx()
-    twin.plot(x, table["auroc mean"], "k.-", lw=1)
-    twin.set_ylabel("FeatureNorm mean AUROC (line)", fontsize=8)
+    twin.plot(x, line, "k.-", lw=1)
+    twin.set_ylabel(line_label, fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_blocks(table: pd.DataFrame, title: str):
+    """NormRatio per block (the selected one highlighted) beside FeatureNorm's mean AUROC."""
+    colours = ["tab:orange" if sel else "tab:blue" for sel in table["selected"]]
+    return _per_layer(table["block"], [("NormRatio", table["normratio"], colours)],
+                      "NormRatio (bars; orange = selected)", table["auroc mean"], "FeatureNorm mean AUROC (line)",
+                      title, 0.55)
 
 
 def plot_layers(table: pd.DataFrame, title: str):
     """LA-OOD: each layer's own AUROC (line) and how often it decides the combined score (bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(table) + 3), 3.4))
-    x = np.arange(len(table))
-    ax.bar(x - 0.2, table["decides OOD"], 0.4, label="decides on OOD", color="tab:red", alpha=0.7)
-    ax.bar(x + 0.2, table["decides ID"], 0.4, label="decides on ID", color="tab:blue", alpha=0.7)
-    ax.set_ylabel("share of inputs where the layer attains the max", fontsize=8)
-    ax.set_xticks(x, table["layer"], rotation=90, fontsize=6)
-    ax.legend(fontsize=7, loc="upper left")
-    twin = ax.twinx()
-    twin.plot(x, table["auroc mean"], "k.-", lw=1)
-    twin.set_ylabel("layer's own mean AUROC (line)", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _per_layer(table["layer"], [("decides on OOD", table["decides OOD"], "tab:red"),
+                                       ("decides on ID", table["decides ID"], "tab:blue")],
+                      "share of inputs where the layer attains the max", table["auroc mean"],
+                      "layer's own mean AUROC (line)", title, 0.18)
