@@ -19,7 +19,8 @@ run: $(BIN)/.installed
 
 # The HTML report is rebuilt only when a result is newer than it, so a rerun does nothing.
 report: $(BIN)/.installed
-	@if [ ! -f "$(REPORT)" ] || [ -n "$$(find $(RESULTS) -type f -newer $(REPORT) ! -path '*/logs/*' -print -quit)" ]; then \
+	@if [ ! -f "$(RESULTS)/summary.html" ]; then echo "No results in $(RESULTS) yet: no report."; \
+	elif [ ! -f "$(REPORT)" ] || [ -n "$$(find $(RESULTS) -type f -newer $(REPORT) ! -path '*/logs/*' -print -quit)" ]; then \
 		$(SNAKEMAKE) --report $(REPORT); \
 	else echo "Report up to date: $(REPORT)"; fi
 
