@@ -10,13 +10,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .featurenorm import feature_norm
 from .io import save_npz
 from .models import Backbone
 from .models.base import pool
-from .training import to_tensor
+from .training import image_batches
 
 
 Transform = Callable[[torch.Tensor, slice], torch.Tensor]
@@ -31,13 +30,11 @@ def extract(model: Backbone, images: np.ndarray, batch_size: int = 512, progress
     space (rows: the batch's slice of the dataset), e.g. NormRatio's jigsaw puzzles.
     """
     model.eval()
-    device = next(model.parameters()).device
-    x_all = to_tensor(images, device)
     parts: dict[str, list[torch.Tensor]] = {}
-    for i in tqdm(range(0, len(x_all), batch_size), desc="features", disable=not progress):
-        z = model.normalize(x_all[i : i + batch_size].float() / 255.0)
+    for rows, x in image_batches(model, images, batch_size, "features", progress):
+        z = model.normalize(x)
         if transform is not None:
-            z = transform(z, slice(i, i + len(z)))
+            z = transform(z, rows)
         out = model.forward_normalized(z, return_blocks=True)
         items = {"logits": out.logits, "penultimate": out.penultimate,
                  "featnorm": torch.stack([feature_norm(b) for b in out.blocks], dim=1)}
@@ -73,12 +70,10 @@ def extract_convs(model: Backbone, images: np.ndarray, batch_size: int = 512, pr
     pooled: list[list[torch.Tensor]] = [[] for _ in layers]
     hooks = [m.register_forward_hook(lambda _m, _i, out, j=j: pooled[j].append(out.float().mean((2, 3)).cpu()))
              for j, (_, m) in enumerate(layers)]
-    device = next(model.parameters()).device
-    x_all = to_tensor(images, device)
     out_logits = []
     try:
-        for i in tqdm(range(0, len(x_all), batch_size), desc="conv features", disable=not progress):
-            out_logits.append(model(x_all[i : i + batch_size].float() / 255.0).float().cpu())
+        for _, x in image_batches(model, images, batch_size, "conv features", progress):
+            out_logits.append(model(x).float().cpu())
     finally:
         for h in hooks:
             h.remove()

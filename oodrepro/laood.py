@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .data.download import sample_indices
+
 GAMMAS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 NU = 0.001
 
@@ -133,9 +135,8 @@ def fit(layers: list[np.ndarray], n_jobs: int = 1, max_fit: int | None = None, s
     """One detector per layer, fitted in parallel; `max_fit` subsamples the ID vectors (seeded)."""
     from joblib import Parallel, delayed
 
-    if max_fit is not None and max_fit < len(layers[0]):
-        keep = np.sort(np.random.default_rng(seed).choice(len(layers[0]), size=max_fit, replace=False))
-        layers = [h[keep] for h in layers]
+    keep = sample_indices(len(layers[0]), max_fit, seed)
+    layers = [h[keep] for h in layers]
     return Parallel(n_jobs=n_jobs)(delayed(fit_layer)(h, **kwargs) for h in layers)
 
 

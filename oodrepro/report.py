@@ -217,16 +217,24 @@ def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
     return frame
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (jobs have no display); imported late
+    because most jobs draw nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _confidence(s: np.ndarray) -> np.ndarray:
     return -np.log10(np.clip(1.0 - s, 1e-12, None))
 
 
 def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
     """Score histograms of ID against each OOD set, and the ROC curves, in one figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from sklearn.metrics import roc_curve
 
     xlabel = "score"
@@ -268,10 +276,7 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
 
 
 def plot_training(log: pd.DataFrame, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 2, figsize=(8, 2.8))
     ax[0].plot(log["epoch"], log["loss"])
@@ -289,10 +294,7 @@ def _per_layer(names, bars: list[tuple[str, np.ndarray, object]], bar_label: str
                line_label: str, title: str, width: float):
     """Bars per layer (one or more series) with a line on a second axis: the shape of the
     FeatureNorm block and LA-OOD layer plots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(5, width * len(names) + 2.5), 3.3))
     x = np.arange(len(names))

@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 from scipy.special import logsumexp, softmax
-from tqdm import tqdm
 
 from . import featurenorm, laood
 
@@ -145,14 +144,12 @@ def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, eps
     import torch
     import torch.nn.functional as F
 
-    from .training import to_tensor
+    from .training import image_batches
 
     model.eval()
-    device = next(model.parameters()).device
-    x_all = to_tensor(images, device)
     out = []
-    for i in tqdm(range(0, len(x_all), batch_size), desc="odin", disable=not progress):
-        x = (x_all[i : i + batch_size].float() / 255.0).requires_grad_(True)
+    for _, x in image_batches(model, images, batch_size, "odin", progress):
+        x = x.requires_grad_(True)
         logits = model(x) / temperature
         loss = F.cross_entropy(logits, logits.argmax(1))
         (grad,) = torch.autograd.grad(loss, x)

@@ -48,6 +48,14 @@ def to_tensor(images: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
 
 
+def image_batches(model, images: np.ndarray, batch_size: int, desc: str | None = None, progress: bool = False):
+    """Yield (rows, float batch in [0,1]) over uint8 N×H×W×C images, on the model's device."""
+    x_all = to_tensor(images, next(model.parameters()).device)
+    for i in tqdm(range(0, len(x_all), batch_size), desc=desc, disable=not progress):
+        rows = slice(i, min(i + batch_size, len(x_all)))
+        yield rows, x_all[rows].float() / 255.0
+
+
 def augment(batch: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
     """Random crop with zero padding and horizontal flip, for a whole float batch at once."""
     n, _, h, w = batch.shape
@@ -178,11 +186,9 @@ def accuracy(model: models.Backbone, images: np.ndarray, labels: np.ndarray, bat
     """Top-1 accuracy of uint8 images, in eval mode (training mode is restored)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    x_all = to_tensor(images, device)
+    labels = np.asarray(labels)
     correct = 0
-    for i in range(0, len(x_all), batch_size):
-        pred = model(x_all[i : i + batch_size].float() / 255.0).argmax(1).cpu().numpy()
-        correct += int((pred == np.asarray(labels)[i : i + batch_size]).sum())
+    for rows, x in image_batches(model, images, batch_size):
+        correct += int((model(x).argmax(1).cpu().numpy() == labels[rows]).sum())
     model.train(was_training)
-    return correct / len(x_all)
+    return correct / len(images)

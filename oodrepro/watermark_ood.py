@@ -144,10 +144,9 @@ def save_watermarked(path, base_path, w: torch.Tensor, params: dict) -> None:
 
 def plot_watermark(w: torch.Tensor, model: models.Backbone, title: str):
     """w in pixel units (×std), amplified to the full range, per channel and as colour."""
-    import matplotlib
+    from .report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pixel = (w.reshape(3, 32, 32) * model.std.reshape(3, 1, 1).cpu()).numpy()
     scale = np.abs(pixel).max() or 1.0

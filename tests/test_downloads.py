@@ -14,6 +14,13 @@ def _fetch(server, archive_path, dest_dir, **override):
     return dl.download(server.url(archive_path.name), dest_dir / archive_path.name, progress=False, **checksum)
 
 
+def _convert(name, archives, tmp_path, **kw):
+    """Convert verified archives into `name`'s array file and load it back."""
+    out = tmp_path / f"{name}.npz"
+    data.convert_download(name, archives, out, **kw)
+    return data.load_dataset(out)
+
+
 def test_download_verifies_md5_and_sha256(served, tmp_path):
     root, server = served
     (root / "blob.bin").write_bytes(b"x" * 1000)
@@ -50,8 +57,7 @@ def test_cifar(served, tmp_path, classes):
     archive = _fetch(server, fx["path"], tmp_path)
     for split in ("train", "test"):
         name = f"cifar{classes}-{split}"
-        data.convert_download(name, [archive], tmp_path / f"{name}.npz")
-        images, labels = data.load_dataset(tmp_path / f"{name}.npz")
+        images, labels = _convert(name, [archive], tmp_path)
         np.testing.assert_array_equal(images, fx[split][0])
         np.testing.assert_array_equal(labels, fx[split][1])
 
@@ -60,8 +66,7 @@ def test_svhn(served, tmp_path):
     root, server = served
     fx = fixtures.svhn(root)
     archive = _fetch(server, fx["path"], tmp_path)
-    data.convert_download("svhn-test", [archive], tmp_path / "svhn.npz")
-    images, labels = data.load_dataset(tmp_path / "svhn.npz")
+    images, labels = _convert("svhn-test", [archive], tmp_path)
     np.testing.assert_array_equal(images, fx["images"])
     np.testing.assert_array_equal(labels, fx["labels"])
     assert labels.min() >= 0 and labels.max() <= 9
@@ -71,10 +76,8 @@ def test_svhn_seeded_sample(served, tmp_path):
     root, server = served
     fx = fixtures.svhn(root, n=9)
     archive = _fetch(server, fx["path"], tmp_path)
-    data.convert_download("svhn-test", [archive], tmp_path / "a.npz", sample=4, seed=5)
-    data.convert_download("svhn-test", [archive], tmp_path / "b.npz", sample=4, seed=5)
-    a, _ = data.load_dataset(tmp_path / "a.npz")
-    b, _ = data.load_dataset(tmp_path / "b.npz")
+    a, _ = _convert("svhn-test", [archive], tmp_path / "a", sample=4, seed=5)
+    b, _ = _convert("svhn-test", [archive], tmp_path / "b", sample=4, seed=5)
     assert a.shape == (4, 32, 32, 3)
     np.testing.assert_array_equal(a, b)
     assert all(any((img == ref).all() for ref in fx["images"]) for img in a)
@@ -95,8 +98,7 @@ def test_image_folder_releases(served, tmp_path, name, filename, top, sizes):
     root, server = served
     fx = fixtures.image_folder_tar(root, filename, top, sizes)
     archive = _fetch(server, fx["path"], tmp_path)
-    data.convert_download(name, [archive], tmp_path / "out.npz")
-    images, labels = data.load_dataset(tmp_path / "out.npz")
+    images, labels = _convert(name, [archive], tmp_path)
     assert images.shape == (len(sizes), 32, 32, 3) and images.dtype == np.uint8
     assert (labels == -1).all()
     _, recipe = data.get(name)
@@ -115,8 +117,7 @@ def test_textures_recipes_differ(served, tmp_path):
     archive = _fetch(server, fx["path"], tmp_path)
     out = {}
     for name in ("textures", "textures@squash-bilinear", "textures@squash-lanczos"):
-        data.convert_download(name, [archive], tmp_path / f"{name}.npz")
-        out[name] = data.load_dataset(tmp_path / f"{name}.npz")[0]
+        out[name] = _convert(name, [archive], tmp_path)[0]
     assert not np.array_equal(out["textures"], out["textures@squash-bilinear"])
     assert not np.array_equal(out["textures@squash-bilinear"], out["textures@squash-lanczos"])
 
@@ -125,8 +126,7 @@ def test_places365_seeded_sample(served, tmp_path):
     root, server = served
     fx = fixtures.places365(root, n=5)
     archives = [_fetch(server, p, tmp_path) for p in fx["paths"]]
-    data.convert_download("places365", archives, tmp_path / "p.npz", sample=3, seed=0)
-    images, labels = data.load_dataset(tmp_path / "p.npz")
+    images, labels = _convert("places365", archives, tmp_path, sample=3, seed=0)
     assert images.shape == (3, 32, 32, 3)
     expected = [dl.to_rgb32(Image.fromarray(a), "crop32") for a in fx["arrays"]]
     idx = np.sort(np.random.default_rng(0).choice(5, size=3, replace=False))
@@ -159,8 +159,7 @@ def test_lsun_test_lmdb(served, tmp_path):
     root, server = served
     fx = fixtures.lsun_test_lmdb(root)
     archive = _fetch(server, fx["path"], tmp_path)
-    data.convert_download("lsun-test", [archive], tmp_path / "l.npz")
-    images, _ = data.load_dataset(tmp_path / "l.npz")
+    images, _ = _convert("lsun-test", [archive], tmp_path)
     assert images.shape == (4, 32, 32, 3)
     for got, src in zip(images, fx["arrays"]):  # LMDB keys are sorted, as written
         np.testing.assert_array_equal(got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS)))
@@ -170,8 +169,7 @@ def test_tin200_test_split(served, tmp_path):
     root, server = served
     fx = fixtures.tin200(root)
     archive = _fetch(server, fx["path"], tmp_path)
-    data.convert_download("tin200-test", [archive], tmp_path / "t.npz")
-    images, _ = data.load_dataset(tmp_path / "t.npz")
+    images, _ = _convert("tin200-test", [archive], tmp_path)
     assert images.shape == (5, 32, 32, 3)  # the test split only, the train image ignored
     expected = sorted(zip([f"test_{i}.JPEG" for i in range(5)], fx["arrays"]))
     for got, (_, src) in zip(images, expected):
@@ -182,8 +180,7 @@ def test_mnist(served, tmp_path):
     root, server = served
     fx = fixtures.mnist(root)
     archives = [_fetch(server, p, tmp_path) for p in fx["paths"]]
-    data.convert_download("mnist-test", archives, tmp_path / "m.npz")
-    images, labels = data.load_dataset(tmp_path / "m.npz")
+    images, labels = _convert("mnist-test", archives, tmp_path)
     np.testing.assert_array_equal(labels, fx["labels"])
     assert images.shape == (6, 32, 32, 3)
     grey = Image.fromarray(fx["images"][0]).convert("RGB").resize((32, 32), Image.BILINEAR)

@@ -232,7 +232,7 @@ def convert_download(name: str, archives: list, out, sample: int | None = None, 
     if recipe is not None:
         args.update(recipe=recipe, sample=sample, seed=seed)
     images, labels = dl.convert(spec.converter, [Path(a) for a in archives], **args)
-    if sample is not None and recipe is None and sample < len(images):
-        idx = np.sort(np.random.default_rng(seed).choice(len(images), size=sample, replace=False))
+    if recipe is None:  # converters with a recipe sample before decoding; the others here
+        idx = dl.sample_indices(len(images), sample, seed)
         images, labels = images[idx], labels[idx]
     save_dataset(out, images, labels)

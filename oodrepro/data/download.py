@@ -132,7 +132,8 @@ def _stack(images) -> np.ndarray:
     return np.stack(list(images)).astype(np.uint8) if images else np.zeros((0, SIZE, SIZE, 3), np.uint8)
 
 
-def _sample_indices(n_total: int, sample: int | None, seed: int) -> np.ndarray:
+def sample_indices(n_total: int, sample: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subsample of `sample` items (all of them when None or ≥ n)."""
     if sample is None or sample >= n_total:
         return np.arange(n_total)
     return np.sort(np.random.default_rng(seed).choice(n_total, size=sample, replace=False))
@@ -143,7 +144,7 @@ def _image_folder(root: Path, recipe: str, sample: int | None, seed: int) -> tup
     from torchvision.datasets import ImageFolder
 
     folder = ImageFolder(str(root))
-    idx = _sample_indices(len(folder.samples), sample, seed)
+    idx = sample_indices(len(folder.samples), sample, seed)
     images = [to_rgb32(folder.loader(folder.samples[i][0]), recipe) for i in tqdm(idx, desc=root.name)]
     return _stack(images), np.full(len(idx), -1, np.int64)
 
@@ -207,7 +208,7 @@ def convert_mnist(archives: list[Path], work: Path, *, recipe: str, sample=None,
     # Only the test files are fetched; the subclass keeps the name torchvision's folder layout uses.
     test_only = type("MNIST", (MNIST,), {"resources": [r for r in MNIST.resources if r[0].startswith("t10k")]})
     ds = test_only(str(work), train=False, download=False)
-    idx = _sample_indices(len(ds), sample, seed)
+    idx = sample_indices(len(ds), sample, seed)
     images = [to_rgb32(Image.fromarray(ds.data[i].numpy()), recipe) for i in idx]
     return _stack(images), ds.targets.numpy()[idx].astype(np.int64)
 
@@ -232,7 +233,7 @@ def convert_lsun_test(archives: list[Path], work: Path, *, recipe: str, sample=N
     env = lmdb.open(str(work / "test_lmdb"), readonly=True, lock=False, readahead=False, meminit=False)
     with env.begin(write=False) as txn:
         keys = [k for k in txn.cursor().iternext(keys=True, values=False)]
-        idx = _sample_indices(len(keys), sample, seed)
+        idx = sample_indices(len(keys), sample, seed)
         images = [to_rgb32(Image.open(io.BytesIO(txn.get(keys[i]))), recipe) for i in tqdm(idx, desc="lsun test")]
     env.close()
     return _stack(images), np.full(len(idx), -1, np.int64)
@@ -245,7 +246,7 @@ def convert_places365(archives: list[Path], work: Path, *, recipe: str, sample=N
     for archive in archives:
         _extract(archive, work)
     ds = _verified(Places365)(str(work), split="val", small=True, download=False)
-    idx = _sample_indices(len(ds.imgs), sample, seed)
+    idx = sample_indices(len(ds.imgs), sample, seed)
     images = [to_rgb32(ds.loader(ds.imgs[i][0]), recipe) for i in tqdm(idx, desc="places365")]
     return _stack(images), np.full(len(idx), -1, np.int64)
 
