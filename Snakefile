@@ -35,6 +35,7 @@ DOWNLOADED = [n for n, s in datasets.DATASETS.items() if s.offline is None]
 FEATURE_SCORES = [n for n in config["scores"] if score_registry.get(n).needs == "features"]
 NETWORK_SCORES = [n for n in config["scores"] if score_registry.get(n).needs == "network"]
 FITTED_SCORES = [n for n in config["scores"] if score_registry.get(n).fit is not None]
+NETWORK_FITS = [n for n in FITTED_SCORES if n in NETWORK_SCORES]
 
 
 include: "rules/common.smk"
@@ -50,7 +51,28 @@ wildcard_constraints:
 
 FEATURENORM_BLOCKS = per_model("featurenorm/{variant}/blocks.csv", method="featurenorm")
 LAOOD_LAYERS = per_model("laood/{variant}/layers.csv", method="laood")
-WATERMARK_PLOTS = [f for f in per_model("watermark/{variant}.png") if "+" in f.rsplit("/", 1)[-1]]
+WATERMARK_PLOTS = [
+    f
+    for f in per_model("watermark/{variant}.png")
+    if f.rsplit("/", 1)[-1].removesuffix(".png").rpartition("+")[2] in config["watermarks"]
+]
+FINETUNE_PLOTS = expand(
+    f"{RUN}/plots/finetune/{{finetune}}.png",
+    bench=BENCH["name"],
+    arch=list(config["backbones"]),
+    seed=config["seeds"],
+    finetune=list(config["finetunes"]),
+)
+WATERMARKNN = (
+    expand(
+        f"{RUN}/watermarknn/attacks.csv",
+        bench=BENCH["name"],
+        arch=list(config["backbones"]),
+        seed=config["seeds"],
+    )
+    if "watermarknn" in config
+    else []
+)
 
 
 include: "rules/data.smk"
@@ -60,6 +82,8 @@ include: "rules/scoring.smk"
 include: "rules/featurenorm.smk"
 include: "rules/laood.smk"
 include: "rules/watermark_ood.smk"
+include: "rules/watermarknn.smk"
+include: "rules/unleashing_mask.smk"
 include: "rules/report.smk"
 
 
@@ -71,6 +95,8 @@ rule all:
         per_model("plots/{variant}/{method}.png"),
         [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS + LAOOD_LAYERS],
         WATERMARK_PLOTS,
+        WATERMARKNN,
+        FINETUNE_PLOTS,
         expand(
             f"{RUN}/plots/training.png",
             bench=BENCH["name"],

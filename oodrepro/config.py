@@ -95,12 +95,24 @@ def _check_semantics(config: dict) -> None:
             problems.append(f"watermarks.{name}: the energy objective needs t_in and t_out")
         if wm["objective"] == "msp" and {"t_in", "t_out"} & set(wm):
             problems.append(f"watermarks.{name}: t_in / t_out belong to the energy objective only")
+    known = model_names(config)
     for i, variant in enumerate(config["variants"]):
-        checkpoint, _, watermark = variant.partition("+")
-        if checkpoint != "base" and checkpoint.removeprefix("base.") not in keep_names:
-            problems.append(f"variants[{i}]: {variant!r} does not start with 'base' or 'base.<a training.keep name>'")
-        if watermark and watermark not in config["watermarks"]:
-            problems.append(f"variants[{i}]: no watermark named {watermark!r} under watermarks")
+        model, _, watermark = variant.rpartition("+")
+        if variant not in known and not (model in known and watermark in config["watermarks"]):
+            problems.append(f"variants[{i}]: {variant!r} is neither a model ({', '.join(known)}) nor "
+                            "'<model>+<watermark>'")
+    for name, ft in config["finetunes"].items():
+        if name in ("base",) or name.startswith(("null", "base.")) or name in config.get("watermarknn", {}).get(
+                "owners", {}):
+            problems.append(f"finetunes.{name}: reserved or already used name")
+        if name.rpartition("+")[2] in config["watermarks"]:
+            problems.append(f"finetunes.{name}: must not end in '+<watermark>'")
+        if ft["from"] != "base" and ft["from"].removeprefix("base.") not in keep_names:
+            problems.append(f"finetunes.{name}.from: {ft['from']!r} is not base or base.<keep name>")
+        if "exposure" in ft and "outliers" not in bench:
+            problems.append(f"finetunes.{name}.exposure: needs benchmark.outliers")
+        if "exposure" in ft and "mask" in ft:
+            problems.append(f"finetunes.{name}: UMAP inside outlier exposure is not part of the method")
     for group, members in bench.get("groups", {}).items():
         if group in bench["ood"] or group in ("mean", "-"):
             problems.append(f"benchmark.groups.{group}: a group name must not be an OOD set or 'mean'")
@@ -113,6 +125,25 @@ def _check_semantics(config: dict) -> None:
         for name in names:
             if name not in config["scores"]:
                 problems.append(f"variant_scores.{variant}: {name!r} is not configured under scores")
+    wnn = config.get("watermarknn")
+    if wnn:
+        try:
+            spec, _ = data.get(wnn["triggers"])
+            classes = config["offline"]["trigger_classes"] if spec.offline is not None else spec.num_classes
+            if classes > data.get(bench["id_train"])[0].num_classes:
+                problems.append("watermarknn.triggers: trigger labels exceed the ID classes")
+        except KeyError as err:
+            problems.append(f"watermarknn.triggers: {err.args[0]}")
+        for name, owner in wnn["owners"].items():
+            source = owner["from"]
+            if name in ("base", "scratch") or name.startswith("null"):
+                problems.append(f"watermarknn.owners.{name}: reserved name")
+            if source != "scratch" and source != "base" and source.removeprefix("base.") not in keep_names:
+                problems.append(f"watermarknn.owners.{name}.from: {source!r} is not scratch, base or base.<keep name>")
+        if wnn["ownership"]["rule"] == "fixed" and "min_accuracy" not in wnn["ownership"]:
+            problems.append("watermarknn.ownership: the fixed rule needs min_accuracy")
+        if wnn["ownership"]["rule"] == "null-models" and "alpha" not in wnn["ownership"]:
+            problems.append("watermarknn.ownership: the null-models rule needs alpha")
     if bench["id_test"] in bench["ood"]:
         problems.append("benchmark.ood: must not contain the ID test set")
     if problems:
@@ -129,6 +160,45 @@ def recipe_of(config: dict, backbone: str) -> dict:
     recipe = copy.deepcopy(config["training"])
     recipe.update(copy.deepcopy(config["backbones"][backbone].get("training", {})))
     return recipe
+
+
+def model_names(config: dict) -> list[str]:
+    """Every checkpoint the DAG can make in a run folder: the base model and its kept epochs,
+    WatermarkNN owners and their attacked copies, fine-tuned models."""
+    names = ["base", *(f"base.{k}" for k in config["training"].get("keep", {}))]
+    wnn = config.get("watermarknn")
+    if wnn:
+        owners = list(wnn["owners"])
+        names += owners + [f"{o}.{a}" for o in owners for a in wnn["attacks"]["kinds"]]
+    return names + list(config.get("finetunes", {}))
+
+
+def derived_recipe(config: dict, backbone: str, overrides: dict) -> dict:
+    """The recipe of a model trained from or beside the backbone (a fine-tune, a watermark
+    owner): the backbone's recipe without its checkpoint options, updated by `overrides`."""
+    recipe = recipe_of(config, backbone)
+    recipe.pop("keep", None)
+    recipe.pop("checkpoint", None)
+    recipe.update(copy.deepcopy(overrides))
+    return recipe
+
+
+def finetune_recipe(config: dict, backbone: str, name: str) -> dict:
+    return derived_recipe(config, backbone, config["finetunes"][name].get("training", {}))
+
+
+def owner_recipe(config: dict, backbone: str, owner: str) -> dict:
+    """A WatermarkNN owner's embedding recipe (see `derived_recipe`)."""
+    return derived_recipe(config, backbone, config["watermarknn"]["owners"][owner].get("training", {}))
+
+
+def attack_recipe(config: dict, backbone: str) -> dict:
+    """WatermarkNN's fine-tuning attacks: the backbone's augmentation, constant lr, no triggers."""
+    attacks = config["watermarknn"]["attacks"]
+    recipe = recipe_of(config, backbone)
+    return {**{k: recipe[k] for k in ("momentum", "weight_decay", "augment") if k in recipe},
+            "epochs": attacks["epochs"], "lr": attacks["lr"], "batch_size": attacks["batch_size"],
+            "schedule": {"kind": "constant"}}
 
 
 def model_spec(config: dict, backbone: str) -> dict:

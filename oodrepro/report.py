@@ -161,7 +161,7 @@ def analysis_sections(analyses: dict[str, list[pd.DataFrame]]) -> list[tuple[str
             t = t.drop(columns=[c for c in KEYS if c in t.columns])
             if "selected" in t:
                 t = t.assign(selected=t["selected"].map({True: "✓", False: ""}))
-            caption = f"{ctx['arch']} · seed {ctx['seed']}" if ctx["seed"] == "all" else (
+            caption = f"{ctx['arch']} · seed {ctx['seed']}" if ctx["seed"] == "all" or "model" not in ctx else (
                 f"{ctx['arch']} · {ctx['model']} · seed {ctx['seed']}")
             shown.append((caption, t.round(3)))
         if shown:

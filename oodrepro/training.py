@@ -13,6 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,110 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def fit(
+    model: models.Backbone,
+    params,
+    images: np.ndarray,
+    labels: np.ndarray,
+    recipe: dict,
+    state_path: str | Path,
+    log_csv: str | Path,
+    *,
+    seed: int = 0,
+    step: Callable | None = None,
+    epoch_start: Callable | None = None,
+    evaluate: Callable | None = None,
+    after_epoch: Callable | None = None,
+    train_mode: Callable | None = None,
+    extra_state=None,
+    first_epoch: int = 0,
+    desc: str = "train",
+    progress: bool = True,
+) -> list[dict]:
+    """The SGD loop every trainer here shares; returns the per-epoch history.
+
+    `params` are the trainable parameters. Hooks, all optional:
+    `step(model, x, y, b, gen) -> (loss, logits of x)` replaces plain cross-entropy
+    (b: batch index; the loss may add inputs of its own, e.g. trigger images or outliers);
+    `epoch_start(epoch, gen)` draws per-epoch randomness; `evaluate(model) -> dict` adds
+    columns to the epoch's log row; `after_epoch(epoch, model, history)` saves extras;
+    `train_mode(model)` sets module modes (default: everything in train mode). A step whose
+    `updates_itself` is true is called with the optimiser too and makes its own updates
+    (DOE's two steps per batch). `extra_state` (state_dict / load_state_dict) is saved and
+    resumed with the model: a trainer's own memory, e.g. POEM's feature buffer.
+    The learning rate of epoch e is `lr_at(first_epoch + e)`: a continuation can resume an
+    earlier run's schedule. The full state is saved after every epoch and resumed from.
+    """
+    dev = next(model.parameters()).device
+    opt = torch.optim.SGD(
+        params, lr=recipe["lr"], momentum=recipe.get("momentum", 0.9),
+        weight_decay=recipe.get("weight_decay", 5e-4), nesterov=recipe.get("nesterov", False),
+    )
+    history: list[dict] = []
+    start = 0
+    state_path = Path(state_path)
+    if state_path.exists():
+        state = load_torch(state_path, map_location=dev)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, start = state["history"], state["epoch"]
+        if extra_state is not None:
+            extra_state.load_state_dict(state["extra"])
+
+    x_all, y_all = to_tensor(images, dev), torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
+    n, bs = len(y_all), recipe["batch_size"]
+    aug = recipe.get("augment", {})
+    epochs = recipe["epochs"]
+    bar = tqdm(range(start, epochs), initial=start, total=epochs, desc=desc, unit="epoch", disable=not progress)
+    for epoch in bar:
+        t0 = time.time()
+        gen = epoch_generator(seed, epoch)
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout draws
+        lr = lr_at(first_epoch + epoch, recipe)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        if epoch_start is not None:
+            epoch_start(epoch, gen)
+        model.train()
+        if train_mode is not None:
+            train_mode(model)
+        perm = torch.randperm(n, generator=gen).to(dev)
+        total_loss, correct, seen = 0.0, 0, 0
+        for b, i in enumerate(range(0, n, bs)):
+            idx = perm[i : i + bs]
+            if len(idx) < 2:  # BatchNorm cannot train on one image
+                continue
+            x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
+            y = y_all[idx]
+            if getattr(step, "updates_itself", False):
+                loss, logits = step(model, x, y, b, gen, opt)
+            else:
+                if step is None:
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y)
+                else:
+                    loss, logits = step(model, x, y, b, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(idx)
+        history.append({"epoch": epoch + 1, "lr": lr, "loss": total_loss / seen, "accuracy": correct / seen,
+                        "seconds": time.time() - t0})
+        if evaluate is not None:
+            history[-1].update(evaluate(model))
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['accuracy']:.3f}")
+        if after_epoch is not None:
+            after_epoch(epoch, model, history)
+        save_torch(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                                "epoch": epoch + 1,
+                                "extra": extra_state.state_dict() if extra_state is not None else {}})
+        save_csv(log_csv, pd.DataFrame(history))
+    save_csv(log_csv, pd.DataFrame(history))
+    return history
+
+
 def train_backbone(
     spec: dict,
     images: np.ndarray,
@@ -94,89 +199,62 @@ def train_backbone(
     device: str = "auto",
     progress: bool = True,
     test: tuple[np.ndarray, np.ndarray] | None = None,
+    init: str | Path | None = None,
+    first_epoch: int = 0,
+    step: Callable | None = None,
+    epoch_start: Callable | None = None,
+    evaluate: Callable | None = None,
 ) -> models.Backbone:
-    """Train `models.build(**spec)` and save its checkpoint to `out`.
+    """Train `models.build(**spec)` (or continue the checkpoint `init`) and save it to `out`.
 
     The checkpoint is the last epoch's, or with `recipe["checkpoint"] == "best_test"` the
     epoch (after the first) with the best accuracy on `test`, as LA-OOD's original code
-    keeps. `keep` names extra checkpoints: {name: (epoch, path)} saves the weights after
-    that (1-based) epoch. `state_path` holds the full training state after every epoch;
-    when it exists the run continues from it, and it is removed once `out` is written.
+    keeps; with `test` given its accuracy is logged every epoch. `keep` names extra
+    checkpoints: {name: (epoch, path)} saves the weights after that (1-based) epoch.
+    `state_path` holds the full training state after every epoch; when it exists the run
+    continues from it, and it is removed once `out` is written. `first_epoch`, `step`,
+    `epoch_start` and `evaluate` are `fit`'s.
     """
     best_test = recipe.get("checkpoint", "last") == "best_test"
     if best_test and test is None:
         raise ValueError("checkpoint: best_test needs the test set")
     dev = pick_device(device)
     keep = keep or {}
+    for name, (at, _) in keep.items():
+        if not 1 <= at <= recipe["epochs"]:
+            raise ValueError(f"checkpoint {name!r} asks for epoch {at} of a {recipe['epochs']}-epoch run")
     torch.manual_seed(seed)
     model = models.build(**spec).to(dev)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=recipe["lr"], momentum=recipe.get("momentum", 0.9),
-        weight_decay=recipe.get("weight_decay", 5e-4), nesterov=recipe.get("nesterov", False),
-    )
-    history: list[dict] = []
-    start = 0
+    if init is not None:
+        model.load_state_dict(load_torch(init, map_location=dev)["state_dict"])
     state_path = Path(state_path)
-    if state_path.exists():
-        state = load_torch(state_path, map_location=dev)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history, start = state["history"], state["epoch"]
 
-    x_all, y_all = to_tensor(images, dev), torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
-    n, bs = len(y_all), recipe["batch_size"]
-    aug = recipe.get("augment", {})
-    epochs = recipe["epochs"]
-    bar = tqdm(range(start, epochs), initial=start, total=epochs, desc="train", unit="epoch", disable=not progress)
-    for epoch in bar:
-        t0 = time.time()
-        gen = epoch_generator(seed, epoch)
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout draws
-        lr = lr_at(epoch, recipe)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(dev)
-        total_loss, correct, seen = 0.0, 0, 0
-        for i in range(0, n, bs):
-            idx = perm[i : i + bs]
-            if len(idx) < 2:  # BatchNorm cannot train on one image
-                continue
-            x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
-            y = y_all[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(idx)
-        history.append({"epoch": epoch + 1, "lr": lr, "loss": total_loss / seen, "accuracy": correct / seen,
-                        "seconds": time.time() - t0})
+    def scores(m):
+        row = evaluate(m) if evaluate is not None else {}
+        if test is not None:
+            row["test_accuracy"] = accuracy(m, *test)
+        return row
+
+    def save_extras(epoch, m, history):
         if best_test:
-            history[-1]["test_accuracy"] = accuracy(model, *test)
             earlier = [h["test_accuracy"] for h in history[1:-1]]
             if epoch > 0 and history[-1]["test_accuracy"] > max(earlier, default=-1.0):
-                models.save_model(_kept(state_path, "best"), model, spec, epoch=epoch + 1)
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['accuracy']:.3f}")
+                models.save_model(_kept(state_path, "best"), m, spec, epoch=epoch + 1)
         for name, (at, _) in keep.items():
             if at == epoch + 1:  # kept beside the state until the run ends, so a kill cannot lose it
-                models.save_model(_kept(state_path, name), model, spec, epoch=epoch + 1)
-        save_torch(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                "history": history, "epoch": epoch + 1})
-        save_csv(log_csv, pd.DataFrame(history))
-    for name, (at, path) in keep.items():
-        if not 1 <= at <= epochs:
-            raise ValueError(f"checkpoint {name!r} asks for epoch {at} of a {epochs}-epoch run")
+                models.save_model(_kept(state_path, name), m, spec, epoch=epoch + 1)
+
+    fit(model, model.parameters(), images, labels, recipe, state_path, log_csv, seed=seed, step=step,
+        epoch_start=epoch_start, evaluate=scores if (test is not None or evaluate) else None,
+        after_epoch=save_extras, first_epoch=first_epoch, progress=progress)
+    for name, (_, path) in keep.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(_kept(state_path, name), path)
     if best_test and _kept(state_path, "best").exists():
         os.replace(_kept(state_path, "best"), out)
         model = models.load_model(out, dev)
     else:
-        models.save_model(out, model, spec, epoch=epochs)
-    save_csv(log_csv, pd.DataFrame(history))
+        models.save_model(out, model, spec, epoch=recipe["epochs"])
     state_path.unlink(missing_ok=True)
     return model.eval()
 

@@ -34,9 +34,13 @@ rule download_archive:
         "../workflow_scripts/download_archive.py"
 
 
+def dataset_folder(wildcards):
+    return config["dataset_options"].get(wildcards.dataset, {}).get("folder")
+
+
 rule convert_dataset:
     input:
-        lambda w: [f"{DATA}/raw/{a}" for a in datasets.archives_of(w.dataset)],
+        lambda w: [] if dataset_folder(w) else [f"{DATA}/raw/{a}" for a in datasets.archives_of(w.dataset)],
     output:
         f"{DATA}/datasets/{{dataset}}.npz",
     wildcard_constraints:
@@ -44,6 +48,7 @@ rule convert_dataset:
     params:
         sample=lambda w: config["dataset_options"].get(w.dataset, {}).get("sample"),
         seed=lambda w: config["dataset_options"].get(w.dataset, {}).get("seed", 0),
+        folder=dataset_folder,
     log:
         f"{DATA}/logs/convert_{{dataset}}.log",
     threads: 1

@@ -32,6 +32,7 @@ rule summarize:
         metrics=per_model("metrics/{variant}/{method}.csv"),
         featurenorm_blocks=FEATURENORM_BLOCKS,
         laood_layers=LAOOD_LAYERS,
+        watermarknn=WATERMARKNN,
     output:
         tidy=f"{RESULTS}/metrics.csv",
         summary=f"{RESULTS}/summary.csv",

@@ -8,7 +8,7 @@ rule fit_detector:
     output:
         f"{RUN}/detectors/{{variant}}/{{method}}.npz",
     wildcard_constraints:
-        method=constraint(FITTED_SCORES),
+        method=constraint([n for n in FITTED_SCORES if n not in NETWORK_FITS]),
     params:
         hp=method_params,
     log:
@@ -21,6 +21,33 @@ rule fit_detector:
         runtime=12 * 60,
     script:
         "../workflow_scripts/fit_detector.py"
+
+
+rule fit_network_detector:
+    input:
+        model=f"{RUN}/models/{{variant}}.pt",
+        train=dataset_file(BENCH["id_train"]),
+        tune=dataset_file(BENCH["id_test"]),
+    output:
+        f"{RUN}/detectors/{{variant}}/{{method}}.npz",
+    wildcard_constraints:
+        method=constraint(NETWORK_FITS),
+    params:
+        hp=method_params,
+        augmentation=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+    log:
+        f"{RUN}/logs/fit_detector/{{variant}}/{{method}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/fit_detector/{{variant}}/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=6 * 60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/fit_network_detector.py"
 
 
 rule score_features:
@@ -47,6 +74,7 @@ rule score_features:
 
 rule score_network:
     input:
+        unpack(detector_of),
         model=f"{RUN}/models/{{variant}}.pt",
         dataset=dataset_file("{dataset}"),
     output:

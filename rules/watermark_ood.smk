@@ -16,7 +16,7 @@ rule learn_watermark:
             labels={"backbone": "{arch}", "watermark": "{checkpoint}+{watermark}", "seed": "{seed}"},
         ),
     wildcard_constraints:
-        checkpoint=r"base(\.[A-Za-z0-9_-]+)?",
+        checkpoint=one_of(cfg.model_names(config)),
         watermark=constraint(config["watermarks"]),
     params:
         hp=lambda w: config["watermarks"][w.watermark],

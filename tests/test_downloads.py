@@ -1,5 +1,7 @@
 """Each downloader against small archives in the real formats, served on 127.0.0.1."""
 
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -147,7 +149,37 @@ def test_recipes():
 def test_every_registered_archive_has_a_checksum_or_says_it_has_none():
     for archive in data.ARCHIVES.values():
         assert archive.md5 or archive.sha256 or archive.unverified
-    assert [a.filename for a in data.ARCHIVES.values() if a.unverified] == ["test_lmdb.zip"]
+    unverified = [a.filename for a in data.ARCHIVES.values() if a.unverified]
+    assert unverified == ["test_lmdb.zip", "300K_random_images.npy", "WatermarkNN-448bf51.zip"]
+
+
+def test_random_300k_outliers_are_sampled_from_the_served_array(served, tmp_path):
+    root, server = served
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
+    np.save(root / "300K_random_images.npy", array)
+    sha = hashlib.sha256((root / "300K_random_images.npy").read_bytes()).hexdigest()
+    path = dl.download(server.url("300K_random_images.npy"), tmp_path / "300K_random_images.npy", sha256=sha,
+                       progress=False)
+    data.convert_download("random-300k", [path], tmp_path / "o.npz", sample=20, seed=3)
+    images, labels = data.load_dataset(tmp_path / "o.npz")
+    assert np.array_equal(images, array[dl.sample_indices(50, 20, 3)]) and (labels == -1).all()
+
+
+def test_outliers_from_a_users_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs" / "nested").mkdir(parents=True)
+    arrays = {}
+    for i, name in enumerate(["b.png", "a.png", "nested/c.png"]):
+        arrays[name] = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(arrays[name]).save(tmp_path / "imgs" / name)
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    data.convert_download("outliers-folder@centre32", [], tmp_path / "o.npz", folder=str(tmp_path / "imgs"))
+    images, _ = data.load_dataset(tmp_path / "o.npz")
+    assert len(images) == 3
+    assert np.array_equal(images[0], arrays["a.png"][4:36, 8:40])  # sorted by path; centre crop
+    with pytest.raises(ValueError, match="dataset_options"):
+        data.convert_download("outliers-folder", [], tmp_path / "x.npz")
 
 
 def test_an_archive_without_published_checksum_asks_for_one(served, tmp_path):

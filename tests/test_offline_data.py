@@ -8,7 +8,7 @@ import pytest
 from oodrepro import data
 from oodrepro.data import offline
 
-PARAMS = {"seed": 0, "n_ood": 40, "n_outliers": 60, "digits_test_fraction": 0.3}
+PARAMS = {"seed": 0, "n_ood": 40, "n_outliers": 60, "digits_test_fraction": 0.3, "n_triggers": 30, "trigger_classes": 10}
 OFFLINE = [n for n, s in data.DATASETS.items() if s.offline is not None]
 
 
@@ -23,6 +23,8 @@ def test_shapes_and_types(name):
     assert labels.dtype == np.int64 and len(labels) == len(images)
     if name.startswith("digits"):
         assert set(np.unique(labels)) == set(range(10))
+    elif name == "abstract-triggers":  # secret random labels
+        assert len(images) == 30 and labels.min() >= 0 and labels.max() < 10
     else:
         assert (labels == -1).all()
         assert len(images) == (PARAMS["n_outliers"] if name == "outliers-aux" else PARAMS["n_ood"])

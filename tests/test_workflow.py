@@ -17,6 +17,7 @@ import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
+FINETUNES = ["um", "umap", "oe", "oe+um"]
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
@@ -61,8 +62,18 @@ def run(tmp_path_factory):
         config["training"].update(epochs=2, batch_size=128)
         config["scores"]["odin"]["batch_size"] = 128
         config["watermarks"] = {"wm-energy": {**config["watermarks"]["wm-energy"], "epochs": 2, "decay_epoch": 1}}
-        config["variants"] = ["base", "base+wm-energy"]
-        config["variant_scores"] = {"base+wm-energy": ["msp", "energy"]}
+        config["offline"].update(n_triggers=20)
+        wnn = config["watermarknn"]
+        wnn.update(per_batch=4, null_models=1, pruning=[0.5])
+        wnn["owners"]["wnn-pretrained"]["training"]["epochs"] = 1
+        wnn["attacks"].update(kinds=["ftll", "rtal"], epochs=1)
+        for ft in config["finetunes"].values():
+            ft["training"] = {**ft["training"], "epochs": 1}
+        config["unleashing_mask"]["draws"] = 2
+        config["scores"]["mahalanobis_ensemble"].update(n_fit=100, magnitudes=[0.0, 0.001])
+        config["variants"] = ["base", "base+wm-energy", "um", "umap", "oe", "oe+um"]
+        config["variant_scores"] = {"base+wm-energy": ["msp", "energy"],
+                                    **{v: ["msp", "odin", "energy", "mahalanobis"] for v in FINETUNES}}
         cfgfile = work / "config.yaml"
         cfgfile.write_text(yaml.safe_dump(config))
         result = snakemake(work, cfgfile)
@@ -74,11 +85,13 @@ def test_outputs_and_tidy_metrics(run):
     work, _, config = run
     tidy = pd.read_csv(work / "results" / "metrics.csv")
     assert list(tidy.columns[:8]) == ["benchmark", "arch", "seed", "model", "method", "ood_set", "metric", "value"]
-    assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis", "featurenorm", "laood"}
-    assert set(tidy["model"]) == {"base", "base+wm-energy"} and set(tidy["seed"]) == {0, 1}
+    assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis", "mahalanobis_ensemble", "featurenorm",
+                                   "laood"}
+    assert set(tidy["model"]) == {"base", "base+wm-energy", *FINETUNES} and set(tidy["seed"]) == {0, 1}
     assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
-    # 2 seeds × (6 scores on base + 2 on the watermarked model) × (4 sets incl. mean × 4 metrics + accuracy)
-    assert len(tidy) == 2 * (6 + 2) * (4 * 4 + 1)
+    # 2 seeds × (7 scores on base + 2 on the watermarked model + 4 on each fine-tune)
+    #   × (4 sets incl. mean × 4 metrics + accuracy)
+    assert len(tidy) == 2 * (7 + 2 + 4 * 4) * (4 * 4 + 1)
     assert set(tidy[tidy["model"] == "base+wm-energy"]["method"]) == {"msp", "energy"}
     assert tidy["value"].between(0, 100).all()
     n_svhn = tidy[(tidy["ood_set"] == "svhn-test")]["n_ood"].unique()
@@ -111,7 +124,9 @@ def test_report(run):
     result = snakemake(work, cfgfile, "--report", str(work / "report.html"))
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "report.html").read_text()
-    assert "summary.html" in html and "odin.png" in html and "training.png" in html and "blocks.png" in html and "layers.png" in html and "base+wm-energy.png" in html
+    for name in ("summary.html", "odin.png", "training.png", "blocks.png", "layers.png", "base+wm-energy.png",
+                 "attacks.png", "oe+um.png"):
+        assert name in html, name
 
 
 def test_rerun_does_nothing(run):
@@ -121,13 +136,13 @@ def test_rerun_does_nothing(run):
 
 def test_changing_odin_temperature_reruns_only_odin(run):
     jobs = plan_after(run, "odin-t100", lambda c: c["scores"]["odin"].update({"temperature": 100.0}))
-    # 2 seeds × (ID test + 3 OOD sets) ODIN score jobs on the base model, then what reads them
-    assert jobs == {"score_network": 8, "compute_metrics": 2, "plot_scores": 2, "summarize": 1, "all": 1}
+    # 2 seeds × 5 models (base and the fine-tunes) × (ID test + 3 OOD sets), then what reads them
+    assert jobs == {"score_network": 40, "compute_metrics": 10, "plot_scores": 10, "summarize": 1, "all": 1}
 
 
 def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
     jobs = plan_after(run, "closest", lambda c: c["metrics"].update({"fpr_rule": "closest"}))
-    assert jobs == {"compute_metrics": 16, "summarize": 1, "all": 1}
+    assert jobs == {"compute_metrics": 2 * (7 + 2 + 4 * 4), "summarize": 1, "all": 1}
 
 
 def test_pinning_the_featurenorm_block_refits_without_new_features(run):
@@ -142,6 +157,49 @@ def test_changing_a_watermark_relearns_it_and_rescores_its_variant_only(run):
     # per seed: the watermark, features of the 4 evaluated sets, MSP and energy on each
     assert jobs == {"learn_watermark": 2, "dump_features": 8, "score_features": 16, "compute_metrics": 4,
                     "plot_scores": 4, "summarize": 1, "all": 1}
+
+
+def test_watermarknn_embeds_attacks_and_verifies(run):
+    work, _, _ = run
+    run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
+    table = pd.read_csv(run_dir / "watermarknn" / "verification.csv").set_index("network")
+    assert list(table.index) == ["base", "wnn-scratch", "wnn-scratch.ftll", "wnn-scratch.rtal", "wnn-pretrained",
+                                 "wnn-pretrained.ftll", "wnn-pretrained.rtal"]
+    assert not table.loc["base", "claimed"]  # the clean model is not claimed
+    assert table["test_accuracy"].between(0, 1).all() and table["trigger_accuracy"].between(0, 1).all()
+    vk = (run_dir / "watermarknn" / "wnn-scratch" / "verification_key.json").read_text()
+    assert '"n": 20' in vk
+    rtal = pd.read_csv(run_dir / "watermarknn" / "wnn-scratch" / "rtal.csv")
+    assert {"trigger_accuracy", "trigger_accuracy_own_head"} <= set(rtal.columns) and len(rtal) == 1
+    attacks = pd.read_csv(run_dir / "watermarknn" / "attacks.csv")
+    assert set(attacks["attack"]) == {"-", "ftll", "rtal", "prune 50%"}
+    for f in ("summary.md", "summary.html"):
+        text = (work / "results" / f).read_text()
+        assert "WatermarkNN" in text and "wnn-pretrained" in text and "rtal" in text and "prune 50%" in text
+    assert (run_dir / "watermarknn" / "attacks.png").stat().st_size > 10_000
+
+
+def test_unleashing_mask_rows_and_artifacts(run):
+    import json
+
+    work, _, _ = run
+    run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
+    estimate = json.loads((run_dir / "unleashing_mask" / "base.constraint.json").read_text())
+    assert len(estimate["draws"]) == 2 and estimate["level"] > 0
+    for name in FINETUNES:
+        assert (run_dir / "plots" / "finetune" / f"{name}.png").exists()
+    text = (work / "results" / "summary.md").read_text()
+    for name in FINETUNES:
+        assert f"| {name} " in text
+    tidy = pd.read_csv(work / "results" / "metrics.csv")
+    assert set(tidy[tidy["model"] == "oe+um"]["method"]) == {"msp", "odin", "energy", "mahalanobis"}
+
+
+def test_changing_the_mask_ratio_refits_only_what_uses_um(run):
+    jobs = plan_after(run, "keep", lambda c: c["unleashing_mask"].update({"keep": 0.9}))
+    assert jobs["estimate_loss_constraint"] == 2
+    assert jobs["finetune_model"] == 2 * 3  # um, umap, oe+um; not oe
+    assert "train_backbone" not in jobs and "embed_watermark" not in jobs and "learn_watermark" not in jobs
 
 
 def test_bad_config_fails_before_any_job(run, tmp_path):

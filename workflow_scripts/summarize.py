@@ -14,6 +14,8 @@ analyses = {
 }
 summary = report.summarize(tidy)
 comparison = report.comparison_table(summary, p.reference)
+analyses["WatermarkNN: test and trigger accuracy per model and attack (✓ = ownership claimed)"] = [
+    pd.read_csv(f) for f in snakemake.input.watermarknn]
 analyses["Watermarking for OOD: each watermarked model beside its unwatermarked checkpoint"] = [
     report.watermark_effect(summary, p.watermarks)]
 io.save_csv(out.tidy, tidy)

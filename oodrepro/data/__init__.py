@@ -74,6 +74,14 @@ ARCHIVES: dict[str, Archive] = {
         # No checksum is published for the LSUN test release: pin one you trust in the
         # config (`downloads: {test_lmdb.zip: {sha256: ...}}`); without it the download is refused.
         Archive("test_lmdb.zip", "http://dl.yf.io/lsun/scenes/test_lmdb.zip", unverified=True),
+        # WatermarkNN's repository at its single commit, holding the trigger set; no checksum
+        # is published, so the config must pin one (or point `dataset_options` at a folder).
+        # Hendrycks' 300K random images, the auxiliary outliers of the Energy-OE / POEM code
+        # (de-duplicated against the CIFAR test sets); no published checksum: pin one.
+        Archive("300K_random_images.npy", "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
+                unverified=True),
+        Archive("WatermarkNN-448bf51.zip", "https://github.com/adiyoss/WatermarkNN/archive/448bf51.zip",
+                unverified=True),
         # Hendrycks' WRN-40-2 CIFAR baselines as released with the Energy-OOD code (the backbones
         # of Watermarking for OOD); sha256 from methods/watermarking-ood.md §4.
         Archive("cifar10_wrn_pretrained_epoch_99.pt",
@@ -148,6 +156,10 @@ def _glyphs(p):
     return images, np.full(len(images), -1, np.int64)
 
 
+def _triggers(p):
+    return offline.abstract_triggers(p["n_triggers"], p["seed"], p["trigger_classes"])
+
+
 _SPECS = [
     DatasetSpec("digits-train", "scikit-learn digits, 32×32 RGB, train split", _digits("train"), num_classes=10),
     DatasetSpec("digits-test", "scikit-learn digits, 32×32 RGB, test split", _digits("test"), num_classes=10),
@@ -159,6 +171,15 @@ _SPECS = [
                 _unlabelled(offline.procedural_textures)),
     DatasetSpec("glyphs", "near-OOD: letters digitised like the digits", _glyphs),
     DatasetSpec("outliers-aux", "auxiliary outliers: right-half photo patches and shapes", _outliers),
+    DatasetSpec("abstract-triggers", "WatermarkNN-style trigger set: abstract images, random labels", _triggers,
+                num_classes=10),
+    DatasetSpec("adi-triggers", "WatermarkNN's 100 trigger images with their secret labels",
+                archives=("WatermarkNN-448bf51.zip",), converter=dl.convert_triggers,
+                recipes=("centre32", "squash-bilinear"), num_classes=10),
+    DatasetSpec("random-300k", "auxiliary outliers: Hendrycks' 300K random images (32×32)",
+                archives=("300K_random_images.npy",), converter=dl.convert_npy_images),
+    DatasetSpec("outliers-folder", "auxiliary outliers: every image in a folder of yours (dataset_options.folder)",
+                converter=dl.convert_user_folder, recipes=("crop32", "squash-bilinear", "squash-lanczos", "centre32")),
     DatasetSpec("cifar10-train", "CIFAR-10 train (50,000)", archives=("cifar-10-python.tar.gz",),
                 converter=dl.convert_cifar, converter_args={"classes": 10, "train": True}, num_classes=10),
     DatasetSpec("cifar10-test", "CIFAR-10 test (10,000)", archives=("cifar-10-python.tar.gz",),
@@ -225,14 +246,18 @@ def build_offline(name: str, params: dict, out) -> None:
     save_dataset(out, images, labels)
 
 
-def convert_download(name: str, archives: list, out, sample: int | None = None, seed: int = 0) -> None:
-    """Convert verified archives into the dataset's array file (`sample`: seeded subsample)."""
+def convert_download(name: str, archives: list, out, sample: int | None = None, seed: int = 0,
+                     folder: str | None = None) -> None:
+    """Convert verified archives into the dataset's array file (`sample`: seeded subsample;
+    `folder`: read an unpacked copy instead of the archive, for converters that accept one)."""
     spec, recipe = get(name)
     args = dict(spec.converter_args)
+    if folder is not None:
+        args["folder"] = folder
     if recipe is not None:
-        args.update(recipe=recipe, sample=sample, seed=seed)
-    images, labels = dl.convert(spec.converter, [Path(a) for a in archives], **args)
-    if recipe is None:  # converters with a recipe sample before decoding; the others here
+        args["recipe"] = recipe
+    images, labels = dl.convert(spec.converter, [Path(a) for a in archives], sample=sample, seed=seed, **args)
+    if sample is not None and len(images) > sample:  # a converter that does not sample before decoding
         idx = dl.sample_indices(len(images), sample, seed)
         images, labels = images[idx], labels[idx]
     save_dataset(out, images, labels)

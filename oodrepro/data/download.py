@@ -93,7 +93,8 @@ def to_rgb32(img: Image.Image, recipe: str) -> np.ndarray:
     """Bring one PIL image to 32×32 RGB by a named recipe (conventions.md §5).
 
     crop32: resize the short side to 32 (bilinear) and centre-crop; 32×32 passes as is.
-    centre32: centre-crop 32×32 without resizing (LSUN-crop's 36×36 copies).
+    centre32: centre-crop 32×32 without resizing (LSUN-crop's 36×36 copies, WatermarkNN's
+    triggers), the origin rounded as torchvision's CenterCrop rounds it.
     squash-bilinear / squash-lanczos: resize to 32×32, aspect ratio not kept.
     """
     img = img.convert("RGB")
@@ -108,7 +109,7 @@ def to_rgb32(img: Image.Image, recipe: str) -> np.ndarray:
     elif recipe == "centre32":
         if min(w, h) < SIZE:
             raise ValueError(f"centre32 needs images of at least 32×32, got {w}×{h}")
-        left, top = (w - SIZE) // 2, (h - SIZE) // 2
+        left, top = int(round((w - SIZE) / 2.0)), int(round((h - SIZE) / 2.0))
         img = img.crop((left, top, left + SIZE, top + SIZE))
     elif recipe == "squash-bilinear":
         img = img.resize((SIZE, SIZE), Image.BILINEAR)
@@ -249,6 +250,58 @@ def convert_places365(archives: list[Path], work: Path, *, recipe: str, sample=N
     idx = sample_indices(len(ds.imgs), sample, seed)
     images = [to_rgb32(ds.loader(ds.imgs[i][0]), recipe) for i in tqdm(idx, desc="places365")]
     return _stack(images), np.full(len(idx), -1, np.int64)
+
+
+def convert_npy_images(archives: list[Path], work: Path, *, sample=None, seed=0, **_):
+    """A released N×32×32×3 uint8 .npy array (Hendrycks' 300K random images), seeded sample,
+    read memory-mapped so that only the sampled images are loaded."""
+    array = np.load(archives[0], mmap_mode="r", allow_pickle=False)
+    if array.dtype != np.uint8 or array.shape[1:] != (SIZE, SIZE, 3):
+        raise ValueError(f"{archives[0].name}: expected uint8 N×32×32×3 images, got {array.dtype} {array.shape}")
+    idx = sample_indices(len(array), sample, seed)
+    return np.ascontiguousarray(array[idx]), np.full(len(idx), -1, np.int64)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def convert_user_folder(archives: list[Path], work: Path, *, recipe: str, folder: str | None = None, sample=None,
+                        seed=0, **_):
+    """Every image file under a user's `folder` (any nesting, sorted by path), by `recipe`."""
+    if folder is None:
+        raise ValueError("this dataset is read from a folder: set dataset_options.<name>.folder")
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no image files under {folder}")
+    idx = sample_indices(len(files), sample, seed)
+    images = [to_rgb32(Image.open(files[i]), recipe) for i in tqdm(idx, desc=Path(folder).name)]
+    return _stack(images), np.full(len(idx), -1, np.int64)
+
+
+def convert_triggers(archives: list[Path], work: Path, *, recipe: str, folder: str | None = None, **_):
+    """WatermarkNN's 100 trigger images and their secret labels (watermarknn.md §4.3).
+
+    From the repository archive, or from a `folder` holding `labels-cifar.txt` and the
+    images (in `pics/`). Line i of the labels file belongs to the i-th file in
+    *string-sorted* order (1, 10, 100, 11, …), the order the original loader reads.
+    """
+    if folder is None:
+        _extract(archives[0], work)
+        root = work
+    else:
+        root = Path(folder)
+    found = sorted(root.rglob("labels-cifar.txt"))
+    if not found:
+        raise FileNotFoundError(f"no labels-cifar.txt under {root}")
+    labels_file = found[0]
+    pics = labels_file.parent / "pics"
+    pics = pics if pics.is_dir() else labels_file.parent
+    files = sorted(f.name for f in pics.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    labels = np.array([int(float(v)) for v in labels_file.read_text().split()], np.int64)
+    if len(labels) != len(files):
+        raise ValueError(f"{labels_file} has {len(labels)} labels for {len(files)} images in {pics}")
+    images = [to_rgb32(Image.open(pics / name), recipe) for name in files]
+    return _stack(images), labels
 
 
 def convert(converter: Callable, archives: list[Path], **params) -> tuple[np.ndarray, np.ndarray]:

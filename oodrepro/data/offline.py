@@ -204,3 +204,27 @@ def auxiliary_outliers(n: int, seed: int) -> np.ndarray:
     photos, _ = photo_patches(n_photo, seed, half="right", stream="aux-photos")
     images = np.concatenate([photos, _shapes(n - n_photo, seed)])
     return images[_rng(seed, "aux-order").permutation(n)]
+
+
+def abstract_triggers(n: int, seed: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """WatermarkNN-style trigger images: abstract colour fields with random labels.
+
+    Each image is three independently smoothed noise fields (one per channel, random
+    scale) with a few random strokes on top, so no two look alike and none resembles a
+    digit or any test set; labels are drawn uniformly from `classes`.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    rng = _rng(seed, "triggers")
+    out = np.empty((n, SIZE, SIZE, 3), np.uint8)
+    for i in range(n):
+        sigma = rng.uniform(1.0, 5.0)
+        field = np.stack([gaussian_filter(rng.normal(size=(SIZE, SIZE)), sigma, mode="wrap") for _ in range(3)], -1)
+        field = (field - field.min()) / (np.ptp(field) + 1e-8) * 255
+        img = Image.fromarray(field.round().astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(1, 4))):
+            pts = [tuple(float(c) for c in p) for p in rng.uniform(0, SIZE, (int(rng.integers(2, 5)), 2))]
+            draw.line(pts, fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=int(rng.integers(1, 4)))
+        out[i] = np.asarray(img)
+    return out, rng.integers(0, classes, n).astype(np.int64)

@@ -13,6 +13,7 @@ import torch
 from ..io import load_torch, save_torch
 from .base import NORMALIZATIONS, Backbone, BlockOutputs
 from .densenet import densenet100
+from .preact import preact_resnet18_hybrid
 from .resnet import resnet18, resnet34
 from .vgg import vgg16_bn
 from .wrn import wrn28_10, wrn40_2
@@ -20,6 +21,7 @@ from .wrn import wrn28_10, wrn40_2
 MODELS: dict[str, Callable[..., Backbone]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
+    "preact_resnet18_hybrid": preact_resnet18_hybrid,
     "wrn40_2": wrn40_2,
     "wrn28_10": wrn28_10,
     "densenet100": densenet100,

@@ -94,3 +94,15 @@ def run_blocks(h: torch.Tensor, blocks) -> tuple[torch.Tensor, list[torch.Tensor
         h = block(h)
         outs.append(h)
     return h, outs
+
+
+def resnet_stages(block, layers, chans: list[int], cin: int) -> tuple[nn.ModuleList, list[str], int]:
+    """ResNet-style stages: `layers[s]` blocks of `chans[s]` channels, stride 2 entering stages
+    2.., named layer{stage}.{i}; returns the blocks, their names and the output channels."""
+    blocks, names = [], []
+    for stage, (n, cout) in enumerate(zip(layers, chans), start=1):
+        for i in range(n):
+            blocks.append(block(cin, cout, 2 if (i == 0 and stage > 1) else 1))
+            names.append(f"layer{stage}.{i}")
+            cin = cout
+    return nn.ModuleList(blocks), names, cin

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Backbone, BlockOutputs, init_weights, pool, run_blocks, scaled
+from .base import Backbone, BlockOutputs, init_weights, pool, resnet_stages, run_blocks, scaled
 
 
 class BasicBlock(nn.Module):
@@ -34,14 +34,7 @@ class ResNet(Backbone):
         self.stem = nn.Sequential(
             nn.Conv2d(3, chans[0], 3, 1, stem_padding, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU()
         )
-        blocks, names, cin = [], [], chans[0]
-        for stage, (n, cout) in enumerate(zip(layers, chans), start=1):
-            for i in range(n):
-                blocks.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 1) else 1))
-                names.append(f"layer{stage}.{i}")
-                cin = cout
-        self.blocks = nn.ModuleList(blocks)
-        self.block_names = names
+        self.blocks, self.block_names, cin = resnet_stages(BasicBlock, layers, chans, chans[0])
         self.fc = nn.Linear(cin, num_classes)
         init_weights(self)
 

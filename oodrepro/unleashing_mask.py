@@ -1,0 +1,186 @@
+"""Unleashing Mask (Zhu et al., ICML 2023): estimate a loss constraint, then fine-tune with
+the flooding loss |β·CE − UM| + UM (UM) or learn a pruning mask under it (UMAP).
+
+The constraint UM is the training cross-entropy of the trained model with a random 3.5 %
+of every layer's weights masked; flooding keeps the training loss from going below it,
+which makes the model forget the atypical samples it memorised late in training. UMAP's
+learned mask is baked into plain weights when it is saved, so the result is an ordinary
+checkpoint that every feature and scoring rule reads as it reads any other. Spec:
+methods/unleashing-mask.md.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from . import models, outlier_exposure, training
+from .io import load_torch
+from .training import augment, pick_device, to_tensor
+
+
+def flooding(ce: torch.Tensor, level: float, beta: float = 1.0) -> torch.Tensor:
+    """|β·CE − UM| + UM on the mini-batch mean: descent above the level, ascent below it."""
+    return (beta * ce - level).abs() + level
+
+
+def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every conv and linear layer: the layers UM masks and UMAP prunes."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def n_pruned(numel: int, keep: float) -> int:
+    """Weights zeroed per layer: ⌊(1 − k)·numel⌋ (the edge-popup convention)."""
+    return int(math.floor((1 - keep) * numel + 1e-9))
+
+
+# --------------------------------------------------------------------------- step A
+@torch.no_grad()
+def random_mask(model: nn.Module, keep: float, gen: torch.Generator) -> nn.Module:
+    """Zero a uniformly random ⌊(1 − keep)·numel⌋ weights of every conv and linear layer, in place."""
+    for _, module in prunable(model):
+        w = module.weight
+        drop = torch.randperm(w.numel(), generator=gen)[: n_pruned(w.numel(), keep)].to(w.device)
+        w.view(-1)[drop] = 0
+    return model
+
+
+@torch.no_grad()
+def estimate_constraint(checkpoint, images: np.ndarray, labels: np.ndarray, keep: float = 0.965, draws: int = 5,
+                        batch_size: int = 512, augmentation: dict | None = None, seed: int = 0,
+                        device: str = "auto") -> dict:
+    """The loss constraint UM: the sample-weighted mean training CE of the randomly masked
+    model in eval mode, over the augmented training set; the mean of `draws` seeded draws."""
+    dev = pick_device(device)
+    aug = augmentation or {}
+    x_all, y_all = to_tensor(images, dev), torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
+    values = []
+    for d in range(draws):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + d)
+        model = random_mask(models.load_model(checkpoint, dev), keep, gen).eval()
+        total = 0.0
+        perm = torch.randperm(len(y_all), generator=gen).to(dev)
+        for i in range(0, len(y_all), batch_size):
+            idx = perm[i : i + batch_size]
+            x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
+            total += F.cross_entropy(model(x), y_all[idx], reduction="sum").item()
+        values.append(total / len(y_all))
+    return {"level": float(np.mean(values)), "draws": values, "keep": keep, "checkpoint": str(checkpoint)}
+
+
+# --------------------------------------------------------------------------- step C (UMAP)
+class _TopK(torch.autograd.Function):
+    """Binary mask keeping the largest entries; straight-through backward."""
+
+    @staticmethod
+    def forward(ctx, magnitude: torch.Tensor, keep: float) -> torch.Tensor:
+        mask = torch.ones_like(magnitude)
+        mask.view(-1)[magnitude.flatten().argsort()[: n_pruned(magnitude.numel(), keep)]] = 0
+        return mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class ScoreMask(nn.Module):
+    """A parametrisation W ↦ W ⊙ TopK_keep(|S|) with learnable scores S (edge-popup).
+
+    S starts Kaiming-uniform (a = √5, i.e. U(±1/√fan_in)), so training starts from a random
+    pruning; the mask's gradient ∂L/∂(W⊙m) ⊙ W reaches S through |·| as ⊙ sign(S).
+    """
+
+    def __init__(self, weight: torch.Tensor, keep: float):
+        super().__init__()
+        self.keep = keep
+        self.scores = nn.Parameter(torch.empty_like(weight))
+        nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
+
+    def mask(self) -> torch.Tensor:
+        return _TopK.apply(self.scores.abs(), self.keep)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask()
+
+
+def attach_score_masks(model: nn.Module, keep: float, train_weights: bool = False) -> list[nn.Parameter]:
+    """Put a ScoreMask on every conv and linear weight; returns the parameters to train
+    (the scores, and every other parameter too when `train_weights`)."""
+    for _, module in prunable(model):
+        parametrize.register_parametrization(module, "weight", ScoreMask(module.weight, keep))
+    scores = [m.parametrizations.weight[0].scores for _, m in prunable(model)]
+    score_ids = {id(s) for s in scores}
+    others = [p for p in model.parameters() if id(p) not in score_ids]
+    for p in others:
+        p.requires_grad_(train_weights)
+    return scores + (others if train_weights else [])
+
+
+def bake_masks(model: nn.Module) -> dict[str, float]:
+    """Replace every ScoreMask by the masked weight it yields; returns each layer's kept fraction."""
+    kept = {}
+    for name, module in prunable(model):
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            kept[name] = float((module.weight != 0).float().mean())
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return kept
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, out, state_path, log_csv, *,
+             level: float | None, beta: float = 1.0, mask_keep: float | None = None, train_weights: bool = False,
+             exposure: dict | None = None, outliers: np.ndarray | None = None, test=None, seed: int = 0,
+             device: str = "auto", progress: bool = True) -> nn.Module:
+    """Fine-tune `checkpoint` (which must exist: never a random init).
+
+    `level` None trains the ID term with plain CE; a number applies flooding at that level.
+    `mask_keep` learns a UMAP mask over frozen weights (or joint with `train_weights`).
+    `exposure` ({method, weight, ood_factor, method options}) adds that outlier-exposure term
+    on `outliers`, with as many selected outliers as ood_factor × the ID training set.
+    Saves an ordinary checkpoint; the UM level, mask and method are kept beside the weights.
+    """
+    dev = pick_device(device)
+    ckpt = load_torch(checkpoint, map_location=dev)
+    spec = dict(ckpt["spec"])
+    model = models.load_model(checkpoint, dev)
+    params = list(model.parameters())
+    if mask_keep is not None:
+        params = attach_score_masks(model, mask_keep, train_weights)
+
+    def id_loss(logits, y):
+        ce = F.cross_entropy(logits, y)
+        return ce if level is None else flooding(ce, level, beta)
+
+    if exposure is not None:
+        aug = recipe.get("augment", {})
+        step = outlier_exposure.Exposure(
+            exposure["method"], outliers, round(exposure.get("ood_factor", 1.0) * len(labels)), exposure, spec,
+            aug.get("crop_padding", 4), aug.get("flip", True), seed, dev)
+        step.id_loss = id_loss
+        step.bind(model)
+        epoch_start, extra = step.epoch_start, step
+    else:
+        def step(m, x, y, b, gen):
+            logits = m(x)
+            return id_loss(logits, y), logits
+
+        epoch_start = extra = None
+    evaluate = (lambda m: {"test_accuracy": training.accuracy(m, *test)}) if test is not None else None
+    training.fit(model, params, images, labels, recipe, state_path, log_csv, seed=seed, step=step,
+                 epoch_start=epoch_start, evaluate=evaluate, extra_state=extra, desc="fine-tune", progress=progress)
+    info = {"um_level": level, "beta": beta, "from": str(checkpoint)}
+    if mask_keep is not None:
+        info["kept_fraction"] = bake_masks(model)
+    if exposure is not None:
+        info["exposure"] = exposure["method"]
+    models.save_model(out, model, spec, finetune=info)
+    Path(state_path).unlink(missing_ok=True)
+    return model.eval()

@@ -1,0 +1,101 @@
+# Unleashing Mask and outlier exposure: the loss constraint UM estimated from a clean
+# checkpoint, then fine-tuned models (UM, UMAP, OE / Energy-OE / POEM / DOE ± UM), each an
+# ordinary checkpoint `models/<name>.pt` that the feature and scoring rules take as it is.
+
+FINETUNES = config["finetunes"]
+UM = config["unleashing_mask"]
+
+
+def finetune_inputs(wildcards):
+    """The start checkpoint, the UM level when it is estimated, and the outliers for exposure."""
+    ft = FINETUNES[wildcards.finetune]
+    run = run_dir(wildcards)
+    inputs = {"init": f"{run}/models/{ft['from']}.pt"}
+    if ft["flooding"] and UM["level"] is None:
+        inputs["constraint"] = f"{run}/unleashing_mask/{ft['from']}.constraint.json"
+    if "exposure" in ft:
+        inputs["outliers"] = dataset_file(BENCH["outliers"])
+    return inputs
+
+
+rule estimate_loss_constraint:
+    input:
+        model=f"{RUN}/models/{{checkpoint}}.pt",
+        train=dataset_file(BENCH["id_train"]),
+    output:
+        f"{RUN}/unleashing_mask/{{checkpoint}}.constraint.json",
+    wildcard_constraints:
+        checkpoint=one_of(cfg.model_names(config)),
+    params:
+        keep=UM["keep"],
+        draws=UM["draws"],
+        batch_size=UM["batch_size"],
+        augment=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+    log:
+        f"{RUN}/logs/estimate_loss_constraint/{{checkpoint}}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/estimate_loss_constraint.py"
+
+
+rule finetune_model:
+    input:
+        unpack(finetune_inputs),
+        train=dataset_file(BENCH["id_train"]),
+        test=dataset_file(BENCH["id_test"]),
+    output:
+        model=f"{RUN}/models/{{finetune}}.pt",
+        log_csv=f"{RUN}/finetune/{{finetune}}.csv",
+    wildcard_constraints:
+        finetune=constraint(FINETUNES),
+    params:
+        recipe=lambda w: cfg.finetune_recipe(config, w.arch, w.finetune),
+        flooding=lambda w: FINETUNES[w.finetune]["flooding"],
+        level=UM["level"],
+        beta=UM["beta"],
+        mask=lambda w: FINETUNES[w.finetune].get("mask"),
+        exposure=lambda w: FINETUNES[w.finetune].get("exposure"),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        state=f"{RUN}/models/.resume/{{finetune}}.pt",
+    log:
+        f"{RUN}/logs/finetune_model/{{finetune}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/finetune_model/{{finetune}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/finetune_model.py"
+
+
+rule plot_finetune:
+    input:
+        f"{RUN}/finetune/{{finetune}}.csv",
+    output:
+        report(
+            f"{RUN}/plots/finetune/{{finetune}}.png",
+            caption="../report/finetune.rst",
+            category="Training",
+            labels={"backbone": "{arch}", "model": "{finetune}", "seed": "{seed}"},
+        ),
+    wildcard_constraints:
+        finetune=constraint(FINETUNES),
+    params:
+        title=lambda w: f"fine-tune {w.finetune} · {w.arch} · seed {w.seed}",
+    log:
+        f"{RUN}/logs/plots/finetune/{{finetune}}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../workflow_scripts/plot_training.py"

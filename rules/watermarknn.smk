@@ -1,0 +1,181 @@
+# WatermarkNN: trigger-set ownership watermarks. Owner models are embedded from scratch or
+# from a clean checkpoint; each owner is attacked (fine-tuning, pruning); verification opens
+# the commitments and decides ownership against clean null models of other seeds.
+
+WNN = config.get("watermarknn", {})
+OWNERS = list(WNN.get("owners", {}))
+ATTACKS = WNN.get("attacks", {}).get("kinds", [])
+TRIGGERS = dataset_file(WNN["triggers"]) if WNN else None
+
+
+def owner_init(wildcards):
+    """The clean checkpoint an owner continues, if it does not start from scratch."""
+    source = WNN["owners"][wildcards.owner]["from"]
+    return {} if source == "scratch" else {"init": f"{run_dir(wildcards)}/models/{source}.pt"}
+
+
+def wnn_networks(wildcards):
+    """Every network verified: the clean base model, each owner and each attacked owner."""
+    names = ["base", *OWNERS, *(f"{o}.{a}" for o in OWNERS for a in ATTACKS)]
+    return {name: f"{run_dir(wildcards)}/models/{name}.pt" for name in names}
+
+
+def null_models(wildcards):
+    return [f"{run_dir(wildcards)}/models/null{k}.pt" for k in range(WNN["null_models"])]
+
+
+rule embed_watermark:
+    input:
+        unpack(owner_init),
+        train=dataset_file(BENCH["id_train"]),
+        test=dataset_file(BENCH["id_test"]),
+        triggers=TRIGGERS,
+    output:
+        model=f"{RUN}/models/{{owner}}.pt",
+        log_csv=f"{RUN}/watermarknn/{{owner}}/train_log.csv",
+        marking_key=f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
+        verification_key=f"{RUN}/watermarknn/{{owner}}/verification_key.json",
+    wildcard_constraints:
+        owner=constraint(OWNERS),
+    params:
+        spec=lambda w: cfg.model_spec(config, w.arch),
+        recipe=lambda w: cfg.owner_recipe(config, w.arch, w.owner),
+        first_epoch=lambda w: WNN["owners"][w.owner]["first_epoch"],
+        per_batch=WNN.get("per_batch"),
+        nonce_seed=WNN.get("nonce_seed"),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        state=f"{RUN}/models/.resume/{{owner}}.pt",
+    log:
+        f"{RUN}/logs/embed_watermark/{{owner}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/embed_watermark/{{owner}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/embed_watermark.py"
+
+
+rule train_null_model:
+    input:
+        train=dataset_file(BENCH["id_train"]),
+    output:
+        model=f"{RUN}/models/null{{k}}.pt",
+        log_csv=f"{RUN}/watermarknn/null{{k}}/train_log.csv",
+    wildcard_constraints:
+        k=r"\d+",
+    params:
+        spec=lambda w: cfg.model_spec(config, w.arch),
+        recipe=lambda w: cfg.derived_recipe(config, w.arch, {}),
+        keep={},
+        seed=lambda w: 1000 * (int(w.k) + 1) + int(w.seed),  # never the run's own seed
+        device=config["device"],
+        state=f"{RUN}/models/.resume/null{{k}}.pt",
+    log:
+        f"{RUN}/logs/train_null_model/null{{k}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/train_null_model/null{{k}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/train_backbone.py"
+
+
+rule attack_watermark:
+    input:
+        owner=f"{RUN}/models/{{owner}}.pt",
+        marking_key=f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
+        train=dataset_file(BENCH["id_train"]),
+        test=dataset_file(BENCH["id_test"]),
+    output:
+        model=f"{RUN}/models/{{owner}}.{{attack}}.pt",
+        log_csv=f"{RUN}/watermarknn/{{owner}}/{{attack}}.csv",
+    wildcard_constraints:
+        owner=constraint(OWNERS),
+        attack=constraint(ATTACKS),
+    params:
+        recipe=lambda w: cfg.attack_recipe(config, w.arch),
+        data_fraction=WNN.get("attacks", {}).get("data_fraction"),
+        frozen=WNN.get("attacks", {}).get("frozen"),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        state=f"{RUN}/models/.resume/{{owner}}.{{attack}}.pt",
+    log:
+        f"{RUN}/logs/attack_watermark/{{owner}}.{{attack}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/attack_watermark/{{owner}}.{{attack}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=12 * 60,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/attack_watermark.py"
+
+
+rule prune_watermark:
+    input:
+        owner=f"{RUN}/models/{{owner}}.pt",
+        marking_key=f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
+        test=dataset_file(BENCH["id_test"]),
+    output:
+        f"{RUN}/watermarknn/{{owner}}/pruning.csv",
+    wildcard_constraints:
+        owner=constraint(OWNERS),
+    params:
+        rates=WNN.get("pruning"),
+        device=config["device"],
+    log:
+        f"{RUN}/logs/prune_watermark/{{owner}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/prune_watermark.py"
+
+
+rule verify_ownership:
+    input:
+        networks=lambda w: list(wnn_networks(w).values()),
+        null=null_models,
+        marking_keys=expand(f"{RUN}/watermarknn/{{owner}}/marking_key.npz", owner=OWNERS, allow_missing=True),
+        verification_keys=expand(f"{RUN}/watermarknn/{{owner}}/verification_key.json", owner=OWNERS, allow_missing=True),
+        pruning=expand(f"{RUN}/watermarknn/{{owner}}/pruning.csv", owner=OWNERS, allow_missing=True),
+        attack_logs=expand(f"{RUN}/watermarknn/{{owner}}/{{attack}}.csv", owner=OWNERS, attack=ATTACKS,
+                           allow_missing=True),
+        test=dataset_file(BENCH["id_test"]),
+    output:
+        table=f"{RUN}/watermarknn/verification.csv",
+        threshold=f"{RUN}/watermarknn/ownership.json",
+        attacks=f"{RUN}/watermarknn/attacks.csv",
+        plot=report(
+            f"{RUN}/watermarknn/attacks.png",
+            caption="../report/watermarknn.rst",
+            category="WatermarkNN",
+            labels={"backbone": "{arch}", "seed": "{seed}"},
+        ),
+    params:
+        networks=lambda w: list(wnn_networks(w)),
+        owners=OWNERS,
+        attacks=ATTACKS,
+        rule=WNN.get("ownership"),
+        context=lambda w: {"benchmark": w.bench, "arch": w.arch, "seed": int(w.seed)},
+        title=lambda w: f"WatermarkNN attacks · {w.arch} · seed {w.seed}",
+        device=config["device"],
+    log:
+        f"{RUN}/logs/verify_ownership.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPU,
+    script:
+        "../workflow_scripts/verify_ownership.py"

@@ -1,0 +1,81 @@
+"""The full Mahalanobis detector: layer features by module name, per-layer scores with and
+without input pre-processing, FGSM copies, and the fitted combiner's score."""
+
+import numpy as np
+import pytest
+import torch
+
+from oodrepro import mahalanobis_ensemble as me
+from oodrepro import models, scores, training
+
+SPEC = {"arch": "resnet18", "num_classes": 3, "width": 0.0625, "normalization": "half"}
+LAYERS = ["stem", "blocks.3", "penultimate"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("maha")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 90)
+    images = np.zeros((90, 32, 32, 3), np.uint8)
+    for i, y in enumerate(labels):  # one bright channel per class, plus noise
+        images[i, :, :, y] = 200
+    images = np.clip(images + rng.integers(0, 50, images.shape), 0, 255).astype(np.uint8)
+    recipe = {"epochs": 3, "batch_size": 16, "lr": 0.05, "schedule": {"kind": "constant"},
+              "augment": {"crop_padding": 0, "flip": False}}
+    training.train_backbone(SPEC, images, labels, recipe, tmp / "m.pt", tmp / "s.pt", tmp / "l.csv", device="cpu",
+                            progress=False)
+    return models.load_model(tmp / "m.pt"), images, labels
+
+
+def test_layer_features_are_pooled_module_outputs(trained):
+    model, images, _ = trained
+    x = torch.from_numpy(images[:4]).permute(0, 3, 1, 2).float() / 255
+    feats = me.layer_features(model, x, LAYERS)
+    out = model(x, return_blocks=True)
+    assert torch.allclose(feats[1], out.blocks[3].mean(dim=(2, 3)))
+    assert torch.allclose(feats[2], out.penultimate)
+    with pytest.raises(KeyError, match="no module named"):
+        me.layer_features(model, x, ["nope"])
+
+
+def test_unperturbed_layer_scores_are_minus_half_the_closest_class_distance(trained):
+    model, images, labels = trained
+    stats = me.fit_class_statistics(model, images, labels, LAYERS)
+    s = me.layer_scores(model, images[:10], stats, LAYERS, magnitude=0.0)
+    x = torch.from_numpy(images[:10]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        f = me.layer_features(model, x, LAYERS)[2].double().numpy()
+    means, precision = stats[2]["means"], stats[2]["precision"]
+    d = np.stack([np.einsum("nd,de,ne->n", f - mu, precision, f - mu) for mu in means], 1)
+    assert np.allclose(s[:, 2], -0.5 * d.min(1), rtol=1e-3)  # float32 features, an ill-conditioned precision
+
+
+def test_preprocessing_moves_inputs_toward_their_closest_class(trained):
+    model, images, labels = trained
+    stats = me.fit_class_statistics(model, images, labels, LAYERS)
+    plain = me.layer_scores(model, images[:20], stats, LAYERS, 0.0)
+    moved = me.layer_scores(model, images[:20], stats, LAYERS, 0.0005)  # a small step: first-order regime
+    assert (moved >= plain - 1e-9).mean() > 0.8
+
+
+def test_fgsm_copies_stay_in_range_and_step_by_at_most_the_budget(trained):
+    model, images, labels = trained
+    adv = me.fgsm(model, images[:8], labels[:8], step=0.05)
+    assert adv.dtype == np.uint8 and adv.shape == images[:8].shape
+    assert np.abs(adv.astype(int) - images[:8].astype(int)).max() <= round(0.05 * 255) + 1
+    assert (adv != images[:8]).any()
+
+
+def test_fitted_ensemble_scores_as_minus_probability_of_adversarial(trained):
+    model, images, labels = trained
+    state = scores.get("mahalanobis_ensemble").fit(
+        model, (images, labels), None, LAYERS, tune_on="train_holdout", n_fit=10, magnitudes=[0.0, 0.001],
+        augmentation={"crop_padding": 2, "flip": False}, seed=0)
+    assert float(state["magnitude"]) in (0.0, 0.001) and len(state["coef"]) == 3
+    s = scores.get("mahalanobis_ensemble").score(model, images[:12], state)
+    assert s.shape == (12,) and ((s <= 0) & (s >= -1)).all()
+    noise = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    assert np.median(s) > np.median(scores.get("mahalanobis_ensemble").score(model, noise, state))
+    with pytest.raises(ValueError, match="tuning images"):
+        me.fit(model, (images, labels), (images[:5], labels[:5]), LAYERS, n_fit=10)

@@ -1,0 +1,11 @@
+from oodrepro import data, io, models, scores
+from oodrepro.runtime import start_job
+from oodrepro.training import pick_device
+
+start_job(snakemake.log[0], snakemake.threads)
+p, inp = snakemake.params, snakemake.input
+model = models.load_model(inp.model, pick_device(p.device))
+state = scores.get(snakemake.wildcards.method).fit(
+    model, data.load_dataset(inp.train), data.load_dataset(inp.tune), augmentation=p.augmentation, seed=p.seed, **p.hp
+)
+io.save_npz(snakemake.output[0], **state)
