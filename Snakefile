@@ -5,10 +5,12 @@ and resources, and workflow_scripts/ adapt the `snakemake` object to library cal
 """
 
 import re
+from pathlib import Path
 
 from snakemake.utils import min_version
 
 from oodrepro import config as cfg
+from oodrepro import manifest, runtime
 from oodrepro import data as datasets
 from oodrepro import scores as score_registry
 
@@ -21,7 +23,12 @@ report: "report/workflow.rst"
 configfile: "config.yaml"
 
 
-cfg.validate(config)  # fills defaults; fails before any job with the offending key named
+# Fills in defaults; fails before any job, naming the offending key.
+cfg.validate(config)
+
+# Jobs import this checkout's `oodrepro` in whatever environment runs them (a rule's conda
+# env, a cluster node), without installing it there.
+runtime.put_on_pythonpath(workflow.basedir)
 
 RESULTS = config["results"]
 DATA = config["data"]
@@ -32,10 +39,20 @@ GPU = cfg.gpus_per_job(config)  # the `gpu` resource of every rule that runs a n
 
 OFFLINE = [n for n, s in datasets.DATASETS.items() if s.offline is not None]
 DOWNLOADED = [n for n, s in datasets.DATASETS.items() if s.offline is None]
-FEATURE_SCORES = [n for n in config["scores"] if score_registry.get(n).needs == "features"]
-NETWORK_SCORES = [n for n in config["scores"] if score_registry.get(n).needs == "network"]
+FEATURE_SCORES = [
+    n for n in config["scores"] if score_registry.get(n).needs == "features"
+]
+NETWORK_SCORES = [
+    n for n in config["scores"] if score_registry.get(n).needs == "network"
+]
 FITTED_SCORES = [n for n in config["scores"] if score_registry.get(n).fit is not None]
 NETWORK_FITS = [n for n in FITTED_SCORES if n in NETWORK_SCORES]
+WNN = config.get("watermarknn", {})
+OWNERS = list(WNN.get("owners", {}))
+ATTACKS = WNN.get("attacks", {}).get("kinds", [])
+TRIGGERS = f"{DATA}/datasets/{WNN['triggers']}.npz" if WNN else None
+FINETUNES = config["finetunes"]
+UM = config["unleashing_mask"]
 
 
 include: "rules/common.smk"
@@ -54,7 +71,7 @@ LAOOD_LAYERS = per_model("laood/{variant}/layers.csv", method="laood")
 WATERMARK_PLOTS = [
     f
     for f in per_model("watermark/{variant}.png")
-    if f.rsplit("/", 1)[-1].removesuffix(".png").rpartition("+")[2] in config["watermarks"]
+    if Path(f).stem.rpartition("+")[2] in config["watermarks"]
 ]
 FINETUNE_PLOTS = expand(
     f"{RUN}/plots/finetune/{{finetune}}.png",
@@ -87,19 +104,47 @@ include: "rules/unleashing_mask.smk"
 include: "rules/report.smk"
 
 
+# Everything a run produces; the manifest is written after all of it.
+FINAL = [
+    [dataset_file(BENCH["outliers"])] if "outliers" in BENCH else [],
+    rules.summarize.output,
+    per_model("plots/{variant}/{method}.png"),
+    [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS + LAOOD_LAYERS],
+    WATERMARK_PLOTS,
+    WATERMARKNN,
+    FINETUNE_PLOTS,
+    expand(
+        f"{RUN}/plots/training.png",
+        bench=BENCH["name"],
+        arch=TRAINED,
+        seed=config["seeds"],
+    ),
+]
+
+
+onstart:
+    manifest.mark_start(f"{RESULTS}/logs/run_started.txt")
+
+
+rule write_manifest:
+    input:
+        FINAL,
+    output:
+        f"{RESULTS}/manifest.json",
+    log:
+        f"{RESULTS}/logs/write_manifest.log",
+    localrule: True
+    conda:
+        "envs/analysis.yaml"
+    params:
+        config=config,
+        repo=workflow.basedir,
+        started=f"{RESULTS}/logs/run_started.txt",
+    script:
+        "workflow_scripts/write_manifest.py"
+
+
 rule all:
     default_target: True
     input:
-        [dataset_file(BENCH["outliers"])] if "outliers" in BENCH else [],
-        rules.summarize.output,
-        per_model("plots/{variant}/{method}.png"),
-        [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS + LAOOD_LAYERS],
-        WATERMARK_PLOTS,
-        WATERMARKNN,
-        FINETUNE_PLOTS,
-        expand(
-            f"{RUN}/plots/training.png",
-            bench=BENCH["name"],
-            arch=TRAINED,
-            seed=config["seeds"],
-        ),
+        f"{RESULTS}/manifest.json",

@@ -31,6 +31,15 @@ def energy_term(z_in: torch.Tensor, z_out: torch.Tensor, m_in: float, m_out: flo
     return F.relu(e_in - m_in).pow(2).mean() + F.relu(m_out - e_out).pow(2).mean()
 
 
+def doe_proxy_loss(z_out: torch.Tensor) -> torch.Tensor:
+    """DOE's proxy objective: (∂/∂s mean_out[mean_k s·z_k − logsumexp(s·z)] at s = 1)², the
+    squared sensitivity of the negative OE loss to a logit scale (needs a double backward)."""
+    s = torch.ones(1, device=z_out.device, requires_grad=True)
+    z = z_out * s
+    (g,) = torch.autograd.grad((z.mean(1) - torch.logsumexp(z, 1)).mean(), s, create_graph=True)
+    return g.pow(2).sum()
+
+
 class BayesianHead:
     """POEM's Bayesian linear regression on penultimate features: ID → −target, outliers → +target.
 
@@ -170,12 +179,8 @@ class Exposure:
                 self.proxy_opt.load_state_dict(self._pending_proxy_opt)
         self.proxy.load_state_dict(model.state_dict())
         self.proxy.train()
-        s = torch.ones(1, device=x.device, requires_grad=True)
-        z = self.proxy(x_out) * s
-        objective = (z.mean(1) - torch.logsumexp(z, 1)).mean()
-        (g,) = torch.autograd.grad(objective, s, create_graph=True)
         self.proxy_opt.zero_grad(set_to_none=True)
-        g.pow(2).sum().backward()
+        doe_proxy_loss(self.proxy(x_out)).backward()
         self.proxy_opt.step()
         named = dict(model.named_parameters())
         with torch.no_grad():

@@ -20,3 +20,10 @@ def start_job(log_path: str | None, threads: int = 1) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+
+
+def put_on_pythonpath(directory: str) -> None:
+    """Prepend `directory` to PYTHONPATH for every job started from this process (and, through
+    the environment it exports, for cluster jobs), so they import this checkout's package."""
+    current = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(directory), current) if p)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-from . import featurenorm, laood, mahalanobis_ensemble
+from . import featurenorm, laood
 
 
 @dataclass(frozen=True)
@@ -160,14 +160,17 @@ def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, eps
 
 
 def fit_mahalanobis_ensemble(model, train, tune, layers, tune_on: str = "id_test", n_fit: int = 500,
-                             magnitudes=mahalanobis_ensemble.NOISE_GRID, fgsm_step: float = 0.05,
-                             augment_train: bool = True, augmentation: dict | None = None, seed: int = 0,
+                             magnitudes=None, fgsm_step: float = 0.05, augment_train: bool = True,
+                             augmentation: dict | None = None, seed: int = 0,
                              batch_size: int = 256) -> dict[str, np.ndarray]:
     """`tune_on`: id_test (the paper: first n_fit fit the combiner, the next n_fit pick the noise)
     or train_holdout (2·n_fit training images held out of the statistics)."""
-    return mahalanobis_ensemble.fit(model, train, tune if tune_on == "id_test" else None, list(layers),
-                                    list(magnitudes), n_fit, fgsm_step, augmentation if augment_train else None,
-                                    seed, batch_size)
+    from . import mahalanobis_ensemble
+
+    return mahalanobis_ensemble.fit(
+        model, train, tune if tune_on == "id_test" else None, list(layers),
+        list(magnitudes or mahalanobis_ensemble.NOISE_GRID), n_fit, fgsm_step,
+        augmentation if augment_train else None, seed, batch_size)
 
 
 @register("mahalanobis_ensemble", "network", fit=fit_mahalanobis_ensemble,
@@ -175,4 +178,6 @@ def fit_mahalanobis_ensemble(model, train, tune, layers, tune_on: str = "id_test
 def mahalanobis_ensemble_score(model, images: np.ndarray, state: dict, batch_size: int = 256, progress: bool = True,
                                **_hp) -> np.ndarray:
     """The fitted layers, noise magnitude and combiner act through the state."""
+    from . import mahalanobis_ensemble
+
     return mahalanobis_ensemble.score(model, images, state, batch_size)

@@ -10,11 +10,22 @@ rule train_backbone:
         unpack(selection_set),
         train=dataset_file(BENCH["id_train"]),
     output:
+        **{f"kept_{name}": f"{RUN}/models/base.{name}.pt" for name in KEEP},
         model=f"{RUN}/models/base.pt",
         log_csv=f"{RUN}/train_log.csv",
-        **{f"kept_{name}": f"{RUN}/models/base.{name}.pt" for name in KEEP},
+    log:
+        f"{RUN}/logs/train_backbone.log",
+    benchmark:
+        f"{RUN}/benchmarks/train_backbone.tsv"
     wildcard_constraints:
         arch=constraint(TRAINED),
+    conda:
+        "../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=GPU,
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         recipe=lambda w: cfg.recipe_of(config, w.arch),
@@ -22,15 +33,6 @@ rule train_backbone:
         seed=lambda w: int(w.seed),
         device=config["device"],
         state=f"{RUN}/models/.resume/base.pt",
-    log:
-        f"{RUN}/logs/train_backbone.log",
-    benchmark:
-        f"{RUN}/benchmarks/train_backbone.tsv"
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=24 * 60,
-        gpu=GPU,
     script:
         "../workflow_scripts/train_backbone.py"
 
@@ -40,17 +42,19 @@ rule import_pretrained_backbone:
         lambda w: f"{DATA}/raw/{config['backbones'][w.arch]['pretrained']['archive']}",
     output:
         model=f"{RUN}/models/base.pt",
-    wildcard_constraints:
-        arch=constraint(PRETRAINED),
-    params:
-        spec=lambda w: cfg.model_spec(config, w.arch),
-        key_format=lambda w: config["backbones"][w.arch]["pretrained"]["format"],
     log:
         f"{RUN}/logs/import_pretrained_backbone.log",
+    wildcard_constraints:
+        arch=constraint(PRETRAINED),
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        spec=lambda w: cfg.model_spec(config, w.arch),
+        key_format=lambda w: config["backbones"][w.arch]["pretrained"]["format"],
     script:
         "../workflow_scripts/import_pretrained_backbone.py"
 
@@ -65,13 +69,15 @@ rule plot_training:
             category="Training",
             labels={"backbone": "{arch}", "seed": "{seed}"},
         ),
-    params:
-        title=lambda w: f"{w.arch}, seed {w.seed}",
     log:
         f"{RUN}/logs/plot_training.log",
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        title=lambda w: f"{w.arch}, seed {w.seed}",
     script:
         "../workflow_scripts/plot_training.py"

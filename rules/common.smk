@@ -34,7 +34,12 @@ def per_model(pattern, method=None):
     """`pattern` (below a run folder, with {variant} and optionally {method}) for every backbone
     and seed, and every (variant, score) pair the config computes (see `variant_scores`);
     `method` keeps the variants scored by that one score."""
-    pairs = [(v, m) for v in config["variants"] for m in cfg.scores_of(config, v) if method in (None, m)]
+    pairs = [
+        (v, m)
+        for v in config["variants"]
+        for m in cfg.scores_of(config, v)
+        if method in (None, m)
+    ]
     if "{method}" not in pattern:
         pairs = [(v, "") for v in dict.fromkeys(v for v, _ in pairs)]
     return [
@@ -69,7 +74,9 @@ def archive_params(wildcards):
 def detector_of(wildcards):
     """The fitted state a score reads, if it has a fit step."""
     if wildcards.method in FITTED_SCORES:
-        return {"detector": f"{run_dir(wildcards)}/detectors/{wildcards.variant}/{wildcards.method}.npz"}
+        return {
+            "detector": f"{run_dir(wildcards)}/detectors/{wildcards.variant}/{wildcards.method}.npz"
+        }
     return {}
 
 
@@ -102,3 +109,42 @@ def selection_set(wildcards):
     if cfg.recipe_of(config, wildcards.arch).get("checkpoint", "last") == "best_test":
         return {"test": dataset_file(BENCH["id_test"])}
     return {}
+
+
+def dataset_folder(wildcards):
+    """An unpacked copy named in `dataset_options`, read instead of the dataset's archive."""
+    return config["dataset_options"].get(wildcards.dataset, {}).get("folder")
+
+
+def owner_init(wildcards):
+    """The clean checkpoint an owner continues, if it does not start from scratch."""
+    source = WNN["owners"][wildcards.owner]["from"]
+    return (
+        {}
+        if source == "scratch"
+        else {"init": f"{run_dir(wildcards)}/models/{source}.pt"}
+    )
+
+
+def wnn_networks(wildcards):
+    """Every network verified: the clean base model, each owner and each attacked owner."""
+    names = ["base", *OWNERS, *(f"{o}.{a}" for o in OWNERS for a in ATTACKS)]
+    return {name: f"{run_dir(wildcards)}/models/{name}.pt" for name in names}
+
+
+def null_models(wildcards):
+    return [
+        f"{run_dir(wildcards)}/models/null{k}.pt" for k in range(WNN["null_models"])
+    ]
+
+
+def finetune_inputs(wildcards):
+    """The start checkpoint, the UM level when it is estimated, and the outliers for exposure."""
+    ft = FINETUNES[wildcards.finetune]
+    run = run_dir(wildcards)
+    inputs = {"init": f"{run}/models/{ft['from']}.pt"}
+    if ft["flooding"] and UM["level"] is None:
+        inputs["constraint"] = f"{run}/unleashing_mask/{ft['from']}.constraint.json"
+    if "exposure" in ft:
+        inputs["outliers"] = dataset_file(BENCH["outliers"])
+    return inputs

@@ -5,7 +5,11 @@ rule analyze_featurenorm_blocks:
     input:
         detector=f"{RUN}/detectors/{{variant}}/featurenorm.npz",
         id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}.npz",
-        ood_features=expand(f"{RUN}/features/{{variant}}/{{dataset}}.npz", dataset=BENCH["ood"], allow_missing=True),
+        ood_features=expand(
+            f"{RUN}/features/{{variant}}/{{dataset}}.npz",
+            dataset=BENCH["ood"],
+            allow_missing=True,
+        ),
     output:
         table=f"{RUN}/featurenorm/{{variant}}/blocks.csv",
         plot=report(
@@ -14,15 +18,17 @@ rule analyze_featurenorm_blocks:
             category="FeatureNorm",
             labels={"backbone": "{arch}", "model": "{variant}", "seed": "{seed}"},
         ),
-    params:
-        ood_sets=BENCH["ood"],
-        context=run_context,
-        title=lambda w: f"NormRatio and FeatureNorm AUROC per block · {w.arch} · {w.variant} · seed {w.seed}",
     log:
         f"{RUN}/logs/featurenorm_blocks/{{variant}}.log",
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        ood_sets=BENCH["ood"],
+        context=run_context,
+        title=lambda w: f"NormRatio and FeatureNorm AUROC per block · {w.arch} · {w.variant} · seed {w.seed}",
     script:
         "../workflow_scripts/analyze_featurenorm_blocks.py"

@@ -7,18 +7,20 @@ rule dump_features:
         dataset=dataset_file("{dataset}"),
     output:
         f"{RUN}/features/{{variant}}/{{dataset}}.npz",
-    params:
-        batch_size=config["features"]["batch_size"],
-        device=config["device"],
     log:
         f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.log",
     benchmark:
         f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=GPU,
+    params:
+        batch_size=config["features"]["batch_size"],
+        device=config["device"],
     script:
         "../workflow_scripts/dump_features.py"
 
@@ -29,19 +31,21 @@ rule dump_jigsaw_features:
         dataset=dataset_file("{dataset}"),
     output:
         f"{RUN}/features/{{variant}}/{{dataset}}.jigsaw.npz",
-    params:
-        batch_size=config["features"]["batch_size"],
-        device=config["device"],
-        seed=config["scores"].get("featurenorm", {}).get("jigsaw_seed", 0),
     log:
         f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.jigsaw.log",
     benchmark:
         f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.jigsaw.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=GPU,
+    params:
+        batch_size=config["features"]["batch_size"],
+        device=config["device"],
+        seed=config["scores"].get("featurenorm", {}).get("jigsaw_seed", 0),
     script:
         "../workflow_scripts/dump_jigsaw_features.py"
 
@@ -52,17 +56,19 @@ rule dump_conv_features:
         dataset=dataset_file("{dataset}"),
     output:
         f"{RUN}/features/{{variant}}/{{dataset}}.convs.npz",
-    params:
-        batch_size=config["features"]["batch_size"],
-        device=config["device"],
     log:
         f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.convs.log",
     benchmark:
         f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.convs.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
         gpu=GPU,
+    params:
+        batch_size=config["features"]["batch_size"],
+        device=config["device"],
     script:
         "../workflow_scripts/dump_conv_features.py"

@@ -14,15 +14,17 @@ rule plot_scores:
             subcategory="{arch} · {variant}",
             labels={"method": "{method}", "model": "{variant}", "seed": "{seed}"},
         ),
-    params:
-        ood_sets=BENCH["ood"],
-        title=lambda w: f"{w.method} · {w.arch} · {w.variant} · seed {w.seed}",
     log:
         f"{RUN}/logs/plots/{{variant}}/{{method}}.log",
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        ood_sets=BENCH["ood"],
+        title=lambda w: f"{w.method} · {w.arch} · {w.variant} · seed {w.seed}",
     script:
         "../workflow_scripts/plot_scores.py"
 
@@ -44,15 +46,17 @@ rule summarize:
             category="Summary",
             labels={"table": "results"},
         ),
-    params:
-        title=TITLE,
-        reference=config["report"].get("reference", {}),
-        watermarks={name: wm["objective"] for name, wm in config["watermarks"].items()},
     log:
         f"{RESULTS}/logs/summarize.log",
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        title=TITLE,
+        reference=config["report"].get("reference", {}),
+        watermarks={name: wm["objective"] for name, wm in config["watermarks"].items()},
     script:
         "../workflow_scripts/summarize.py"

@@ -2,23 +2,26 @@
 # scores (ODIN) run the model again. Each score's hyper-parameters arrive as params, so
 # changing one reruns only that score's jobs and what depends on them.
 
+
 rule fit_detector:
     input:
         unpack(fit_inputs),
     output:
         f"{RUN}/detectors/{{variant}}/{{method}}.npz",
-    wildcard_constraints:
-        method=constraint([n for n in FITTED_SCORES if n not in NETWORK_FITS]),
-    params:
-        hp=method_params,
     log:
         f"{RUN}/logs/fit_detector/{{variant}}/{{method}}.log",
     benchmark:
         f"{RUN}/benchmarks/fit_detector/{{variant}}/{{method}}.tsv"
+    wildcard_constraints:
+        method=constraint([n for n in FITTED_SCORES if n not in NETWORK_FITS]),
+    conda:
+        "../envs/analysis.yaml"
     threads: lambda w: 4 if score_registry.fit_is_parallel(score_registry.get(w.method)) else 1
     resources:
         mem_mb=8000,
         runtime=12 * 60,
+    params:
+        hp=method_params,
     script:
         "../workflow_scripts/fit_detector.py"
 
@@ -30,22 +33,24 @@ rule fit_network_detector:
         tune=dataset_file(BENCH["id_test"]),
     output:
         f"{RUN}/detectors/{{variant}}/{{method}}.npz",
-    wildcard_constraints:
-        method=constraint(NETWORK_FITS),
-    params:
-        hp=method_params,
-        augmentation=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
-        seed=lambda w: int(w.seed),
-        device=config["device"],
     log:
         f"{RUN}/logs/fit_detector/{{variant}}/{{method}}.log",
     benchmark:
         f"{RUN}/benchmarks/fit_detector/{{variant}}/{{method}}.tsv"
+    wildcard_constraints:
+        method=constraint(NETWORK_FITS),
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=6 * 60,
         gpu=GPU,
+    params:
+        hp=method_params,
+        augmentation=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
     script:
         "../workflow_scripts/fit_network_detector.py"
 
@@ -56,18 +61,20 @@ rule score_features:
         features=features_read,
     output:
         f"{RUN}/scores/{{variant}}/{{method}}/{{dataset}}.npy",
-    wildcard_constraints:
-        method=constraint(FEATURE_SCORES),
-    params:
-        hp=method_params,
     log:
         f"{RUN}/logs/score/{{variant}}/{{method}}/{{dataset}}.log",
     benchmark:
         f"{RUN}/benchmarks/score/{{variant}}/{{method}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        method=constraint(FEATURE_SCORES),
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        hp=method_params,
     script:
         "../workflow_scripts/score_features.py"
 
@@ -79,20 +86,22 @@ rule score_network:
         dataset=dataset_file("{dataset}"),
     output:
         f"{RUN}/scores/{{variant}}/{{method}}/{{dataset}}.npy",
-    wildcard_constraints:
-        method=constraint(NETWORK_SCORES),
-    params:
-        hp=method_params,
-        device=config["device"],
     log:
         f"{RUN}/logs/score/{{variant}}/{{method}}/{{dataset}}.log",
     benchmark:
         f"{RUN}/benchmarks/score/{{variant}}/{{method}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        method=constraint(NETWORK_SCORES),
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=GPU,
+    params:
+        hp=method_params,
+        device=config["device"],
     script:
         "../workflow_scripts/score_network.py"
 
@@ -103,16 +112,18 @@ rule compute_metrics:
         id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}.npz",
     output:
         f"{RUN}/metrics/{{variant}}/{{method}}.csv",
+    log:
+        f"{RUN}/logs/metrics/{{variant}}/{{method}}.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         ood_sets=BENCH["ood"],
         groups=BENCH.get("groups", {}),
         settings=config["metrics"],
         context=lambda w: {**run_context(w), "method": w.method},
-    log:
-        f"{RUN}/logs/metrics/{{variant}}/{{method}}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../workflow_scripts/compute_metrics.py"

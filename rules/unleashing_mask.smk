@@ -2,21 +2,6 @@
 # checkpoint, then fine-tuned models (UM, UMAP, OE / Energy-OE / POEM / DOE ± UM), each an
 # ordinary checkpoint `models/<name>.pt` that the feature and scoring rules take as it is.
 
-FINETUNES = config["finetunes"]
-UM = config["unleashing_mask"]
-
-
-def finetune_inputs(wildcards):
-    """The start checkpoint, the UM level when it is estimated, and the outliers for exposure."""
-    ft = FINETUNES[wildcards.finetune]
-    run = run_dir(wildcards)
-    inputs = {"init": f"{run}/models/{ft['from']}.pt"}
-    if ft["flooding"] and UM["level"] is None:
-        inputs["constraint"] = f"{run}/unleashing_mask/{ft['from']}.constraint.json"
-    if "exposure" in ft:
-        inputs["outliers"] = dataset_file(BENCH["outliers"])
-    return inputs
-
 
 rule estimate_loss_constraint:
     input:
@@ -24,8 +9,17 @@ rule estimate_loss_constraint:
         train=dataset_file(BENCH["id_train"]),
     output:
         f"{RUN}/unleashing_mask/{{checkpoint}}.constraint.json",
+    log:
+        f"{RUN}/logs/estimate_loss_constraint/{{checkpoint}}.log",
     wildcard_constraints:
         checkpoint=one_of(cfg.model_names(config)),
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPU,
     params:
         keep=UM["keep"],
         draws=UM["draws"],
@@ -33,13 +27,6 @@ rule estimate_loss_constraint:
         augment=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
         seed=lambda w: int(w.seed),
         device=config["device"],
-    log:
-        f"{RUN}/logs/estimate_loss_constraint/{{checkpoint}}.log",
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
     script:
         "../workflow_scripts/estimate_loss_constraint.py"
 
@@ -52,8 +39,19 @@ rule finetune_model:
     output:
         model=f"{RUN}/models/{{finetune}}.pt",
         log_csv=f"{RUN}/finetune/{{finetune}}.csv",
+    log:
+        f"{RUN}/logs/finetune_model/{{finetune}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/finetune_model/{{finetune}}.tsv"
     wildcard_constraints:
         finetune=constraint(FINETUNES),
+    conda:
+        "../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=GPU,
     params:
         recipe=lambda w: cfg.finetune_recipe(config, w.arch, w.finetune),
         flooding=lambda w: FINETUNES[w.finetune]["flooding"],
@@ -64,15 +62,6 @@ rule finetune_model:
         seed=lambda w: int(w.seed),
         device=config["device"],
         state=f"{RUN}/models/.resume/{{finetune}}.pt",
-    log:
-        f"{RUN}/logs/finetune_model/{{finetune}}.log",
-    benchmark:
-        f"{RUN}/benchmarks/finetune_model/{{finetune}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=24 * 60,
-        gpu=GPU,
     script:
         "../workflow_scripts/finetune_model.py"
 
@@ -87,15 +76,17 @@ rule plot_finetune:
             category="Training",
             labels={"backbone": "{arch}", "model": "{finetune}", "seed": "{seed}"},
         ),
-    wildcard_constraints:
-        finetune=constraint(FINETUNES),
-    params:
-        title=lambda w: f"fine-tune {w.finetune} · {w.arch} · seed {w.seed}",
     log:
         f"{RUN}/logs/plots/finetune/{{finetune}}.log",
+    wildcard_constraints:
+        finetune=constraint(FINETUNES),
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        title=lambda w: f"fine-tune {w.finetune} · {w.arch} · seed {w.seed}",
     script:
         "../workflow_scripts/plot_training.py"

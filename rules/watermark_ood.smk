@@ -13,25 +13,31 @@ rule learn_watermark:
             f"{RUN}/watermark/{{checkpoint}}+{{watermark}}.png",
             caption="../report/watermark.rst",
             category="Watermarks",
-            labels={"backbone": "{arch}", "watermark": "{checkpoint}+{watermark}", "seed": "{seed}"},
+            labels={
+                "backbone": "{arch}",
+                "watermark": "{checkpoint}+{watermark}",
+                "seed": "{seed}",
+            },
         ),
+    log:
+        f"{RUN}/logs/learn_watermark/{{checkpoint}}+{{watermark}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/learn_watermark/{{checkpoint}}+{{watermark}}.tsv"
     wildcard_constraints:
         checkpoint=one_of(cfg.model_names(config)),
         watermark=constraint(config["watermarks"]),
+    conda:
+        "../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=12 * 60,
+        gpu=GPU,
     params:
         hp=lambda w: config["watermarks"][w.watermark],
         seed=lambda w: int(w.seed),
         device=config["device"],
         state=f"{RUN}/models/.resume/{{checkpoint}}+{{watermark}}.pt",
         title=lambda w: f"{w.checkpoint}+{w.watermark} · {w.arch} · seed {w.seed}",
-    log:
-        f"{RUN}/logs/learn_watermark/{{checkpoint}}+{{watermark}}.log",
-    benchmark:
-        f"{RUN}/benchmarks/learn_watermark/{{checkpoint}}+{{watermark}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=12 * 60,
-        gpu=GPU,
     script:
         "../workflow_scripts/learn_watermark.py"

@@ -2,27 +2,6 @@
 # from a clean checkpoint; each owner is attacked (fine-tuning, pruning); verification opens
 # the commitments and decides ownership against clean null models of other seeds.
 
-WNN = config.get("watermarknn", {})
-OWNERS = list(WNN.get("owners", {}))
-ATTACKS = WNN.get("attacks", {}).get("kinds", [])
-TRIGGERS = dataset_file(WNN["triggers"]) if WNN else None
-
-
-def owner_init(wildcards):
-    """The clean checkpoint an owner continues, if it does not start from scratch."""
-    source = WNN["owners"][wildcards.owner]["from"]
-    return {} if source == "scratch" else {"init": f"{run_dir(wildcards)}/models/{source}.pt"}
-
-
-def wnn_networks(wildcards):
-    """Every network verified: the clean base model, each owner and each attacked owner."""
-    names = ["base", *OWNERS, *(f"{o}.{a}" for o in OWNERS for a in ATTACKS)]
-    return {name: f"{run_dir(wildcards)}/models/{name}.pt" for name in names}
-
-
-def null_models(wildcards):
-    return [f"{run_dir(wildcards)}/models/null{k}.pt" for k in range(WNN["null_models"])]
-
 
 rule embed_watermark:
     input:
@@ -35,8 +14,19 @@ rule embed_watermark:
         log_csv=f"{RUN}/watermarknn/{{owner}}/train_log.csv",
         marking_key=f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
         verification_key=f"{RUN}/watermarknn/{{owner}}/verification_key.json",
+    log:
+        f"{RUN}/logs/embed_watermark/{{owner}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/embed_watermark/{{owner}}.tsv"
     wildcard_constraints:
         owner=constraint(OWNERS),
+    conda:
+        "../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=GPU,
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         recipe=lambda w: cfg.owner_recipe(config, w.arch, w.owner),
@@ -46,15 +36,6 @@ rule embed_watermark:
         seed=lambda w: int(w.seed),
         device=config["device"],
         state=f"{RUN}/models/.resume/{{owner}}.pt",
-    log:
-        f"{RUN}/logs/embed_watermark/{{owner}}.log",
-    benchmark:
-        f"{RUN}/benchmarks/embed_watermark/{{owner}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=24 * 60,
-        gpu=GPU,
     script:
         "../workflow_scripts/embed_watermark.py"
 
@@ -65,8 +46,19 @@ rule train_null_model:
     output:
         model=f"{RUN}/models/null{{k}}.pt",
         log_csv=f"{RUN}/watermarknn/null{{k}}/train_log.csv",
+    log:
+        f"{RUN}/logs/train_null_model/null{{k}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/train_null_model/null{{k}}.tsv"
     wildcard_constraints:
         k=r"\d+",
+    conda:
+        "../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=GPU,
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         recipe=lambda w: cfg.derived_recipe(config, w.arch, {}),
@@ -74,15 +66,6 @@ rule train_null_model:
         seed=lambda w: 1000 * (int(w.k) + 1) + int(w.seed),  # never the run's own seed
         device=config["device"],
         state=f"{RUN}/models/.resume/null{{k}}.pt",
-    log:
-        f"{RUN}/logs/train_null_model/null{{k}}.log",
-    benchmark:
-        f"{RUN}/benchmarks/train_null_model/null{{k}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=24 * 60,
-        gpu=GPU,
     script:
         "../workflow_scripts/train_backbone.py"
 
@@ -96,9 +79,20 @@ rule attack_watermark:
     output:
         model=f"{RUN}/models/{{owner}}.{{attack}}.pt",
         log_csv=f"{RUN}/watermarknn/{{owner}}/{{attack}}.csv",
+    log:
+        f"{RUN}/logs/attack_watermark/{{owner}}.{{attack}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/attack_watermark/{{owner}}.{{attack}}.tsv"
     wildcard_constraints:
         owner=constraint(OWNERS),
         attack=constraint(ATTACKS),
+    conda:
+        "../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=12 * 60,
+        gpu=GPU,
     params:
         recipe=lambda w: cfg.attack_recipe(config, w.arch),
         data_fraction=WNN.get("attacks", {}).get("data_fraction"),
@@ -106,15 +100,6 @@ rule attack_watermark:
         seed=lambda w: int(w.seed),
         device=config["device"],
         state=f"{RUN}/models/.resume/{{owner}}.{{attack}}.pt",
-    log:
-        f"{RUN}/logs/attack_watermark/{{owner}}.{{attack}}.log",
-    benchmark:
-        f"{RUN}/benchmarks/attack_watermark/{{owner}}.{{attack}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=12 * 60,
-        gpu=GPU,
     script:
         "../workflow_scripts/attack_watermark.py"
 
@@ -126,18 +111,20 @@ rule prune_watermark:
         test=dataset_file(BENCH["id_test"]),
     output:
         f"{RUN}/watermarknn/{{owner}}/pruning.csv",
-    wildcard_constraints:
-        owner=constraint(OWNERS),
-    params:
-        rates=WNN.get("pruning"),
-        device=config["device"],
     log:
         f"{RUN}/logs/prune_watermark/{{owner}}.log",
+    wildcard_constraints:
+        owner=constraint(OWNERS),
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=GPU,
+    params:
+        rates=WNN.get("pruning"),
+        device=config["device"],
     script:
         "../workflow_scripts/prune_watermark.py"
 
@@ -146,11 +133,27 @@ rule verify_ownership:
     input:
         networks=lambda w: list(wnn_networks(w).values()),
         null=null_models,
-        marking_keys=expand(f"{RUN}/watermarknn/{{owner}}/marking_key.npz", owner=OWNERS, allow_missing=True),
-        verification_keys=expand(f"{RUN}/watermarknn/{{owner}}/verification_key.json", owner=OWNERS, allow_missing=True),
-        pruning=expand(f"{RUN}/watermarknn/{{owner}}/pruning.csv", owner=OWNERS, allow_missing=True),
-        attack_logs=expand(f"{RUN}/watermarknn/{{owner}}/{{attack}}.csv", owner=OWNERS, attack=ATTACKS,
-                           allow_missing=True),
+        marking_keys=expand(
+            f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
+            owner=OWNERS,
+            allow_missing=True,
+        ),
+        verification_keys=expand(
+            f"{RUN}/watermarknn/{{owner}}/verification_key.json",
+            owner=OWNERS,
+            allow_missing=True,
+        ),
+        pruning=expand(
+            f"{RUN}/watermarknn/{{owner}}/pruning.csv",
+            owner=OWNERS,
+            allow_missing=True,
+        ),
+        attack_logs=expand(
+            f"{RUN}/watermarknn/{{owner}}/{{attack}}.csv",
+            owner=OWNERS,
+            attack=ATTACKS,
+            allow_missing=True,
+        ),
         test=dataset_file(BENCH["id_test"]),
     output:
         table=f"{RUN}/watermarknn/verification.csv",
@@ -162,6 +165,15 @@ rule verify_ownership:
             category="WatermarkNN",
             labels={"backbone": "{arch}", "seed": "{seed}"},
         ),
+    log:
+        f"{RUN}/logs/verify_ownership.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPU,
     params:
         networks=lambda w: list(wnn_networks(w)),
         owners=OWNERS,
@@ -170,12 +182,5 @@ rule verify_ownership:
         context=lambda w: {"benchmark": w.bench, "arch": w.arch, "seed": int(w.seed)},
         title=lambda w: f"WatermarkNN attacks · {w.arch} · seed {w.seed}",
         device=config["device"],
-    log:
-        f"{RUN}/logs/verify_ownership.log",
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=GPU,
     script:
         "../workflow_scripts/verify_ownership.py"

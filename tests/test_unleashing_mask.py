@@ -107,6 +107,18 @@ def test_energy_term_hinges_on_both_margins():
     assert both.item() == pytest.approx(25.0 / 2 + 9.0 / 2)  # means over each side
 
 
+def test_doe_proxy_loss_is_the_squared_logit_scale_sensitivity():
+    z = torch.tensor([[1.0, 0.0, -1.0], [3.0, 1.0, 1.0]], requires_grad=True)
+    # d/ds [mean_k s·z_k − logsumexp(s·z)] at s = 1 is mean_k z_k − Σ_k softmax(z)_k z_k
+    p = torch.softmax(z.detach(), 1)
+    g = (z.detach().mean(1) - (p * z.detach()).sum(1)).mean()
+    loss = outlier_exposure.doe_proxy_loss(z)
+    assert loss.item() == pytest.approx(g.item() ** 2, rel=1e-6)
+    loss.backward()  # the double backward reaches the logits, hence the proxy's weights
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert outlier_exposure.doe_proxy_loss(torch.zeros(2, 4)).item() == pytest.approx(0.0)  # uniform: no pull
+
+
 def test_poem_posterior_and_boundary_selection():
     rng = np.random.default_rng(0)
     phi_in = rng.normal(-1, 0.3, (200, 3))

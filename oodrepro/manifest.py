@@ -1,0 +1,76 @@
+"""The run manifest: what produced a results folder — package versions, the git commit,
+the device, a hash of the validated config, and when the run started and ended."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("oodrepro", "torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", "matplotlib", "pillow",
+            "snakemake", "snakemake-executor-plugin-slurm")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 of the validated config (defaults filled in), key order ignored."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_state(repo: Path) -> dict:
+    """The commit of the workflow's checkout and whether it had uncommitted changes."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+
+    head = git("rev-parse", "HEAD") if shutil.which("git") else None
+    if head is None or head.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(git("status", "--porcelain", "--untracked-files=no").stdout)}
+
+
+def devices(requested: str) -> dict:
+    """The CPU model, and the GPUs nvidia-smi lists (without importing torch)."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpus: list[str] = []
+    if shutil.which("nvidia-smi"):
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                           timeout=30)
+        gpus = [g.strip() for g in r.stdout.splitlines() if g.strip()] if r.returncode == 0 else []
+    return {"requested": requested, "cpu": cpu, "gpus": gpus}
+
+
+def mark_start(path) -> None:
+    """Note when this Snakemake invocation began (read by the manifest at the end of the run)."""
+    from .io import save_text
+
+    save_text(path, now() + "\n")
+
+
+def build(config: dict, repo: Path, started: str | None) -> dict:
+    return {"started": started, "finished": now(), "config_sha256": config_hash(config), "git": git_state(repo),
+            "device": devices(config.get("device", "auto")), "versions": versions(),
+            "platform": platform.platform()}

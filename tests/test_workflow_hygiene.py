@@ -1,0 +1,67 @@
+"""The workflow's own hygiene: `snakemake --lint` passes, the Snakefiles are snakefmt-formatted,
+every rule names a conda environment, and the environments pin what pyproject.toml pins."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILES = [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
+
+
+def test_snakemake_lint_passes(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--lint",
+                             "--directory", str(tmp_path), "--configfile", str(ROOT / "config.yaml")],
+                            capture_output=True, text=True)
+    said = result.stdout + result.stderr
+    assert result.returncode == 0 and "Congratulations, your workflow is in a good condition" in said, said[-3000:]
+
+
+def test_snakefiles_are_snakefmt_formatted():
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *map(str, SNAKEFILES)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _requirement(spec: str) -> tuple[str, str]:
+    name, version = re.match(r"^([A-Za-z0-9_.-]+)\s*(.*)$", spec.strip()).groups()
+    name = {"python-lmdb": "lmdb"}.get(name.lower(), name.lower())
+    return name, version.replace(" ", "")
+
+
+def _env_requirements(path: Path) -> dict[str, str]:
+    deps = {}
+    for dep in yaml.safe_load(path.read_text())["dependencies"]:
+        for spec in (dep["pip"] if isinstance(dep, dict) else [dep]):
+            name, version = _requirement(spec)
+            if name not in ("python", "pip"):
+                deps[name] = version
+    return deps
+
+
+def test_rule_environments_pin_what_pyproject_pins():
+    pinned = dict(_requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "dependencies"])
+    used = set()
+    for env in ("torch", "analysis"):
+        deps = _env_requirements(ROOT / "envs" / f"{env}.yaml")
+        for name, version in deps.items():
+            assert name in pinned, f"envs/{env}.yaml: {name} is not a dependency in pyproject.toml"
+            assert version == pinned[name], f"envs/{env}.yaml: {name}{version} but pyproject pins {pinned[name]}"
+        used |= set(deps)
+    assert used == set(pinned)  # every dependency is in some rule's environment
+    assert "torch" not in _env_requirements(ROOT / "envs" / "analysis.yaml")
+
+
+def test_every_rule_names_one_of_the_environments():
+    for path in SNAKEFILES:
+        text = path.read_text()
+        rules = re.findall(r"^rule (\w+):", text, re.M)
+        envs = re.findall(r'^    conda:\n        "(?:\.\./)?envs/(\w+)\.yaml"', text, re.M)
+        expected = [r for r in rules if r != "all"]
+        assert len(envs) == len(expected), f"{path.name}: {len(expected)} rules, {len(envs)} conda directives"
+        assert set(envs) <= {"torch", "analysis"}
