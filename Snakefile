@@ -99,7 +99,13 @@ include: "rules/scoring.smk"
 include: "rules/featurenorm.smk"
 include: "rules/laood.smk"
 include: "rules/watermark_ood.smk"
-include: "rules/watermarknn.smk"
+
+
+if WNN:
+
+    include: "rules/watermarknn.smk"
+
+
 include: "rules/unleashing_mask.smk"
 include: "rules/report.smk"
 

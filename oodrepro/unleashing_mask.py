@@ -80,9 +80,11 @@ class _TopK(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, magnitude: torch.Tensor, keep: float) -> torch.Tensor:
-        mask = torch.ones_like(magnitude)
-        mask.view(-1)[magnitude.flatten().argsort()[: n_pruned(magnitude.numel(), keep)]] = 0
-        return mask
+        flat = magnitude.flatten()
+        n_keep = flat.numel() - n_pruned(flat.numel(), keep)
+        mask = torch.zeros_like(flat)
+        mask[flat.topk(n_keep, sorted=False).indices] = 1  # exactly n_keep ones, even with ties
+        return mask.view_as(magnitude)
 
     @staticmethod
     def backward(ctx, grad):

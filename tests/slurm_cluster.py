@@ -1,0 +1,156 @@
+"""A throw-away single-node SLURM cluster on this machine, for the cluster test.
+
+Installs Debian's slurm-wlm and munge when they are missing, writes slurm.conf where the
+job-step plugin looks for it (/etc/slurm; the previous file is put back afterwards), keeps
+state, spool and logs in a scratch folder, and stops every daemon it started by its pid.
+No accounting storage: jobs are followed with squeue, so MinJobAge is kept long.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
+PACKAGES = ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "sinfo")
+
+
+class ClusterUnavailable(RuntimeError):
+    """This machine cannot host a cluster (no root, no apt)."""
+
+
+def _run(*cmd, check=True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=check, **kw)
+
+
+def ensure_installed() -> None:
+    if all(shutil.which(p) or Path(f"/usr/sbin/{p}").exists() for p in PACKAGES):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise ClusterUnavailable("slurm-wlm and munge are missing and cannot be installed (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run("apt-get", "update", "-qq", env=env, timeout=600)
+    _run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "slurm-wlm", "munge", env=env, timeout=900)
+
+
+def _cpus_and_memory() -> tuple[int, int]:
+    r = _run("slurmd", "-C")  # what slurmd detects: "NodeName=... CPUs=2 ... RealMemory=..."
+    fields = dict(f.split("=", 1) for f in r.stdout.split() if "=" in f)
+    return int(fields["CPUs"]), int(fields["RealMemory"]) - 1024
+
+
+class SingleNodeCluster:
+    def __init__(self, scratch: Path, partition: str):
+        self.scratch, self.partition = Path(scratch), partition
+        self.node = socket.gethostname().split(".")[0]
+        self.daemons: list[subprocess.Popen] = []
+        self.munged_pid: int | None = None
+        self.saved_conf: bytes | None = None
+        self.wrote_conf = False
+        self.ctld_log = self.scratch / "slurmctld.log"
+
+    def __enter__(self) -> "SingleNodeCluster":
+        ensure_installed()
+        try:
+            self._start_munge()
+            self._write_conf()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+            self.daemons.append(subprocess.Popen([shutil.which("slurmctld") or "/usr/sbin/slurmctld", "-D", "-c"],
+                                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.daemons.append(subprocess.Popen([shutil.which("slurmd") or "/usr/sbin/slurmd", "-D"],
+                                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self._wait_idle()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start_munge(self) -> None:
+        if _run("bash", "-c", "munge -n | unmunge", check=False).returncode == 0:
+            return  # this machine's munged already runs; it is not ours to stop
+        for d in ("/run/munge", "/var/log/munge", "/var/lib/munge", "/etc/munge"):
+            Path(d).mkdir(parents=True, exist_ok=True)
+            shutil.chown(d, "munge", "munge")
+        if not Path("/etc/munge/munge.key").exists():
+            _run("runuser", "-u", "munge", "--", "mungekey", "--create")
+        pidfile = Path("/run/munge/munged.pid")  # munged runs as munge: a folder it may write to
+        pidfile.unlink(missing_ok=True)
+        _run("runuser", "-u", "munge", "--", shutil.which("munged") or "/usr/sbin/munged", f"--pid-file={pidfile}")
+        for _ in range(50):
+            if pidfile.exists() and pidfile.read_text().strip():
+                self.munged_pid = int(pidfile.read_text())
+                return
+            time.sleep(0.1)
+        raise RuntimeError("munged did not start")
+
+    def _write_conf(self) -> None:
+        cpus, memory = _cpus_and_memory()
+        for d in ("state", "spool"):
+            (self.scratch / d).mkdir(parents=True, exist_ok=True)
+        conf = f"""ClusterName=oodrepro-test
+SlurmctldHost={self.node}
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MinJobAge=600
+ReturnToService=2
+StateSaveLocation={self.scratch / "state"}
+SlurmdSpoolDir={self.scratch / "spool"}
+SlurmctldPidFile={self.scratch / "slurmctld.pid"}
+SlurmdPidFile={self.scratch / "slurmd.pid"}
+SlurmctldLogFile={self.ctld_log}
+SlurmdLogFile={self.scratch / "slurmd.log"}
+NodeName={self.node} CPUs={cpus} RealMemory={memory} State=UNKNOWN
+PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+        SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
+        if SLURM_CONF.exists():
+            self.saved_conf = SLURM_CONF.read_bytes()
+        SLURM_CONF.write_text(conf)
+        self.wrote_conf = True
+
+    def _wait_idle(self, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = _run("sinfo", "-h", "-o", "%T", check=False)
+            if r.returncode == 0 and r.stdout.strip() == "idle":
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the node did not become idle: {_run('sinfo', check=False).stdout}")
+
+    def allocations(self) -> list[str]:
+        """Job ids the controller allocated, from its log."""
+        text = self.ctld_log.read_text() if self.ctld_log.exists() else ""
+        return [line.split("JobId=")[1].split()[0] for line in text.splitlines() if "Allocate JobId=" in line]
+
+    def __exit__(self, *exc) -> None:
+        _run("scancel", "--partition", self.partition, check=False)
+        for proc in reversed(self.daemons):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self.munged_pid is not None:
+            try:
+                os.kill(self.munged_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if self.wrote_conf:
+            if self.saved_conf is not None:
+                SLURM_CONF.write_bytes(self.saved_conf)
+            else:
+                SLURM_CONF.unlink(missing_ok=True)
