@@ -136,6 +136,13 @@ def fit(
     n, bs = len(y_all), recipe["batch_size"]
     aug = recipe.get("augment", {})
     epochs = recipe["epochs"]
+    # On CUDA: channels-last layout and bf16 autocast (`bf16: false` turns it off); `compile: true`
+    # runs the forward through torch.compile. On CPU the same loop runs in float32.
+    cuda = dev.type == "cuda"
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if recipe.get("compile", False) else model
+    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda and recipe.get("bf16", True))
     bar = tqdm(range(start, epochs), initial=start, total=epochs, desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         t0 = time.time()
@@ -150,29 +157,35 @@ def fit(
         if train_mode is not None:
             train_mode(model)
         perm = torch.randperm(n, generator=gen).to(dev)
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss = torch.zeros((), device=dev)  # summed on the device: no host sync per batch
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
         for b, i in enumerate(range(0, n, bs)):
             idx = perm[i : i + bs]
             if len(idx) < 2:  # BatchNorm cannot train on one image
                 continue
             x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = y_all[idx]
-            if getattr(step, "updates_itself", False):
-                loss, logits = step(model, x, y, b, gen, opt)
+            if getattr(step, "updates_itself", False):  # manages its own passes (and copies of the model)
+                with torch.autocast(**autocast):
+                    loss, logits = step(model, x, y, b, gen, opt)
             else:
-                if step is None:
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y)
-                else:
-                    loss, logits = step(model, x, y, b, gen)
+                with torch.autocast(**autocast):
+                    if step is None:
+                        logits = net(x)
+                        loss = F.cross_entropy(logits.float(), y)
+                    else:
+                        loss, logits = step(net, x, y, b, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
+            total_loss += loss.detach().float() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(idx)
-        history.append({"epoch": epoch + 1, "lr": lr, "loss": total_loss / seen, "accuracy": correct / seen,
-                        "seconds": time.time() - t0})
+        history.append({"epoch": epoch + 1, "lr": lr, "loss": total_loss.item() / seen,
+                        "accuracy": correct.item() / seen, "seconds": time.time() - t0})
         if evaluate is not None:
             history[-1].update(evaluate(model))
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['accuracy']:.3f}")

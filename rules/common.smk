@@ -99,9 +99,13 @@ def score_files(wildcards):
 
 
 def features_read(wildcards):
-    """The feature file of this dataset that the score reads (plain, or LA-OOD's conv outputs)."""
+    """The feature files a score reads (plain, or LA-OOD's conv outputs): ID test, then each OOD set."""
     suffix = score_registry.get(wildcards.method).reads
-    return f"{run_dir(wildcards)}/features/{wildcards.variant}/{wildcards.dataset}{suffix}.npz"
+    features_dir = f"{run_dir(wildcards)}/features/{wildcards.variant}"
+    return [
+        f"{features_dir}/{name}{suffix}.npz"
+        for name in [BENCH["id_test"], *BENCH["ood"]]
+    ]
 
 
 def selection_set(wildcards):

@@ -1,5 +1,6 @@
-# Post-hoc scores, then metrics. Feature-based scores reuse the cached features; network
-# scores (ODIN) run the model again. Each score's hyper-parameters arrive as params, so
+# Post-hoc scores, then metrics. Feature-based scores reuse the cached features, one job per
+# model and score for all evaluated sets (a job costs more to start than to score); network
+# scores (ODIN) run the model again, one job per set. Each score's hyper-parameters arrive as params, so
 # changing one reruns only that score's jobs and what depends on them.
 
 
@@ -60,11 +61,14 @@ rule score_features:
         unpack(detector_of),
         features=features_read,
     output:
-        f"{RUN}/scores/{{variant}}/{{method}}/{{dataset}}.npy",
+        [
+            f"{RUN}/scores/{{variant}}/{{method}}/{name}.npy"
+            for name in [BENCH["id_test"], *BENCH["ood"]]
+        ],
     log:
-        f"{RUN}/logs/score/{{variant}}/{{method}}/{{dataset}}.log",
+        f"{RUN}/logs/score/{{variant}}/{{method}}.log",
     benchmark:
-        f"{RUN}/benchmarks/score/{{variant}}/{{method}}/{{dataset}}.tsv"
+        f"{RUN}/benchmarks/score/{{variant}}/{{method}}.tsv"
     wildcard_constraints:
         method=constraint(FEATURE_SCORES),
     conda:

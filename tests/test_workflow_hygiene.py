@@ -57,6 +57,12 @@ def test_rule_environments_pin_what_pyproject_pins():
     assert "torch" not in _env_requirements(ROOT / "envs" / "analysis.yaml")
 
 
+def test_the_project_environment_pins_what_pyproject_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pinned = dict(_requirement(d) for d in project["dependencies"] + project["optional-dependencies"]["test"])
+    assert _env_requirements(ROOT / "envs" / "oodrepro.yaml") == pinned
+
+
 def test_every_rule_names_one_of_the_environments():
     for path in SNAKEFILES:
         text = path.read_text()

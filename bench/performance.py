@@ -1,0 +1,187 @@
+"""Measure the pipeline's speed on this machine; writes bench/results/performance.{json,md}.
+
+1. Training throughput (images/s) of ResNet-18 at 32×32, same model and batch size:
+   (a) our data path — the dataset as one uint8 tensor on the device, crop + flip on whole
+   batches (`oodrepro.training.fit`, the loop every trainer uses), and (b) the classic
+   torchvision DataLoader with per-image PIL transforms (RandomCrop(32, 4), flip, ToTensor,
+   Normalize), with 0 and with 2 worker processes; their ratio against the faster classic one.
+2. Scoring throughput (images/s) of every feature-based score from cached features, fit
+   included, on CIFAR-sized synthetic features (N × 512 penultimate, 10 classes).
+3. The default DAG's wall time from scratch in a scratch folder, then a no-op rerun's.
+
+    .venv/bin/python bench/performance.py [--skip-dag] [--images 2048] [--batch 128] [--steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from oodrepro import models, scores, training
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(__file__).parent / "results"
+SPEC = {"arch": "resnet18", "num_classes": 10, "normalization": "wrong-std-cifar"}
+
+
+def our_path(images, labels, batch, steps, device) -> float:
+    """Images/s of `training.fit` over `steps` batches (one epoch of steps·batch images)."""
+    n = steps * batch
+    recipe = {"epochs": 1, "batch_size": batch, "lr": 0.1, "schedule": {"kind": "constant"},
+              "augment": {"crop_padding": 4, "flip": True}}
+    model = models.build(**SPEC).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = {**recipe, "batch_size": batch}
+        training.fit(model, model.parameters(), images[: 2 * batch], labels[: 2 * batch], warm,
+                     Path(tmp) / "w.pt", Path(tmp) / "w.csv", progress=False)
+        sync(device)
+        t0 = time.perf_counter()
+        training.fit(model, model.parameters(), images[:n], labels[:n], recipe, Path(tmp) / "s.pt",
+                     Path(tmp) / "l.csv", progress=False)
+        sync(device)
+        return n / (time.perf_counter() - t0)
+
+
+def classic_path(images, labels, batch, steps, device, workers: int) -> float:
+    """Images/s of the classic loop: a Dataset of PIL images, per-image transforms, a DataLoader."""
+    from PIL import Image
+    from torchvision import transforms
+
+    mean, std = models.NORMALIZATIONS["wrong-std-cifar"]
+    tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+    class Arrays(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(labels)
+
+        def __getitem__(self, i):
+            return tf(Image.fromarray(images[i])), int(labels[i])
+
+    model = models.build(**{**SPEC, "normalization": "none"}).to(device)  # Normalize is in the transform
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    loader = torch.utils.data.DataLoader(Arrays(), batch_size=batch, shuffle=True, num_workers=workers,
+                                         drop_last=True, persistent_workers=workers > 0)
+    model.train()
+    seen, t0 = 0, None
+    for step, (x, y) in enumerate(loader):
+        if step == 2:  # after two warm-up batches (workers started, kernels chosen)
+            sync(device)
+            t0, seen = time.perf_counter(), 0
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(y)
+        if step == steps + 1:
+            break
+    sync(device)
+    return seen / (time.perf_counter() - t0)
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def scoring_throughput(n: int = 10_000, dim: int = 512, classes: int = 10) -> dict[str, float]:
+    """Images/s of each feature-based score (fit on n training rows, then n test rows)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, n)
+    centres = rng.normal(size=(classes, dim))
+    feats = {
+        "labels": labels,
+        "logits": rng.normal(size=(n, classes)).astype(np.float32) + 3 * np.eye(classes)[labels],
+        "penultimate": (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32),
+        "featnorm": np.abs(rng.normal(size=(n, 8))).astype(np.float32),
+        "block_names": np.array([f"layer{i // 2 + 1}.{i % 2}" for i in range(8)]), "arch": np.array("resnet18"),
+    }
+    jigsaw = {**feats, "featnorm": feats["featnorm"] * 0.5}
+    out = {}
+    for name in ("msp", "energy", "mahalanobis", "featurenorm"):
+        score = scores.get(name)
+        t0 = time.perf_counter()
+        state = None
+        if score.fit is not None:
+            inputs = {"train": feats, "train_jigsaw": jigsaw}
+            state = scores.fit_state(score, [inputs[k] for k in score.fit_inputs], {})
+        score.score(feats, state)
+        out[name] = n / (time.perf_counter() - t0)
+    return out
+
+
+def dag_times(cores: int) -> dict[str, float]:
+    """Wall time of the default config from scratch, then of a rerun that has nothing to do."""
+    with tempfile.TemporaryDirectory(prefix="oodrepro-bench-") as tmp:
+        config = yaml.safe_load((ROOT / "config.yaml").read_text())
+        config.update(results=f"{tmp}/results", data=f"{tmp}/data")
+        cfg = Path(tmp) / "config.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", tmp, "--profile",
+               str(ROOT / "profiles" / "local"), "--cores", str(cores), "--configfile", str(cfg),
+               "--replace-workflow-config", "--quiet"]
+        times = {}
+        for label in ("default_dag_s", "noop_rerun_s"):
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            times[label] = time.perf_counter() - t0
+            if r.returncode != 0:
+                raise RuntimeError(r.stderr[-3000:])
+        jobs = list((Path(tmp) / "results").rglob("benchmarks/**/*.tsv"))
+        times["jobs_with_benchmarks"] = len(jobs)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2048)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--skip-dag", action="store_true")
+    args = ap.parse_args()
+    device = training.pick_device(args.device)
+    torch.set_num_threads(os.cpu_count() or 1)
+    rng = np.random.default_rng(0)
+    n = max(args.images, (args.steps + 2) * args.batch)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+
+    result = {"machine": {"device": str(device), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                          "platform": platform.platform(),
+                          "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}}
+    ours = our_path(images, labels, args.batch, args.steps, device)
+    classic = {w: classic_path(images, labels, args.batch, args.steps, device, w) for w in (0, 2)}
+    result["training_images_per_s"] = {"ours": ours, "classic_workers0": classic[0], "classic_workers2": classic[2],
+                                       "ratio_vs_best_classic": ours / max(classic.values())}
+    result["scoring_images_per_s"] = scoring_throughput()
+    if not args.skip_dag:
+        result["snakemake"] = dag_times(os.cpu_count() or 1)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "performance.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# oodrepro performance", "", f"machine: {result['machine']}", "",
+             "| training, ResNet-18 32×32, batch %d | images/s |" % args.batch, "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in result["training_images_per_s"].items()]
+    lines += ["", "| score (fit + score, 10,000 × 512) | images/s |", "|---|---|"]
+    lines += [f"| {k} | {v:,.0f} |" for k, v in result["scoring_images_per_s"].items()]
+    if "snakemake" in result:
+        lines += ["", "| Snakemake | value |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in
+                                                               result["snakemake"].items()]
+    (OUT / "performance.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
