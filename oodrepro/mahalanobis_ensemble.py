@@ -69,7 +69,7 @@ def fit_class_statistics(model, images: np.ndarray, labels: np.ndarray, layers: 
 def _distances(f: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Squared Mahalanobis distance of every row of f to every class mean (n × classes)."""
     d = f[:, None, :] - means[None]
-    return torch.einsum("ncd,de,nce->nc", d, precision, d)
+    return ((d @ precision) * d).sum(-1)
 
 
 def layer_scores(model, images: np.ndarray, stats: list[dict], layers: list[str], magnitude: float,
