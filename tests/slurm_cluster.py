@@ -9,6 +9,7 @@ No accounting storage: jobs are followed with squeue, so MinJobAge is kept long.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -130,9 +131,10 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         raise RuntimeError(f"the node did not become idle: {_run('sinfo', check=False).stdout}")
 
     def allocations(self) -> list[str]:
-        """Job ids the controller allocated, from its log."""
+        """Job ids the controller started, from its log: by the main scheduler ("sched: Allocate
+        JobId=N") or by backfill ("backfill: Started JobId=N")."""
         text = self.ctld_log.read_text() if self.ctld_log.exists() else ""
-        return [line.split("JobId=")[1].split()[0] for line in text.splitlines() if "Allocate JobId=" in line]
+        return re.findall(r"(?:Allocate|Started) JobId=(\d+)", text)
 
     def __exit__(self, *exc) -> None:
         _run("scancel", "--partition", self.partition, check=False)
