@@ -80,15 +80,19 @@ def layer_scores(model, images: np.ndarray, stats: list[dict], layers: list[str]
     tensors = [(torch.from_numpy(s["means"]).to(dev), torch.from_numpy(s["precision"]).to(dev)) for s in stats]
     out = np.zeros((len(images), len(layers)))
     for rows, x in image_batches(model, images, batch_size):
-        for i, (means, precision) in enumerate(tensors):
-            x_in = x.clone().requires_grad_(magnitude > 0)
-            f = layer_features(model, x_in, layers[: i + 1])[i].double()
-            if magnitude > 0:
-                dist = _distances(f, means, precision).min(1).values
-                (grad,) = torch.autograd.grad(dist.sum(), x_in)
-                with torch.no_grad():
-                    f = layer_features(model, x - magnitude * grad.sign(), layers[: i + 1])[i].double()
+        if magnitude == 0:  # no pre-processing: one forward pass serves every layer
             with torch.no_grad():
+                feats = layer_features(model, x, layers)
+            for i, (means, precision) in enumerate(tensors):
+                out[rows, i] = (-0.5 * _distances(feats[i].double(), means, precision).min(1).values).cpu().numpy()
+            continue
+        for i, (means, precision) in enumerate(tensors):
+            x_in = x.clone().requires_grad_(True)
+            f = layer_features(model, x_in, layers[: i + 1])[i].double()
+            dist = _distances(f, means, precision).min(1).values
+            (grad,) = torch.autograd.grad(dist.sum(), x_in)
+            with torch.no_grad():
+                f = layer_features(model, x - magnitude * grad.sign(), layers[: i + 1])[i].double()
                 out[rows, i] = (-0.5 * _distances(f, means, precision).min(1).values).cpu().numpy()
     return out
 

@@ -273,13 +273,22 @@ def train_backbone(
 
 
 @torch.inference_mode()
-def accuracy(model: models.Backbone, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of uint8 images, in eval mode (training mode is restored)."""
+def predict(model: models.Backbone, images: np.ndarray, head: dict | None = None, batch_size: int = 1000) -> np.ndarray:
+    """Top-1 predictions of uint8 images in eval mode (training mode is restored); `head`
+    ({weight, bias}) replaces the model's output layer on its penultimate features."""
     was_training = model.training
     model.eval()
-    labels = np.asarray(labels)
-    correct = 0
-    for rows, x in image_batches(model, images, batch_size):
-        correct += int((model(x).argmax(1).cpu().numpy() == labels[rows]).sum())
+    out = []
+    for _, x in image_batches(model, images, batch_size):
+        if head is None:
+            logits = model(x)
+        else:
+            logits = F.linear(model(x, return_blocks=True).penultimate, head["weight"], head["bias"])
+        out.append(logits.argmax(1).cpu().numpy())
     model.train(was_training)
-    return correct / len(images)
+    return np.concatenate(out)
+
+
+def accuracy(model: models.Backbone, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of uint8 images, in eval mode (training mode is restored)."""
+    return float((predict(model, images, batch_size=batch_size) == np.asarray(labels)).mean())

@@ -25,7 +25,7 @@ from scipy import stats
 
 from . import models, training
 from .io import load_npz, load_torch, save_csv, save_json, save_npz
-from .training import image_batches, pick_device, to_tensor
+from .training import pick_device, to_tensor
 
 ATTACKS = {
     # name: (re-initialise the output layer, train every layer)
@@ -149,25 +149,8 @@ def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], r
 
 
 # --------------------------------------------------------------------------- verification
-@torch.inference_mode()
-def predictions(model: models.Backbone, images: np.ndarray, head: dict | None = None,
-                batch_size: int = 500) -> np.ndarray:
-    """Top-1 predictions in eval mode; `head` ({weight, bias}) replaces the model's output layer."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for _, x in image_batches(model, images, batch_size):
-        if head is None:
-            logits = model(x)
-        else:
-            logits = F.linear(model(x, return_blocks=True).penultimate, head["weight"], head["bias"])
-        out.append(logits.argmax(1).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out)
-
-
 def trigger_accuracy(model, images, labels, head: dict | None = None) -> float:
-    return float((predictions(model, images, head) == np.asarray(labels)).mean())
+    return float((training.predict(model, images, head) == np.asarray(labels)).mean())
 
 
 def ownership_threshold(null_accuracies: list[float], n: int, rule: dict) -> dict:
