@@ -31,6 +31,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(setting, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: `auto` on CUDA and on CPUs with native bf16
+    arithmetic (AVX512-BF16 or AMX; about 2× float32 there), never on other CPUs, where it is
+    emulated and slow. `true` / `false` force it (false: float32 throughout)."""
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return True
+    cpu = getattr(torch, "cpu", None)
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return device.type == "cpu" and any(getattr(cpu, p, lambda: False)() for p in probes)
+
+
 def lr_at(epoch: int, recipe: dict) -> float:
     """Learning rate of epoch `epoch` (0-based) under the recipe's schedule."""
     base, sched = recipe["lr"], recipe.get("schedule", {"kind": "constant"})
@@ -136,13 +149,11 @@ def fit(
     n, bs = len(y_all), recipe["batch_size"]
     aug = recipe.get("augment", {})
     epochs = recipe["epochs"]
-    # On CUDA: channels-last layout and bf16 autocast (`bf16: false` turns it off); `compile: true`
-    # runs the forward through torch.compile. On CPU the same loop runs in float32.
-    cuda = dev.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
+    # Channels-last layout everywhere (faster convolutions on CPU and GPU); bf16 autocast where
+    # the hardware runs it natively (`use_bf16`); `compile: true` runs the forward through torch.compile.
+    model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if recipe.get("compile", False) else model
-    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda and recipe.get("bf16", True))
+    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16(recipe.get("bf16", "auto"), dev))
     bar = tqdm(range(start, epochs), initial=start, total=epochs, desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         t0 = time.time()
@@ -165,8 +176,7 @@ def fit(
             if len(idx) < 2:  # BatchNorm cannot train on one image
                 continue
             x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             y = y_all[idx]
             if getattr(step, "updates_itself", False):  # manages its own passes (and copies of the model)
                 with torch.autocast(**autocast):

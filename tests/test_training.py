@@ -75,13 +75,14 @@ def test_kept_checkpoint_differs_from_final(tmp_path, toy):
     assert torch.load(tmp_path / "mid.pt", weights_only=True)["epoch"] == 2
 
 
-def test_training_learns_a_separable_toy_problem(tmp_path):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_training_learns_a_separable_toy_problem(tmp_path, bf16):
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 60)
     images = np.zeros((60, 32, 32, 3), np.uint8)
     for i, y in enumerate(labels):
         images[i, :, :, y] = 255  # the class is the colour channel
-    recipe = {**RECIPE, "epochs": 6, "schedule": {"kind": "cosine"}}
+    recipe = {**RECIPE, "epochs": 10, "schedule": {"kind": "cosine"}, "bf16": bf16}
     model = training.train_backbone(SPEC, images, labels, recipe, tmp_path / "m.pt", tmp_path / "s.pt",
                                     tmp_path / "l.csv", seed=0, device="cpu", progress=False)
     with torch.no_grad():
@@ -123,3 +124,13 @@ def test_best_on_test_checkpoint_keeps_the_best_epoch_after_the_first(tmp_path, 
     with pytest.raises(ValueError, match="test set"):
         training.train_backbone(SPEC, images, labels, recipe, tmp_path / "x.pt", tmp_path / "xs.pt",
                                 tmp_path / "xl.csv", device="cpu", progress=False)
+
+
+def test_bf16_auto_only_where_the_hardware_runs_it(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert training.use_bf16("auto", cuda) and training.use_bf16(True, cpu) and not training.use_bf16(False, cuda)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not training.use_bf16("auto", cpu)  # emulated bf16 would be slower than float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert training.use_bf16("auto", cpu)
