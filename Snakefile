@@ -33,6 +33,7 @@ runtime.put_on_pythonpath(workflow.basedir)
 RESULTS = config["results"]
 DATA = config["data"]
 BENCH = config["benchmark"]
+EVALUATED = [BENCH["id_test"], *BENCH["ood"]]  # every set a model is scored on
 RUN = f"{RESULTS}/{{bench}}/{{arch}}/seed{{seed}}"
 GPU = cfg.gpus_per_job(config)  # the `gpu` resource of every rule that runs a network
 

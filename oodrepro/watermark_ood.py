@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import models
 from .io import load_torch, save_csv, save_torch
-from .training import epoch_generator, pick_device, to_tensor
+from .training import epoch_generator, pick_device, to_tensor, use_bf16
 
 OBJECTIVES = ("msp", "energy")
 
@@ -34,8 +34,8 @@ def loss(model: models.Backbone, z_id: torch.Tensor, y: torch.Tensor, z_noise: t
     msp:    CE(f(x+w), y) + β · mean_j [logsumexp f(n_j+w) − mean_k f_k(n_j+w)]  (OE to uniform)
     energy: CE(f(x+w), y) + β · [mean_j mean_k exp(T_out·f_k(n_j+w)) + mean_i mean_k exp(−T_in·f_k(x_i+w))]
     """
-    logits_id = model.forward_normalized(z_id + w)
-    logits_noise = model.forward_normalized(z_noise + w)
+    logits_id = model.forward_normalized(z_id + w).float()  # float32 losses under bf16 autocast too
+    logits_noise = model.forward_normalized(z_noise + w).float()
     ce = F.cross_entropy(logits_id, y)
     if objective == "msp":
         return ce + beta * (torch.logsumexp(logits_noise, 1) - logits_noise.mean(1)).mean()
@@ -75,10 +75,12 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
     """Learn w for a frozen `model`; resumable from `state_path` after every epoch.
 
     params: objective, alpha, sigma, rho, beta, (t_in, t_out for energy), epochs,
-    decay_epoch (α ÷ 10 from this epoch on), batch_size, flip, epsilon (None = no budget).
+    decay_epoch (α ÷ 10 from this epoch on), batch_size, flip, epsilon (None = no budget),
+    bf16 (autocast of the model's passes, as in training; w and its update stay float32).
     """
     dev = pick_device(device)
-    model = model.to(dev).eval()
+    model = model.to(dev, memory_format=torch.channels_last).eval()
+    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16(params.get("bf16", "auto"), dev))
     for p in model.parameters():
         p.requires_grad_(False)
     w = torch.zeros(1, 3, 32, 32, device=dev)
@@ -109,7 +111,8 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
             y = y_all[idx]
 
             def loss_at(v):
-                return loss(model, z_id, y, z_noise, v, params["objective"], params["beta"], **extra)
+                with torch.autocast(**autocast):
+                    return loss(model, z_id, y, z_noise, v, params["objective"], params["beta"], **extra)
 
             w, value = sam_sign_step(w, loss_at, params["rho"], alpha)
             w = project(w, params.get("epsilon"))

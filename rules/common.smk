@@ -102,10 +102,7 @@ def features_read(wildcards):
     """The feature files a score reads (plain, or LA-OOD's conv outputs): ID test, then each OOD set."""
     suffix = score_registry.get(wildcards.method).reads
     features_dir = f"{run_dir(wildcards)}/features/{wildcards.variant}"
-    return [
-        f"{features_dir}/{name}{suffix}.npz"
-        for name in [BENCH["id_test"], *BENCH["ood"]]
-    ]
+    return [f"{features_dir}/{name}{suffix}.npz" for name in EVALUATED]
 
 
 def selection_set(wildcards):

@@ -1,16 +1,42 @@
-# Feature dumping: logits, penultimate and pooled block outputs, once per (model, dataset).
+# Feature dumping: logits, penultimate and pooled block outputs. One job per model writes every
+# set it is evaluated on (a job costs more to start than a pass over a test set takes); the
+# training set's features are a job of their own, made only for the scores fitted on them.
 
 
 rule dump_features:
     input:
         model=f"{RUN}/models/{{variant}}.pt",
-        dataset=dataset_file("{dataset}"),
+        datasets=[dataset_file(name) for name in EVALUATED],
     output:
-        f"{RUN}/features/{{variant}}/{{dataset}}.npz",
+        [f"{RUN}/features/{{variant}}/{name}.npz" for name in EVALUATED],
     log:
-        f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.log",
+        f"{RUN}/logs/dump_features/{{variant}}.log",
     benchmark:
-        f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.tsv"
+        f"{RUN}/benchmarks/dump_features/{{variant}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPU,
+    params:
+        batch_size=config["features"]["batch_size"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/dump_features.py"
+
+
+rule dump_train_features:
+    input:
+        model=f"{RUN}/models/{{variant}}.pt",
+        datasets=[dataset_file(BENCH["id_train"])],
+    output:
+        f"{RUN}/features/{{variant}}/{BENCH['id_train']}.npz",
+    log:
+        f"{RUN}/logs/dump_features/{{variant}}.train.log",
+    benchmark:
+        f"{RUN}/benchmarks/dump_features/{{variant}}.train.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -28,13 +54,13 @@ rule dump_features:
 rule dump_jigsaw_features:
     input:
         model=f"{RUN}/models/{{variant}}.pt",
-        dataset=dataset_file("{dataset}"),
+        dataset=dataset_file(BENCH["id_train"]),
     output:
-        f"{RUN}/features/{{variant}}/{{dataset}}.jigsaw.npz",
+        f"{RUN}/features/{{variant}}/{BENCH['id_train']}.jigsaw.npz",
     log:
-        f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.jigsaw.log",
+        f"{RUN}/logs/dump_features/{{variant}}.jigsaw.log",
     benchmark:
-        f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.jigsaw.tsv"
+        f"{RUN}/benchmarks/dump_features/{{variant}}.jigsaw.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -50,16 +76,20 @@ rule dump_jigsaw_features:
         "../workflow_scripts/dump_jigsaw_features.py"
 
 
+# LA-OOD fits on the training set's conv outputs and scores the evaluated sets': all in one job.
 rule dump_conv_features:
     input:
         model=f"{RUN}/models/{{variant}}.pt",
-        dataset=dataset_file("{dataset}"),
+        datasets=[dataset_file(name) for name in [BENCH["id_train"], *EVALUATED]],
     output:
-        f"{RUN}/features/{{variant}}/{{dataset}}.convs.npz",
+        [
+            f"{RUN}/features/{{variant}}/{name}.convs.npz"
+            for name in [BENCH["id_train"], *EVALUATED]
+        ],
     log:
-        f"{RUN}/logs/dump_features/{{variant}}/{{dataset}}.convs.log",
+        f"{RUN}/logs/dump_features/{{variant}}.convs.log",
     benchmark:
-        f"{RUN}/benchmarks/dump_features/{{variant}}/{{dataset}}.convs.tsv"
+        f"{RUN}/benchmarks/dump_features/{{variant}}.convs.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1

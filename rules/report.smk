@@ -3,32 +3,6 @@
 TITLE = config["report"]["title"]
 
 
-rule plot_scores:
-    input:
-        unpack(score_files),
-    output:
-        report(
-            f"{RUN}/plots/{{variant}}/{{method}}.png",
-            caption="../report/scores.rst",
-            category="Score distributions",
-            subcategory="{arch} · {variant}",
-            labels={"method": "{method}", "model": "{variant}", "seed": "{seed}"},
-        ),
-    log:
-        f"{RUN}/logs/plots/{{variant}}/{{method}}.log",
-    conda:
-        "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        ood_sets=BENCH["ood"],
-        title=lambda w: f"{w.method} · {w.arch} · {w.variant} · seed {w.seed}",
-    script:
-        "../workflow_scripts/plot_scores.py"
-
-
 rule summarize:
     input:
         metrics=per_model("metrics/{variant}/{method}.csv"),

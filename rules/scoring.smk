@@ -1,7 +1,7 @@
-# Post-hoc scores, then metrics. Feature-based scores reuse the cached features, one job per
-# model and score for all evaluated sets (a job costs more to start than to score); network
-# scores (ODIN) run the model again, one job per set. Each score's hyper-parameters arrive as params, so
-# changing one reruns only that score's jobs and what depends on them.
+# Post-hoc scores, then metrics. One job per model and score for all evaluated sets (a job costs
+# more to start than to score): feature-based scores reuse the cached features, network scores
+# (ODIN) run the model again. Each score's hyper-parameters arrive as params, so changing one
+# reruns only that score's jobs and what depends on them.
 
 
 rule fit_detector:
@@ -61,10 +61,7 @@ rule score_features:
         unpack(detector_of),
         features=features_read,
     output:
-        [
-            f"{RUN}/scores/{{variant}}/{{method}}/{name}.npy"
-            for name in [BENCH["id_test"], *BENCH["ood"]]
-        ],
+        [f"{RUN}/scores/{{variant}}/{{method}}/{name}.npy" for name in EVALUATED],
     log:
         f"{RUN}/logs/score/{{variant}}/{{method}}.log",
     benchmark:
@@ -87,13 +84,13 @@ rule score_network:
     input:
         unpack(detector_of),
         model=f"{RUN}/models/{{variant}}.pt",
-        dataset=dataset_file("{dataset}"),
+        datasets=[dataset_file(name) for name in EVALUATED],
     output:
-        f"{RUN}/scores/{{variant}}/{{method}}/{{dataset}}.npy",
+        [f"{RUN}/scores/{{variant}}/{{method}}/{name}.npy" for name in EVALUATED],
     log:
-        f"{RUN}/logs/score/{{variant}}/{{method}}/{{dataset}}.log",
+        f"{RUN}/logs/score/{{variant}}/{{method}}.log",
     benchmark:
-        f"{RUN}/benchmarks/score/{{variant}}/{{method}}/{{dataset}}.tsv"
+        f"{RUN}/benchmarks/score/{{variant}}/{{method}}.tsv"
     wildcard_constraints:
         method=constraint(NETWORK_SCORES),
     conda:
@@ -110,12 +107,20 @@ rule score_network:
         "../workflow_scripts/score_network.py"
 
 
+# The metrics table and the score histograms of one (model, score) pair, from the same files.
 rule compute_metrics:
     input:
         unpack(score_files),
         id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}.npz",
     output:
-        f"{RUN}/metrics/{{variant}}/{{method}}.csv",
+        table=f"{RUN}/metrics/{{variant}}/{{method}}.csv",
+        plot=report(
+            f"{RUN}/plots/{{variant}}/{{method}}.png",
+            caption="../report/scores.rst",
+            category="Score distributions",
+            subcategory="{arch} · {variant}",
+            labels={"method": "{method}", "model": "{variant}", "seed": "{seed}"},
+        ),
     log:
         f"{RUN}/logs/metrics/{{variant}}/{{method}}.log",
     conda:
@@ -129,5 +134,6 @@ rule compute_metrics:
         groups=BENCH.get("groups", {}),
         settings=config["metrics"],
         context=lambda w: {**run_context(w), "method": w.method},
+        title=lambda w: f"{w.method} · {w.arch} · {w.variant} · seed {w.seed}",
     script:
         "../workflow_scripts/compute_metrics.py"

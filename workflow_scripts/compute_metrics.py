@@ -5,11 +5,10 @@ from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params
+id_scores = np.load(snakemake.input.id_scores)
+ood_scores = {name: np.load(path) for name, path in zip(p.ood_sets, snakemake.input.ood_scores)}
 id_feats = io.load_npz(snakemake.input.id_features)
-table = report.metrics_table(
-    np.load(snakemake.input.id_scores),
-    {name: np.load(path) for name, path in zip(p.ood_sets, snakemake.input.ood_scores)},
-    metrics.accuracy(id_feats["logits"], id_feats["labels"]),
-    p.context, p.groups, **p.settings,
-)
-io.save_csv(snakemake.output[0], table)
+accuracy = metrics.accuracy(id_feats["logits"], id_feats["labels"])
+table = report.metrics_table(id_scores, ood_scores, accuracy, p.context, p.groups, **p.settings)
+io.save_csv(snakemake.output.table, table)
+io.save_figure(snakemake.output.plot, report.plot_scores(id_scores, ood_scores, p.title))

@@ -4,5 +4,6 @@ from oodrepro.training import pick_device
 
 start_job(snakemake.log[0], snakemake.threads)
 model = models.load_model(snakemake.input.model, pick_device(snakemake.params.device))
-images, labels = data.load_dataset(snakemake.input.dataset)
-features.dump(model, images, labels, snakemake.output[0], batch_size=snakemake.params.batch_size)
+for dataset, out in zip(snakemake.input.datasets, snakemake.output):
+    images, labels = data.load_dataset(dataset)
+    features.dump(model, images, labels, out, batch_size=snakemake.params.batch_size)
