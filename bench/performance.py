@@ -1,13 +1,16 @@
 """Measure the pipeline's speed on this machine; writes bench/results/performance.{json,md}.
 
 1. Training throughput (images/s) of ResNet-18 at 32×32, same model and batch size:
-   (a) our data path — the dataset as one uint8 tensor on the device, crop + flip on whole
-   batches (`oodrepro.training.fit`, the loop every trainer uses), and (b) the classic
-   torchvision DataLoader with per-image PIL transforms (RandomCrop(32, 4), flip, ToTensor,
-   Normalize), with 0 and with 2 worker processes; their ratio against the faster classic one.
+   (a) our path — the dataset as one uint8 tensor on the device, crop + flip on whole
+   batches, channels-last, bf16 autocast where the hardware has it (`oodrepro.training.fit`,
+   the loop every trainer uses), also forced to float32 to separate precision from the rest;
+   (b) the classic torchvision DataLoader with per-image PIL transforms (RandomCrop(32, 4),
+   flip, ToTensor, Normalize) and a float32 model, with 0 and with 2 worker processes; the
+   ratios against the faster classic one.
 2. Scoring throughput (images/s) of every feature-based score from cached features, fit
    included, on CIFAR-sized synthetic features (N × 512 penultimate, 10 classes).
-3. The default DAG's wall time from scratch in a scratch folder, then a no-op rerun's.
+3. The default DAG's wall time from scratch in a scratch folder (with the seconds each rule's
+   jobs took, from their benchmark records), then a no-op rerun's.
 
     .venv/bin/python bench/performance.py [--skip-dag] [--images 2048] [--batch 128] [--steps 12]
 """
@@ -33,13 +36,14 @@ from oodrepro import models, scores, training
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results"
 SPEC = {"arch": "resnet18", "num_classes": 10, "normalization": "wrong-std-cifar"}
+LAOOD_FIT = 2_000
 
 
-def our_path(images, labels, batch, steps, device) -> float:
+def our_path(images, labels, batch, steps, device, bf16="auto") -> float:
     """Images/s of `training.fit` over `steps` batches (one epoch of steps·batch images)."""
     n = steps * batch
     recipe = {"epochs": 1, "batch_size": batch, "lr": 0.1, "schedule": {"kind": "constant"},
-              "augment": {"crop_padding": 4, "flip": True}}
+              "augment": {"crop_padding": 4, "flip": True}, "bf16": bf16}
     model = models.build(**SPEC).to(device)
     with tempfile.TemporaryDirectory() as tmp:
         warm = {**recipe, "batch_size": batch}
@@ -97,7 +101,9 @@ def sync(device) -> None:
 
 
 def scoring_throughput(n: int = 10_000, dim: int = 512, classes: int = 10) -> dict[str, float]:
-    """Images/s of each feature-based score (fit on n training rows, then n test rows)."""
+    """Images/s of every feature-based score in the registry: fit on n training rows, then
+    score n test rows. LA-OOD (an RBF one-class SVM per layer, fit time ∝ n²; see
+    bench/laood_cost.py) fits on LAOOD_FIT rows of 4 conv layers × 128 through its `max_fit`."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, classes, n)
     centres = rng.normal(size=(classes, dim))
@@ -107,23 +113,27 @@ def scoring_throughput(n: int = 10_000, dim: int = 512, classes: int = 10) -> di
         "penultimate": (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32),
         "featnorm": np.abs(rng.normal(size=(n, 8))).astype(np.float32),
         "block_names": np.array([f"layer{i // 2 + 1}.{i % 2}" for i in range(8)]), "arch": np.array("resnet18"),
+        "layer_names": np.array([f"conv{j}" for j in range(4)]),
+        **{f"layer_{j}": rng.normal(size=(n, 128)).astype(np.float32) for j in range(4)},
     }
-    jigsaw = {**feats, "featnorm": feats["featnorm"] * 0.5}
+    inputs = {"train": feats, "train_jigsaw": {**feats, "featnorm": feats["featnorm"] * 0.5}, "train_convs": feats}
+    hp = {"laood": {"max_fit": LAOOD_FIT}}
     out = {}
-    for name in ("msp", "energy", "mahalanobis", "featurenorm"):
-        score = scores.get(name)
+    for name, score in scores.SCORES.items():
+        if score.needs != "features":
+            continue
         t0 = time.perf_counter()
         state = None
         if score.fit is not None:
-            inputs = {"train": feats, "train_jigsaw": jigsaw}
-            state = scores.fit_state(score, [inputs[k] for k in score.fit_inputs], {})
-        score.score(feats, state)
+            state = scores.fit_state(score, [inputs[k] for k in score.fit_inputs], hp.get(name, {}))
+        score.score(feats, state, **hp.get(name, {}))
         out[name] = n / (time.perf_counter() - t0)
     return out
 
 
-def dag_times(cores: int) -> dict[str, float]:
-    """Wall time of the default config from scratch, then of a rerun that has nothing to do."""
+def dag_times(cores: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Wall time of the default config from scratch, then of a rerun that has nothing to do;
+    and per rule, its job count and summed job seconds (from the rules' benchmark records)."""
     with tempfile.TemporaryDirectory(prefix="oodrepro-bench-") as tmp:
         config = yaml.safe_load((ROOT / "config.yaml").read_text())
         config.update(results=f"{tmp}/results", data=f"{tmp}/data")
@@ -139,9 +149,13 @@ def dag_times(cores: int) -> dict[str, float]:
             times[label] = time.perf_counter() - t0
             if r.returncode != 0:
                 raise RuntimeError(r.stderr[-3000:])
-        jobs = list((Path(tmp) / "results").rglob("benchmarks/**/*.tsv"))
-        times["jobs_with_benchmarks"] = len(jobs)
-    return times
+        per_rule: dict[str, list[float]] = {}
+        for record in (Path(tmp) / "results").rglob("benchmarks/**/*.tsv"):
+            rule = record.as_posix().split("/benchmarks/")[1].split("/")[0].removesuffix(".tsv")
+            per_rule.setdefault(rule, []).append(float(record.read_text().splitlines()[1].split("\t")[0]))
+    rules = {rule: {"jobs": len(s), "job_seconds": sum(s)} for rule, s in
+             sorted(per_rule.items(), key=lambda kv: -sum(kv[1]))}
+    return times, rules
 
 
 def main() -> None:
@@ -162,23 +176,30 @@ def main() -> None:
     result = {"machine": {"device": str(device), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "platform": platform.platform(),
                           "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}}
+    result["machine"]["bf16_autocast"] = training.use_bf16("auto", device)
     ours = our_path(images, labels, args.batch, args.steps, device)
+    ours32 = our_path(images, labels, args.batch, args.steps, device, bf16=False)
     classic = {w: classic_path(images, labels, args.batch, args.steps, device, w) for w in (0, 2)}
-    result["training_images_per_s"] = {"ours": ours, "classic_workers0": classic[0], "classic_workers2": classic[2],
-                                       "ratio_vs_best_classic": ours / max(classic.values())}
+    best = max(classic.values())
+    result["training_images_per_s"] = {"ours": ours, "ours_float32": ours32, "classic_workers0": classic[0],
+                                       "classic_workers2": classic[2], "ratio_ours_vs_best_classic": ours / best,
+                                       "ratio_ours_float32_vs_best_classic": ours32 / best}
     result["scoring_images_per_s"] = scoring_throughput()
     if not args.skip_dag:
-        result["snakemake"] = dag_times(os.cpu_count() or 1)
+        result["snakemake"], result["dag_rules"] = dag_times(os.cpu_count() or 1)
     OUT.mkdir(exist_ok=True)
     (OUT / "performance.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# oodrepro performance", "", f"machine: {result['machine']}", "",
              "| training, ResNet-18 32×32, batch %d | images/s |" % args.batch, "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in result["training_images_per_s"].items()]
-    lines += ["", "| score (fit + score, 10,000 × 512) | images/s |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" if k.startswith("ratio") else f"| {k} | {v:.1f} |"
+              for k, v in result["training_images_per_s"].items()]
+    lines += ["", f"| score (fit + score, 10,000 × 512; laood: fit {LAOOD_FIT:,} × 4 layers) | images/s |", "|---|---|"]
     lines += [f"| {k} | {v:,.0f} |" for k, v in result["scoring_images_per_s"].items()]
     if "snakemake" in result:
-        lines += ["", "| Snakemake | value |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in
-                                                               result["snakemake"].items()]
+        lines += ["", "| Snakemake | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in result["snakemake"].items()]
+        lines += ["", "| rule (default DAG) | jobs | job seconds |", "|---|---|---|"]
+        lines += [f"| {k} | {v['jobs']} | {v['job_seconds']:.1f} |" for k, v in result["dag_rules"].items()]
     (OUT / "performance.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

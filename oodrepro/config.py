@@ -7,12 +7,13 @@ offending key so a typo never becomes a silent default.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from . import data, scores
+from . import data, runtime, scores
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "config.schema.yaml"
 
@@ -216,14 +217,14 @@ def kept_epochs(recipe: dict) -> dict[str, int]:
 def gpus_per_job(config: dict) -> int:
     """GPUs a network job asks the scheduler for: 1 when the run's device is CUDA.
 
-    `device: auto` means CUDA when this machine has one; a cluster whose submit node has
-    no GPU needs `device: cuda` so that jobs request one.
+    `device: auto` means CUDA when this machine has one (nvidia-smi lists a GPU and
+    CUDA_VISIBLE_DEVICES does not hide them all); a cluster whose submit node has no GPU
+    needs `device: cuda` so that jobs request one.
     """
     device = config["device"]
     if device == "auto":
-        import torch
-
-        return int(torch.cuda.is_available())
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
+        return int(not hidden and bool(runtime.nvidia_gpus()))
     return int(device.startswith("cuda"))
 
 

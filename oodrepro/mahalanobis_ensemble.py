@@ -72,28 +72,38 @@ def _distances(f: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) ->
     return ((d @ precision) * d).sum(-1)
 
 
-def layer_scores(model, images: np.ndarray, stats: list[dict], layers: list[str], magnitude: float,
+def layer_scores(model, images: np.ndarray, stats: list[dict], layers: list[str], magnitudes,
                  batch_size: int = 256) -> np.ndarray:
-    """n × layers matrix of M_ℓ(x̃) = −½ min_c distance, x̃ = x − m·sign(∇ₓ min_c distance), x in [0,1]."""
+    """magnitudes × n × layers array of M_ℓ(x̃) = −½ min_c distance, x̃ = x − m·sign(∇ₓ min_c distance),
+    x in [0,1], for every magnitude m. The gradient does not depend on m, so each layer's is
+    taken once per batch (one forward pass, one backward pass per layer) and serves every m."""
     model.eval()
     dev = next(model.parameters()).device
     tensors = [(torch.from_numpy(s["means"]).to(dev), torch.from_numpy(s["precision"]).to(dev)) for s in stats]
-    out = np.zeros((len(images), len(layers)))
+
+    def closest(f, i):
+        means, precision = tensors[i]
+        return _distances(f.double(), means, precision).min(1).values
+
+    out = np.zeros((len(magnitudes), len(images), len(layers)))
     for rows, x in image_batches(model, images, batch_size):
-        if magnitude == 0:  # no pre-processing: one forward pass serves every layer
-            with torch.no_grad():
-                feats = layer_features(model, x, layers)
-            for i, (means, precision) in enumerate(tensors):
-                out[rows, i] = (-0.5 * _distances(feats[i].double(), means, precision).min(1).values).cpu().numpy()
-            continue
-        for i, (means, precision) in enumerate(tensors):
+        signs = []
+        if any(m != 0 for m in magnitudes):
             x_in = x.clone().requires_grad_(True)
-            f = layer_features(model, x_in, layers[: i + 1])[i].double()
-            dist = _distances(f, means, precision).min(1).values
-            (grad,) = torch.autograd.grad(dist.sum(), x_in)
-            with torch.no_grad():
-                f = layer_features(model, x - magnitude * grad.sign(), layers[: i + 1])[i].double()
-                out[rows, i] = (-0.5 * _distances(f, means, precision).min(1).values).cpu().numpy()
+            feats = layer_features(model, x_in, layers)
+            for i in range(len(layers)):
+                (grad,) = torch.autograd.grad(closest(feats[i], i).sum(), x_in, retain_graph=i < len(layers) - 1)
+                signs.append(grad.sign())
+        with torch.no_grad():
+            for k, m in enumerate(magnitudes):
+                if m == 0:  # no pre-processing: one forward pass serves every layer
+                    feats = layer_features(model, x, layers)
+                    for i in range(len(layers)):
+                        out[k, rows, i] = (-0.5 * closest(feats[i], i)).cpu().numpy()
+                    continue
+                for i in range(len(layers)):
+                    f = layer_features(model, x - m * signs[i], layers[: i + 1])[i]
+                    out[k, rows, i] = (-0.5 * closest(f, i)).cpu().numpy()
     return out
 
 
@@ -132,8 +142,8 @@ def fit(model, train: tuple[np.ndarray, np.ndarray], tune: tuple[np.ndarray, np.
         raise ValueError(f"the combiner needs {2 * n_fit} tuning images, got {len(x_tune)}")
     adv = fgsm(model, x_tune, y_tune, fgsm_step, batch_size)
     best = None
-    for m in magnitudes:
-        clean_s, adv_s = (layer_scores(model, x, stats, layers, m, batch_size) for x in (x_tune, adv))
+    clean_all, adv_all = (layer_scores(model, x, stats, layers, magnitudes, batch_size) for x in (x_tune, adv))
+    for m, clean_s, adv_s in zip(magnitudes, clean_all, adv_all):
         fit_x = np.concatenate([clean_s[:n_fit], adv_s[:n_fit]])
         fit_y = np.r_[np.zeros(n_fit), np.ones(n_fit)]
         lr = LogisticRegressionCV(scoring="accuracy", n_jobs=1, random_state=seed, max_iter=1000).fit(fit_x, fit_y)
@@ -154,7 +164,7 @@ def score(model, images: np.ndarray, state: dict, batch_size: int = 256) -> np.n
     """−P(adversarial) of the combiner on the pre-processed layer scores."""
     layers = [str(n) for n in state["layers"]]
     stats = [{"means": state[f"means_{i}"], "precision": state[f"precision_{i}"]} for i in range(len(layers))]
-    s = layer_scores(model, images, stats, layers, float(state["magnitude"]), batch_size)
+    s = layer_scores(model, images, stats, layers, [float(state["magnitude"])], batch_size)[0]
     logit = s @ state["coef"] + state["intercept"][0]
     return -1.0 / (1.0 + np.exp(-logit))
 

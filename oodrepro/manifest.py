@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from .runtime import nvidia_gpus
+
 PACKAGES = ("oodrepro", "torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", "matplotlib", "pillow",
             "snakemake", "snakemake-executor-plugin-slurm")
 
@@ -55,12 +57,7 @@ def devices(requested: str) -> dict:
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    gpus: list[str] = []
-    if shutil.which("nvidia-smi"):
-        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                           timeout=30)
-        gpus = [g.strip() for g in r.stdout.splitlines() if g.strip()] if r.returncode == 0 else []
-    return {"requested": requested, "cpu": cpu, "gpus": gpus}
+    return {"requested": requested, "cpu": cpu, "gpus": nvidia_gpus()}
 
 
 def mark_start(path) -> None:

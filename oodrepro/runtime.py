@@ -1,9 +1,11 @@
-"""Per-job set-up shared by the workflow scripts: log redirection and thread count."""
+"""Per-process set-up: a job's log redirection and thread count, the package on PYTHONPATH, GPUs."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 import sys
 
 
@@ -27,3 +29,13 @@ def put_on_pythonpath(directory: str) -> None:
     the environment it exports, for cluster jobs), so they import this checkout's package."""
     current = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(directory), current) if p)
+
+
+def nvidia_gpus() -> list[str]:
+    """The GPUs nvidia-smi lists, without importing torch (whose import alone costs a no-op
+    rerun seconds); none where nvidia-smi is missing or fails."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                       timeout=30)
+    return [g.strip() for g in r.stdout.splitlines() if g.strip()] if r.returncode == 0 else []

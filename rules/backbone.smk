@@ -21,7 +21,7 @@ rule train_backbone:
         arch=constraint(TRAINED),
     conda:
         "../envs/torch.yaml"
-    threads: 4
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=24 * 60,

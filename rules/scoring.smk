@@ -42,7 +42,7 @@ rule fit_network_detector:
         method=constraint(NETWORK_FITS),
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=6 * 60,
@@ -95,7 +95,7 @@ rule score_network:
         method=constraint(NETWORK_SCORES),
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: NETWORK_THREADS
     resources:
         mem_mb=4000,
         runtime=60,

@@ -15,7 +15,7 @@ rule estimate_loss_constraint:
         checkpoint=one_of(cfg.model_names(config)),
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: NETWORK_THREADS
     resources:
         mem_mb=4000,
         runtime=60,
@@ -47,7 +47,7 @@ rule finetune_model:
         finetune=constraint(FINETUNES),
     conda:
         "../envs/torch.yaml"
-    threads: 4
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=24 * 60,

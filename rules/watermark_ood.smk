@@ -28,7 +28,7 @@ rule learn_watermark:
         watermark=constraint(config["watermarks"]),
     conda:
         "../envs/torch.yaml"
-    threads: 4
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=12 * 60,

@@ -22,7 +22,7 @@ rule embed_watermark:
         owner=constraint(OWNERS),
     conda:
         "../envs/torch.yaml"
-    threads: 4
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=24 * 60,
@@ -54,7 +54,7 @@ rule train_null_model:
         k=r"\d+",
     conda:
         "../envs/torch.yaml"
-    threads: 4
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=24 * 60,
@@ -88,7 +88,7 @@ rule attack_watermark:
         attack=constraint(ATTACKS),
     conda:
         "../envs/torch.yaml"
-    threads: 4
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=12 * 60,

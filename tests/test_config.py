@@ -76,3 +76,17 @@ def test_recipe_overrides_and_kept_epochs(default):
     assert cfg.kept_epochs(recipe) == {"middle": 4}  # round(0.5 · 9)
     assert cfg.model_spec(default, "resnet18-small") == {
         "arch": "resnet18", "width": 0.25, "normalization": "half", "num_classes": 10}
+
+
+def test_network_jobs_ask_for_a_gpu_only_where_the_run_uses_one(monkeypatch):
+    from oodrepro import runtime
+
+    assert cfg.gpus_per_job({"device": "cuda:1"}) == 1 and cfg.gpus_per_job({"device": "cpu"}) == 0
+    monkeypatch.setattr(runtime, "nvidia_gpus", lambda: ["NVIDIA H100"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert cfg.gpus_per_job({"device": "auto"}) == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # every GPU hidden: torch would run on the CPU
+    assert cfg.gpus_per_job({"device": "auto"}) == 0
+    monkeypatch.setattr(runtime, "nvidia_gpus", lambda: [])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert cfg.gpus_per_job({"device": "auto"}) == 0

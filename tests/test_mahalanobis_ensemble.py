@@ -42,7 +42,7 @@ def test_layer_features_are_pooled_module_outputs(trained):
 def test_unperturbed_layer_scores_are_minus_half_the_closest_class_distance(trained):
     model, images, labels = trained
     stats = me.fit_class_statistics(model, images, labels, LAYERS)
-    s = me.layer_scores(model, images[:10], stats, LAYERS, magnitude=0.0)
+    s = me.layer_scores(model, images[:10], stats, LAYERS, [0.0])[0]
     x = torch.from_numpy(images[:10]).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         f = me.layer_features(model, x, LAYERS)[2].double().numpy()
@@ -54,9 +54,18 @@ def test_unperturbed_layer_scores_are_minus_half_the_closest_class_distance(trai
 def test_preprocessing_moves_inputs_toward_their_closest_class(trained):
     model, images, labels = trained
     stats = me.fit_class_statistics(model, images, labels, LAYERS)
-    plain = me.layer_scores(model, images[:20], stats, LAYERS, 0.0)
-    moved = me.layer_scores(model, images[:20], stats, LAYERS, 0.0005)  # a small step: first-order regime
+    plain = me.layer_scores(model, images[:20], stats, LAYERS, [0.0])[0]
+    moved = me.layer_scores(model, images[:20], stats, LAYERS, [0.0005])[0]  # a small step: first-order regime
     assert (moved >= plain - 1e-9).mean() > 0.8
+
+
+def test_several_magnitudes_at_once_equal_each_alone(trained):
+    model, images, labels = trained
+    stats = me.fit_class_statistics(model, images, labels, LAYERS)
+    grid = [0.0, 0.002, 0.0005]
+    together = me.layer_scores(model, images[:12], stats, LAYERS, grid, batch_size=5)
+    alone = np.stack([me.layer_scores(model, images[:12], stats, LAYERS, [m])[0] for m in grid])
+    assert together.shape == (3, 12, len(LAYERS)) and np.allclose(together, alone, rtol=1e-6, atol=1e-6)
 
 
 def test_fgsm_copies_stay_in_range_and_step_by_at_most_the_budget(trained):
