@@ -21,7 +21,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import models, outlier_exposure, training
-from .io import load_torch
 from .training import augment, pick_device, to_tensor
 
 
@@ -150,9 +149,8 @@ def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, o
     Saves an ordinary checkpoint; the UM level, mask and method are kept beside the weights.
     """
     dev = pick_device(device)
-    ckpt = load_torch(checkpoint, map_location=dev)
+    model, ckpt = models.load_checkpoint(checkpoint, dev)
     spec = dict(ckpt["spec"])
-    model = models.load_model(checkpoint, dev)
     params = list(model.parameters())
     if mask_keep is not None:
         params = attach_score_masks(model, mask_keep, train_weights)

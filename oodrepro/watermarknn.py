@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from . import models, training
-from .io import load_npz, load_torch, save_csv, save_json, save_npz
+from .io import load_npz, save_csv, save_json, save_npz
 from .training import pick_device, to_tensor
 
 ATTACKS = {
@@ -177,29 +177,29 @@ def ownership_threshold(null_accuracies: list[float], n: int, rule: dict) -> dic
             "chance_rate": p, "false_claim_probability": float(stats.binom.sf(k - 1, n, p)) if k <= n else 0.0}
 
 
-def original_head(path) -> dict | None:
-    """The owner's output layer kept in an attacked checkpoint (RTLL / RTAL), else None."""
-    return load_torch(path).get("original_head")
-
-
 def verify(model_paths: dict[str, str], marking_path, verification_path, null_paths: list[str], test, rule: dict,
-           device: str = "auto") -> tuple[pd.DataFrame, dict]:
+           device: str = "auto", null_cache: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Open the commitments, set the threshold from the null models, and query every model.
 
     Trigger accuracy uses the head the spec prescribes: the model's own, or for RTLL / RTAL
     the owner's original head re-attached on the attacked features; the attacker's-view
-    accuracy (own head) is reported beside it.
+    accuracy (own head) is reported beside it. `null_cache` keeps the null models' accuracy
+    per trigger set across calls (owners sharing a trigger set query them once).
     """
     marking, verification = load_keys(marking_path, verification_path)
     open_commitments(marking, verification)
     dev = pick_device(device)
     images, labels = marking["images"], marking["labels"]
-    null = [trigger_accuracy(models.load_model(p, dev), images, labels) for p in null_paths]
+    null_cache = {} if null_cache is None else null_cache
+    key = hashlib.sha256(np.ascontiguousarray(images).tobytes() + np.asarray(labels, np.int64).tobytes()).hexdigest()
+    if key not in null_cache:
+        null_cache[key] = [trigger_accuracy(models.load_model(p, dev), images, labels) for p in null_paths]
+    null = null_cache[key]
     threshold = ownership_threshold(null, len(labels), rule)
     rows = []
     for name, path in model_paths.items():
-        model = models.load_model(path, dev)
-        head = original_head(path)
+        model, ckpt = models.load_checkpoint(path, dev)
+        head = ckpt.get("original_head")
         own = trigger_accuracy(model, images, labels)
         acc = own if head is None else trigger_accuracy(model, images, labels, {k: v.to(dev) for k, v in head.items()})
         rows.append({"network": name, "test_accuracy": training.accuracy(model, *test), "trigger_accuracy": acc,
@@ -213,10 +213,10 @@ def verify_owners(networks: dict[str, str], keys: dict[str, tuple], null_paths: 
     """`verify` for every owner with its own key (its networks: the owner and its attacked
     copies); the clean base model is verified under the first key. Returns the per-network
     table, the threshold and the report's attack table (pruning rows included)."""
-    tables, threshold = [], {}
+    tables, threshold, null_cache = [], {}, {}
     for i, (owner, (marking, verification)) in enumerate(keys.items()):
         mine = {n: p for n, p in networks.items() if n.partition(".")[0] == owner or (i == 0 and n == "base")}
-        table, threshold = verify(mine, marking, verification, null_paths, test, rule, device)
+        table, threshold = verify(mine, marking, verification, null_paths, test, rule, device, null_cache)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
     return table, threshold, attack_table(table, pruning, threshold)
@@ -235,9 +235,8 @@ def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path,
     """
     reinit, all_layers = ATTACKS[kind]
     dev = pick_device(device)
-    owner = load_torch(owner_path, map_location=dev)
+    model, owner = models.load_checkpoint(owner_path, dev)
     spec = dict(owner["spec"])
-    model = models.load_model(owner_path, dev)
     head0 = {"weight": model.fc.weight.detach().clone(), "bias": model.fc.bias.detach().clone()}
     if reinit:
         torch.manual_seed(seed)

@@ -19,6 +19,9 @@ rule train_backbone:
         f"{RUN}/benchmarks/train_backbone.tsv"
     wildcard_constraints:
         arch=constraint(TRAINED),
+    # everything downstream waits for the base model; then WatermarkNN's chain (embed → attacks
+    # → verification) is the longest, so it starts before the other jobs that are ready
+    priority: 2
     conda:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
@@ -44,6 +47,8 @@ rule import_pretrained_backbone:
         model=f"{RUN}/models/base.pt",
     log:
         f"{RUN}/logs/import_pretrained_backbone.log",
+    benchmark:
+        f"{RUN}/benchmarks/import_pretrained_backbone.tsv"
     wildcard_constraints:
         arch=constraint(PRETRAINED),
     conda:
@@ -71,6 +76,8 @@ rule plot_training:
         ),
     log:
         f"{RUN}/logs/plot_training.log",
+    benchmark:
+        f"{RUN}/benchmarks/plot_training.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: 1

@@ -6,6 +6,8 @@ rule generate_offline_dataset:
         f"{DATA}/datasets/{{dataset}}.npz",
     log:
         f"{DATA}/logs/generate_{{dataset}}.log",
+    benchmark:
+        f"{DATA}/benchmarks/generate_offline_dataset/{{dataset}}.tsv"
     wildcard_constraints:
         dataset=one_of(OFFLINE),
     conda:
@@ -25,6 +27,8 @@ rule download_archive:
         protected(f"{DATA}/raw/{{archive}}"),
     log:
         f"{DATA}/logs/download_{{archive}}.log",
+    benchmark:
+        f"{DATA}/benchmarks/download_archive/{{archive}}.tsv"
     wildcard_constraints:
         archive=one_of(datasets.ARCHIVES),
     conda:
@@ -50,6 +54,8 @@ rule convert_dataset:
         f"{DATA}/datasets/{{dataset}}.npz",
     log:
         f"{DATA}/logs/convert_{{dataset}}.log",
+    benchmark:
+        f"{DATA}/benchmarks/convert_dataset/{{dataset}}.tsv"
     wildcard_constraints:
         dataset=f"({one_of(DOWNLOADED)})(@[a-z0-9-]+)?",
     conda:

@@ -20,6 +20,8 @@ rule analyze_featurenorm_blocks:
         ),
     log:
         f"{RUN}/logs/featurenorm_blocks/{{variant}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/analyze_featurenorm_blocks/{{variant}}.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: 1

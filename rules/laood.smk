@@ -20,6 +20,8 @@ rule analyze_laood_layers:
         ),
     log:
         f"{RUN}/logs/laood_layers/{{variant}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/analyze_laood_layers/{{variant}}.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: 1

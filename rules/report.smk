@@ -22,6 +22,8 @@ rule summarize:
         ),
     log:
         f"{RESULTS}/logs/summarize.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summarize.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: 1

@@ -123,6 +123,8 @@ rule compute_metrics:
         ),
     log:
         f"{RUN}/logs/metrics/{{variant}}/{{method}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/compute_metrics/{{variant}}/{{method}}.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: 1

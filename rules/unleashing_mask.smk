@@ -11,6 +11,8 @@ rule estimate_loss_constraint:
         f"{RUN}/unleashing_mask/{{checkpoint}}.constraint.json",
     log:
         f"{RUN}/logs/estimate_loss_constraint/{{checkpoint}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/estimate_loss_constraint/{{checkpoint}}.tsv"
     wildcard_constraints:
         checkpoint=one_of(cfg.model_names(config)),
     conda:
@@ -78,6 +80,8 @@ rule plot_finetune:
         ),
     log:
         f"{RUN}/logs/plots/finetune/{{finetune}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/plot_finetune/{{finetune}}.tsv"
     wildcard_constraints:
         finetune=constraint(FINETUNES),
     conda:

@@ -20,6 +20,7 @@ rule embed_watermark:
         f"{RUN}/benchmarks/embed_watermark/{{owner}}.tsv"
     wildcard_constraints:
         owner=constraint(OWNERS),
+    priority: 1
     conda:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
@@ -86,6 +87,7 @@ rule attack_watermark:
     wildcard_constraints:
         owner=constraint(OWNERS),
         attack=constraint(ATTACKS),
+    priority: 1
     conda:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
@@ -113,6 +115,8 @@ rule prune_watermark:
         f"{RUN}/watermarknn/{{owner}}/pruning.csv",
     log:
         f"{RUN}/logs/prune_watermark/{{owner}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/prune_watermark/{{owner}}.tsv"
     wildcard_constraints:
         owner=constraint(OWNERS),
     conda:
@@ -167,6 +171,8 @@ rule verify_ownership:
         ),
     log:
         f"{RUN}/logs/verify_ownership.log",
+    benchmark:
+        f"{RUN}/benchmarks/verify_ownership.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1

@@ -132,7 +132,7 @@ def owner_and_clean(tmp_path, toy, triggers):
     return owner, clean
 
 
-def test_embedding_logs_trigger_accuracy_and_a_clean_model_is_not_claimed(tmp_path, toy, triggers):
+def test_embedding_logs_trigger_accuracy_and_a_clean_model_is_not_claimed(tmp_path, toy, triggers, monkeypatch):
     import pandas as pd
 
     owner_and_clean(tmp_path, toy, triggers)
@@ -150,6 +150,15 @@ def test_embedding_logs_trigger_accuracy_and_a_clean_model_is_not_claimed(tmp_pa
     assert not rows.loc["clean", "claimed"]
     assert rows.loc["clean", "trigger_accuracy"] < threshold["threshold"]
     assert threshold["null_models"] == 3 and len(threshold["null_accuracies"]) == 3
+
+    loaded, load = [], models.load_model
+    monkeypatch.setattr(models, "load_model", lambda path, device="cpu": loaded.append(str(path)) or load(path, device))
+    key = (tmp_path / "mk.npz", tmp_path / "vk.json")
+    both, _, _ = watermarknn.verify_owners({"owner": tmp_path / "owner.pt", "twin": tmp_path / "owner.pt"},
+                                           {"owner": key, "twin": key}, nulls, {}, toy,
+                                           {"rule": "null-models", "alpha": 1e-3}, device="cpu")
+    assert list(both["network"]) == ["owner", "twin"] and both["claimed"].nunique() == 1
+    assert loaded == nulls  # two owners, one trigger set: each null model is queried once
 
     marking = dict(np.load(tmp_path / "mk.npz"))
     marking["labels"][0] = (marking["labels"][0] + 1) % 4

@@ -28,7 +28,8 @@ MODELS: dict[str, Callable[..., Backbone]] = {
     "vgg16_bn": vgg16_bn,
 }
 
-__all__ = ["MODELS", "NORMALIZATIONS", "Backbone", "BlockOutputs", "build", "load_model", "save_model"]
+__all__ = ["MODELS", "NORMALIZATIONS", "Backbone", "BlockOutputs", "build", "load_checkpoint", "load_model",
+           "save_model"]
 
 
 def build(arch: str, **kwargs) -> Backbone:
@@ -47,12 +48,18 @@ def save_model(path, model: Backbone, spec: dict, **extra) -> None:
     save_torch(path, {"spec": dict(spec), "state_dict": model.state_dict(), **extra})
 
 
-def load_model(path, device="cpu") -> Backbone:
+def load_checkpoint(path, device="cpu") -> tuple[Backbone, dict]:
+    """The model in eval mode and the whole checkpoint (spec and what a trainer kept beside
+    the weights), from one read of the file."""
     ckpt = load_torch(path, map_location=device)
     spec = dict(ckpt["spec"])
     model = build(spec.pop("arch"), **spec)
     model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()
+    return model.to(device).eval(), ckpt
+
+
+def load_model(path, device="cpu") -> Backbone:
+    return load_checkpoint(path, device)[0]
 
 
 def hendrycks_wrn_keys(state_dict: dict) -> dict:
