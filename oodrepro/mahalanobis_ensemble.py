@@ -86,24 +86,21 @@ def layer_scores(model, images: np.ndarray, stats: list[dict], layers: list[str]
         return _distances(f.double(), means, precision).min(1).values
 
     out = np.zeros((len(magnitudes), len(images), len(layers)))
+    perturb = any(m != 0 for m in magnitudes)
     for rows, x in image_batches(model, images, batch_size):
-        signs = []
-        if any(m != 0 for m in magnitudes):
-            x_in = x.clone().requires_grad_(True)
+        # one forward pass on the clean batch: the m = 0 scores and, when some m ≠ 0, the gradients
+        x_in = x.clone().requires_grad_(perturb)
+        with torch.set_grad_enabled(perturb):
             feats = layer_features(model, x_in, layers)
-            for i in range(len(layers)):
-                (grad,) = torch.autograd.grad(closest(feats[i], i).sum(), x_in, retain_graph=i < len(layers) - 1)
-                signs.append(grad.sign())
+            dists = [closest(f, i) for i, f in enumerate(feats)]
+        signs = [torch.autograd.grad(d.sum(), x_in, retain_graph=i < len(layers) - 1)[0].sign()
+                 for i, d in enumerate(dists)] if perturb else []
         with torch.no_grad():
             for k, m in enumerate(magnitudes):
-                if m == 0:  # no pre-processing: one forward pass serves every layer
-                    feats = layer_features(model, x, layers)
-                    for i in range(len(layers)):
-                        out[k, rows, i] = (-0.5 * closest(feats[i], i)).cpu().numpy()
-                    continue
                 for i in range(len(layers)):
-                    f = layer_features(model, x - m * signs[i], layers[: i + 1])[i]
-                    out[k, rows, i] = (-0.5 * closest(f, i)).cpu().numpy()
+                    d = dists[i].detach() if m == 0 else closest(
+                        layer_features(model, x - m * signs[i], layers[: i + 1])[i], i)
+                    out[k, rows, i] = (-0.5 * d).cpu().numpy()
     return out
 
 

@@ -44,6 +44,11 @@ def use_bf16(setting, device: torch.device) -> bool:
     return device.type == "cpu" and any(getattr(cpu, p, lambda: False)() for p in probes)
 
 
+def bf16_autocast(setting, device: torch.device) -> torch.autocast:
+    """The autocast context of every training pass: bf16 where `use_bf16` says, else a no-op."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16(setting, device))
+
+
 def lr_at(epoch: int, recipe: dict) -> float:
     """Learning rate of epoch `epoch` (0-based) under the recipe's schedule."""
     base, sched = recipe["lr"], recipe.get("schedule", {"kind": "constant"})
@@ -153,7 +158,7 @@ def fit(
     # the hardware runs it natively (`use_bf16`); `compile: true` runs the forward through torch.compile.
     model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if recipe.get("compile", False) else model
-    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16(recipe.get("bf16", "auto"), dev))
+    autocast = bf16_autocast(recipe.get("bf16", "auto"), dev)
     bar = tqdm(range(start, epochs), initial=start, total=epochs, desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         t0 = time.time()
@@ -179,10 +184,10 @@ def fit(
             x = x.contiguous(memory_format=torch.channels_last)
             y = y_all[idx]
             if getattr(step, "updates_itself", False):  # manages its own passes (and copies of the model)
-                with torch.autocast(**autocast):
+                with autocast:
                     loss, logits = step(model, x, y, b, gen, opt)
             else:
-                with torch.autocast(**autocast):
+                with autocast:
                     if step is None:
                         logits = net(x)
                         loss = F.cross_entropy(logits.float(), y)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import models
 from .io import load_torch, save_csv, save_torch
-from .training import epoch_generator, pick_device, to_tensor, use_bf16
+from .training import bf16_autocast, epoch_generator, pick_device, to_tensor
 
 OBJECTIVES = ("msp", "energy")
 
@@ -80,7 +80,7 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
     """
     dev = pick_device(device)
     model = model.to(dev, memory_format=torch.channels_last).eval()
-    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16(params.get("bf16", "auto"), dev))
+    autocast = bf16_autocast(params.get("bf16", "auto"), dev)
     for p in model.parameters():
         p.requires_grad_(False)
     w = torch.zeros(1, 3, 32, 32, device=dev)
@@ -111,7 +111,7 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
             y = y_all[idx]
 
             def loss_at(v):
-                with torch.autocast(**autocast):
+                with autocast:
                     return loss(model, z_id, y, z_noise, v, params["objective"], params["beta"], **extra)
 
             w, value = sam_sign_step(w, loss_at, params["rho"], alpha)
