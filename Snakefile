@@ -36,9 +36,8 @@ BENCH = config["benchmark"]
 EVALUATED = [BENCH["id_test"], *BENCH["ood"]]  # every set a model is scored on
 RUN = f"{RESULTS}/{{bench}}/{{arch}}/seed{{seed}}"
 GPU = cfg.gpus_per_job(config)  # the `gpu` resource of every rule that runs a network
-NETWORK_THREADS = config[
-    "network_threads"
-]  # the `threads` of every rule that trains or runs one
+# the `threads` of every rule that trains or runs a network
+NETWORK_THREADS = config["network_threads"]
 
 
 OFFLINE = [n for n, s in datasets.DATASETS.items() if s.offline is not None]

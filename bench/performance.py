@@ -46,8 +46,7 @@ def our_path(images, labels, batch, steps, device, bf16="auto") -> float:
               "augment": {"crop_padding": 4, "flip": True}, "bf16": bf16}
     model = models.build(**SPEC).to(device)
     with tempfile.TemporaryDirectory() as tmp:
-        warm = {**recipe, "batch_size": batch}
-        training.fit(model, model.parameters(), images[: 2 * batch], labels[: 2 * batch], warm,
+        training.fit(model, model.parameters(), images[: 2 * batch], labels[: 2 * batch], recipe,
                      Path(tmp) / "w.pt", Path(tmp) / "w.csv", progress=False)
         sync(device)
         t0 = time.perf_counter()
