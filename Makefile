@@ -13,8 +13,9 @@ REPORT = $(RESULTS)/report.html
 
 .PHONY: run report test venv clean
 
+# oodrepro.launch: one-line errors for a missing or invalid config, and unlocking after a killed run
 run: $(BIN)/.installed
-	$(SNAKEMAKE) $(ARGS)
+	$(BIN)/python -m oodrepro.launch $(CONFIG) -- $(SNAKEMAKE) $(ARGS)
 	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG)
 
 # The HTML report is rebuilt only when a result is newer than it, so a rerun does nothing.

@@ -20,11 +20,20 @@ min_version("9.0")
 report: "report/workflow.rst"
 
 
+# Every config file parsed strictly (a duplicated key names its line), and a complete config
+# that Snakemake would merge into config.yaml (no --replace-workflow-config) refused.
+cfg.check_config_files(
+    "config.yaml",
+    workflow.overwrite_configfiles,
+    workflow.config_settings.replace_workflow_config,
+)
+
+
 configfile: "config.yaml"
 
 
 # Fills in defaults; fails before any job, naming the offending key.
-cfg.validate(config)
+cfg.validate(config, cache_dir=".snakemake/oodrepro")
 
 # Jobs import this checkout's `oodrepro` in whatever environment runs them (a rule's conda
 # env, a cluster node), without installing it there.

@@ -7,6 +7,9 @@ offending key so a typo never becomes a silent default.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import math
 import os
 from pathlib import Path
 
@@ -36,6 +39,57 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key == "<<":  # a merge key is meant to be overridden
+                continue
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError(f"{mark.name}:{mark.line + 1}: key {key!r} is given twice in one mapping "
+                                  f"(first on line {seen[key] + 1}); YAML would silently keep only the last")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path) -> dict:
+    """A config file, parsed strictly: a syntax error or a duplicated key names the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {err.problem}") from None
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("<unicode string>", str(path), 1)) from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys at the top level")
+    return loaded
+
+
+def check_config_files(workflow_file, cli_files, replace: bool) -> None:
+    """Parse every config file strictly, and refuse a complete config (a preset) that Snakemake
+    would merge key by key into `workflow_file` because --replace-workflow-config is missing."""
+    present = Path(workflow_file).exists()  # Snakemake merges only a workflow config that exists
+    for path in [workflow_file] * present + list(cli_files):
+        read_yaml(path)
+    if replace or not present:
+        return
+    for path in cli_files:
+        same = Path(path).resolve() == Path(workflow_file).resolve()
+        if not same and set(schema()["required"]) <= set(read_yaml(path)):
+            path = os.path.relpath(path)
+            raise ConfigError(
+                f"{path} is a complete config, but without --replace-workflow-config Snakemake merges it into "
+                f"{workflow_file} (their keys mixed). Add --replace-workflow-config, or run: make run CONFIG={path}")
+
+
 def schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
@@ -44,23 +98,102 @@ def _where(err: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in err.absolute_path) or "(top level)"
 
 
-def validate(config: dict) -> dict:
-    """Validate `config` in place (filling defaults) and return it; raise ConfigError naming the key."""
+def validate(config: dict, cache_dir=None) -> dict:
+    """Validate `config` in place (filling defaults) and return it; raise ConfigError naming the key.
+
+    `cache_dir` keeps the backbones' layer names between runs (see `architecture_names`)."""
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for e in errors:
-            msg = e.message
-            if e.validator == "additionalProperties":
-                msg = f"unknown key: {msg}"
-            lines.append(f"  {_where(e)}: {msg}")
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    lines = []
+    for e in errors:
+        msg = e.message
+        if e.validator == "additionalProperties":
+            msg = f"unknown key: {msg}"
+        lines.append(f"  {_where(e)}: {msg}")
+    lines += [f"  {key}: {value} is not a finite number" for key, value in _non_finite(config)]
+    if lines:
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
-    _check_semantics(config)
+    _check_semantics(config, cache_dir)
     return config
 
 
-def _check_semantics(config: dict) -> None:
+def _non_finite(node, key: str = "") -> list[tuple[str, float]]:
+    """Every NaN or infinity in the config (the schema's bounds let NaN through)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [(key or "(top level)", node)]
+    if isinstance(node, dict):
+        return [hit for k, v in node.items() for hit in _non_finite(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(node, list):
+        return [hit for i, v in enumerate(node) for hit in _non_finite(v, f"{key}[{i}]")]
+    return []
+
+
+def _recipe_problems(key: str, recipe: dict, first_epoch: int = 0) -> list[str]:
+    """A step schedule needs milestones, each reached within the run (schedule epochs start at
+    `first_epoch` for a continuation)."""
+    schedule = recipe.get("schedule", {})
+    if schedule.get("kind") == "step" and "milestones" not in schedule:
+        return [f"{key}.schedule: a step schedule needs milestones"]
+    last = first_epoch + recipe["epochs"]
+    return [f"{key}.schedule.milestones: milestone {m} is beyond epoch {last}, the run's last"
+            for m in schedule.get("milestones", []) if m > last]
+
+
+def architecture_names(spec: dict, cache_dir=None) -> dict[str, list[str]]:
+    """The block names and module names of the backbone `spec` builds.
+
+    Building it (on torch's meta device, no weights) needs torch, whose import alone costs a
+    no-op rerun over a second; so the names are cached in `cache_dir`, keyed by the spec and
+    the models' source code, and torch is imported only when that key is new.
+    """
+    sources = sorted((Path(__file__).parent / "models").glob("*.py"))
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()
+                         + b"".join(p.read_bytes() for p in sources)).hexdigest()[:20]
+    cached = Path(cache_dir) / f"architecture-{key}.json" if cache_dir else None
+    if cached is not None and cached.is_file():
+        return json.loads(cached.read_text())
+    import torch
+
+    from . import models
+
+    with torch.device("meta"):
+        arch_spec = dict(spec)
+        model = models.build(arch_spec.pop("arch"), **arch_spec)
+    names = {"blocks": list(model.block_names), "modules": [n for n, _ in model.named_modules() if n]}
+    if cached is not None:
+        from .io import save_json
+
+        save_json(cached, names)
+    return names
+
+
+def _layer_problems(config: dict, backbone: str, cache_dir=None) -> list[str]:
+    """Layers and blocks named by scores must exist in the backbone (else a job fails hours in)."""
+    chosen = config["scores"]
+    if not {"mahalanobis", "mahalanobis_ensemble", "featurenorm"} & set(chosen):
+        return []
+    names = architecture_names(model_spec(config, backbone), cache_dir)
+    blocks, arch = names["blocks"], config["backbones"][backbone]["arch"]
+    problems = []
+    features = ["logits", "penultimate", *(f"block_{j}" for j in range(len(blocks)))]
+    layer = chosen.get("mahalanobis", {}).get("layer", "penultimate")
+    if "mahalanobis" in chosen and layer not in features:
+        problems.append(f"scores.mahalanobis.layer: {arch} has no feature {layer!r}; known: {', '.join(features)}")
+    modules = set(names["modules"])
+    for i, name in enumerate(chosen.get("mahalanobis_ensemble", {}).get("layers", [])):
+        if name != "penultimate" and name not in modules:
+            top = sorted({m for m in modules if m.count(".") <= 1}, key=lambda m: (m.split(".")[0], len(m), m))
+            problems.append(f"scores.mahalanobis_ensemble.layers[{i}]: {arch} has no module {name!r}; "
+                            f"e.g. {', '.join(top[:12])}, … or penultimate")
+    block = chosen.get("featurenorm", {}).get("block", "auto")
+    if "featurenorm" in chosen and block != "auto" and not (
+            block in blocks or (isinstance(block, int) and 0 <= block < len(blocks))):
+        problems.append(f"scores.featurenorm.block: {arch} has no block {block!r}; blocks: {', '.join(blocks)} "
+                        f"(or an index 0..{len(blocks) - 1}, or auto)")
+    return problems
+
+
+def _check_semantics(config: dict, cache_dir=None) -> None:
     problems = []
     bench = config["benchmark"]
     named = [("benchmark.id_train", bench["id_train"]), ("benchmark.id_test", bench["id_test"])]
@@ -86,12 +219,17 @@ def _check_semantics(config: dict) -> None:
         recipe = recipe_of(config, name)
         if set(recipe.get("keep", {})) != keep_names:
             problems.append(f"backbones.{name}.training.keep: must name the same checkpoints as training.keep")
-        for m in recipe.get("schedule", {}).get("milestones", []):
-            if m > recipe["epochs"]:
-                problems.append(f"backbones.{name}: milestone {m} is beyond epoch {recipe['epochs']}")
-        if recipe.get("schedule", {}).get("kind") == "step" and "milestones" not in recipe["schedule"]:
-            problems.append(f"backbones.{name}: a step schedule needs milestones")
+        where = f"backbones.{name}.training" if "training" in config["backbones"][name] else "training"
+        problems += _recipe_problems(where, recipe)
+        for ft in config["finetunes"]:
+            problems += _recipe_problems(f"finetunes.{ft}.training", finetune_recipe(config, name, ft))
+        for owner, spec in config.get("watermarknn", {}).get("owners", {}).items():
+            problems += _recipe_problems(f"watermarknn.owners.{owner}.training", owner_recipe(config, name, owner),
+                                         spec.get("first_epoch", 0))
+        problems += _layer_problems(config, name, cache_dir)
     for name, wm in config["watermarks"].items():
+        if wm["decay_epoch"] > wm["epochs"]:
+            problems.append(f"watermarks.{name}.decay_epoch: {wm['decay_epoch']} is beyond its {wm['epochs']} epochs")
         if wm["objective"] == "energy" and not {"t_in", "t_out"} <= set(wm):
             problems.append(f"watermarks.{name}: the energy objective needs t_in and t_out")
         if wm["objective"] == "msp" and {"t_in", "t_out"} & set(wm):
@@ -145,9 +283,14 @@ def _check_semantics(config: dict) -> None:
             problems.append("watermarknn.ownership: the fixed rule needs min_accuracy")
         if wnn["ownership"]["rule"] == "null-models" and "alpha" not in wnn["ownership"]:
             problems.append("watermarknn.ownership: the null-models rule needs alpha")
-    if bench["id_test"] in bench["ood"]:
-        problems.append("benchmark.ood: must not contain the ID test set")
+    for role in ("id_test", "id_train"):
+        if bench[role] in bench["ood"]:
+            problems.append(f"benchmark.ood: must not contain the ID set benchmark.{role} ({bench[role]!r})")
+    if bench.get("outliers") in (bench["id_train"], bench["id_test"], *bench["ood"]):
+        problems.append(f"benchmark.outliers: {bench['outliers']!r} is an ID or OOD set; outlier exposure must "
+                        "train on other data")
     if problems:
+        problems = list(dict.fromkeys(problems))  # checks repeated per backbone report once
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
 
 
@@ -209,6 +352,15 @@ def model_spec(config: dict, backbone: str) -> dict:
     return spec
 
 
+def variant_spec(config: dict, backbone: str, variant: str = "base") -> dict:
+    """The spec a model variant's checkpoint must carry: the backbone's, plus the watermark
+    flag for a watermarked variant `<model>+<watermark>`."""
+    spec = model_spec(config, backbone)
+    if variant.rpartition("+")[2] in config["watermarks"]:
+        spec["watermark"] = True
+    return spec
+
+
 def kept_epochs(recipe: dict) -> dict[str, int]:
     """Named checkpoints' epochs: a fraction of the run, rounded, at least epoch 1."""
     return {name: max(1, round(frac * recipe["epochs"])) for name, frac in recipe.get("keep", {}).items()}
@@ -228,5 +380,5 @@ def gpus_per_job(config: dict) -> int:
     return int(device.startswith("cuda"))
 
 
-def load(path) -> dict:
-    return validate(yaml.safe_load(Path(path).read_text()))
+def load(path, cache_dir=None) -> dict:
+    return validate(read_yaml(path), cache_dir)

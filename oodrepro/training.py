@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import models
-from .io import load_torch, save_csv, save_torch
+from . import models, resume
+from .io import save_csv
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -32,16 +32,29 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def use_bf16(setting, device: torch.device) -> bool:
-    """Whether training runs under bf16 autocast: `auto` on CUDA and on CPUs with native bf16
-    arithmetic (AVX512-BF16 or AMX; about 2× float32 there), never on other CPUs, where it is
-    emulated and slow. `true` / `false` force it (false: float32 throughout)."""
+    """Whether training runs under bf16 autocast: `auto` on CUDA only. On a CPU, bf16 runs on
+    whatever kernels the ISA has (AMX, AVX512-BF16, or emulated), so one config would train
+    differently on different CPUs (a toy problem reached 65 % with AMX, 100 % in float32);
+    float32 everywhere costs the default run's training about 1.4× (README, bench/bf16.py).
+    `true` / `false` force it (false: float32 throughout)."""
     if setting != "auto":
         return bool(setting)
+    return device.type == "cuda"
+
+
+# oneDNN's channels-last convolution backward on AVX512 CPUs corrupted the heap ("double free")
+# for convolutions of 4-12 channels at odd batch sizes; from 16 channels on it is safe and faster.
+CHANNELS_LAST_MIN_CHANNELS = 16
+
+
+def use_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
+    """Channels-last layout on CUDA, and on a CPU for networks whose every convolution has at
+    least CHANNELS_LAST_MIN_CHANNELS input and output channels (1.3× faster there in float32)."""
     if device.type == "cuda":
         return True
-    cpu = getattr(torch, "cpu", None)
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return device.type == "cpu" and any(getattr(cpu, p, lambda: False)() for p in probes)
+    wide = CHANNELS_LAST_MIN_CHANNELS
+    return all(m.out_channels >= wide and (m.in_channels >= wide or m.in_channels == 3)  # 3: the RGB stem
+               for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 def bf16_autocast(setting, device: torch.device) -> torch.autocast:
@@ -117,6 +130,7 @@ def fit(
     train_mode: Callable | None = None,
     extra_state=None,
     first_epoch: int = 0,
+    identity: dict | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> list[dict]:
@@ -132,8 +146,12 @@ def fit(
     (DOE's two steps per batch). `extra_state` (state_dict / load_state_dict) is saved and
     resumed with the model: a trainer's own memory, e.g. POEM's feature buffer.
     The learning rate of epoch e is `lr_at(first_epoch + e)`: a continuation can resume an
-    earlier run's schedule. The full state is saved after every epoch and resumed from.
+    earlier run's schedule. The full state is saved after every epoch and resumed from, but
+    only by the same job: its fingerprint covers the recipe, seed, starting weights, which
+    parameters train, the data and `identity` (whatever else the caller's hooks depend on);
+    a state that does not match is discarded (see `resume`).
     """
+    params = list(params)
     dev = next(model.parameters()).device
     opt = torch.optim.SGD(
         params, lr=recipe["lr"], momentum=recipe.get("momentum", 0.9),
@@ -142,8 +160,15 @@ def fit(
     history: list[dict] = []
     start = 0
     state_path = Path(state_path)
-    if state_path.exists():
-        state = load_torch(state_path, map_location=dev)
+    trained = {id(p) for p in params}
+    job = resume.fingerprint(
+        recipe=recipe, seed=seed, first_epoch=first_epoch, identity=identity or {},
+        model={"class": type(model).__name__, "arch": model.arch, "normalization": model.normalization},
+        start=model.state_dict(), trained=[n for n, p in model.named_parameters() if id(p) in trained],
+        images=np.asarray(images), labels=np.asarray(labels, np.int64))
+    # a discarded state's kept checkpoints (`_kept`) need no cleaning: every run rewrites them before use
+    state = resume.load(state_path, job, dev)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history, start = state["history"], state["epoch"]
@@ -154,9 +179,10 @@ def fit(
     n, bs = len(y_all), recipe["batch_size"]
     aug = recipe.get("augment", {})
     epochs = recipe["epochs"]
-    # Channels-last layout everywhere (faster convolutions on CPU and GPU); bf16 autocast where
-    # the hardware runs it natively (`use_bf16`); `compile: true` runs the forward through torch.compile.
-    model.to(memory_format=torch.channels_last)
+    # Channels-last layout where it is fast and safe (`use_channels_last`); bf16 autocast on CUDA
+    # (`use_bf16`); `compile: true` runs the forward through torch.compile.
+    layout = torch.channels_last if use_channels_last(model, dev) else torch.contiguous_format
+    model.to(memory_format=layout)
     net = torch.compile(model) if recipe.get("compile", False) else model
     autocast = bf16_autocast(recipe.get("bf16", "auto"), dev)
     bar = tqdm(range(start, epochs), initial=start, total=epochs, desc=desc, unit="epoch", disable=not progress)
@@ -181,7 +207,7 @@ def fit(
             if len(idx) < 2:  # BatchNorm cannot train on one image
                 continue
             x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=layout)
             y = y_all[idx]
             if getattr(step, "updates_itself", False):  # manages its own passes (and copies of the model)
                 with autocast:
@@ -206,9 +232,9 @@ def fit(
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['accuracy']:.3f}")
         if after_epoch is not None:
             after_epoch(epoch, model, history)
-        save_torch(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                                "epoch": epoch + 1,
-                                "extra": extra_state.state_dict() if extra_state is not None else {}})
+        resume.save(state_path, job, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "history": history, "epoch": epoch + 1,
+                                      "extra": extra_state.state_dict() if extra_state is not None else {}})
         save_csv(log_csv, pd.DataFrame(history))
     save_csv(log_csv, pd.DataFrame(history))
     return history
@@ -232,6 +258,7 @@ def train_backbone(
     step: Callable | None = None,
     epoch_start: Callable | None = None,
     evaluate: Callable | None = None,
+    identity: dict | None = None,
 ) -> models.Backbone:
     """Train `models.build(**spec)` (or continue the checkpoint `init`) and save it to `out`.
 
@@ -241,7 +268,7 @@ def train_backbone(
     checkpoints: {name: (epoch, path)} saves the weights after that (1-based) epoch.
     `state_path` holds the full training state after every epoch; when it exists the run
     continues from it, and it is removed once `out` is written. `first_epoch`, `step`,
-    `epoch_start` and `evaluate` are `fit`'s.
+    `epoch_start`, `evaluate` and `identity` are `fit`'s.
     """
     best_test = recipe.get("checkpoint", "last") == "best_test"
     if best_test and test is None:
@@ -254,7 +281,7 @@ def train_backbone(
     torch.manual_seed(seed)
     model = models.build(**spec).to(dev)
     if init is not None:
-        model.load_state_dict(load_torch(init, map_location=dev)["state_dict"])
+        model.load_state_dict(models.load_checkpoint(init, dev, spec=spec)[1]["state_dict"])
     state_path = Path(state_path)
 
     def scores(m):
@@ -274,13 +301,14 @@ def train_backbone(
 
     fit(model, model.parameters(), images, labels, recipe, state_path, log_csv, seed=seed, step=step,
         epoch_start=epoch_start, evaluate=scores if (test is not None or evaluate) else None,
-        after_epoch=save_extras, first_epoch=first_epoch, progress=progress)
+        after_epoch=save_extras, first_epoch=first_epoch, progress=progress,
+        identity={"spec": spec, "keep": {n: at for n, (at, _) in keep.items()}, "test": test, **(identity or {})})
     for name, (_, path) in keep.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(_kept(state_path, name), path)
     if best_test and _kept(state_path, "best").exists():
         os.replace(_kept(state_path, "best"), out)
-        model = models.load_model(out, dev)
+        model = models.load_model(out, dev, spec=spec)
     else:
         models.save_model(out, model, spec, epoch=recipe["epochs"])
     state_path.unlink(missing_ok=True)

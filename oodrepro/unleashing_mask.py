@@ -53,16 +53,17 @@ def random_mask(model: nn.Module, keep: float, gen: torch.Generator) -> nn.Modul
 @torch.no_grad()
 def estimate_constraint(checkpoint, images: np.ndarray, labels: np.ndarray, keep: float = 0.965, draws: int = 5,
                         batch_size: int = 512, augmentation: dict | None = None, seed: int = 0,
-                        device: str = "auto") -> dict:
+                        device: str = "auto", *, spec: dict | None) -> dict:
     """The loss constraint UM: the sample-weighted mean training CE of the randomly masked
-    model in eval mode, over the augmented training set; the mean of `draws` seeded draws."""
+    model in eval mode, over the augmented training set; the mean of `draws` seeded draws.
+    `spec`: the model the config names (checked against the checkpoint's)."""
     dev = pick_device(device)
     aug = augmentation or {}
     x_all, y_all = to_tensor(images, dev), torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
     values = []
     for d in range(draws):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + d)
-        model = random_mask(models.load_model(checkpoint, dev), keep, gen).eval()
+        model = random_mask(models.load_model(checkpoint, dev, spec=spec), keep, gen).eval()
         total = 0.0
         perm = torch.randperm(len(y_all), generator=gen).to(dev)
         for i in range(0, len(y_all), batch_size):
@@ -139,7 +140,7 @@ def bake_masks(model: nn.Module) -> dict[str, float]:
 def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, out, state_path, log_csv, *,
              level: float | None, beta: float = 1.0, mask_keep: float | None = None, train_weights: bool = False,
              exposure: dict | None = None, outliers: np.ndarray | None = None, test=None, seed: int = 0,
-             device: str = "auto", progress: bool = True) -> nn.Module:
+             device: str = "auto", spec: dict | None, progress: bool = True) -> nn.Module:
     """Fine-tune `checkpoint` (which must exist: never a random init).
 
     `level` None trains the ID term with plain CE; a number applies flooding at that level.
@@ -147,9 +148,10 @@ def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, o
     `exposure` ({method, weight, ood_factor, method options}) adds that outlier-exposure term
     on `outliers`, with as many selected outliers as ood_factor × the ID training set.
     Saves an ordinary checkpoint; the UM level, mask and method are kept beside the weights.
+    `spec`: the model the config names (checked against the checkpoint's).
     """
     dev = pick_device(device)
-    model, ckpt = models.load_checkpoint(checkpoint, dev)
+    model, ckpt = models.load_checkpoint(checkpoint, dev, spec=spec)
     spec = dict(ckpt["spec"])
     params = list(model.parameters())
     if mask_keep is not None:
@@ -174,8 +176,11 @@ def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, o
 
         epoch_start = extra = None
     evaluate = (lambda m: {"test_accuracy": training.accuracy(m, *test)}) if test is not None else None
+    identity = {"spec": spec, "level": level, "beta": beta, "mask_keep": mask_keep, "train_weights": train_weights,
+                "exposure": exposure, "outliers": outliers, "test": test}
     training.fit(model, params, images, labels, recipe, state_path, log_csv, seed=seed, step=step,
-                 epoch_start=epoch_start, evaluate=evaluate, extra_state=extra, desc="fine-tune", progress=progress)
+                 epoch_start=epoch_start, evaluate=evaluate, extra_state=extra, identity=identity, desc="fine-tune",
+                 progress=progress)
     info = {"um_level": level, "beta": beta, "from": str(checkpoint)}
     if mask_keep is not None:
         info["kept_fraction"] = bake_masks(model)

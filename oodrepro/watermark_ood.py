@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import models
+from . import models, resume
 from .io import load_torch, save_csv, save_torch
-from .training import bf16_autocast, epoch_generator, pick_device, to_tensor
+from .training import bf16_autocast, epoch_generator, pick_device, to_tensor, use_channels_last
 
 OBJECTIVES = ("msp", "energy")
 
@@ -72,22 +72,27 @@ def project(w: torch.Tensor, epsilon: float | None) -> torch.Tensor:
 
 def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params: dict, state_path,
           log_csv, seed: int = 0, device: str = "auto", progress: bool = True) -> torch.Tensor:
-    """Learn w for a frozen `model`; resumable from `state_path` after every epoch.
+    """Learn w for a frozen `model`; resumable from `state_path` after every epoch, by the
+    same job only (the state's fingerprint covers params, seed, the model's weights and the data).
 
     params: objective, alpha, sigma, rho, beta, (t_in, t_out for energy), epochs,
     decay_epoch (α ÷ 10 from this epoch on), batch_size, flip, epsilon (None = no budget),
     bf16 (autocast of the model's passes, as in training; w and its update stay float32).
     """
     dev = pick_device(device)
-    model = model.to(dev, memory_format=torch.channels_last).eval()
+    model = model.to(dev)
+    model = model.to(memory_format=torch.channels_last if use_channels_last(model, dev) else torch.contiguous_format)
+    model.eval()
     autocast = bf16_autocast(params.get("bf16", "auto"), dev)
     for p in model.parameters():
         p.requires_grad_(False)
     w = torch.zeros(1, 3, 32, 32, device=dev)
     history, start = [], 0
-    state_path = Path(state_path)
-    if state_path.exists():
-        state = load_torch(state_path, map_location=dev)
+    job = resume.fingerprint(params=params, seed=seed, model=model.state_dict(), arch=model.arch,
+                             normalization=model.normalization, images=np.asarray(images),
+                             labels=np.asarray(labels, np.int64))
+    state = resume.load(state_path, job, dev)
+    if state is not None:
         w, history, start = state["w"], state["history"], state["epoch"]
     x_all = to_tensor(images, dev)
     y_all = torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
@@ -120,16 +125,17 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
         history.append({"epoch": epoch + 1, "alpha": alpha, "loss": total / n, "w_linf": w.abs().max().item(),
                         "w_l2": w.norm().item(), "seconds": time.time() - t0})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", linf=f"{history[-1]['w_linf']:.2f}")
-        save_torch(state_path, {"w": w, "history": history, "epoch": epoch + 1})
+        resume.save(state_path, job, {"w": w, "history": history, "epoch": epoch + 1})
         save_csv(log_csv, pd.DataFrame(history))
     save_csv(log_csv, pd.DataFrame(history))
     return w.detach().cpu()
 
 
 def learn_and_save(base_path, out, images: np.ndarray, labels: np.ndarray, params: dict, state_path, log_csv,
-                   seed: int = 0, device: str = "auto", progress: bool = True) -> torch.Tensor:
-    """Learn the watermark of the checkpoint at `base_path` and save the watermarked variant to `out`."""
-    model = models.load_model(base_path, pick_device(device))
+                   seed: int = 0, device: str = "auto", progress: bool = True, *, spec: dict | None) -> torch.Tensor:
+    """Learn the watermark of the checkpoint at `base_path` (which must carry `spec`) and save
+    the watermarked variant to `out`."""
+    model = models.load_model(base_path, pick_device(device), spec=spec)
     w = learn(model, images, labels, params, state_path, log_csv, seed, device, progress)
     save_watermarked(out, base_path, w, params)
     Path(state_path).unlink(missing_ok=True)

@@ -145,6 +145,7 @@ def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], r
         spec, images, labels, recipe, out, state_path, log_csv, seed=seed, device=device, progress=progress,
         test=test, init=init, first_epoch=first_epoch, step=mixer.step, epoch_start=mixer.epoch_start,
         evaluate=lambda m: {"trigger_accuracy": trigger_accuracy(m, *triggers)},
+        identity={"triggers": triggers, "per_batch": per_batch},
     )
 
 
@@ -178,13 +179,14 @@ def ownership_threshold(null_accuracies: list[float], n: int, rule: dict) -> dic
 
 
 def verify(model_paths: dict[str, str], marking_path, verification_path, null_paths: list[str], test, rule: dict,
-           device: str = "auto", null_cache: dict | None = None) -> tuple[pd.DataFrame, dict]:
+           device: str = "auto", null_cache: dict | None = None, *, spec: dict | None) -> tuple[pd.DataFrame, dict]:
     """Open the commitments, set the threshold from the null models, and query every model.
 
     Trigger accuracy uses the head the spec prescribes: the model's own, or for RTLL / RTAL
     the owner's original head re-attached on the attacked features; the attacker's-view
     accuracy (own head) is reported beside it. `null_cache` keeps the null models' accuracy
-    per trigger set across calls (owners sharing a trigger set query them once).
+    per trigger set across calls (owners sharing a trigger set query them once). Every
+    network and null model must carry `spec`, the model the config names.
     """
     marking, verification = load_keys(marking_path, verification_path)
     open_commitments(marking, verification)
@@ -193,12 +195,12 @@ def verify(model_paths: dict[str, str], marking_path, verification_path, null_pa
     null_cache = {} if null_cache is None else null_cache
     key = hashlib.sha256(np.ascontiguousarray(images).tobytes() + np.asarray(labels, np.int64).tobytes()).hexdigest()
     if key not in null_cache:
-        null_cache[key] = [trigger_accuracy(models.load_model(p, dev), images, labels) for p in null_paths]
+        null_cache[key] = [trigger_accuracy(models.load_model(p, dev, spec=spec), images, labels) for p in null_paths]
     null = null_cache[key]
     threshold = ownership_threshold(null, len(labels), rule)
     rows = []
     for name, path in model_paths.items():
-        model, ckpt = models.load_checkpoint(path, dev)
+        model, ckpt = models.load_checkpoint(path, dev, spec=spec)
         head = ckpt.get("original_head")
         own = trigger_accuracy(model, images, labels)
         acc = own if head is None else trigger_accuracy(model, images, labels, {k: v.to(dev) for k, v in head.items()})
@@ -209,14 +211,14 @@ def verify(model_paths: dict[str, str], marking_path, verification_path, null_pa
 
 
 def verify_owners(networks: dict[str, str], keys: dict[str, tuple], null_paths: list[str],
-                  pruning: dict[str, pd.DataFrame], test, rule: dict, device: str = "auto"):
+                  pruning: dict[str, pd.DataFrame], test, rule: dict, device: str = "auto", *, spec: dict | None):
     """`verify` for every owner with its own key (its networks: the owner and its attacked
     copies); the clean base model is verified under the first key. Returns the per-network
     table, the threshold and the report's attack table (pruning rows included)."""
     tables, threshold, null_cache = [], {}, {}
     for i, (owner, (marking, verification)) in enumerate(keys.items()):
         mine = {n: p for n, p in networks.items() if n.partition(".")[0] == owner or (i == 0 and n == "base")}
-        table, threshold = verify(mine, marking, verification, null_paths, test, rule, device, null_cache)
+        table, threshold = verify(mine, marking, verification, null_paths, test, rule, device, null_cache, spec=spec)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
     return table, threshold, attack_table(table, pruning, threshold)
@@ -224,7 +226,8 @@ def verify_owners(networks: dict[str, str], keys: dict[str, tuple], null_paths: 
 
 # --------------------------------------------------------------------------- attacks
 def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path, log_csv, triggers, test, *,
-           frozen: str = "train", seed: int = 0, device: str = "auto", progress: bool = True) -> models.Backbone:
+           frozen: str = "train", seed: int = 0, device: str = "auto", spec: dict | None,
+           progress: bool = True) -> models.Backbone:
     """Fine-tune the watermarked model without triggers (watermarknn.md §2.4).
 
     FT*: keep the head; RT*: a fresh `Linear` (PyTorch default init). *LL trains only the
@@ -232,10 +235,11 @@ def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path,
     code's behaviour: BatchNorm statistics drift) or are put in eval mode (`frozen: eval`).
     Every epoch logs test accuracy, trigger accuracy with the spec's head, and with the
     attacker's own head; the attacked checkpoint keeps the owner's head for verification.
+    `spec`: the model the config names (checked against the owner checkpoint's).
     """
     reinit, all_layers = ATTACKS[kind]
     dev = pick_device(device)
-    model, owner = models.load_checkpoint(owner_path, dev)
+    model, owner = models.load_checkpoint(owner_path, dev, spec=spec)
     spec = dict(owner["spec"])
     head0 = {"weight": model.fc.weight.detach().clone(), "bias": model.fc.bias.detach().clone()}
     if reinit:
@@ -259,7 +263,8 @@ def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path,
                 "trigger_accuracy_own_head": own}
 
     training.fit(model, [p for p in model.parameters() if p.requires_grad], images, labels, recipe, state_path,
-                 log_csv, seed=seed, evaluate=evaluate, train_mode=train_mode, desc=kind, progress=progress)
+                 log_csv, seed=seed, evaluate=evaluate, train_mode=train_mode, desc=kind, progress=progress,
+                 identity={"spec": spec, "attack": kind, "frozen": frozen, "triggers": triggers, "test": test})
     extra = {"attack": kind, "original_head": {k: v.cpu() for k, v in head0.items()}} if reinit else {"attack": kind}
     models.save_model(out, model, spec, **extra)
     Path(state_path).unlink(missing_ok=True)
@@ -286,12 +291,13 @@ def prune(model: models.Backbone, rate: float) -> models.Backbone:
     return model
 
 
-def pruning_curve(owner_path, rates: list[float], triggers, test, device: str = "auto") -> pd.DataFrame:
-    """Test and trigger accuracy of the watermarked model pruned at each rate."""
+def pruning_curve(owner_path, rates: list[float], triggers, test, device: str = "auto", *,
+                  spec: dict | None) -> pd.DataFrame:
+    """Test and trigger accuracy of the watermarked model (which must carry `spec`) pruned at each rate."""
     dev = pick_device(device)
     rows = []
     for rate in [0.0, *rates]:
-        model = prune(models.load_model(owner_path, dev), rate)
+        model = prune(models.load_model(owner_path, dev, spec=spec), rate)
         rows.append({"prune_rate": rate, "test_accuracy": training.accuracy(model, *test),
                      "trigger_accuracy": trigger_accuracy(model, *triggers)})
     return pd.DataFrame(rows)

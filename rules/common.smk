@@ -56,6 +56,13 @@ def per_model(pattern, method=None):
     ]
 
 
+def expected_spec(wildcards):
+    """The model spec every checkpoint a rule reads must carry (checked when it is loaded)."""
+    return cfg.variant_spec(
+        config, wildcards.arch, getattr(wildcards, "variant", "base")
+    )
+
+
 def method_params(wildcards):
     return config["scores"][wildcards.method]
 

@@ -23,6 +23,7 @@ rule dump_features:
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
+        spec=expected_spec,
     script:
         "../workflow_scripts/dump_features.py"
 
@@ -47,6 +48,7 @@ rule dump_train_features:
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
+        spec=expected_spec,
     script:
         "../workflow_scripts/dump_features.py"
 
@@ -71,6 +73,7 @@ rule dump_jigsaw_features:
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
+        spec=expected_spec,
         seed=config["scores"].get("featurenorm", {}).get("jigsaw_seed", 0),
     script:
         "../workflow_scripts/dump_jigsaw_features.py"
@@ -100,5 +103,6 @@ rule dump_conv_features:
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
+        spec=expected_spec,
     script:
         "../workflow_scripts/dump_conv_features.py"

@@ -52,6 +52,7 @@ rule fit_network_detector:
         augmentation=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
         seed=lambda w: int(w.seed),
         device=config["device"],
+        spec=expected_spec,
     script:
         "../workflow_scripts/fit_network_detector.py"
 
@@ -103,6 +104,7 @@ rule score_network:
     params:
         hp=method_params,
         device=config["device"],
+        spec=expected_spec,
     script:
         "../workflow_scripts/score_network.py"
 

@@ -29,6 +29,7 @@ rule estimate_loss_constraint:
         augment=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
         seed=lambda w: int(w.seed),
         device=config["device"],
+        spec=expected_spec,
     script:
         "../workflow_scripts/estimate_loss_constraint.py"
 
@@ -63,6 +64,7 @@ rule finetune_model:
         exposure=lambda w: FINETUNES[w.finetune].get("exposure"),
         seed=lambda w: int(w.seed),
         device=config["device"],
+        spec=expected_spec,
         state=f"{RUN}/models/.resume/{{finetune}}.pt",
     script:
         "../workflow_scripts/finetune_model.py"

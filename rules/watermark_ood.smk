@@ -37,6 +37,7 @@ rule learn_watermark:
         hp=lambda w: config["watermarks"][w.watermark],
         seed=lambda w: int(w.seed),
         device=config["device"],
+        spec=expected_spec,
         state=f"{RUN}/models/.resume/{{checkpoint}}+{{watermark}}.pt",
         title=lambda w: f"{w.checkpoint}+{w.watermark} · {w.arch} · seed {w.seed}",
     script:

@@ -101,6 +101,7 @@ rule attack_watermark:
         frozen=WNN.get("attacks", {}).get("frozen"),
         seed=lambda w: int(w.seed),
         device=config["device"],
+        spec=expected_spec,
         state=f"{RUN}/models/.resume/{{owner}}.{{attack}}.pt",
     script:
         "../workflow_scripts/attack_watermark.py"
@@ -129,6 +130,7 @@ rule prune_watermark:
     params:
         rates=WNN.get("pruning"),
         device=config["device"],
+        spec=expected_spec,
     script:
         "../workflow_scripts/prune_watermark.py"
 
@@ -188,5 +190,6 @@ rule verify_ownership:
         context=lambda w: {"benchmark": w.bench, "arch": w.arch, "seed": int(w.seed)},
         title=lambda w: f"WatermarkNN attacks · {w.arch} · seed {w.seed}",
         device=config["device"],
+        spec=expected_spec,
     script:
         "../workflow_scripts/verify_ownership.py"

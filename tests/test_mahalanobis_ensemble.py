@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
               "augment": {"crop_padding": 0, "flip": False}}
     training.train_backbone(SPEC, images, labels, recipe, tmp / "m.pt", tmp / "s.pt", tmp / "l.csv", device="cpu",
                             progress=False)
-    return models.load_model(tmp / "m.pt"), images, labels
+    return models.load_model(tmp / "m.pt", spec=SPEC), images, labels
 
 
 def test_layer_features_are_pooled_module_outputs(trained):

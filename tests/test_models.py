@@ -72,7 +72,7 @@ def test_checkpoint_round_trip(tmp_path):
     spec = {"arch": "wrn40_2", "num_classes": 3, "width": 0.5, "normalization": "half"}
     model = models.build(**spec).eval()
     models.save_model(tmp_path / "m.pt", model, spec)
-    loaded = models.load_model(tmp_path / "m.pt")
+    loaded = models.load_model(tmp_path / "m.pt", spec=spec)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
@@ -80,7 +80,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_missing_checkpoint_is_an_error_not_a_random_init(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        models.load_model(tmp_path / "absent.pt")
+        models.load_model(tmp_path / "absent.pt", spec=None)
 
 
 def test_unknown_architecture():
@@ -113,7 +113,7 @@ def test_hendrycks_wrn_checkpoint_imports_strictly(tmp_path):
     torch.save(released, tmp_path / "cifar10_wrn_pretrained_epoch_99.pt")
     models.import_pretrained(tmp_path / "cifar10_wrn_pretrained_epoch_99.pt", tmp_path / "base.pt", spec,
                              "hendrycks-wrn")
-    loaded = models.load_model(tmp_path / "base.pt")
+    loaded = models.load_model(tmp_path / "base.pt", spec=spec)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), source(x))

@@ -141,7 +141,7 @@ def test_each_exposure_method_fine_tunes_and_resumes(base, method, tmp_path, mon
     def run(folder, **kw):
         return unleashing_mask.finetune(tmp / "base.pt", x, y, recipe, folder / "m.pt", folder / "s.pt",
                                         folder / "log.csv", level=0.3, exposure=exposure, outliers=outliers,
-                                        device="cpu", progress=False, seed=1, **kw)
+                                        device="cpu", progress=False, seed=1, spec=SPEC, **kw)
 
     (tmp_path / "a").mkdir()
     run(tmp_path / "a")
@@ -171,7 +171,7 @@ def test_each_exposure_method_fine_tunes_and_resumes(base, method, tmp_path, mon
 
 def test_poem_reselects_outliers_near_the_boundary(base):
     tmp, x, y, outliers = base
-    model = models.load_model(tmp / "base.pt")
+    model = models.load_model(tmp / "base.pt", spec=SPEC)
     exp = outlier_exposure.Exposure("poem", outliers, 20, {"weight": 0.1}, SPEC, 2, True, 0, "cpu")
     exp.bind(model)
     first = exp.selected.copy()
@@ -183,13 +183,15 @@ def test_poem_reselects_outliers_near_the_boundary(base):
 
 def test_um_and_umap_fine_tune_from_the_checkpoint_and_never_from_scratch(base, tmp_path):
     tmp, x, y, _ = base
-    estimate = unleashing_mask.estimate_constraint(tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu")
+    estimate = unleashing_mask.estimate_constraint(tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu",
+                                                   spec=SPEC)
     assert len(estimate["draws"]) == 2 and estimate["level"] == pytest.approx(np.mean(estimate["draws"]))
     assert estimate["draws"][0] != estimate["draws"][1]  # fresh mask per draw
-    again = unleashing_mask.estimate_constraint(tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu")
+    again = unleashing_mask.estimate_constraint(tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu", spec=SPEC)
     assert again["level"] == estimate["level"]  # seeded
     unleashing_mask.finetune(tmp / "base.pt", x, y, RECIPE, tmp_path / "umap.pt", tmp_path / "s.pt",
-                             tmp_path / "l.csv", level=estimate["level"], mask_keep=0.8, device="cpu", progress=False)
+                             tmp_path / "l.csv", level=estimate["level"], mask_keep=0.8, device="cpu", progress=False,
+                             spec=SPEC)
     umap = torch.load(tmp_path / "umap.pt", weights_only=True)
     assert all(0.79 <= k <= 0.82 for k in umap["finetune"]["kept_fraction"].values())
     base_w = torch.load(tmp / "base.pt", weights_only=True)["state_dict"]
@@ -197,4 +199,4 @@ def test_um_and_umap_fine_tune_from_the_checkpoint_and_never_from_scratch(base, 
     assert torch.equal(w[w != 0], w0[w != 0])  # frozen weights: UMAP only chose which to keep
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         unleashing_mask.finetune(tmp / "missing.pt", x, y, RECIPE, tmp_path / "um.pt", tmp_path / "s.pt",
-                                 tmp_path / "l.csv", level=0.1, device="cpu", progress=False)
+                                 tmp_path / "l.csv", level=0.1, device="cpu", progress=False, spec=SPEC)

@@ -118,7 +118,7 @@ def test_watermarked_variant_scores_on_watermarked_inputs(tmp_path, tiny):
     models.save_model(tmp_path / "base.pt", model, spec)
     w = 0.3 * torch.randn(1, 3, 32, 32)
     watermark_ood.save_watermarked(tmp_path / "wm.pt", tmp_path / "base.pt", w, PARAMS)
-    marked = models.load_model(tmp_path / "wm.pt")
+    marked = models.load_model(tmp_path / "wm.pt", spec={**spec, "watermark": True})
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(marked(x), model.forward_normalized(model.normalize(x) + w), atol=1e-5)

@@ -145,18 +145,19 @@ def test_embedding_logs_trigger_accuracy_and_a_clean_model_is_not_claimed(tmp_pa
         nulls.append(str(tmp_path / f"null{k}.pt"))
     table, threshold = watermarknn.verify({"clean": tmp_path / "clean.pt", "owner": tmp_path / "owner.pt"},
                                           tmp_path / "mk.npz", tmp_path / "vk.json", nulls, toy,
-                                          {"rule": "null-models", "alpha": 1e-3}, device="cpu")
+                                          {"rule": "null-models", "alpha": 1e-3}, device="cpu", spec=SPEC)
     rows = table.set_index("network")
     assert not rows.loc["clean", "claimed"]
     assert rows.loc["clean", "trigger_accuracy"] < threshold["threshold"]
     assert threshold["null_models"] == 3 and len(threshold["null_accuracies"]) == 3
 
     loaded, load = [], models.load_model
-    monkeypatch.setattr(models, "load_model", lambda path, device="cpu": loaded.append(str(path)) or load(path, device))
+    monkeypatch.setattr(models, "load_model",
+                        lambda path, device="cpu", spec=None: loaded.append(str(path)) or load(path, device, spec=spec))
     key = (tmp_path / "mk.npz", tmp_path / "vk.json")
     both, _, _ = watermarknn.verify_owners({"owner": tmp_path / "owner.pt", "twin": tmp_path / "owner.pt"},
                                            {"owner": key, "twin": key}, nulls, {}, toy,
-                                           {"rule": "null-models", "alpha": 1e-3}, device="cpu")
+                                           {"rule": "null-models", "alpha": 1e-3}, device="cpu", spec=SPEC)
     assert list(both["network"]) == ["owner", "twin"] and both["claimed"].nunique() == 1
     assert loaded == nulls  # two owners, one trigger set: each null model is queried once
 
@@ -165,15 +166,15 @@ def test_embedding_logs_trigger_accuracy_and_a_clean_model_is_not_claimed(tmp_pa
     np.savez(tmp_path / "mk.npz", **marking)
     with pytest.raises(watermarknn.VerificationError):
         watermarknn.verify({"owner": tmp_path / "owner.pt"}, tmp_path / "mk.npz", tmp_path / "vk.json", nulls, toy,
-                           {"rule": "null-models", "alpha": 1e-3}, device="cpu")
+                           {"rule": "null-models", "alpha": 1e-3}, device="cpu", spec=SPEC)
 
 
 @pytest.mark.parametrize("kind", ["ftll", "rtll", "rtal"])
 def test_attacks_train_what_they_say_and_keep_the_owners_head(tmp_path, toy, triggers, kind):
     owner_and_clean(tmp_path, toy, triggers)
-    before = models.load_model(tmp_path / "owner.pt").state_dict()
+    before = models.load_model(tmp_path / "owner.pt", spec=SPEC).state_dict()
     watermarknn.attack(tmp_path / "owner.pt", kind, *toy, RECIPE, tmp_path / "att.pt", tmp_path / "sa.pt",
-                       tmp_path / "att.csv", triggers, toy, seed=0, device="cpu", progress=False)
+                       tmp_path / "att.csv", triggers, toy, seed=0, device="cpu", progress=False, spec=SPEC)
     after_ckpt = torch.load(tmp_path / "att.pt", weights_only=True)
     after = after_ckpt["state_dict"]
     convs = [k for k in before if k.endswith("conv1.weight")]
@@ -185,7 +186,7 @@ def test_attacks_train_what_they_say_and_keep_the_owners_head(tmp_path, toy, tri
     if kind.startswith("rt"):
         head = after_ckpt["original_head"]
         assert torch.equal(head["weight"], before["fc.weight"]) and torch.equal(head["bias"], before["fc.bias"])
-        model = models.load_model(tmp_path / "att.pt")
+        model = models.load_model(tmp_path / "att.pt", spec=SPEC)
         with torch.no_grad():
             feats = model(torch.from_numpy(triggers[0]).permute(0, 3, 1, 2).float() / 255, return_blocks=True)
             expected = (feats.penultimate @ before["fc.weight"].T + before["fc.bias"]).argmax(1).numpy()
@@ -202,9 +203,10 @@ def test_attacks_train_what_they_say_and_keep_the_owners_head(tmp_path, toy, tri
 
 def test_frozen_eval_keeps_batchnorm_statistics(tmp_path, toy, triggers):
     owner_and_clean(tmp_path, toy, triggers)
-    before = models.load_model(tmp_path / "owner.pt").state_dict()
+    before = models.load_model(tmp_path / "owner.pt", spec=SPEC).state_dict()
     watermarknn.attack(tmp_path / "owner.pt", "ftll", *toy, RECIPE, tmp_path / "att.pt", tmp_path / "sa.pt",
-                       tmp_path / "att.csv", triggers, toy, frozen="eval", seed=0, device="cpu", progress=False)
+                       tmp_path / "att.csv", triggers, toy, frozen="eval", seed=0, device="cpu", progress=False,
+                       spec=SPEC)
     after = torch.load(tmp_path / "att.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("fc."))
 

@@ -9,4 +9,5 @@ key = io.load_npz(inp.marking_key)
 watermarknn.attack(
     inp.owner, snakemake.wildcards.attack, images[share], labels[share], p.recipe, out.model, p.state, out.log_csv,
     (key["images"], key["labels"]), data.load_dataset(inp.test), frozen=p.frozen, seed=p.seed, device=p.device,
+    spec=p.spec,
 )

@@ -3,7 +3,7 @@ from oodrepro.runtime import start_job
 from oodrepro.training import pick_device
 
 start_job(snakemake.log[0], snakemake.threads)
-model = models.load_model(snakemake.input.model, pick_device(snakemake.params.device))
+model = models.load_model(snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec)
 images, labels = data.load_dataset(snakemake.input.dataset)
 features.dump(model, images, labels, snakemake.output[0], batch_size=snakemake.params.batch_size,
               transform=featurenorm.jigsaw_transform(len(images), snakemake.params.seed))

@@ -5,5 +5,5 @@ start_job(snakemake.log[0], snakemake.threads)
 p, inp = snakemake.params, snakemake.input
 key = io.load_npz(inp.marking_key)
 curve = watermarknn.pruning_curve(inp.owner, p.rates, (key["images"], key["labels"]), data.load_dataset(inp.test),
-                                  device=p.device)
+                                  device=p.device, spec=p.spec)
 io.save_csv(snakemake.output[0], curve)

@@ -11,7 +11,7 @@ pruning = {o: pd.read_csv(f) for o, f in zip(p.owners, inp.pruning)}
 logs = {f"{o}.{a}": pd.read_csv(f) for (o, a), f in zip([(o, a) for o in p.owners for a in p.attacks],
                                                          inp.attack_logs)}
 table, threshold, attacks = watermarknn.verify_owners(networks, keys, inp.null, pruning, data.load_dataset(inp.test),
-                                                      p.rule, device=p.device)
+                                                      p.rule, device=p.device, spec=p.spec)
 io.save_csv(out.table, pd.DataFrame([p.context] * len(table)).join(table))
 io.save_json(out.threshold, threshold)
 io.save_csv(out.attacks, pd.DataFrame([p.context] * len(attacks)).join(attacks))

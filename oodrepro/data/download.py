@@ -66,6 +66,10 @@ def verify(path, md5: str | None = None, sha256: str | None = None) -> None:
             )
 
 
+class DownloadError(OSError):
+    """An archive could not be fetched; the message names the archive, the URL and the way out."""
+
+
 def download(url: str, dest, md5: str | None = None, sha256: str | None = None, progress: bool = True) -> Path:
     """Download `url` to `dest`, verifying the checksum before the file takes its final name."""
     if not (md5 or sha256):
@@ -75,12 +79,20 @@ def download(url: str, dest, md5: str | None = None, sha256: str | None = None, 
         )
     dest = Path(dest)
     with atomic_path(dest) as tmp:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as fh:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    fh.write(chunk)
-                    bar.update(len(chunk))
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as fh:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                    for chunk in iter(lambda: response.read(1 << 20), b""):
+                        fh.write(chunk)
+                        bar.update(len(chunk))
+        except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts, a malformed URL
+            reason = getattr(err, "reason", None) or err
+            raise DownloadError(
+                f"could not download {dest.name} from {url}: {reason}. Point the config at a mirror or a local "
+                f"copy: downloads: {{{dest.name}: {{url: 'https://mirror/{dest.name}'}}}} (file:///path/to/"
+                f"{dest.name} works too), or put the file at {dest} yourself; its checksum is verified "
+                "either way") from None
         try:
             verify(tmp, md5=md5, sha256=sha256)
         except ChecksumError as err:

@@ -28,8 +28,12 @@ MODELS: dict[str, Callable[..., Backbone]] = {
     "vgg16_bn": vgg16_bn,
 }
 
-__all__ = ["MODELS", "NORMALIZATIONS", "Backbone", "BlockOutputs", "build", "load_checkpoint", "load_model",
-           "save_model"]
+__all__ = ["MODELS", "NORMALIZATIONS", "Backbone", "BlockOutputs", "CheckpointMismatch", "build", "check_spec",
+           "load_checkpoint", "load_model", "save_model"]
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint on disk is not the model the config describes."""
 
 
 def build(arch: str, **kwargs) -> Backbone:
@@ -48,18 +52,36 @@ def save_model(path, model: Backbone, spec: dict, **extra) -> None:
     save_torch(path, {"spec": dict(spec), "state_dict": model.state_dict(), **extra})
 
 
-def load_checkpoint(path, device="cpu") -> tuple[Backbone, dict]:
+def _describe(spec: dict) -> str:
+    rest = ", ".join(f"{k}={spec[k]!r}" for k in sorted(spec) if k != "arch")
+    return f"{spec.get('arch', '?')} ({rest})"
+
+
+def check_spec(found: dict, expected: dict, path) -> None:
+    """Refuse a checkpoint whose spec (arch, width, classes, normalisation, stem, watermark…)
+    is not the one the config asks for, naming both."""
+    if dict(found) != dict(expected):
+        differ = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        raise CheckpointMismatch(
+            f"{path} holds a {_describe(found)}, but the config asks for a {_describe(expected)} "
+            f"(differs in: {', '.join(differ)}). Delete the file so the workflow makes it again, or fix the config.")
+
+
+def load_checkpoint(path, device="cpu", *, spec: dict | None) -> tuple[Backbone, dict]:
     """The model in eval mode and the whole checkpoint (spec and what a trainer kept beside
-    the weights), from one read of the file."""
+    the weights), from one read of the file. `spec` is the model the caller's config names
+    (see `check_spec`); None only for a file the same job has just written."""
     ckpt = load_torch(path, map_location=device)
-    spec = dict(ckpt["spec"])
-    model = build(spec.pop("arch"), **spec)
+    if spec is not None:
+        check_spec(ckpt["spec"], spec, path)
+    arch_spec = dict(ckpt["spec"])
+    model = build(arch_spec.pop("arch"), **arch_spec)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
 
 
-def load_model(path, device="cpu") -> Backbone:
-    return load_checkpoint(path, device)[0]
+def load_model(path, device="cpu", *, spec: dict | None) -> Backbone:
+    return load_checkpoint(path, device, spec=spec)[0]
 
 
 def hendrycks_wrn_keys(state_dict: dict) -> dict:
