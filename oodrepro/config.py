@@ -45,9 +45,9 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key == "<<":  # a merge key is meant to be overridden
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` is meant to be overridden
                 continue
+            key = self.construct_object(key_node, deep=True)
             if key in seen:
                 mark = key_node.start_mark
                 raise ConfigError(f"{mark.name}:{mark.line + 1}: key {key!r} is given twice in one mapping "

@@ -58,6 +58,27 @@ def test_presets_are_valid(preset):
         (lambda c: c["watermarknn"].update({"ownership": {"rule": "fixed"}}), "fixed rule needs min_accuracy"),
         (lambda c: c["backbones"]["resnet18-small"].update(pretrained={"archive": "x.pt", "format": "hendrycks-wrn"}),
          "pretrained.archive: unknown archive 'x.pt'"),
+        # found by trying 51 malformed configs: these passed, or named a rule instead of the key
+        (lambda c: c["finetunes"]["um"]["training"].update(schedule={"kind": "step", "milestones": [5, 30]}),
+         "finetunes.um.training.schedule.milestones: milestone 30 is beyond epoch 10"),
+        (lambda c: c["watermarknn"]["owners"]["wnn-pretrained"]["training"].update(
+            schedule={"kind": "step", "milestones": [9]}), "owners.wnn-pretrained.training.schedule.milestones"),
+        (lambda c: c["finetunes"]["oe"]["training"].update(schedule={"kind": "step"}),
+         "finetunes.oe.training.schedule: a step schedule needs milestones"),
+        (lambda c: c["watermarks"]["wm-msp"].update(decay_epoch=9), "watermarks.wm-msp.decay_epoch: 9 is beyond"),
+        (lambda c: c.update(seeds=[0, 1, 0]), "seeds: [0, 1, 0] has non-unique elements"),
+        (lambda c: c["training"].update(lr=float("nan")), "training.lr: nan is not a finite number"),
+        (lambda c: c["unleashing_mask"].update(level=float("inf")), "unleashing_mask.level: inf is not a finite"),
+        (lambda c: c["scores"]["mahalanobis"].update(layer="block_9"), "scores.mahalanobis.layer: resnet18 has no"),
+        (lambda c: c["scores"]["mahalanobis_ensemble"]["layers"].append("blocks.12"),
+         "scores.mahalanobis_ensemble.layers[4]: resnet18 has no module 'blocks.12'"),
+        (lambda c: c["scores"]["featurenorm"].update(block="layer5.0"), "scores.featurenorm.block: resnet18 has no"),
+        (lambda c: c["scores"]["featurenorm"].update(block=8), "scores.featurenorm.block: resnet18 has no block 8"),
+        (lambda c: c["benchmark"]["ood"].append("glyphs"), "benchmark.ood: ['gaussian-noise'"),
+        (lambda c: c["benchmark"]["ood"].append("digits-train"),
+         "benchmark.ood: must not contain the ID set benchmark.id_train"),
+        (lambda c: c["benchmark"].update(outliers="photos"), "benchmark.outliers: 'photos' is an ID or OOD set"),
+        (lambda c: c["watermarknn"]["attacks"].update(kinds=["ftll", "ftll"]), "watermarknn.attacks.kinds"),
     ],
 )
 def test_errors_name_the_key(default, edit, fragment):
@@ -90,3 +111,47 @@ def test_network_jobs_ask_for_a_gpu_only_where_the_run_uses_one(monkeypatch):
     monkeypatch.setattr(runtime, "nvidia_gpus", lambda: [])
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert cfg.gpus_per_job({"device": "auto"}) == 0
+
+
+def test_layer_names_come_from_the_built_model_and_are_cached(default, tmp_path, monkeypatch):
+    from oodrepro import models
+
+    spec = cfg.model_spec(default, "resnet18-small")
+    names = cfg.architecture_names(spec, tmp_path)
+    model = models.build(**spec)
+    assert names["blocks"] == model.block_names and names["modules"] == [n for n, _ in model.named_modules() if n]
+    monkeypatch.setattr(models, "build", lambda *a, **k: pytest.fail("the cache was not used"))
+    assert cfg.architecture_names(spec, tmp_path) == names
+    monkeypatch.undo()
+    cfg.architecture_names({**spec, "width": 0.5}, tmp_path)  # another spec: another entry
+    assert len(list(tmp_path.glob("architecture-*.json"))) == 2
+
+
+def test_a_duplicated_yaml_key_names_its_lines(tmp_path):
+    text = (ROOT / "config.yaml").read_text().replace("  lr: 0.05\n", "  lr: 0.05\n  lr: 0.01\n", 1)
+    (tmp_path / "dup.yaml").write_text(text)
+    with pytest.raises(cfg.ConfigError, match=r"dup.yaml:\d+: key 'lr' is given twice .*first on line \d+"):
+        cfg.load(tmp_path / "dup.yaml")
+    anchors = "a: &r {x: 1}\nb:\n  <<: *r\n  x: 2\n"  # a merge key overridden is not a duplicate
+    (tmp_path / "merge.yaml").write_text(anchors)
+    assert cfg.read_yaml(tmp_path / "merge.yaml")["b"] == {"x": 2}
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    lines = (ROOT / "config.yaml").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  lr:"))
+    lines[at] = "  lr: [0.05"
+    (tmp_path / "broken.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(cfg.ConfigError, match=r"broken.yaml:\d+:\d+: YAML syntax error"):
+        cfg.load(tmp_path / "broken.yaml")
+
+
+def test_a_preset_merged_into_config_yaml_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    preset = "presets/featurenorm-cvpr23.yaml"
+    with pytest.raises(cfg.ConfigError, match="add --replace-workflow-config|Add --replace-workflow-config"):
+        cfg.check_config_files("config.yaml", [preset], replace=False)
+    cfg.check_config_files("config.yaml", [preset], replace=True)
+    cfg.check_config_files("config.yaml", ["config.yaml"], replace=False)  # the default config itself
+    (tmp_path / "override.yaml").write_text("network_threads: 2\n")  # a partial override merges on purpose
+    cfg.check_config_files("config.yaml", [str(tmp_path / "override.yaml")], replace=False)

@@ -47,6 +47,32 @@ def test_corrupted_download_is_an_error_naming_the_file_and_is_deleted(served, t
     assert list(dest.parent.iterdir()) == []  # no temporary left behind either
 
 
+@pytest.mark.parametrize("where", ["missing on the server", "no server", "missing local file"])
+def test_a_failed_download_names_archive_url_and_the_way_out(served, tmp_path, where):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    url = {"missing on the server": served[1].url("test_32x32.mat"),
+           "no server": f"http://127.0.0.1:{closed}/test_32x32.mat",
+           "missing local file": (tmp_path / "nowhere" / "test_32x32.mat").as_uri()}[where]
+    dest = tmp_path / "raw" / "test_32x32.mat"
+    with pytest.raises(dl.DownloadError) as err:
+        dl.download(url, dest, md5="0" * 32, progress=False)
+    said = str(err.value)
+    assert f"could not download test_32x32.mat from {url}" in said
+    assert "downloads: {test_32x32.mat: {url:" in said and "file://" in said and str(dest) in said
+    assert not dest.exists()
+
+
+def test_a_local_copy_through_file_url(tmp_path):
+    (tmp_path / "blob.bin").write_bytes(b"y" * 100)
+    sha = hashlib.sha256(b"y" * 100).hexdigest()
+    out = dl.download((tmp_path / "blob.bin").as_uri(), tmp_path / "raw" / "blob.bin", sha256=sha, progress=False)
+    assert out.read_bytes() == b"y" * 100
+
+
 def test_download_without_checksum_is_refused(served, tmp_path):
     with pytest.raises(ValueError, match="checksum"):
         dl.download(served[1].url("x"), tmp_path / "x", progress=False)

@@ -121,3 +121,27 @@ def test_hendrycks_wrn_checkpoint_imports_strictly(tmp_path):
     torch.save(released, tmp_path / "broken.pt")
     with pytest.raises(RuntimeError, match="fc.bias"):
         models.import_pretrained(tmp_path / "broken.pt", tmp_path / "x.pt", spec, "hendrycks-wrn")
+
+
+@pytest.mark.parametrize("impostor", [
+    {"arch": "resnet18", "num_classes": 3, "width": 0.5, "normalization": "half"},  # another width
+    {"arch": "vgg16_bn", "num_classes": 3, "width": 0.25, "normalization": "half"},  # another architecture
+    {"arch": "resnet18", "num_classes": 3, "width": 0.25, "normalization": "imagenet"},  # same weights' shapes
+])
+def test_a_checkpoint_that_is_not_the_configured_model_is_refused(tmp_path, impostor):
+    wanted = {"arch": "resnet18", "num_classes": 3, "width": 0.25, "normalization": "half"}
+    models.save_model(tmp_path / "base.pt", models.build(**impostor), impostor)
+    with pytest.raises(models.CheckpointMismatch) as err:
+        models.load_model(tmp_path / "base.pt", spec=wanted)
+    said = str(err.value)
+    assert "base.pt holds a" in said and "the config asks for a resnet18" in said and "Delete the file" in said
+    differ = [k for k in wanted if impostor[k] != wanted[k]]
+    assert f"differs in: {', '.join(differ)}" in said
+    models.load_model(tmp_path / "base.pt", spec=impostor)  # what it is, it loads as
+
+
+def test_a_watermarked_variant_must_be_watermarked(tmp_path):
+    spec = {"arch": "resnet18", "num_classes": 3, "width": 0.25, "normalization": "half"}
+    models.save_model(tmp_path / "plain.pt", models.build(**spec), spec)
+    with pytest.raises(models.CheckpointMismatch, match="watermark"):
+        models.load_model(tmp_path / "plain.pt", spec={**spec, "watermark": True})

@@ -216,3 +216,26 @@ def test_bad_config_fails_before_any_job(run, tmp_path):
     said = result.stdout + result.stderr
     assert "training: unknown key" in said and "epochz" in said
     assert not (tmp_path / "results").exists()
+
+
+def test_a_checkpoint_that_is_not_the_configured_model_is_refused(run):
+    """Another network copied over models/base.pt: feature dumping refuses it, naming both specs."""
+    import torch
+
+    from oodrepro import models
+
+    work, cfgfile, config = run
+    seed_dir = Path(config["results"]) / "digits" / "resnet18-small" / "seed1"
+    base = seed_dir / "models" / "base.pt"
+    saved = base.read_bytes()
+    spec = {"arch": "resnet18", "num_classes": 10, "width": 0.25, "normalization": "half"}  # config: 0.125
+    try:
+        models.save_model(base, models.build(**spec), spec)
+        target = seed_dir / "features" / "base" / "digits-test.npz"
+        result = snakemake(work, cfgfile, str(target), "--forcerun", "dump_features")
+        assert result.returncode != 0
+        said = (seed_dir / "logs" / "dump_features" / "base.log").read_text()
+        assert "CheckpointMismatch" in said and "width=0.25" in said and "width=0.125" in said
+        assert torch.load(base, weights_only=True)["spec"]["width"] == 0.25  # refused, not overwritten
+    finally:
+        base.write_bytes(saved)
