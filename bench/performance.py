@@ -109,7 +109,9 @@ def scoring_throughput(n: int = 10_000, dim: int = 512, classes: int = 10) -> di
     feats = {
         "labels": labels,
         "logits": rng.normal(size=(n, classes)).astype(np.float32) + 3 * np.eye(classes)[labels],
-        "penultimate": (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32),
+        "penultimate": np.maximum(centres[labels] + rng.normal(size=(n, dim)), 0).astype(np.float32),
+        "fc_weight": rng.normal(size=(classes, dim)).astype(np.float32) / np.sqrt(dim),
+        "fc_bias": rng.normal(size=classes).astype(np.float32),
         "featnorm": np.abs(rng.normal(size=(n, 8))).astype(np.float32),
         "block_names": np.array([f"layer{i // 2 + 1}.{i % 2}" for i in range(8)]), "arch": np.array("resnet18"),
         "layer_names": np.array([f"conv{j}" for j in range(4)]),

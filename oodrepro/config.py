@@ -140,14 +140,14 @@ def _recipe_problems(key: str, recipe: dict, first_epoch: int = 0) -> list[str]:
 
 
 def architecture_names(spec: dict, cache_dir=None) -> dict[str, list[str]]:
-    """The block names and module names of the backbone `spec` builds.
+    """The block names, module names and penultimate size of the backbone `spec` builds.
 
     Building it (on torch's meta device, no weights) needs torch, whose import alone costs a
     no-op rerun over a second; so the names are cached in `cache_dir`, keyed by the spec and
     the models' source code, and torch is imported only when that key is new.
     """
     sources = sorted((Path(__file__).parent / "models").glob("*.py"))
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode() + b"blocks,modules,penultimate"
                          + b"".join(p.read_bytes() for p in sources)).hexdigest()[:20]
     cached = Path(cache_dir) / f"architecture-{key}.json" if cache_dir else None
     if cached is not None and cached.is_file():
@@ -159,7 +159,8 @@ def architecture_names(spec: dict, cache_dir=None) -> dict[str, list[str]]:
     with torch.device("meta"):
         arch_spec = dict(spec)
         model = models.build(arch_spec.pop("arch"), **arch_spec)
-    names = {"blocks": list(model.block_names), "modules": [n for n, _ in model.named_modules() if n]}
+    names = {"blocks": list(model.block_names), "modules": [n for n, _ in model.named_modules() if n],
+             "penultimate": model.fc.in_features}
     if cached is not None:
         from .io import save_json
 
@@ -170,7 +171,7 @@ def architecture_names(spec: dict, cache_dir=None) -> dict[str, list[str]]:
 def _layer_problems(config: dict, backbone: str, cache_dir=None) -> list[str]:
     """Layers and blocks named by scores must exist in the backbone (else a job fails hours in)."""
     chosen = config["scores"]
-    if not {"mahalanobis", "mahalanobis_ensemble", "featurenorm"} & set(chosen):
+    if not {"mahalanobis", "mahalanobis_ensemble", "featurenorm", "vim"} & set(chosen):
         return []
     names = architecture_names(model_spec(config, backbone), cache_dir)
     blocks, arch = names["blocks"], config["backbones"][backbone]["arch"]
@@ -185,6 +186,9 @@ def _layer_problems(config: dict, backbone: str, cache_dir=None) -> list[str]:
             top = sorted({m for m in modules if m.count(".") <= 1}, key=lambda m: (m.split(".")[0], len(m), m))
             problems.append(f"scores.mahalanobis_ensemble.layers[{i}]: {arch} has no module {name!r}; "
                             f"e.g. {', '.join(top[:12])}, … or penultimate")
+    if "vim" in chosen and not 0 < chosen["vim"].get("dim", 256) < names["penultimate"]:
+        problems.append(f"scores.vim.dim: must lie below {arch}'s penultimate size {names['penultimate']} "
+                        f"(ViM keeps the rest as the residual space)")
     block = chosen.get("featurenorm", {}).get("block", "auto")
     if "featurenorm" in chosen and block != "auto" and not (
             block in blocks or (isinstance(block, int) and 0 <= block < len(blocks))):

@@ -137,6 +137,168 @@ def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
     return laood.score(laood.decisions(laood.from_arrays(state), laood.layers_of(features)))
 
 
+# --------------------------------------------------------------------------- logit and activation scores
+# These read the logits, the penultimate vector h and the classifier head (W, b), which
+# every feature file carries (`fc_weight`, `fc_bias`), so they cost no network pass.
+
+def _energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return temperature * logsumexp(logits / temperature, axis=1)
+
+
+def _head_score(logits: np.ndarray, score: str) -> np.ndarray:
+    """The logit-based score a feature-shaping method (ReAct, DICE, ASH) finishes with."""
+    if score == "energy":
+        return _energy(logits)
+    if score == "msp":
+        return softmax(logits, axis=1).max(axis=1)
+    if score == "maxlogit":
+        return logits.max(axis=1)
+    raise ValueError(f"unknown head score {score!r}; known: energy, msp, maxlogit")
+
+
+def _head(features: dict) -> tuple[np.ndarray, np.ndarray]:
+    return features["fc_weight"].astype(np.float64), features["fc_bias"].astype(np.float64)
+
+
+@register("maxlogit", "features", description="maximum logit max_k z_k (Hendrycks et al. 2022; OpenOOD 'MLS')")
+def maxlogit(features: dict, state=None) -> np.ndarray:
+    return features["logits"].astype(np.float64).max(axis=1)
+
+
+@register("gen", "features", description="GEN: −Σ_top-M p^γ(1−p)^γ, generalised entropy (Liu et al. 2023)")
+def gen(features: dict, state=None, gamma: float = 0.1, top: int = 100) -> np.ndarray:
+    """−Σ_{j ≤ M} p_(j)^γ (1 − p_(j))^γ over the M largest softmax probabilities (M = min(top, K))."""
+    p = softmax(features["logits"].astype(np.float64), axis=1)
+    p = -np.sort(-p, axis=1)[:, : min(top, p.shape[1])]
+    return -(p**gamma * (1 - p) ** gamma).sum(axis=1)
+
+
+def fit_react(train: dict, percentile: float = 90.0, score: str = "energy") -> dict[str, np.ndarray]:
+    """ReAct's clip value: the `percentile` of every ID training activation of h."""
+    return {"clip": np.array(np.percentile(train["penultimate"].astype(np.float64), percentile))}
+
+
+@register("react", "features", fit=fit_react,
+          description="ReAct: h clipped at a percentile of ID training activations, then Energy (Sun et al. 2021)")
+def react(features: dict, state: dict, percentile: float = 90.0, score: str = "energy") -> np.ndarray:
+    """score(W·min(h, c) + b), c from `fit_react`; Energy by default (the FeatureNorm paper's Energy+ReAct)."""
+    w, b = _head(features)
+    h = np.minimum(features["penultimate"].astype(np.float64), float(state["clip"]))
+    return _head_score(h @ w.T + b, score)
+
+
+def fit_dice(train: dict, sparsity: float = 90.0, score: str = "energy") -> dict[str, np.ndarray]:
+    """DICE's weight mask: keep the head weights whose contribution W ⊙ mean_ID(h) lies above
+    its `sparsity` percentile (90 keeps the top 10 %)."""
+    w, _ = _head(train)
+    contribution = w * train["penultimate"].astype(np.float64).mean(axis=0)
+    return {"mask": contribution > np.percentile(contribution, sparsity)}
+
+
+@register("dice", "features", fit=fit_dice,
+          description="DICE: the head sparsified by weight × mean-activation contribution, then Energy (Sun & Li 2022)")
+def dice(features: dict, state: dict, sparsity: float = 90.0, score: str = "energy") -> np.ndarray:
+    """score((W ⊙ M)·h + b) with the mask M from `fit_dice`; Energy by default (Energy+DICE)."""
+    w, b = _head(features)
+    return _head_score(features["penultimate"].astype(np.float64) @ (w * state["mask"]).T + b, score)
+
+
+@register("ash", "features",
+          description="ASH: prune h below its per-sample percentile, rescale, then Energy (Djurisic et al. 2023)")
+def ash(features: dict, state=None, percentile: float = 90.0, variant: str = "b", score: str = "energy") -> np.ndarray:
+    """Per sample keep the k = n − round(n·percentile/100) largest entries of h and
+    `b`: set them to sum(h)/k; `p`: keep them as they are; `s`: scale them by exp(sum(h)/sum(kept));
+    the rest are zeroed; then score(W·h' + b). On the pooled penultimate vector, as OpenOOD does."""
+    w, b = _head(features)
+    h = features["penultimate"].astype(np.float64)
+    n = h.shape[1]
+    k = n - int(np.round(n * percentile / 100.0))
+    top = np.argpartition(-h, k - 1, axis=1)[:, :k]
+    kept = np.take_along_axis(h, top, axis=1)
+    total = h.sum(axis=1, keepdims=True)
+    if variant == "b":
+        values = np.broadcast_to(total / k, kept.shape)
+    elif variant == "p":
+        values = kept
+    elif variant == "s":
+        values = kept * np.exp(total / kept.sum(axis=1, keepdims=True))
+    else:
+        raise ValueError(f"unknown ASH variant {variant!r}; known: b, p, s")
+    shaped = np.zeros_like(h)
+    np.put_along_axis(shaped, top, values, axis=1)
+    return _head_score(shaped @ w.T + b, score)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-10)
+
+
+def fit_knn(train: dict, k: int = 50, block: int = 1024) -> dict[str, np.ndarray]:
+    """The L2-normalised penultimate vectors of the ID training set (the neighbours)."""
+    return {"bank": _unit(train["penultimate"])}
+
+
+@register("knn", "features", fit=fit_knn,
+          description="KNN: −distance to the k-th nearest normalised ID training feature (Sun et al. 2022)")
+def knn(features: dict, state: dict, k: int = 50, block: int = 1024) -> np.ndarray:
+    """−‖z − z_(k)‖₂ with z = h/‖h‖₂ and z_(k) its k-th nearest training vector: exact search by
+    blocks of `block` rows (‖z − y‖² = 2 − 2 zᵀy for unit vectors; one matrix product a block)."""
+    bank, z = state["bank"], _unit(features["penultimate"])
+    if not 1 <= k <= len(bank):
+        raise ValueError(f"knn: k = {k} but the training bank has {len(bank)} vectors")
+    out = np.empty(len(z))
+    for i in range(0, len(z), block):
+        sims = z[i : i + block] @ bank.T
+        kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]  # the k-th largest similarity
+        out[i : i + block] = -np.sqrt(np.maximum(2.0 - 2.0 * kth.astype(np.float64), 0.0))
+    return out
+
+
+def fit_vim(train: dict, dim: int = 256) -> dict[str, np.ndarray]:
+    """ViM's origin u = −W⁺b, the complement of the `dim`-dimensional principal subspace of
+    the centred ID training features, and α = mean max-logit / mean residual norm on them."""
+    w, b = _head(train)
+    h = train["penultimate"].astype(np.float64)
+    if not 0 < dim < h.shape[1]:
+        raise ValueError(f"vim: dim = {dim} must lie strictly between 0 and the feature size {h.shape[1]}")
+    u = -np.linalg.pinv(w) @ b
+    centred = h - u
+    eigvals, eigvecs = np.linalg.eigh(centred.T @ centred / len(h))
+    residual_space = eigvecs[:, np.argsort(eigvals)[::-1][dim:]]  # all but the `dim` principal directions
+    residual = np.linalg.norm(centred @ residual_space, axis=1)
+    alpha = (h @ w.T + b).max(axis=1).mean() / residual.mean()
+    return {"origin": u, "residual_space": residual_space, "alpha": np.array(alpha)}
+
+
+@register("vim", "features", fit=fit_vim,
+          description="ViM: Energy − α·‖residual of h off the principal subspace‖ (Wang et al. 2022)")
+def vim(features: dict, state: dict, dim: int = 256) -> np.ndarray:
+    h = features["penultimate"].astype(np.float64)
+    residual = np.linalg.norm((h - state["origin"]) @ state["residual_space"], axis=1)
+    return _energy(features["logits"].astype(np.float64)) - float(state["alpha"]) * residual
+
+
+def fit_rmds(train: dict) -> dict[str, np.ndarray]:
+    """Class means with a tied covariance (as `mahalanobis`), plus one Gaussian over all ID
+    training features: the background RMDS subtracts."""
+    state = fit_mahalanobis(train, "penultimate")
+    f = train["penultimate"].astype(np.float64)
+    mean = f.mean(axis=0)
+    centred = f - mean
+    state.update(background_mean=mean, background_precision=np.linalg.pinv(centred.T @ centred / len(f),
+                                                                             hermitian=True))
+    return state
+
+
+@register("rmds", "features", fit=fit_rmds,
+          description="RMDS: −min_c (MD_c − MD_background), relative Mahalanobis distance (Ren et al. 2021)")
+def rmds(features: dict, state: dict) -> np.ndarray:
+    f = features["penultimate"].astype(np.float64)
+    background = (((f - state["background_mean"]) @ state["background_precision"]) * (f - state["background_mean"])).sum(1)
+    return mahalanobis(features, state, "penultimate") + background
+
+
 # --------------------------------------------------------------------------- network scores
 @register("odin", "network", description="ODIN: temperature scaling and input perturbation (Liang et al. 2018)")
 def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, epsilon: float = 0.0014,

@@ -36,7 +36,7 @@ def test_presets_are_valid(preset):
         (lambda c: c["backbones"]["resnet18-small"].update(arch="resnet9000"), "backbones.resnet18-small.arch"),
         (lambda c: c["backbones"]["resnet18-small"].update(widht=0.5), "backbones.resnet18-small: unknown key"),
         (lambda c: c["benchmark"]["ood"].append("mnist"), "benchmark.ood[6]: unknown dataset 'mnist'"),
-        (lambda c: c["scores"].update(react={}), "scores.react: unknown score"),
+        (lambda c: c["scores"].update(mystery={}), "scores.mystery: unknown score"),
         (lambda c: c["scores"]["odin"].update(temprature=10), "scores.odin: unknown key"),
         (lambda c: c["metrics"].update(fpr_rule="nearest"), "metrics.fpr_rule"),
         (lambda c: c.update(variants=["base", "nowhere"]), "variants[1]: 'nowhere' is neither a model"),
@@ -45,7 +45,7 @@ def test_presets_are_valid(preset):
         (lambda c: c.update(seeds=[]), "seeds"),
         (lambda c: c["benchmark"].update(name="a/b"), "benchmark.name"),
         (lambda c: c["variant_scores"].update({"base+wm-zzz": ["msp"]}), "variant_scores.base+wm-zzz: not one of"),
-        (lambda c: c["variant_scores"].update({"base": ["react"]}), "'react' is not configured under scores"),
+        (lambda c: c["variant_scores"].update({"base": ["mystery"]}), "'mystery' is not configured under scores"),
         (lambda c: c["watermarks"]["wm-energy"].pop("t_in"), "watermarks.wm-energy: the energy objective needs"),
         (lambda c: c["watermarks"]["wm-msp"].update(t_in=1.0), "watermarks.wm-msp: t_in / t_out belong"),
         (lambda c: c["watermarks"]["wm-msp"].pop("rho"), "watermarks.wm-msp: 'rho' is a required property"),
@@ -79,6 +79,7 @@ def test_presets_are_valid(preset):
          "benchmark.ood: must not contain the ID set benchmark.id_train"),
         (lambda c: c["benchmark"].update(outliers="photos"), "benchmark.outliers: 'photos' is an ID or OOD set"),
         (lambda c: c["watermarknn"]["attacks"].update(kinds=["ftll", "ftll"]), "watermarknn.attacks.kinds"),
+        (lambda c: c["scores"]["vim"].update(dim=128), "scores.vim.dim: must lie below resnet18's penultimate size 128"),
     ],
 )
 def test_errors_name_the_key(default, edit, fragment):

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
 FINETUNES = ["um", "umap", "oe", "oe+um"]  # all trained; two of them scored
 SCORED_FINETUNES = ["um", "oe+um"]
+BASELINES = ["maxlogit", "react", "dice", "ash", "knn", "vim", "rmds", "gen"]
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
@@ -72,6 +73,7 @@ def run(tmp_path_factory):
             ft["training"] = {**ft["training"], "epochs": 1}
         config["unleashing_mask"]["draws"] = 2
         config["scores"]["mahalanobis_ensemble"].update(n_fit=100, magnitudes=[0.0, 0.001])
+        config["scores"]["vim"]["dim"] = 32  # of the 64-d penultimate at this width
         config["variants"] = ["base", "base+wm-energy", *SCORED_FINETUNES]
         config["variant_scores"] = {"base+wm-energy": ["msp", "energy"],
                                     **{v: ["msp", "odin"] for v in SCORED_FINETUNES}}
@@ -87,12 +89,12 @@ def test_outputs_and_tidy_metrics(run):
     tidy = pd.read_csv(work / "results" / "metrics.csv")
     assert list(tidy.columns[:8]) == ["benchmark", "arch", "seed", "model", "method", "ood_set", "metric", "value"]
     assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis", "mahalanobis_ensemble", "featurenorm",
-                                   "laood"}
+                                   "laood", *BASELINES}
     assert set(tidy["model"]) == {"base", "base+wm-energy", *SCORED_FINETUNES} and set(tidy["seed"]) == {0, 1}
     assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
-    # 2 seeds × (7 scores on base + 2 on the watermarked model + 2 on each scored fine-tune)
+    # 2 seeds × (15 scores on base + 2 on the watermarked model + 2 on each scored fine-tune)
     #   × (4 sets incl. mean × 4 metrics + accuracy)
-    assert len(tidy) == 2 * (7 + 2 + 2 * 2) * (4 * 4 + 1)
+    assert len(tidy) == 2 * (15 + 2 + 2 * 2) * (4 * 4 + 1)
     assert set(tidy[tidy["model"] == "base+wm-energy"]["method"]) == {"msp", "energy"}
     assert tidy["value"].between(0, 100).all()
     n_svhn = tidy[(tidy["ood_set"] == "svhn-test")]["n_ood"].unique()

@@ -71,3 +71,20 @@ def test_every_rule_names_one_of_the_environments():
         expected = [r for r in rules if r != "all"]
         assert len(envs) == len(expected), f"{path.name}: {len(expected)} rules, {len(envs)} conda directives"
         assert set(envs) <= {"torch", "analysis"}
+
+
+BASELINES = {"maxlogit", "react", "dice", "ash", "knn", "vim", "rmds", "gen"}
+
+
+def _planned_scores(config: Path, workdir: Path) -> set[str]:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--dry-run",
+                             "--directory", str(workdir), "--configfile", str(config), "--replace-workflow-config"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return set(re.findall(r"method=([a-z_]+)", result.stdout))
+
+
+def test_the_default_config_and_both_presets_plan_the_post_hoc_baselines(tmp_path):
+    assert BASELINES <= _planned_scores(ROOT / "config.yaml", tmp_path / "default")
+    assert BASELINES <= _planned_scores(ROOT / "presets" / "openood-cifar10-resnet18.yaml", tmp_path / "openood")
+    assert {"react", "dice"} <= _planned_scores(ROOT / "presets" / "featurenorm-cvpr23.yaml", tmp_path / "fn")
