@@ -144,3 +144,22 @@ def test_knn_ranks_features_off_the_id_distribution_as_less_id(data):
     ood["penultimate"][:, :2] = 5 * np.random.default_rng(3).random((len(test["penultimate"]), 2)) + 1
     s_id, s_ood = run("knn", train, test), run("knn", train, ood)
     assert np.mean(s_id[:, None] > s_ood[None, :]) > 0.8
+
+
+def test_feature_files_carry_the_head_that_reproduces_the_logits(tmp_path):
+    import torch
+
+    from oodrepro import features, models
+
+    torch.manual_seed(0)
+    model = models.build("resnet18", num_classes=K, width=0.25, normalization="half").eval()
+    images = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    features.dump(model, images, np.zeros(12, np.int64), tmp_path / "f.npz", progress=False)
+    with np.load(tmp_path / "f.npz") as f:
+        dumped = {k: f[k] for k in f.files}
+    assert np.array_equal(dumped["fc_weight"], model.fc.weight.detach().numpy())
+    recomputed = dumped["penultimate"].astype(np.float64) @ dumped["fc_weight"].T + dumped["fc_bias"]
+    assert np.allclose(recomputed, dumped["logits"], atol=1e-4)
+    # ReAct at a clip above every activation is Energy on the model's own logits
+    state = {"clip": np.array(dumped["penultimate"].max() + 1)}
+    assert np.allclose(scores.react(dumped, state), energy(dumped["logits"].astype(np.float64)), atol=1e-4)
