@@ -105,7 +105,10 @@ def layer_scores(model, images: np.ndarray, stats: list[dict], layers: list[str]
 
 
 def fgsm(model, images: np.ndarray, labels: np.ndarray, step: float = 0.05, batch_size: int = 256) -> np.ndarray:
-    """FGSM copies x + step·sign(∇ₓ CE(f(x), y)), clipped to [0,1], as uint8 images."""
+    """FGSM copies x + step·sign(∇ₓ CE(f(x), y)), clipped to [0,1], as float32 N×H×W×C images.
+
+    Kept in float as the official code keeps them: rounded to uint8, the 0.05 step becomes
+    13/255, which alone moved the chosen noise magnitude on the default run."""
     model.eval()
     dev = next(model.parameters()).device
     y_all = torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
@@ -114,7 +117,7 @@ def fgsm(model, images: np.ndarray, labels: np.ndarray, step: float = 0.05, batc
         x = x.requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y_all[rows]), x)
         adv = (x + step * grad.sign()).clamp(0, 1)
-        out.append((adv * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        out.append(adv.detach().float().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out)
 
 

@@ -5,7 +5,9 @@ forward pass; the ID term is plain CE or Unleashing Mask's flooding loss (set by
 caller as `id_loss`), the outlier term is the method's. OE, Energy-OE and DOE draw one
 fixed outlier subset; POEM re-selects it every epoch by Thompson sampling on a Bayesian
 linear head over penultimate features; DOE perturbs the weights toward the worst-case
-outlier loss before each OE step.
+outlier loss before each OE step. POEM's selection and DOE's steps follow the official
+code (POEM's neural_linear_opt.py, DOE's doe_final.py and utils_awp.py, Unleashing-Mask's
+main_OE.py), which differs from the papers' text in the ways the docstrings say.
 """
 
 from __future__ import annotations
@@ -43,23 +45,32 @@ def doe_proxy_loss(z_out: torch.Tensor) -> torch.Tensor:
 class BayesianHead:
     """POEM's Bayesian linear regression on penultimate features: ID → −target, outliers → +target.
 
-    Prior N(0, σ·I); noise variance σ_n; posterior Σ = (I/σ + ΦᵀΦ/σ_n)⁻¹, μ = Σ Φᵀ t / σ_n.
+    As the official code computes it: prior N(0, σ·I); A = I/σ + ΦᵀΦ/σ_n; μ = A⁻¹Φᵀt/σ_n; θ is
+    drawn from N(μ, σ·A⁻¹) (not the textbook A⁻¹); every target gets the same noise value
+    ε ~ N(0, σ_n), σ_n a variance, drawn once per update. `id_copies` counts the ID rows as
+    that many repeated rows (the official buffer repeats epoch 0's ID images).
     """
 
     def __init__(self, sigma: float, sigma_n: float, target: float):
         self.sigma, self.sigma_n, self.target = sigma, sigma_n, target
 
-    def posterior(self, phi_in: np.ndarray, phi_out: np.ndarray, rng: np.random.Generator):
-        phi = np.concatenate([phi_in, phi_out]).astype(np.float64)
-        t = np.concatenate([np.full(len(phi_in), -self.target), np.full(len(phi_out), self.target)])
-        t = t + rng.normal(0, np.sqrt(self.sigma_n), len(t))  # σ_n read as a variance (decision 19)
-        cov = np.linalg.inv(np.eye(phi.shape[1]) / self.sigma + phi.T @ phi / self.sigma_n)
-        cov = (cov + cov.T) / 2
-        return cov @ phi.T @ t / self.sigma_n, cov
+    def posterior(self, phi_in: np.ndarray, phi_out: np.ndarray, rng: np.random.Generator, id_copies: int = 1):
+        phi_in, phi_out = phi_in.astype(np.float64), phi_out.astype(np.float64)
+        eps = rng.normal(0, np.sqrt(self.sigma_n))  # one scalar shared by every target
+        gram = id_copies * phi_in.T @ phi_in + phi_out.T @ phi_out
+        moment = id_copies * phi_in.sum(0) * (-self.target + eps) + phi_out.sum(0) * (self.target + eps)
+        precision = np.eye(phi_in.shape[1]) / self.sigma + gram / self.sigma_n
+        inv = np.linalg.inv(precision)
+        inv = (inv + inv.T) / 2
+        return inv @ moment / self.sigma_n, self.sigma * inv
 
-    def thompson(self, phi_in, phi_out, rng: np.random.Generator) -> np.ndarray:
-        mu, cov = self.posterior(phi_in, phi_out, rng)
+    def thompson(self, phi_in, phi_out, rng: np.random.Generator, id_copies: int = 1) -> np.ndarray:
+        mu, cov = self.posterior(phi_in, phi_out, rng, id_copies)
         return rng.multivariate_normal(mu, cov, method="cholesky")
+
+    def prior_sample(self, dim: int, rng: np.random.Generator) -> np.ndarray:
+        """θ ~ N(0, σ·I): the official code already selects boundary outliers in epoch 0 with it."""
+        return rng.multivariate_normal(np.zeros(dim), self.sigma * np.eye(dim), method="cholesky")
 
 
 def boundary_outliers(theta: np.ndarray, phi_pool: np.ndarray, n: int) -> np.ndarray:
@@ -90,7 +101,12 @@ class Exposure:
         self.fixed = np.sort(rng.choice(len(outliers), self.n_select, replace=False))
         self.selected = self.fixed
         self.order = torch.arange(self.n_select)
-        self.buffer: list[dict] = []  # POEM: per-epoch penultimate features (ID, outliers)
+        # POEM's memory: the inputs as fed (uint8, augmented), featurised again in eval mode after
+        # every epoch: epoch 0's ID images, and the outliers of each of the last `buffer` epochs
+        self.buffer_in: torch.Tensor | None = None
+        self.buffer_out: list[torch.Tensor] = []
+        self._fed_in: list[torch.Tensor] = []
+        self._fed_out: list[torch.Tensor] = []
         self.proxy = self.proxy_opt = None
         self.direction: dict[str, torch.Tensor] = {}
         self._pending_proxy_opt = None  # a resumed DOE proxy optimiser, restored once the proxy exists
@@ -101,38 +117,54 @@ class Exposure:
 
     # ---------------------------------------------------------------- resumable memory
     def state_dict(self) -> dict:
-        state = {"selected": torch.from_numpy(self.selected),
-                 "buffer": [{k: torch.from_numpy(v) for k, v in e.items()} for e in self.buffer],
+        self._close_epoch()  # called after every epoch: the epoch's inputs join the memory
+        state = {"selected": torch.from_numpy(self.selected), "buffer_out": list(self.buffer_out),
                  "direction": dict(self.direction)}
+        if self.buffer_in is not None:
+            state["buffer_in"] = self.buffer_in
         if self.proxy_opt is not None:
             state["proxy_opt"] = self.proxy_opt.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.selected = state["selected"].numpy()
-        self.buffer = [{k: v.numpy() for k, v in e.items()} for e in state["buffer"]]
+        self.buffer_in, self.buffer_out = state.get("buffer_in"), list(state["buffer_out"])
         self.direction = dict(state["direction"])
         self._pending_proxy_opt = state.get("proxy_opt")
 
     # ---------------------------------------------------------------- per epoch
     def epoch_start(self, epoch: int, gen: torch.Generator) -> None:
         self.epoch = epoch
-        if self.method == "poem" and self.buffer:
+        if self.method == "poem":
+            self._close_epoch()
             self.selected = self._thompson_selection(epoch)
         self.order = torch.randperm(len(self.selected), generator=gen)
-        self.buffer.append({"in": np.zeros((0, 0), np.float32), "out": np.zeros((0, 0), np.float32)})
-        self.buffer = self.buffer[-self.params.get("buffer", 4) :] if self.method == "poem" else []
+
+    def _close_epoch(self) -> None:
+        """Move the inputs fed in the epoch just run into POEM's memory (idempotent)."""
+        if self._fed_out:
+            if self.buffer_in is None:
+                self.buffer_in = torch.cat(self._fed_in)
+            self.buffer_out = [*self.buffer_out, torch.cat(self._fed_out)][-self.params.get("buffer", 4) :]
+        self._fed_in, self._fed_out = [], []
 
     def _thompson_selection(self, epoch: int) -> np.ndarray:
-        filled = [e for e in self.buffer if e["in"].size]
-        if not filled:
-            return self.selected
+        """The n_select candidates nearest the boundary of a Thompson-sampled Bayesian linear head.
+
+        Epoch 0 samples θ from the prior. Later epochs fit the posterior on features computed now,
+        in eval mode, of the memory: epoch 0's ID images counted min(e, buffer) times (the
+        official buffer repeats them) and the outliers fed in each of the last `buffer` epochs.
+        """
         head = BayesianHead(self.params.get("sigma", 20.0), self.params.get("sigma_n", 0.5),
                             self.params.get("target", 3.9))
         rng = np.random.default_rng([self.seed, epoch])
-        theta = head.thompson(np.concatenate([e["in"] for e in filled]), np.concatenate([e["out"] for e in filled]),
-                              rng)
         phi_pool = pool_features(self.model, self.pool)
+        if self.buffer_in is None:
+            theta = head.prior_sample(phi_pool.shape[1], rng)
+        else:
+            phi_in = pool_features(self.model, self.buffer_in)
+            phi_out = np.concatenate([pool_features(self.model, b) for b in self.buffer_out])
+            theta = head.thompson(phi_in, phi_out, rng, id_copies=min(epoch, self.params.get("buffer", 4)))
         return boundary_outliers(theta, phi_pool, self.n_select)
 
     def outlier_batch(self, b: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -146,27 +178,32 @@ class Exposure:
         x_out = self.outlier_batch(b, len(x), gen)
         if self.method == "doe" and self.epoch >= self.params.get("warmup", 5):
             return self._doe_step(model, x, y, x_out, gen, opt)
-        out = model(torch.cat([x, x_out]), return_blocks=self.method == "poem")
-        logits = out.logits if self.method == "poem" else out
+        if self.method == "poem":  # remembered as fed; featurised in eval mode after the epoch
+            if self.epoch == 0:
+                self._fed_in.append(_as_uint8(x))
+            self._fed_out.append(_as_uint8(x_out))
+        logits = model(torch.cat([x, x_out]))
         z_in, z_out = logits[: len(x)], logits[len(x) :]
         if self.method in ("oe", "doe"):  # DOE's warm-up: CE + 1.0·OE
             term = oe_term(z_out)
         else:
             term = energy_term(z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0))
         loss = self.id_loss(z_in, y) + self.params["weight"] * term
-        if self.method == "poem":
-            phi = out.penultimate.detach().float().cpu().numpy()
-            last = self.buffer[-1]
-            last["in"] = np.concatenate([last["in"], phi[: len(x)]]) if last["in"].size else phi[: len(x)]
-            last["out"] = np.concatenate([last["out"], phi[len(x) :]]) if last["out"].size else phi[len(x) :]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.method == "doe":  # DOE's warm-up steps are clipped too (doe_final.py)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.params.get("clip", 1.0))
         opt.step()
         return loss.detach(), z_in.detach()
 
     def _doe_step(self, model, x, y, x_out, gen, opt):
         """Perturb θ toward the proxy's worst-case OE direction, take an OE step there, undo the
-        perturbation, then take an ID step (two optimiser steps, gradient norms clipped)."""
+        perturbation, then take an ID step (two optimiser steps, gradient norms clipped).
+
+        As the official code: the proxy, OE and ID passes each run on the concatenated ID +
+        outlier batch (train-mode BatchNorm sees both) and take their half of the logits; only
+        conv and linear weight matrices are perturbed (`*weight*` entries of more than one
+        dimension), not biases or BatchNorm parameters."""
         p = self.params
         gammas = p.get("gammas", [1e-1, 1e-2, 1e-3, 1e-4])
         gamma = gammas[int(torch.randint(len(gammas), (1,), generator=gen))]
@@ -177,14 +214,17 @@ class Exposure:
                                              weight_decay=1e-4)
             if self._pending_proxy_opt:
                 self.proxy_opt.load_state_dict(self._pending_proxy_opt)
+        both, n = torch.cat([x, x_out]), len(x)
         self.proxy.load_state_dict(model.state_dict())
         self.proxy.train()
         self.proxy_opt.zero_grad(set_to_none=True)
-        doe_proxy_loss(self.proxy(x_out)).backward()
+        doe_proxy_loss(self.proxy(both)[n:]).backward()
         self.proxy_opt.step()
         named = dict(model.named_parameters())
         with torch.no_grad():
             for name, q in self.proxy.named_parameters():
+                if "weight" not in name or q.dim() < 2:
+                    continue
                 w = named[name]
                 d = q - w
                 d = d / (d.norm() + 1e-12) * w.norm()
@@ -193,7 +233,7 @@ class Exposure:
                 self.direction[name] = d if prev is None else ema * prev.to(d.device) + (1 - ema) * d
                 w.add_(gamma * self.direction[name])
         clip = p.get("clip", 1.0)
-        loss_out = p["weight"] * oe_term(model(x_out))
+        loss_out = p["weight"] * oe_term(model(both)[n:])
         opt.zero_grad(set_to_none=True)
         loss_out.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -201,7 +241,7 @@ class Exposure:
         with torch.no_grad():
             for name, d in self.direction.items():
                 named[name].sub_(gamma * d)
-        z_in = model(x)
+        z_in = model(both)[:n]
         loss_in = self.id_loss(z_in, y)
         opt.zero_grad(set_to_none=True)
         loss_in.backward()
@@ -210,14 +250,22 @@ class Exposure:
         return (loss_in + loss_out).detach(), z_in.detach()
 
 
+def _as_uint8(x: torch.Tensor) -> torch.Tensor:
+    """A fed batch in [0,1] back to the uint8 images it was cropped and flipped from (exact)."""
+    return (x.detach() * 255).round().to(torch.uint8).cpu()
+
+
 @torch.inference_mode()
 def pool_features(model, pool_uint8: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """Penultimate features of every outlier candidate, in eval mode (training mode restored)."""
+    """Penultimate features of uint8 N×C×H×W images (the candidates, POEM's memory), in eval
+    mode (training mode restored)."""
     was_training = model.training
     model.eval()
+    dev = next(model.parameters()).device
     out = []
     for i in range(0, len(pool_uint8), batch_size):
-        out.append(model(pool_uint8[i : i + batch_size].float() / 255.0, return_blocks=True).penultimate.float().cpu())
+        x = pool_uint8[i : i + batch_size].to(dev).float() / 255.0
+        out.append(model(x, return_blocks=True).penultimate.float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
 

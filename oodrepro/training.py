@@ -76,16 +76,18 @@ def lr_at(epoch: int, recipe: dict) -> float:
 
 
 def to_tensor(images: np.ndarray, device) -> torch.Tensor:
-    """uint8 N×H×W×C array → uint8 N×C×H×W tensor on `device` (converted to float per batch)."""
+    """N×H×W×C array → N×C×H×W tensor on `device` (uint8 stays uint8: converted per batch)."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
 
 
 def image_batches(model, images: np.ndarray, batch_size: int, desc: str | None = None, progress: bool = False):
-    """Yield (rows, float batch in [0,1]) over uint8 N×H×W×C images, on the model's device."""
+    """Yield (rows, float batch in [0,1]) over N×H×W×C images, on the model's device: uint8
+    images, or float images already in [0,1] (e.g. adversarial copies, kept unrounded)."""
     x_all = to_tensor(images, next(model.parameters()).device)
+    scale = 255.0 if x_all.dtype == torch.uint8 else 1.0
     for i in tqdm(range(0, len(x_all), batch_size), desc=desc, disable=not progress):
         rows = slice(i, min(i + batch_size, len(x_all)))
-        yield rows, x_all[rows].float() / 255.0
+        yield rows, x_all[rows].float() / scale
 
 
 def augment(batch: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:

@@ -169,18 +169,6 @@ def test_each_exposure_method_fine_tunes_and_resumes(base, method, tmp_path, mon
         assert torch.allclose(a[k], b[k], atol=1e-5), k  # a resumed run ends where the uninterrupted one did
 
 
-def test_poem_reselects_outliers_near_the_boundary(base):
-    tmp, x, y, outliers = base
-    model = models.load_model(tmp / "base.pt", spec=SPEC)
-    exp = outlier_exposure.Exposure("poem", outliers, 20, {"weight": 0.1}, SPEC, 2, True, 0, "cpu")
-    exp.bind(model)
-    first = exp.selected.copy()
-    phi = outlier_exposure.pool_features(model, exp.pool)
-    exp.buffer = [{"in": phi[:30] - 1, "out": phi[30:] + 1}]
-    exp.epoch_start(1, torch.Generator().manual_seed(0))
-    assert len(exp.selected) == 20 and not np.array_equal(exp.selected, first)
-
-
 def test_um_and_umap_fine_tune_from_the_checkpoint_and_never_from_scratch(base, tmp_path):
     tmp, x, y, _ = base
     estimate = unleashing_mask.estimate_constraint(tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu",
