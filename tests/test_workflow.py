@@ -92,9 +92,9 @@ def test_outputs_and_tidy_metrics(run):
                                    "laood", *BASELINES}
     assert set(tidy["model"]) == {"base", "base+wm-energy", *SCORED_FINETUNES} and set(tidy["seed"]) == {0, 1}
     assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
-    # 2 seeds × (15 scores on base + 2 on the watermarked model + 2 on each scored fine-tune)
+    # 2 seeds × (7 + 8 baseline scores on base + 2 on the watermarked model + 2 on each scored fine-tune)
     #   × (4 sets incl. mean × 4 metrics + accuracy)
-    assert len(tidy) == 2 * (15 + 2 + 2 * 2) * (4 * 4 + 1)
+    assert len(tidy) == 2 * (7 + len(BASELINES) + 2 + 2 * 2) * (4 * 4 + 1)
     assert set(tidy[tidy["model"] == "base+wm-energy"]["method"]) == {"msp", "energy"}
     assert tidy["value"].between(0, 100).all()
     n_svhn = tidy[(tidy["ood_set"] == "svhn-test")]["n_ood"].unique()
@@ -145,7 +145,8 @@ def test_changing_odin_temperature_reruns_only_odin(run):
 
 def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
     jobs = plan_after(run, "closest", lambda c: c["metrics"].update({"fpr_rule": "closest"}))
-    assert jobs == {"compute_metrics": 2 * (7 + 2 + 2 * 2), "summarize": 1, "write_manifest": 1, "all": 1}
+    metrics_jobs = 2 * (7 + len(BASELINES) + 2 + 2 * 2)
+    assert jobs == {"compute_metrics": metrics_jobs, "summarize": 1, "write_manifest": 1, "all": 1}
 
 
 def test_pinning_the_featurenorm_block_refits_without_new_features(run):
