@@ -10,9 +10,10 @@ from pathlib import Path
 from snakemake.utils import min_version
 
 from oodrepro import config as cfg
-from oodrepro import manifest, runtime
+from oodrepro import laood, manifest, runtime
 from oodrepro import data as datasets
 from oodrepro import scores as score_registry
+from oodrepro.io import npz_shapes
 
 min_version("9.0")
 
@@ -59,6 +60,8 @@ NETWORK_SCORES = [
 ]
 FITTED_SCORES = [n for n in config["scores"] if score_registry.get(n).fit is not None]
 NETWORK_FITS = [n for n in FITTED_SCORES if n in NETWORK_SCORES]
+# LA-OOD's fit as pieces of this many layers, gathered into one detector (rules/laood.smk)
+LAOOD_SPLIT = config["scores"].get("laood", {}).get("layers_per_job")
 WNN = config.get("watermarknn", {})
 OWNERS = list(WNN.get("owners", {}))
 ATTACKS = WNN.get("attacks", {}).get("kinds", [])

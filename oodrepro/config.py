@@ -140,27 +140,28 @@ def _recipe_problems(key: str, recipe: dict, first_epoch: int = 0) -> list[str]:
 
 
 def architecture_names(spec: dict, cache_dir=None) -> dict[str, list[str]]:
-    """The block names, module names and penultimate size of the backbone `spec` builds.
+    """The block names, module names, penultimate size and LA-OOD layers of the backbone `spec` builds.
 
     Building it (on torch's meta device, no weights) needs torch, whose import alone costs a
     no-op rerun over a second; so the names are cached in `cache_dir`, keyed by the spec and
     the models' source code, and torch is imported only when that key is new.
     """
     sources = sorted((Path(__file__).parent / "models").glob("*.py"))
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode() + b"blocks,modules,penultimate"
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode() + b"blocks,modules,penultimate,laood_layers"
                          + b"".join(p.read_bytes() for p in sources)).hexdigest()[:20]
     cached = Path(cache_dir) / f"architecture-{key}.json" if cache_dir else None
     if cached is not None and cached.is_file():
         return json.loads(cached.read_text())
     import torch
 
-    from . import models
+    from . import features, models
 
     with torch.device("meta"):
         arch_spec = dict(spec)
         model = models.build(arch_spec.pop("arch"), **arch_spec)
     names = {"blocks": list(model.block_names), "modules": [n for n, _ in model.named_modules() if n],
-             "penultimate": model.fc.in_features}
+             "penultimate": model.fc.in_features,
+             "laood_layers": [n for n, _ in features.conv_layers(model)] + ["logits"] * model.laood_logits}
     if cached is not None:
         from .io import save_json
 

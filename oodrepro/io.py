@@ -44,9 +44,25 @@ def save_npz(path, **arrays: np.ndarray) -> None:
             np.savez(fh, **arrays)
 
 
-def load_npz(path) -> dict[str, np.ndarray]:
+def load_npz(path, keys=None) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, or only `keys` (the others are never read)."""
     with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+        return {k: data[k] for k in (data.files if keys is None else keys)}
+
+
+def npz_shapes(path) -> dict[str, tuple[int, ...]]:
+    """The shape of every array in an .npz file, from the headers alone (no data is read)."""
+    import zipfile
+
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            with archive.open(member) as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, _ = read_header(fh)
+            shapes[member.removesuffix(".npy")] = shape
+    return shapes
 
 
 def save_npy(path, array: np.ndarray) -> None:

@@ -167,6 +167,43 @@ def to_arrays(detectors: list[LayerDetector], names: list[str]) -> dict[str, np.
     return out
 
 
+def merge_arrays(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The detector file of a whole backbone from the files of its pieces (layers in order):
+    exactly what `to_arrays` writes for all layers fitted in one job."""
+    out = {"gamma_grid": parts[0]["gamma_grid"]}
+    for key in ("layer_names", "gamma", "nu", "error_grid"):
+        out[key] = np.concatenate([p[key] for p in parts])
+    i = 0
+    for part in parts:
+        for j in range(len(part["layer_names"])):
+            for field in ("mean", "scale", "support", "dual_coef", "intercept"):
+                out[f"l{i}_{field}"] = part[f"l{j}_{field}"]
+            i += 1
+    return out
+
+
+# --------------------------------------------------------------------------- cost of a piece
+# Measured with bench/laood_cost.py on one core of a 2-core laptop-class CPU: one layer of
+# D = 512 at n = 50,000 fits in about 20 minutes, growing as n^1.9 and about linearly in D.
+SECONDS_AT_50K_512 = 20 * 60
+EXPONENT = 1.9
+
+
+def layer_seconds(n: int, dim: int) -> float:
+    """Expected fit time of one layer (SDS, 7 γ on the 70 % split, refit) on one core."""
+    return SECONDS_AT_50K_512 * (n / 50_000) ** EXPONENT * max(dim, 16) / 512
+
+
+def layer_memory_mb(n: int, dim: int) -> int:
+    """Peak memory of one layer's fit: the float64 copies of the data, SDS's n_val × k × D
+    neighbour differences (three arrays at once) and libsvm's 200 MB kernel cache."""
+    n_val = max(1, round(0.3 * n))
+    k = math.ceil(5 * math.log10(max(n_val, 2)))
+    data = 8 * n * dim * 4
+    sds = 3 * 8 * n_val * k * dim
+    return int((data + sds) / 2**20) + 200 + 500
+
+
 def from_arrays(state: dict[str, np.ndarray]) -> list[LayerDetector]:
     return [
         LayerDetector(state[f"l{i}_mean"], state[f"l{i}_scale"], state[f"l{i}_support"], state[f"l{i}_dual_coef"],

@@ -120,14 +120,18 @@ LAOOD_FIT_KEYS = ("gammas", "nu", "val_fraction", "split_seed", "edge_threshold"
 
 
 def fit_laood(train_convs: dict, n_jobs: int = 1, max_fit: int | None = None, fit_seed: int = 0,
-              **options) -> dict[str, np.ndarray]:
-    """One RBF one-class SVM per layer, γ chosen by SDS (see oodrepro.laood)."""
+              layers_per_job: int | None = None, only: list[int] | None = None, **options) -> dict[str, np.ndarray]:
+    """One RBF one-class SVM per layer, γ chosen by SDS (see oodrepro.laood). `only` fits just
+    those layers (one piece of a split fit; `laood.merge_arrays` joins the pieces);
+    `layers_per_job` shapes the workflow's split, not the result."""
     unknown = set(options) - set(LAOOD_FIT_KEYS)
     if unknown:
         raise TypeError(f"unknown LA-OOD options {sorted(unknown)}")
-    layers = laood.layers_of(train_convs)
+    names = [str(n) for n in train_convs["layer_names"]]
+    chosen = range(len(names)) if only is None else only
+    layers = [train_convs[f"layer_{j}"] for j in chosen]
     detectors = laood.fit(layers, n_jobs=n_jobs, max_fit=max_fit, seed=fit_seed, **options)
-    return laood.to_arrays(detectors, [str(n) for n in train_convs["layer_names"]])
+    return laood.to_arrays(detectors, [names[j] for j in chosen])
 
 
 @register("laood", "features", fit=fit_laood, fit_inputs=("train_convs",), reads=".convs",

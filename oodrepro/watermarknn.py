@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from . import models, training
-from .io import load_npz, save_csv, save_json, save_npz
+from .io import load_npz, save_json, save_npz
 from .training import pick_device, to_tensor
 
 ATTACKS = {

@@ -1,4 +1,78 @@
-# LA-OOD: each layer's own AUROC and how often it decides the combined score, from cached conv features.
+# LA-OOD: the fit split into pieces of `layers_per_job` layers when the config asks for it (one
+# cluster job each, sized from n and D), and each layer's own AUROC and how often it decides the
+# combined score, from cached conv features.
+
+
+def laood_parts(wildcards):
+    """The layer indices of each piece of the backbone's LA-OOD fit."""
+    spec = cfg.model_spec(config, wildcards.arch)
+    count = len(cfg.architecture_names(spec, ".snakemake/oodrepro")["laood_layers"])
+    return [
+        list(range(i, min(i + LAOOD_SPLIT, count)))
+        for i in range(0, count, LAOOD_SPLIT)
+    ]
+
+
+def laood_part_layers(wildcards):
+    return laood_parts(wildcards)[int(wildcards.part)]
+
+
+def laood_part_cost(wildcards, input):
+    """(memory MB, runtime minutes) of a piece, from the n × D of its layers' training vectors."""
+    shapes = npz_shapes(input.train_convs)
+    cap = config["scores"]["laood"].get("max_fit")
+    sizes = [shapes[f"layer_{j}"] for j in laood_part_layers(wildcards)]
+    fit = [(min(n, cap) if cap else n, d) for n, d in sizes]
+    memory = max(laood.layer_memory_mb(n, d) for n, d in fit)
+    minutes = sum(laood.layer_seconds(n, d) for n, d in fit) / 60
+    return memory, max(10, round(2 * minutes + 5))
+
+
+if LAOOD_SPLIT:
+
+    rule fit_laood_part:
+        input:
+            train_convs=f"{RUN}/features/{{variant}}/{BENCH['id_train']}.convs.npz",
+        output:
+            f"{RUN}/detectors/{{variant}}/laood/part{{part}}.npz",
+        log:
+            f"{RUN}/logs/fit_detector/{{variant}}/laood.part{{part}}.log",
+        benchmark:
+            f"{RUN}/benchmarks/fit_detector/{{variant}}/laood.part{{part}}.tsv"
+        wildcard_constraints:
+            part=r"\d+",
+        conda:
+            "../envs/analysis.yaml"
+        threads: lambda w: min(4, len(laood_part_layers(w)))
+        resources:
+            mem_mb=lambda w, input: laood_part_cost(w, input)[0],
+            runtime=lambda w, input: laood_part_cost(w, input)[1],
+        params:
+            layers=laood_part_layers,
+            hp=lambda w: config["scores"]["laood"],
+        script:
+            "../workflow_scripts/fit_laood_part.py"
+
+    rule gather_laood:
+        input:
+            lambda w: [
+                f"{run_dir(w)}/detectors/{w.variant}/laood/part{i}.npz"
+                for i in range(len(laood_parts(w)))
+            ],
+        output:
+            f"{RUN}/detectors/{{variant}}/laood.npz",
+        log:
+            f"{RUN}/logs/fit_detector/{{variant}}/laood.log",
+        benchmark:
+            f"{RUN}/benchmarks/fit_detector/{{variant}}/laood.tsv"
+        conda:
+            "../envs/analysis.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=10,
+        script:
+            "../workflow_scripts/gather_laood.py"
 
 
 rule analyze_laood_layers:

@@ -14,7 +14,13 @@ rule fit_detector:
     benchmark:
         f"{RUN}/benchmarks/fit_detector/{{variant}}/{{method}}.tsv"
     wildcard_constraints:
-        method=constraint([n for n in FITTED_SCORES if n not in NETWORK_FITS]),
+        method=constraint(
+            [
+                n
+                for n in FITTED_SCORES
+                if n not in NETWORK_FITS and not (n == "laood" and LAOOD_SPLIT)
+            ]
+        ),
     conda:
         "../envs/analysis.yaml"
     threads: lambda w: 4 if score_registry.fit_is_parallel(score_registry.get(w.method)) else 1

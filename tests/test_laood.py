@@ -110,3 +110,34 @@ def test_conv_features_are_pre_batchnorm_means():
     with torch.no_grad():
         stem_conv = model.stem[0](x)
     np.testing.assert_allclose(f["layer_0"], stem_conv.mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_fit_split_into_pieces_gathers_into_the_same_detector():
+    rng = np.random.default_rng(4)
+    names = ["conv1", "conv2", "conv3", "conv4", "logits"]
+    convs = {"layer_names": np.array(names), **{f"layer_{j}": rng.normal(size=(120, 6 + j)) for j in range(5)}}
+    hp = {"gammas": [0.01, 0.1], "max_fit": 100, "fit_seed": 3}
+    whole = scores.fit_laood(convs, **hp)
+    pieces = [scores.fit_laood(convs, only=part, layers_per_job=2, **hp) for part in ([0, 1], [2, 3], [4])]
+    merged = laood.merge_arrays(pieces)
+    assert merged.keys() == whole.keys()
+    for key in whole:
+        same = np.array_equal(merged[key], whole[key], equal_nan=merged[key].dtype.kind == "f")
+        assert same, key  # same γ, support vectors, dual coefficients: the same decision values
+
+
+def test_piece_resources_grow_with_n_and_d():
+    assert laood.layer_seconds(50_000, 512) == pytest.approx(20 * 60)
+    assert laood.layer_seconds(25_000, 512) < laood.layer_seconds(50_000, 512) / 3  # ~n^1.9
+    assert laood.layer_seconds(50_000, 256) == pytest.approx(10 * 60)
+    assert laood.layer_memory_mb(50_000, 512) > laood.layer_memory_mb(10_000, 512) > laood.layer_memory_mb(1_000, 64)
+
+
+def test_laood_layer_names_from_the_meta_model_match_the_dumped_ones():
+    from oodrepro import config as cfg
+
+    for spec in ({"arch": "vgg16_bn", "num_classes": 10, "normalization": "half", "width": 0.25},
+                 {"arch": "resnet18", "num_classes": 10, "normalization": "half", "width": 0.25}):
+        model = models.build(**spec)
+        dumped = features.extract_convs(model, np.zeros((2, 32, 32, 3), np.uint8))
+        assert cfg.architecture_names(spec)["laood_layers"] == [str(n) for n in dumped["layer_names"]]

@@ -242,3 +242,26 @@ def test_a_checkpoint_that_is_not_the_configured_model_is_refused(run):
         assert torch.load(base, weights_only=True)["spec"]["width"] == 0.25  # refused, not overwritten
     finally:
         base.write_bytes(saved)
+
+
+def test_laood_split_into_pieces_gives_the_one_job_detector(run, tmp_path):
+    """Last in this module: it leaves the LA-OOD detector written by the split rules."""
+    import numpy as np
+
+    work, _, config = run
+    detector = Path(config["results"]) / "digits" / "resnet18-small" / "seed0" / "detectors" / "base" / "laood.npz"
+    with np.load(detector) as f:
+        one_job = {k: f[k] for k in f.files}
+    split = copy.deepcopy(config)
+    split["scores"]["laood"]["layers_per_job"] = 5  # 18 layers: pieces of 5, 5, 5, 3
+    changed = work / "split.yaml"
+    changed.write_text(yaml.safe_dump(split))
+    result = snakemake(work, changed, str(detector), "--forcerun", "gather_laood")
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = result.stdout + result.stderr
+    assert said.count("rule fit_laood_part:") == 4 and "rule gather_laood:" in said
+    with np.load(detector) as f:
+        pieces = {k: f[k] for k in f.files}
+    assert pieces.keys() == one_job.keys()
+    for key in one_job:
+        assert np.array_equal(pieces[key], one_job[key], equal_nan=one_job[key].dtype.kind == "f"), key
