@@ -3,31 +3,6 @@
 # combined score, from cached conv features.
 
 
-def laood_parts(wildcards):
-    """The layer indices of each piece of the backbone's LA-OOD fit."""
-    spec = cfg.model_spec(config, wildcards.arch)
-    count = len(cfg.architecture_names(spec, ".snakemake/oodrepro")["laood_layers"])
-    return [
-        list(range(i, min(i + LAOOD_SPLIT, count)))
-        for i in range(0, count, LAOOD_SPLIT)
-    ]
-
-
-def laood_part_layers(wildcards):
-    return laood_parts(wildcards)[int(wildcards.part)]
-
-
-def laood_part_cost(wildcards, input):
-    """(memory MB, runtime minutes) of a piece, from the n × D of its layers' training vectors."""
-    shapes = npz_shapes(input.train_convs)
-    cap = config["scores"]["laood"].get("max_fit")
-    sizes = [shapes[f"layer_{j}"] for j in laood_part_layers(wildcards)]
-    fit = [(min(n, cap) if cap else n, d) for n, d in sizes]
-    memory = max(laood.layer_memory_mb(n, d) for n, d in fit)
-    minutes = sum(laood.layer_seconds(n, d) for n, d in fit) / 60
-    return memory, max(10, round(2 * minutes + 5))
-
-
 if LAOOD_SPLIT:
 
     rule fit_laood_part:
