@@ -1,4 +1,4 @@
-"""FeatureNorm and NormRatio block selection (Yu et al., CVPR 2023; methods/featurenorm.md).
+"""FeatureNorm and NormRatio block selection (Yu et al., CVPR 2023; docs/featurenorm.md).
 
 FeatureNorm of a block is the channel mean of the spatial L2 norms of its ReLU'd output:
 large means ID. The block is chosen without OOD data, by the largest NormRatio: the mean
@@ -15,7 +15,7 @@ import numpy as np
 TILE = 10  # ⌊32 / 3⌋: tiles cover the top-left 30×30, rows and columns 30–31 stay zero
 GRID = 3
 
-# The block the paper's evaluation hard-codes, per architecture (featurenorm.md §2, step 5).
+# The block the paper's evaluation hard-codes, per architecture (docs/featurenorm.md).
 PAPER_BLOCK = {"resnet18": "layer4.0"}
 
 

@@ -1,4 +1,4 @@
-"""LA-OOD: one-class SVMs on every layer's pooled output (Wang et al., PAKDD 2022; methods/la-ood.md).
+"""LA-OOD: one-class SVMs on every layer's pooled output (Wang et al., PAKDD 2022; docs/la-ood.md).
 
 Per layer: standardise the ID training vectors, choose the RBF γ without OOD data by
 self-adaptive data shifting (edge points of a held-out ID split pushed outward become
@@ -34,7 +34,7 @@ class Edges:
 
 
 def find_edges(x: np.ndarray, edge_threshold: float = 0.01, shift_rule: str = "code") -> Edges:
-    """Self-adaptive data shifting: edge points and how far to push them (la-ood.md §2 D.3–4).
+    """Self-adaptive data shifting: edge points and how far to push them (docs/la-ood.md).
 
     k = ⌈5·log10 n⌉ neighbours; x_i is an edge point when the fraction l_i of its neighbour
     directions v_ij with v_ij·n_i ≥ 0 exceeds 1 − threshold, n_i = Σ_j v_ij. The shift

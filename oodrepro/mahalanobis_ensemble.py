@@ -1,5 +1,5 @@
 """The full Mahalanobis detector (Lee et al. 2018) as Unleashing Mask evaluates it
-(unleashing-mask.md Step E): class means and a tied covariance on several layers' pooled
+(docs/unleashing-mask.md): class means and a tied covariance on several layers' pooled
 features, input pre-processing toward the closest class, and a logistic-regression
 combiner fitted on clean ID images versus their FGSM copies, with the noise magnitude
 chosen on a second batch of such pairs. The score is −P(adversarial): higher = more ID.

@@ -1,4 +1,4 @@
-"""OOD metrics with ID as the positive class by default (conventions.md §1).
+"""OOD metrics with ID as the positive class by default (docs/README.md, conventions).
 
 Scores are oriented higher = more ID. FPR95 offers the three threshold rules
 (`first_ge` default, `closest`, `interp`) and either positive class; AUPR offers

@@ -1,4 +1,4 @@
-"""Outlier-exposure fine-tuning: OE, Energy-OE, POEM and DOE (unleashing-mask.md Step D).
+"""Outlier-exposure fine-tuning: OE, Energy-OE, POEM and DOE (docs/unleashing-mask.md).
 
 Every step concatenates an ID batch and an equally large outlier batch and runs one
 forward pass; the ID term is plain CE or Unleashing Mask's flooding loss (set by the

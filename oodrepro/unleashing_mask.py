@@ -6,7 +6,7 @@ of every layer's weights masked; flooding keeps the training loss from going bel
 which makes the model forget the atypical samples it memorised late in training. UMAP's
 learned mask is baked into plain weights when it is saved, so the result is an ordinary
 checkpoint that every feature and scoring rule reads as it reads any other. Spec:
-methods/unleashing-mask.md.
+docs/unleashing-mask.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Watermarking for OOD detection (Wang et al., NeurIPS 2022; methods/watermarking-ood.md).
+"""Watermarking for OOD detection (Wang et al., NeurIPS 2022; docs/watermarking-ood.md).
 
 One additive pattern w (1×3×32×32, in the model's normalised input space) is learned for
 a frozen classifier in eval mode, so that watermarked ID images score high and

@@ -7,7 +7,7 @@ image and label with a salted SHA-256 hash at embedding time; verification first
 commitments, so a tampered key or trigger set is refused before any model is queried.
 The ownership threshold comes from clean "null" models: how often they agree with the
 secret labels by chance. Attacks fine-tune without triggers (FTLL, FTAL, RTLL, RTAL) or
-prune weights by magnitude. Spec: methods/watermarknn.md.
+prune weights by magnitude. Spec: docs/watermarknn.md.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def load_keys(marking_path, verification_path) -> tuple[dict, dict]:
 
 # --------------------------------------------------------------------------- embedding
 class TriggerMixer:
-    """Appends `per_batch` trigger images to every training batch (watermarknn.md §2.2).
+    """Appends `per_batch` trigger images to every training batch (docs/watermarknn.md).
 
     Each epoch the trigger set is shuffled into batches of `per_batch` and a random offset o
     is drawn; training batch b gets trigger batch (o + b) mod (number of trigger batches).
@@ -228,7 +228,7 @@ def verify_owners(networks: dict[str, str], keys: dict[str, tuple], null_paths: 
 def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path, log_csv, triggers, test, *,
            frozen: str = "train", seed: int = 0, device: str = "auto", spec: dict | None,
            progress: bool = True) -> models.Backbone:
-    """Fine-tune the watermarked model without triggers (watermarknn.md §2.4).
+    """Fine-tune the watermarked model without triggers (docs/watermarknn.md).
 
     FT*: keep the head; RT*: a fresh `Linear` (PyTorch default init). *LL trains only the
     output layer, *AL everything. "Frozen" layers stay in train mode (`frozen: train`, the

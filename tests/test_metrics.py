@@ -1,4 +1,4 @@
-"""Metrics against hand-computed small cases (conventions.md §1)."""
+"""Metrics against hand-computed small cases (conventions: docs/README.md)."""
 
 import numpy as np
 import pytest

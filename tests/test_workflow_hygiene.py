@@ -88,3 +88,16 @@ def test_the_default_config_and_both_presets_plan_the_post_hoc_baselines(tmp_pat
     assert BASELINES <= _planned_scores(ROOT / "config.yaml", tmp_path / "default")
     assert BASELINES <= _planned_scores(ROOT / "presets" / "openood-cifar10-resnet18.yaml", tmp_path / "openood")
     assert {"react", "dice"} <= _planned_scores(ROOT / "presets" / "featurenorm-cvpr23.yaml", tmp_path / "fn")
+
+
+def test_no_file_points_outside_the_repository():
+    """A clone has no ../shared, no specification folder and no design document: the project's
+    own docs/ say what it needs."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    pattern = re.compile(r"\.\./shared|shared/methods|design\.md|methods/[a-z-]+\.md|conventions\.md|spec §")
+    offenders = [f for f in tracked if (ROOT / f).is_file() and f != "tests/test_workflow_hygiene.py"
+                 and pattern.search((ROOT / f).read_text(errors="ignore"))]
+    assert offenders == []
+    for page in re.findall(r"docs/[a-z-]+\.md", "".join((ROOT / f).read_text(errors="ignore") for f in tracked
+                                                         if f.endswith((".py", ".yaml", ".md")))):
+        assert (ROOT / page).is_file(), page

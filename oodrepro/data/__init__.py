@@ -4,7 +4,7 @@ A dataset is one array file `{name}.npz` holding `images` (uint8 N×32×32×3) a
 `labels` (int64, -1 for unlabelled OOD images). Offline datasets are generated from
 a seed; downloaded ones come from checksummed archives and a named 32×32 recipe.
 A name may carry a recipe after '@' (`textures@squash-lanczos`), so every recipe of
-a source is its own cached file (conventions.md §5).
+a source is its own cached file (docs/README.md, conventions).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ ARCHIVES: dict[str, Archive] = {
         Archive("WatermarkNN-448bf51.zip", "https://github.com/adiyoss/WatermarkNN/archive/448bf51.zip",
                 unverified=True),
         # Hendrycks' WRN-40-2 CIFAR baselines as released with the Energy-OOD code (the backbones
-        # of Watermarking for OOD); sha256 from methods/watermarking-ood.md §4.
+        # of Watermarking for OOD); sha256 of the released files, pinned here
         Archive("cifar10_wrn_pretrained_epoch_99.pt",
                 "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar10_wrn_pretrained_epoch_99.pt",
                 sha256="0b59e178577382a0cf5d1e079d1d019f6a33b0801b7d123a59e51b4b32972637"),

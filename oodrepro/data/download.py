@@ -102,7 +102,7 @@ def download(url: str, dest, md5: str | None = None, sha256: str | None = None, 
 
 # --------------------------------------------------------------------------- recipes
 def to_rgb32(img: Image.Image, recipe: str) -> np.ndarray:
-    """Bring one PIL image to 32×32 RGB by a named recipe (conventions.md §5).
+    """Bring one PIL image to 32×32 RGB by a named recipe (docs/README.md, conventions).
 
     crop32: resize the short side to 32 (bilinear) and centre-crop; 32×32 passes as is.
     centre32: centre-crop 32×32 without resizing (LSUN-crop's 36×36 copies, WatermarkNN's
@@ -291,7 +291,7 @@ def convert_user_folder(archives: list[Path], work: Path, *, recipe: str, folder
 
 
 def convert_triggers(archives: list[Path], work: Path, *, recipe: str, folder: str | None = None, **_):
-    """WatermarkNN's 100 trigger images and their secret labels (watermarknn.md §4.3).
+    """WatermarkNN's 100 trigger images and their secret labels (docs/watermarknn.md).
 
     From the repository archive, or from a `folder` holding `labels-cifar.txt` and the
     images (in `pics/`). Line i of the labels file belongs to the i-th file in

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-# conventions.md §3
+# the input normalisations the reproduced papers use
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "hendrycks-cifar": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
     "wrong-std-cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),

@@ -1,4 +1,4 @@
-"""WatermarkNN's ResNet-18 (watermarknn.md §4.1): a post-activation stem, pre-activation
+"""WatermarkNN's ResNet-18 (docs/watermarknn.md): a post-activation stem, pre-activation
 blocks without BatchNorm on the shortcut, and no final BN-ReLU before pooling.
 
 Neither torchvision's ResNet-18 nor the usual PreActResNet-18; kept exact because the

@@ -26,7 +26,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(Backbone):
-    """`stem_padding` 1 keeps 32×32 maps; FeatureNorm's release used 2 (featurenorm.md §4)."""
+    """`stem_padding` 1 keeps 32×32 maps; FeatureNorm's release used 2 (docs/featurenorm.md)."""
 
     def __init__(self, layers, num_classes=10, width=1.0, normalization="hendrycks-cifar", stem_padding=1):
         super().__init__(normalization)
