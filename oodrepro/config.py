@@ -77,13 +77,14 @@ def check_config_files(workflow_file, cli_files, replace: bool) -> None:
     """Parse every config file strictly, and refuse a complete config (a preset) that Snakemake
     would merge key by key into `workflow_file` because --replace-workflow-config is missing."""
     present = Path(workflow_file).exists()  # Snakemake merges only a workflow config that exists
-    for path in [workflow_file] * present + list(cli_files):
-        read_yaml(path)
+    if present:
+        read_yaml(workflow_file)
+    parsed = {path: read_yaml(path) for path in cli_files}
     if replace or not present:
         return
-    for path in cli_files:
+    for path, loaded in parsed.items():
         same = Path(path).resolve() == Path(workflow_file).resolve()
-        if not same and set(schema()["required"]) <= set(read_yaml(path)):
+        if not same and set(schema()["required"]) <= set(loaded):
             path = os.path.relpath(path)
             raise ConfigError(
                 f"{path} is a complete config, but without --replace-workflow-config Snakemake merges it into "

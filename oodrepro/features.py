@@ -46,13 +46,10 @@ def extract(model: Backbone, images: np.ndarray, batch_size: int = 512, progress
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 
-# What a feature file holds besides the per-image arrays of `extract`: the classifier head
-# (W, b: ReAct, DICE, ASH and ViM recompute logits from shaped penultimate vectors).
-HEAD_KEYS = ("fc_weight", "fc_bias")
-
-
 def dump(model: Backbone, images: np.ndarray, labels: np.ndarray, out, batch_size: int = 512, progress=True,
          transform: Transform | None = None) -> None:
+    """Write `extract`'s arrays with the labels, block names and the classifier head (W, b:
+    ReAct, DICE, ASH and ViM recompute logits from reshaped penultimate vectors)."""
     feats = extract(model, images, batch_size, progress, transform)
     head = {"fc_weight": model.fc.weight.detach().float().cpu().numpy(),
             "fc_bias": model.fc.bias.detach().float().cpu().numpy()}

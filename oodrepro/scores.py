@@ -78,7 +78,11 @@ def msp(features: dict, state=None) -> np.ndarray:
 
 @register("energy", "features", description="negative free energy T·logsumexp(z/T) (Liu et al. 2020)")
 def energy(features: dict, state=None, temperature: float = 1.0) -> np.ndarray:
-    return temperature * logsumexp(features["logits"].astype(np.float64) / temperature, axis=1)
+    return _energy(features["logits"].astype(np.float64), temperature)
+
+
+def _energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return temperature * logsumexp(logits / temperature, axis=1)
 
 
 def fit_mahalanobis(train: dict, layer: str = "penultimate") -> dict[str, np.ndarray]:
@@ -95,9 +99,13 @@ def fit_mahalanobis(train: dict, layer: str = "penultimate") -> dict[str, np.nda
           description="−min_c squared Mahalanobis distance, tied covariance, one layer (OpenOOD 'MDS')")
 def mahalanobis(features: dict, state: dict, layer: str = "penultimate") -> np.ndarray:
     f = features[layer].astype(np.float64)
-    # (f−μ)ᵀ P (f−μ) per row through one matrix product per class (BLAS), not a 3-operand einsum
-    dist = np.stack([(((f - mu) @ state["precision"]) * (f - mu)).sum(1) for mu in state["means"]], 1)
+    dist = np.stack([_squared_distance(f, mu, state["precision"]) for mu in state["means"]], 1)
     return -dist.min(axis=1)
+
+
+def _squared_distance(f: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """(f−μ)ᵀ P (f−μ) per row through one matrix product (BLAS), not a 3-operand einsum."""
+    return (((f - mean) @ precision) * (f - mean)).sum(1)
 
 
 def fit_featurenorm(train: dict, train_jigsaw: dict, block="auto", jigsaw_seed: int = 0) -> dict[str, np.ndarray]:
@@ -144,10 +152,6 @@ def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
 # --------------------------------------------------------------------------- logit and activation scores
 # These read the logits, the penultimate vector h and the classifier head (W, b), which
 # every feature file carries (`fc_weight`, `fc_bias`), so they cost no network pass.
-
-def _energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return temperature * logsumexp(logits / temperature, axis=1)
-
 
 def _head_score(logits: np.ndarray, score: str) -> np.ndarray:
     """The logit-based score a feature-shaping method (ReAct, DICE, ASH) finishes with."""
@@ -298,8 +302,8 @@ def fit_rmds(train: dict) -> dict[str, np.ndarray]:
 @register("rmds", "features", fit=fit_rmds,
           description="RMDS: −min_c (MD_c − MD_background), relative Mahalanobis distance (Ren et al. 2021)")
 def rmds(features: dict, state: dict) -> np.ndarray:
-    f = features["penultimate"].astype(np.float64)
-    background = (((f - state["background_mean"]) @ state["background_precision"]) * (f - state["background_mean"])).sum(1)
+    background = _squared_distance(features["penultimate"].astype(np.float64), state["background_mean"],
+                                   state["background_precision"])
     return mahalanobis(features, state, "penultimate") + background
 
 
