@@ -6,17 +6,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.yaml
 CORES ?= all
+PROFILE ?= profiles/local
 # A preset replaces config.yaml entirely instead of being merged into it.
-SNAKEMAKE = $(BIN)/snakemake --profile profiles/local --cores $(CORES) --configfile $(CONFIG) --replace-workflow-config
+SNAKEMAKE = $(BIN)/snakemake --profile $(PROFILE) --cores $(CORES) --configfile $(CONFIG) --replace-workflow-config
 RESULTS = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('$(CONFIG)')).get('results', 'results'))")
 REPORT = $(RESULTS)/report.html
 
-.PHONY: run report test venv clean
+.PHONY: run rehearse rehearse-all report test venv clean
 
 # oodrepro.launch: one-line errors for a missing or invalid config, and unlocking after a killed run
 run: $(BIN)/.installed
 	$(BIN)/python -m oodrepro.launch $(CONFIG) -- $(SNAKEMAKE) $(ARGS)
 	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG)
+
+# A preset's own DAG on stand-in archives with shrunk budgets, then its full-scale cost estimate
+# (docs/rehearsal.md); PROFILE=profiles/slurm rehearses on a cluster.
+rehearse: $(BIN)/.installed
+	@rehearsal=$$($(BIN)/python -m oodrepro.rehearsal prepare $(CONFIG)) && \
+		$(MAKE) --no-print-directory run CONFIG=$$rehearsal PROFILE=$(PROFILE) ARGS="$(ARGS)"
+	$(BIN)/python -m oodrepro.rehearsal estimate $(CONFIG)
+
+# Every preset, one after another (what CI runs after the tests).
+rehearse-all: $(BIN)/.installed
+	@for preset in presets/*.yaml; do $(MAKE) --no-print-directory rehearse CONFIG=$$preset || exit 1; done
 
 # The HTML report is rebuilt only when a result is newer than it, so a rerun does nothing.
 report: $(BIN)/.installed
@@ -37,4 +49,4 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results rehearsal .snakemake

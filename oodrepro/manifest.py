@@ -68,6 +68,6 @@ def mark_start(path) -> None:
 
 
 def build(config: dict, repo: Path, started: str | None) -> dict:
-    return {"started": started, "finished": now(), "config_sha256": config_hash(config), "git": git_state(repo),
+    return {**({"REHEARSAL": config["rehearsal"]} if "rehearsal" in config else {}), "started": started, "finished": now(), "config_sha256": config_hash(config), "git": git_state(repo),
             "device": devices(config.get("device", "auto")), "versions": versions(),
             "platform": platform.platform()}

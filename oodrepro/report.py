@@ -6,6 +6,8 @@ metric); everything else (Markdown summaries, the report) is derived from it.
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 
@@ -177,8 +179,10 @@ def _all_sections(summary, comparison, analyses):
 
 
 def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
-                     analyses: dict | None = None) -> str:
+                     analyses: dict | None = None, banner: str | None = None) -> str:
+    """The summary as Markdown; `banner` (a rehearsal's) heads it in bold."""
     lines = [f"# {title}", ""] if title else []
+    lines += [f"**{banner}**", ""] if banner else []
     for heading, tables in _all_sections(summary, comparison, analyses):
         lines += [f"## {heading}", ""]
         for caption, table in tables:
@@ -187,8 +191,11 @@ def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = No
 
 
 def html_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
-                 analyses: dict | None = None) -> str:
+                 analyses: dict | None = None, banner: str | None = None) -> str:
     parts = [f"<h1>{title}</h1>"] if title else []
+    if banner:
+        parts.append(f"<p style='background:#fde2e1;border:2px solid #c0392b;padding:.6em;font-weight:bold'>"
+                     f"{html.escape(banner)}</p>")
     for heading, tables in _all_sections(summary, comparison, analyses):
         parts.append(f"<h2>{heading}</h2>")
         for caption, table in tables:

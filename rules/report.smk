@@ -32,6 +32,7 @@ rule summarize:
         runtime=10,
     params:
         title=TITLE,
+        banner=config.get("rehearsal", {}).get("banner"),
         reference=config["report"].get("reference", {}),
         watermarks={name: wm["objective"] for name, wm in config["watermarks"].items()},
     script:

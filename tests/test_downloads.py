@@ -36,10 +36,10 @@ def test_download_verifies_md5_and_sha256(served, tmp_path):
 def test_corrupted_download_is_an_error_naming_the_file_and_is_deleted(served, tmp_path):
     root, server = served
     fx = fixtures.svhn(root)
-    good_md5 = fixtures.md5(fx["path"])
-    blob = bytearray(fx["path"].read_bytes())
+    good_md5 = fixtures.md5(fx["paths"][0])
+    blob = bytearray(fx["paths"][0].read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte in transit
-    fx["path"].write_bytes(bytes(blob))
+    fx["paths"][0].write_bytes(bytes(blob))
     dest = tmp_path / "raw" / "test_32x32.mat"
     with pytest.raises(data.ChecksumError, match="test_32x32.mat"):
         dl.download(server.url("test_32x32.mat"), dest, md5=good_md5, progress=False)
@@ -82,7 +82,7 @@ def test_download_without_checksum_is_refused(served, tmp_path):
 def test_cifar(served, tmp_path, classes):
     root, server = served
     fx = fixtures.cifar(root, classes)
-    archive = _fetch(server, fx["path"], tmp_path)
+    archive = _fetch(server, fx["paths"][0], tmp_path)
     for split in ("train", "test"):
         name = f"cifar{classes}-{split}"
         images, labels = _convert(name, [archive], tmp_path)
@@ -93,7 +93,7 @@ def test_cifar(served, tmp_path, classes):
 def test_svhn(served, tmp_path):
     root, server = served
     fx = fixtures.svhn(root)
-    archive = _fetch(server, fx["path"], tmp_path)
+    archive = _fetch(server, fx["paths"][0], tmp_path)
     images, labels = _convert("svhn-test", [archive], tmp_path)
     np.testing.assert_array_equal(images, fx["images"])
     np.testing.assert_array_equal(labels, fx["labels"])
@@ -103,7 +103,7 @@ def test_svhn(served, tmp_path):
 def test_svhn_seeded_sample(served, tmp_path):
     root, server = served
     fx = fixtures.svhn(root, n=9)
-    archive = _fetch(server, fx["path"], tmp_path)
+    archive = _fetch(server, fx["paths"][0], tmp_path)
     a, _ = _convert("svhn-test", [archive], tmp_path / "a", sample=4, seed=5)
     b, _ = _convert("svhn-test", [archive], tmp_path / "b", sample=4, seed=5)
     assert a.shape == (4, 32, 32, 3)
@@ -125,7 +125,7 @@ ODIN_SETS = [
 def test_image_folder_releases(served, tmp_path, name, filename, top, sizes):
     root, server = served
     fx = fixtures.image_folder_tar(root, filename, top, sizes)
-    archive = _fetch(server, fx["path"], tmp_path)
+    archive = _fetch(server, fx["paths"][0], tmp_path)
     images, labels = _convert(name, [archive], tmp_path)
     assert images.shape == (len(sizes), 32, 32, 3) and images.dtype == np.uint8
     assert (labels == -1).all()
@@ -142,7 +142,7 @@ def test_image_folder_releases(served, tmp_path, name, filename, top, sizes):
 def test_textures_recipes_differ(served, tmp_path):
     root, server = served
     fx = fixtures.image_folder_tar(root, "dtd-r1.0.1.tar.gz", "dtd/images", [(300, 200), (200, 260)])
-    archive = _fetch(server, fx["path"], tmp_path)
+    archive = _fetch(server, fx["paths"][0], tmp_path)
     out = {}
     for name in ("textures", "textures@squash-bilinear", "textures@squash-lanczos"):
         out[name] = _convert(name, [archive], tmp_path)[0]
@@ -216,7 +216,7 @@ def test_an_archive_without_published_checksum_asks_for_one(served, tmp_path):
 def test_lsun_test_lmdb(served, tmp_path):
     root, server = served
     fx = fixtures.lsun_test_lmdb(root)
-    archive = _fetch(server, fx["path"], tmp_path)
+    archive = _fetch(server, fx["paths"][0], tmp_path)
     images, _ = _convert("lsun-test", [archive], tmp_path)
     assert images.shape == (4, 32, 32, 3)
     for got, src in zip(images, fx["arrays"]):  # LMDB keys are sorted, as written
@@ -226,7 +226,7 @@ def test_lsun_test_lmdb(served, tmp_path):
 def test_tin200_test_split(served, tmp_path):
     root, server = served
     fx = fixtures.tin200(root)
-    archive = _fetch(server, fx["path"], tmp_path)
+    archive = _fetch(server, fx["paths"][0], tmp_path)
     images, _ = _convert("tin200-test", [archive], tmp_path)
     assert images.shape == (5, 32, 32, 3)  # the test split only, the train image ignored
     expected = sorted(zip([f"test_{i}.JPEG" for i in range(5)], fx["arrays"]))

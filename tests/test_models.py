@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from oodrepro import models
+from oodrepro.data import standins
 
 # (arch, kwargs, number of blocks, last block's shape at width 1 for 32×32 input)
 CASES = [
@@ -88,26 +89,11 @@ def test_unknown_architecture():
         models.build("resnet9000")
 
 
-def _as_hendrycks(state: dict, per_stage: int) -> dict:
-    """Our WRN names → the Hendrycks release's names (the inverse of the import mapping)."""
-    out = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        if parts[0] == "blocks":
-            i = int(parts[1])
-            rest = ["convShortcut" if p == "shortcut" else p for p in parts[2:]]
-            key = ".".join([f"block{i // per_stage + 1}", "layer", str(i % per_stage), *rest])
-        elif parts[0] == "bn":
-            key = ".".join(["bn1", *parts[1:]])
-        out[key] = value
-    return out
-
-
 def test_hendrycks_wrn_checkpoint_imports_strictly(tmp_path):
     spec = {"arch": "wrn40_2", "num_classes": 10, "dropout": 0.3, "normalization": "hendrycks-cifar"}
     torch.manual_seed(0)
     source = models.build(**spec).eval()
-    released = _as_hendrycks(source.state_dict(), per_stage=6)
+    released = standins.to_hendrycks_wrn_keys(source.state_dict(), per_stage=6)
     assert "block3.layer.5.conv2.weight" in released and "block2.layer.0.convShortcut.weight" in released
     assert "bn1.running_mean" in released and "fc.weight" in released
     torch.save(released, tmp_path / "cifar10_wrn_pretrained_epoch_99.pt")

@@ -21,5 +21,5 @@ analyses["Watermarking for OOD: each watermarked model beside its unwatermarked 
 io.save_csv(out.tidy, tidy)
 io.save_csv(out.summary, summary)
 io.save_csv(out.comparison, comparison)
-io.save_text(out.markdown, report.markdown_summary(summary, comparison, p.title, analyses))
-io.save_text(out.html, report.html_summary(summary, comparison, p.title, analyses))
+io.save_text(out.markdown, report.markdown_summary(summary, comparison, p.title, analyses, p.banner))
+io.save_text(out.html, report.html_summary(summary, comparison, p.title, analyses, p.banner))

@@ -53,11 +53,11 @@ ARCHIVES: dict[str, Archive] = {
     a.filename: a
     for a in [
         Archive("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                md5="c58f30108f718f92721af3b95e74349a"),
+                md5="c58f30108f718f92721af3b95e74349a", size=170_498_071),
         Archive("cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                md5="eb9058c3a382ffc7106e4002c42a8d85"),
+                md5="eb9058c3a382ffc7106e4002c42a8d85", size=169_001_437),
         Archive("test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
-                md5="eb5a983be6a315427106f1b164d9cef3"),
+                md5="eb5a983be6a315427106f1b164d9cef3", size=64_275_384),
         Archive("dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
                 md5="fff73e5086ae6bdbea199a49dfb8a4c1"),
         Archive("filelist_places365-standard.tar",
@@ -66,11 +66,11 @@ ARCHIVES: dict[str, Archive] = {
         Archive("val_256.tar", "http://data.csail.mit.edu/places/places365/val_256.tar",
                 md5="e27b17d8d44f4af9a78502beb927f808"),
         Archive("t10k-images-idx3-ubyte.gz", "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
-                md5="9fb629c4189551a2d022fa330f9573f3"),
+                md5="9fb629c4189551a2d022fa330f9573f3", size=1_648_877),
         Archive("t10k-labels-idx1-ubyte.gz", "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
-                md5="ec29112dd5afa0611ce80d1b7f02629c"),
+                md5="ec29112dd5afa0611ce80d1b7f02629c", size=4_542),
         Archive("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                md5="90528d7ca1a48142e341f4ef8d21d0de"),
+                md5="90528d7ca1a48142e341f4ef8d21d0de", size=248_100_043),
         # No checksum is published for the LSUN test release: pin one you trust in the
         # config (`downloads: {test_lmdb.zip: {sha256: ...}}`); without it the download is refused.
         Archive("test_lmdb.zip", "http://dl.yf.io/lsun/scenes/test_lmdb.zip", unverified=True),
@@ -79,7 +79,7 @@ ARCHIVES: dict[str, Archive] = {
         # Hendrycks' 300K random images, the auxiliary outliers of the Energy-OE / POEM code
         # (de-duplicated against the CIFAR test sets); no published checksum: pin one.
         Archive("300K_random_images.npy", "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
-                unverified=True),
+                unverified=True, size=300_000 * 32 * 32 * 3 + 128),  # the array and its .npy header
         Archive("WatermarkNN-448bf51.zip", "https://github.com/adiyoss/WatermarkNN/archive/448bf51.zip",
                 unverified=True),
         # Hendrycks' WRN-40-2 CIFAR baselines as released with the Energy-OOD code (the backbones
@@ -112,8 +112,8 @@ class DatasetSpec:
 
     `offline` specs build from `(params) -> (images, labels)`; download specs name
     their archives and a converter. `recipes` lists the 32×32 recipes the source
-    admits, the first being the default; `sampled` says whether a seeded subsample
-    (`sample` in the config) applies.
+    admits, the first being the default; `size` is the released
+    split's image count, which a rehearsal's cost estimate scales to.
     """
 
     name: str
@@ -124,6 +124,7 @@ class DatasetSpec:
     converter_args: dict = field(default_factory=dict)
     recipes: tuple[str, ...] = ()
     num_classes: int = 0
+    size: int | None = None  # images in the released split (before any `sample`)
 
 
 def _digits(part: str):
@@ -175,48 +176,48 @@ _SPECS = [
                 num_classes=10),
     DatasetSpec("adi-triggers", "WatermarkNN's 100 trigger images with their secret labels",
                 archives=("WatermarkNN-448bf51.zip",), converter=dl.convert_triggers,
-                recipes=("centre32", "squash-bilinear"), num_classes=10),
+                recipes=("centre32", "squash-bilinear"), num_classes=10, size=100),
     DatasetSpec("random-300k", "auxiliary outliers: Hendrycks' 300K random images (32×32)",
-                archives=("300K_random_images.npy",), converter=dl.convert_npy_images),
+                archives=("300K_random_images.npy",), converter=dl.convert_npy_images, size=300_000),
     DatasetSpec("outliers-folder", "auxiliary outliers: every image in a folder of yours (dataset_options.folder)",
                 converter=dl.convert_user_folder, recipes=("crop32", "squash-bilinear", "squash-lanczos", "centre32")),
     DatasetSpec("cifar10-train", "CIFAR-10 train (50,000)", archives=("cifar-10-python.tar.gz",),
-                converter=dl.convert_cifar, converter_args={"classes": 10, "train": True}, num_classes=10),
+                converter=dl.convert_cifar, converter_args={"classes": 10, "train": True}, num_classes=10, size=50_000),
     DatasetSpec("cifar10-test", "CIFAR-10 test (10,000)", archives=("cifar-10-python.tar.gz",),
-                converter=dl.convert_cifar, converter_args={"classes": 10, "train": False}, num_classes=10),
+                converter=dl.convert_cifar, converter_args={"classes": 10, "train": False}, num_classes=10, size=10_000),
     DatasetSpec("cifar100-train", "CIFAR-100 train (50,000)", archives=("cifar-100-python.tar.gz",),
-                converter=dl.convert_cifar, converter_args={"classes": 100, "train": True}, num_classes=100),
+                converter=dl.convert_cifar, converter_args={"classes": 100, "train": True}, num_classes=100, size=50_000),
     DatasetSpec("cifar100-test", "CIFAR-100 test (10,000)", archives=("cifar-100-python.tar.gz",),
-                converter=dl.convert_cifar, converter_args={"classes": 100, "train": False}, num_classes=100),
-    DatasetSpec("svhn-test", "SVHN test (26,032)", archives=("test_32x32.mat",), converter=dl.convert_svhn),
+                converter=dl.convert_cifar, converter_args={"classes": 100, "train": False}, num_classes=100, size=10_000),
+    DatasetSpec("svhn-test", "SVHN test (26,032)", archives=("test_32x32.mat",), converter=dl.convert_svhn, size=26_032),
     DatasetSpec("mnist-test", "MNIST test (10,000), grey → RGB",
                 archives=("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"), converter=dl.convert_mnist,
-                recipes=("squash-bilinear", "squash-lanczos")),
+                recipes=("squash-bilinear", "squash-lanczos"), size=10_000),
     DatasetSpec("textures", "Describable Textures (DTD, 5,640)", archives=("dtd-r1.0.1.tar.gz",),
                 converter=dl.convert_folder, converter_args={"subdir": "dtd/images"},
-                recipes=("crop32", "squash-bilinear", "squash-lanczos")),
+                recipes=("crop32", "squash-bilinear", "squash-lanczos"), size=5_640),
     DatasetSpec("places365", "Places365 validation (small), seeded sample",
                 archives=("filelist_places365-standard.tar", "val_256.tar"), converter=dl.convert_places365,
-                recipes=("crop32", "squash-bilinear", "squash-lanczos")),
+                recipes=("crop32", "squash-bilinear", "squash-lanczos"), size=36_500),
     DatasetSpec("lsun-test", "LSUN test set (10,000 scenes, LMDB)", archives=("test_lmdb.zip",),
-                converter=dl.convert_lsun_test, recipes=("squash-lanczos", "crop32", "squash-bilinear")),
+                converter=dl.convert_lsun_test, recipes=("squash-lanczos", "crop32", "squash-bilinear"), size=10_000),
     DatasetSpec("tin200-test", "Tiny-ImageNet-200 test split (10,000, 64×64)", archives=("tiny-imagenet-200.zip",),
                 converter=dl.convert_folder, converter_args={"subdir": "tiny-imagenet-200/test"},
-                recipes=("squash-lanczos", "crop32", "squash-bilinear")),
+                recipes=("squash-lanczos", "crop32", "squash-bilinear"), size=10_000),
     DatasetSpec("lsun-crop", "LSUN crop, ODIN release (10,000)", archives=("LSUN.tar.gz",),
                 converter=dl.convert_folder, converter_args={"subdir": "LSUN"},
-                recipes=("centre32", "squash-bilinear")),
+                recipes=("centre32", "squash-bilinear"), size=10_000),
     DatasetSpec("lsun-resize", "LSUN resize, ODIN release (10,000)", archives=("LSUN_resize.tar.gz",),
                 converter=dl.convert_folder, converter_args={"subdir": "LSUN_resize"},
-                recipes=("crop32", "squash-bilinear")),
+                recipes=("crop32", "squash-bilinear"), size=10_000),
     DatasetSpec("isun", "iSUN, ODIN release (8,925)", archives=("iSUN.tar.gz",),
-                converter=dl.convert_folder, converter_args={"subdir": "iSUN"}, recipes=("crop32", "squash-bilinear")),
+                converter=dl.convert_folder, converter_args={"subdir": "iSUN"}, recipes=("crop32", "squash-bilinear"), size=8_925),
     DatasetSpec("tin-crop", "TinyImageNet crop, ODIN release (10,000)", archives=("Imagenet.tar.gz",),
                 converter=dl.convert_folder, converter_args={"subdir": "Imagenet"},
-                recipes=("centre32", "squash-bilinear")),
+                recipes=("centre32", "squash-bilinear"), size=10_000),
     DatasetSpec("tin-resize", "TinyImageNet resize, ODIN release (10,000)", archives=("Imagenet_resize.tar.gz",),
                 converter=dl.convert_folder, converter_args={"subdir": "Imagenet_resize"},
-                recipes=("crop32", "squash-bilinear")),
+                recipes=("crop32", "squash-bilinear"), size=10_000),
 ]
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in _SPECS}
 

@@ -38,6 +38,7 @@ class Archive:
     md5: str | None = None
     sha256: str | None = None
     unverified: bool = False  # no checksum is published: the config must pin one
+    size: int | None = None  # bytes of the released file, where recorded (a rehearsal's download estimate)
 
     def __post_init__(self):
         if not (self.md5 or self.sha256 or self.unverified):

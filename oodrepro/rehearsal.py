@@ -1,0 +1,357 @@
+"""Rehearse a preset: its own DAG on stand-in archives with shrunk budgets, then a cost estimate.
+
+A preset's real run takes GPU-days; a rehearsal runs the same rules, architectures, dataset
+names, 32×32 recipes, converters, checkpoint imports, scores, metric conventions and report
+in minutes, so that a broken late stage shows up before the day of training that precedes
+it. Stand-in archives in each release's format (`data.standins`) are read through
+`file://`, verified by their own sha256.
+
+The shrink rule (docs/rehearsal.md) changes budgets only, never a method's options:
+
+- seeds: the first only; WatermarkNN null models: at most NULL_MODELS;
+- every `epochs`: at most EPOCHS; in the same recipe, milestones and `decay_epoch` scaled by
+  the same factor (rounded, at least 1, at most the new epochs); a continuation's
+  `first_epoch` scaled by the backbone recipe's factor, below its new epochs; DOE's
+  `warmup`: at most WARMUP (so the perturbed epochs run);
+- every `batch_size`: at most BATCH;
+- each archive: about STANDIN_IMAGES images (CIFAR: five times as many training images);
+  `dataset_options.*.sample`: at most SAMPLE; offline `n_ood` / `n_outliers`: at most OFFLINE_N;
+- LA-OOD `max_fit`: at most MAX_FIT (null = all becomes MAX_FIT); the Mahalanobis ensemble's
+  `n_fit`: at most N_FIT; Unleashing Mask's mask `draws`: at most DRAWS;
+  `metrics.subsample`: n at most SUBSAMPLE_N, draws at most DRAWS.
+
+    python -m oodrepro.rehearsal prepare presets/<paper>.yaml   # prints the rehearsal config
+    python -m oodrepro.rehearsal estimate presets/<paper>.yaml  # after the run: the cost table
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from . import config as cfg
+from . import data, laood
+from .data import standins
+from .data.download import file_digest
+from .io import npz_shapes, save_text
+
+ROOT = "rehearsal"
+EPOCHS, WARMUP, BATCH = 3, 1, 64
+STANDIN_IMAGES, SAMPLE, OFFLINE_N = 64, 16, 64
+MAX_FIT, N_FIT, DRAWS, NULL_MODELS, SUBSAMPLE_N = 64, 16, 2, 2, 16
+BANNER = ("REHEARSAL of {of} on stand-in data with shrunk budgets (docs/rehearsal.md): "
+          "these numbers test the pipeline; they are not a reproduction.")
+
+
+def _scale(value: int, factor: float, top: int, bottom: int = 1) -> int:
+    return min(top, max(bottom, round(value * factor)))
+
+
+def _shrink_recipe(recipe: dict, factor_if_no_epochs: float) -> float:
+    """Cap `epochs` in one recipe-like dict and scale its epoch-valued keys; returns the factor."""
+    factor = factor_if_no_epochs
+    if "epochs" in recipe:
+        new = min(recipe["epochs"], EPOCHS)
+        factor, recipe["epochs"] = new / recipe["epochs"], new
+    top = recipe.get("epochs", EPOCHS)
+    schedule = recipe.get("schedule", {})
+    if "milestones" in schedule:
+        schedule["milestones"] = sorted({_scale(m, factor, top) for m in schedule["milestones"]})
+    if "decay_epoch" in recipe:
+        recipe["decay_epoch"] = _scale(recipe["decay_epoch"], factor, top - 1, 0)
+    return factor
+
+
+def _cap(node, key: str, limit: int) -> None:
+    """Cap `key` at `limit` in every dict of a nested structure."""
+    if isinstance(node, dict):
+        if isinstance(node.get(key), int) and not isinstance(node[key], bool):
+            node[key] = min(node[key], limit)
+        for value in node.values():
+            _cap(value, key, limit)
+    elif isinstance(node, list):
+        for value in node:
+            _cap(value, key, limit)
+
+
+def shrink(config: dict) -> dict:
+    """The rehearsal's budgets for a validated config, by the rule in this module's docstring."""
+    c = copy.deepcopy(config)
+    c["seeds"] = c["seeds"][:1]
+    base = _shrink_recipe(c["training"], 1.0)
+    for backbone in c["backbones"].values():
+        if "training" in backbone:
+            _shrink_recipe(backbone["training"], base)
+    for finetune in c.get("finetunes", {}).values():
+        _shrink_recipe(finetune.get("training", {}), base)
+        if "warmup" in finetune.get("exposure", {}):
+            finetune["exposure"]["warmup"] = min(finetune["exposure"]["warmup"], WARMUP)
+    for watermark in c.get("watermarks", {}).values():
+        _shrink_recipe(watermark, 1.0)
+    wnn = c.get("watermarknn")
+    if wnn:
+        for owner in wnn["owners"].values():
+            _shrink_recipe(owner.get("training", {}), base)
+            if "first_epoch" in owner:
+                owner["first_epoch"] = _scale(owner["first_epoch"], base, c["training"]["epochs"] - 1, 0)
+        wnn["attacks"]["epochs"] = min(wnn["attacks"]["epochs"], EPOCHS)
+        wnn["null_models"] = min(wnn["null_models"], NULL_MODELS)
+    _cap(c, "batch_size", BATCH)
+    for options in c.get("dataset_options", {}).values():
+        if "sample" in options:
+            options["sample"] = min(options["sample"], SAMPLE)
+    for key in ("n_ood", "n_outliers"):
+        if key in c.get("offline", {}):
+            c["offline"][key] = min(c["offline"][key], OFFLINE_N)
+    scores = c["scores"]
+    if "laood" in scores:
+        scores["laood"]["max_fit"] = min(scores["laood"].get("max_fit") or MAX_FIT, MAX_FIT)
+    if "mahalanobis_ensemble" in scores:
+        _cap(scores["mahalanobis_ensemble"], "n_fit", N_FIT)
+    if "unleashing_mask" in c:
+        _cap(c["unleashing_mask"], "draws", DRAWS)
+    subsample = c.get("metrics", {}).get("subsample")
+    if subsample:
+        subsample["n"] = min(subsample["n"], SUBSAMPLE_N)
+        if "draws" in subsample:
+            subsample["draws"] = min(subsample["draws"], DRAWS)
+    return c
+
+
+def archives_needed(config: dict) -> list[str]:
+    """Every archive the preset's DAG downloads: its datasets' and its imported checkpoints'."""
+    bench = config["benchmark"]
+    names = [bench["id_train"], bench["id_test"], *bench["ood"], bench.get("outliers")]
+    names.append(config.get("watermarknn", {}).get("triggers"))
+    found = [a for n in names if n and not data.is_offline(n) for a in data.archives_of(n)]
+    found += [b["pretrained"]["archive"] for b in config["backbones"].values() if "pretrained" in b]
+    return list(dict.fromkeys(found))
+
+
+def folder(preset) -> Path:
+    return Path(ROOT) / Path(preset).stem
+
+
+def prepare(preset) -> Path:
+    """Write the stand-in archives and the rehearsal config of `preset`; returns the config's path."""
+    full = cfg.load(preset, cache_dir=".snakemake/oodrepro")
+    base = folder(preset)
+    c = shrink(full)
+    c["results"], c["data"] = str(base / "results"), str(base / "data")
+    c["report"]["title"] = "REHEARSAL · " + c["report"]["title"]
+    c["rehearsal"] = {"of": str(preset), "banner": BANNER.format(of=preset)}
+    names = archives_needed(full)
+    missing = [n for n in names if not (base / "standins" / n).exists()]
+    standins.build(missing, base / "standins", STANDIN_IMAGES)
+    c["downloads"] = {n: {"url": (base / "standins" / n).resolve().as_uri(),
+                          "sha256": file_digest(base / "standins" / n, "sha256")} for n in names}
+    cfg.validate(copy.deepcopy(c), cache_dir=".snakemake/oodrepro")
+    path = base / "config.yaml"
+    save_text(path, f"# {c['rehearsal']['banner']}\n# Written by `python -m oodrepro.rehearsal prepare {preset}`.\n"
+              + yaml.safe_dump(c, sort_keys=False))
+    return path
+
+
+# --------------------------------------------------------------------------- cost estimate
+TRAINERS = {"train_backbone", "train_null_model", "embed_watermark", "attack_watermark", "finetune_model",
+            "learn_watermark"}
+EVALUATED = {"dump_features", "score", "compute_metrics", "fit_network_detector"}
+STAGES = {"download_archive": "data", "convert_dataset": "data", "generate_offline_dataset": "data",
+          "import_pretrained_backbone": "training", "estimate_loss_constraint": "training",
+          "dump_features": "features", "fit_detector": "scores", "score": "scores",
+          "compute_metrics": "metrics and report", "laood": "LA-OOD fits"}
+
+
+def dataset_sizes(data_dir: Path) -> dict[str, int]:
+    """Images in each dataset file a run made (read from the array headers)."""
+    return {npz.stem: npz_shapes(npz)["images"][0] for npz in sorted((data_dir / "datasets").glob("*.npz"))}
+
+
+def full_size(config: dict, name: str, rehearsed: int) -> int:
+    """Images of dataset `name` in the full run: the registry's count (capped by `sample`) or
+    the offline count the config asks for."""
+    spec, _ = data.get(name)
+    sample = config.get("dataset_options", {}).get(name, {}).get("sample")
+    if spec.offline is not None:
+        key = {"outliers-aux": "n_outliers", "abstract-triggers": "n_triggers"}.get(name, "n_ood")
+        n = config["offline"][key] if name not in ("digits-train", "digits-test") else rehearsed
+    else:
+        n = spec.size or rehearsed
+    return min(n, sample) if sample else n
+
+
+def _job_epochs(config: dict, rule: str, arch: str, stem: str) -> int:
+    if rule in ("train_backbone", "train_null_model"):
+        return cfg.recipe_of(config, arch)["epochs"]
+    if rule == "finetune_model":
+        return cfg.finetune_recipe(config, arch, stem)["epochs"]
+    if rule == "embed_watermark":
+        return cfg.owner_recipe(config, arch, stem)["epochs"]
+    if rule == "attack_watermark":
+        return config["watermarknn"]["attacks"]["epochs"]
+    return config["watermarks"][stem.rpartition("+")[2]]["epochs"]  # learn_watermark
+
+
+def benchmark_records(base: Path) -> pd.DataFrame:
+    """One row per rehearsed job: rule, arch, file stem, seconds, peak RSS (MB)."""
+    rows = []
+    for tsv in sorted(base.rglob("benchmarks/**/*.tsv")):
+        parts = tsv.relative_to(base).parts
+        at = parts.index("benchmarks")
+        inside = parts[at + 1:]
+        rule = inside[0].removesuffix(".tsv")
+        stem = tsv.stem
+        if rule == "fit_detector" and stem.startswith("laood"):
+            rule = "laood"
+        arch = parts[at - 2] if at >= 2 and parts[at - 1].startswith("seed") else ""
+        record = pd.read_csv(tsv, sep="\t").iloc[-1]
+        rows.append({"rule": rule, "arch": arch, "stem": stem, "seconds": float(record["s"]),
+                     "rss_mb": float(pd.to_numeric(record["max_rss"], errors="coerce") or 0.0)})
+    return pd.DataFrame(rows)
+
+
+def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The full preset's cost from what its rehearsal measured, per stage; plus training
+    throughput per architecture and the totals (see docs/rehearsal.md for the model)."""
+    full = cfg.load(preset, cache_dir=".snakemake/oodrepro")
+    base = folder(preset)
+    reh = cfg.load(base / "config.yaml", cache_dir=".snakemake/oodrepro")
+    jobs = benchmark_records(base)
+    if jobs.empty:
+        raise FileNotFoundError(f"no benchmark records under {base}: run `make rehearse CONFIG={preset}` first")
+    n_reh = dataset_sizes(Path(reh["data"]))
+    n_full = {k: full_size(full, k, v) for k, v in n_reh.items()}
+    bench = full["benchmark"]
+    evaluated = [bench["id_test"], *bench["ood"]]
+
+    def ratio(names) -> float:
+        return sum(n_full[n] for n in names) / max(1, sum(n_reh[n] for n in names))
+
+    startup = jobs["seconds"].min()
+    seeds = len(full["seeds"]) / len(reh["seeds"])
+    rows, throughput = [], []
+    for job in jobs.itertuples():
+        copies = seeds if job.arch else 1.0
+        work = 1.0
+        if job.rule in TRAINERS:
+            epochs_r, epochs_f = (_job_epochs(c, job.rule, job.arch, job.stem) for c in (reh, full))
+            work = epochs_f / epochs_r * ratio([bench["id_train"]])
+            if job.rule == "train_null_model":
+                copies *= full["watermarknn"]["null_models"] / reh["watermarknn"]["null_models"]
+            throughput.append({"rule": job.rule, "arch": job.arch,
+                               "images/s": n_reh[bench["id_train"]] * epochs_r / job.seconds})
+        elif job.rule == "estimate_loss_constraint":
+            work = full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"] * ratio([bench["id_train"]])
+        elif job.rule == "dump_features":
+            train = job.stem.endswith((".train", ".jigsaw"))
+            work = ratio([bench["id_train"]] if train else evaluated + ([bench["id_train"]] * job.stem.endswith(
+                ".convs")))
+        elif job.rule in EVALUATED:
+            work = ratio(evaluated)
+        elif job.rule == "fit_detector":
+            work = ratio([bench["id_train"]]) * (ratio(evaluated) if job.stem == "knn" else 1.0)
+        elif job.rule in ("convert_dataset", "generate_offline_dataset"):
+            work = n_full.get(job.stem, 1) / max(1, n_reh.get(job.stem, 1))
+        seconds = job.seconds if job.rule == "laood" else startup + (job.seconds - startup) * work
+        rows.append({"stage": STAGES.get(job.rule, "training" if job.rule in TRAINERS else "analysis and plots"),
+                     "jobs": copies, "rehearsal s": job.seconds, "estimate s": seconds * copies,
+                     "peak MB (rehearsal)": job.rss_mb})
+    table = pd.DataFrame(rows)
+    laood_rows = table["stage"] == "LA-OOD fits"
+    if laood_rows.any():
+        table.loc[laood_rows, "estimate s"] = 0.0
+        extra = _laood_estimate(full, reh, base, n_full[bench["id_train"]])
+        table = pd.concat([table, pd.DataFrame([{"stage": "LA-OOD fits", "jobs": 0, "rehearsal s": 0.0,
+                                                 "estimate s": extra * seeds, "peak MB (rehearsal)": 0.0}])])
+    per_stage = table.groupby("stage", sort=False).agg(
+        {"jobs": "sum", "rehearsal s": "sum", "estimate s": "sum", "peak MB (rehearsal)": "max"}).reset_index()
+    per_stage["jobs"] = per_stage["jobs"].round().astype(int)
+    per_stage["estimate hours"] = per_stage.pop("estimate s") / 3600
+    totals = {"rehearsal jobs": len(jobs), "rehearsal job-seconds": float(jobs["seconds"].sum()),
+              "start-up s": float(startup), "estimate hours": float(per_stage["estimate hours"].sum()),
+              "download bytes": _download_bytes(full), "disk bytes": _disk_bytes(base, n_reh, n_full, seeds),
+              "device": reh["device"]}
+    by_arch = pd.DataFrame(throughput).groupby(["rule", "arch"]).median().reset_index() if throughput else None
+    return per_stage, by_arch, totals
+
+
+def _laood_estimate(full: dict, reh: dict, base: Path, n_train: int) -> float:
+    """Core-seconds of every LA-OOD layer fit at full scale, from the cost model in `laood`
+    (measured n^2.14 growth) and each layer's width as the rehearsal fitted it."""
+    max_fit = full["scores"]["laood"].get("max_fit")
+    n = min(max_fit or n_train, n_train)
+    total = 0.0
+    for detector in base.rglob("detectors/*/laood.npz"):
+        shapes = npz_shapes(detector)
+        total += sum(laood.layer_seconds(n, shape[0]) for key, shape in shapes.items() if key.endswith("_mean"))
+    return total
+
+
+def _download_bytes(config: dict) -> tuple[int, list[str]]:
+    """Bytes of the archives whose size the registry records, and the names of the others."""
+    archives = [data.ARCHIVES[a] for a in archives_needed(config)]
+    return sum(a.size for a in archives if a.size), [a.filename for a in archives if not a.size]
+
+
+def _disk_bytes(base: Path, n_reh: dict, n_full: dict, seeds: float) -> int:
+    """Results and converted data at full scale: array files grow with their images,
+    checkpoints (same architectures) do not; archives are counted in download bytes."""
+    total = 0.0
+    image_ratio = sum(n_full.values()) / max(1, sum(n_reh.values()))
+    for f in base.rglob("*"):
+        if not f.is_file() or "standins" in f.parts or "raw" in f.parts:
+            continue
+        size = f.stat().st_size
+        in_run = "results" in f.parts
+        grow = image_ratio if f.suffix in (".npz", ".npy") else 1.0
+        total += size * grow * (seeds if in_run else 1.0)
+    return int(total)
+
+
+def render(preset, per_stage: pd.DataFrame, by_arch: pd.DataFrame | None, totals: dict) -> str:
+    from .report import to_markdown
+
+    known, unknown = totals["download bytes"]
+    downloads = f"{known / 1e9:.2f} GB" + (f" plus {', '.join(unknown)} (sizes not recorded)" if unknown else "")
+    lines = [f"# Cost estimate of {preset} from its rehearsal", "",
+             f"Measured on device `{totals['device']}` ({totals['rehearsal jobs']} rehearsal jobs, "
+             f"{totals['rehearsal job-seconds']:.0f} job-seconds; start-up of a job ≈ {totals['start-up s']:.1f} s).",
+             "Each job's time above start-up is scaled by its work (images × epochs for trainers, images for "
+             "feature dumps, scores and conversions, n_train × n_test for exact KNN); LA-OOD fits come from the "
+             "fit-time model n^2.14 · width; seeds and null models multiply. See docs/rehearsal.md.", "",
+             to_markdown(per_stage, floatfmt=".2f"), "",
+             f"**Full preset: about {totals['estimate hours']:.1f} hours of `{totals['device']}` job time** "
+             "(the sum over jobs; wall time is shorter where jobs run side by side); "
+             f"downloads {downloads}; disk for data and results about "
+             f"{totals['disk bytes'] / 1e9:.2f} GB.", ""]
+    if by_arch is not None:
+        lines += ["Training throughput measured in the rehearsal (images/s, start-up included):", "",
+                  to_markdown(by_arch, floatfmt=".1f"), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("prepare", "estimate"):
+        sys.exit("usage: python -m oodrepro.rehearsal prepare|estimate PRESET")
+    command, preset = argv
+    if not Path(preset).is_file():
+        sys.exit(f"make rehearse: no config file {preset!r} (the presets are in presets/)")
+    if command == "prepare":
+        try:
+            print(prepare(preset))
+        except cfg.ConfigError as err:
+            sys.exit(f"make rehearse: {preset}: {err}")
+        return 0
+    text = render(preset, *estimate(preset))
+    save_text(folder(preset) / "cost-estimate.md", text)
+    print(text)
+    print(f"Rehearsal results: {folder(preset) / 'results'}; this estimate: {folder(preset) / 'cost-estimate.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
