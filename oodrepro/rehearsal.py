@@ -14,7 +14,7 @@ The shrink rule (docs/rehearsal.md) changes budgets only, never a method's optio
   `first_epoch` scaled by the backbone recipe's factor, below its new epochs; DOE's
   `warmup`: at most WARMUP (so the perturbed epochs run);
 - every `batch_size`: at most BATCH;
-- each archive: about STANDIN_IMAGES images (CIFAR: five times as many training images);
+- each archive: about STANDIN_IMAGES images (CIFAR training sets: 160);
   `dataset_options.*.sample`: at most SAMPLE; offline `n_ood` / `n_outliers`: at most OFFLINE_N;
 - LA-OOD `max_fit`: at most MAX_FIT (null = all becomes MAX_FIT); the Mahalanobis ensemble's
   `n_fit`: at most N_FIT; Unleashing Mask's mask `draws`: at most DRAWS;
@@ -40,7 +40,7 @@ from .data.download import file_digest
 from .io import npz_shapes, save_text
 
 ROOT = "rehearsal"
-EPOCHS, WARMUP, BATCH = 3, 1, 64
+EPOCHS, WARMUP, BATCH = 2, 1, 64
 STANDIN_IMAGES, SAMPLE, OFFLINE_N = 64, 16, 64
 MAX_FIT, N_FIT, DRAWS, NULL_MODELS, SUBSAMPLE_N = 64, 16, 2, 2, 16
 BANNER = ("REHEARSAL of {of} on stand-in data with shrunk budgets (docs/rehearsal.md): "
@@ -214,9 +214,42 @@ def benchmark_records(base: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+STAGE_ORDER = ["data", "training", "features", "scores", "LA-OOD fits", "metrics and report", "analysis and plots"]
+TRAIN_LOGS = {"train_backbone": "train_log.csv", "train_null_model": "watermarknn/{stem}/train_log.csv",
+              "embed_watermark": "watermarknn/{stem}/train_log.csv", "finetune_model": "finetune/{stem}.csv",
+              "attack_watermark": "watermarknn/{owner}/{attack}.csv", "learn_watermark": "watermark/{stem}.csv"}
+
+
+def _device(base: Path, config: dict) -> str:
+    """What the rehearsal ran on, from its manifest: the GPU where it used one, else the CPU."""
+    import json
+
+    found = json.loads((base / "results" / "manifest.json").read_text())["device"]
+    on_gpu = found["gpus"] and config["device"] != "cpu"
+    return f"GPU {found['gpus'][0]}" if on_gpu else f"CPU {found['cpu']}, {config['network_threads']} thread(s) a job"
+
+
+def _epoch_throughput(run: Path, rule: str, stem: str, n_train: int) -> float | None:
+    """Training images/s over the logged epochs (start-up, evaluation and saving excluded)."""
+    owner, _, attack = stem.partition(".")
+    log = run / TRAIN_LOGS[rule].format(stem=stem, owner=owner, attack=attack)
+    if not log.exists():
+        return None
+    history = pd.read_csv(log)
+    return n_train * len(history) / history["seconds"].sum() if "seconds" in history else None
+
+
+def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     """The full preset's cost from what its rehearsal measured, per stage; plus training
-    throughput per architecture and the totals (see docs/rehearsal.md for the model)."""
+    throughput per architecture and the totals (docs/rehearsal.md states the model).
+
+    Each job's time above start-up (the 10th percentile of all jobs, what a job costs that
+    computes almost nothing) is scaled by its work, full over rehearsal: images × epochs
+    for trainers, images for dumps, scores, metrics and conversions, n_train × n_test for
+    exact KNN; LA-OOD's layer fits come from `laood.layer_seconds` (n^2.14 · width). Peak
+    memory grows by the images a job holds (3,072 bytes each as uint8 arrays, the feature
+    bytes per image the rehearsal wrote for feature jobs).
+    """
     full = cfg.load(preset, cache_dir=".snakemake/oodrepro")
     base = folder(preset)
     reh = cfg.load(base / "config.yaml", cache_dir=".snakemake/oodrepro")
@@ -226,69 +259,76 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     n_reh = dataset_sizes(Path(reh["data"]))
     n_full = {k: full_size(full, k, v) for k, v in n_reh.items()}
     bench = full["benchmark"]
-    evaluated = [bench["id_test"], *bench["ood"]]
+    train, evaluated = [bench["id_train"]], [bench["id_test"], *bench["ood"]]
+    features = list(base.rglob("features/*/*.npz"))
+    feature_bytes = sum(f.stat().st_size for f in features) / max(1, sum(npz_shapes(f)["logits"][0] for f in features
+                                                                          if "logits" in npz_shapes(f)))
 
-    def ratio(names) -> float:
-        return sum(n_full[n] for n in names) / max(1, sum(n_reh[n] for n in names))
+    def images(names, table) -> int:
+        return sum(table[n] for n in names)
 
-    startup = jobs["seconds"].min()
+    startup = float(jobs["seconds"].quantile(0.1))
     seeds = len(full["seeds"]) / len(reh["seeds"])
     rows, throughput = [], []
     for job in jobs.itertuples():
-        copies = seeds if job.arch else 1.0
-        work = 1.0
+        copies, work, held, per_image = (seeds if job.arch else 1.0), 1.0, [], 3072
+        stage = STAGES.get(job.rule, "training" if job.rule in TRAINERS else "analysis and plots")
         if job.rule in TRAINERS:
             epochs_r, epochs_f = (_job_epochs(c, job.rule, job.arch, job.stem) for c in (reh, full))
-            work = epochs_f / epochs_r * ratio([bench["id_train"]])
+            held = train
+            work = epochs_f / epochs_r
             if job.rule == "train_null_model":
                 copies *= full["watermarknn"]["null_models"] / reh["watermarknn"]["null_models"]
-            throughput.append({"rule": job.rule, "arch": job.arch,
-                               "images/s": n_reh[bench["id_train"]] * epochs_r / job.seconds})
+            run = base / "results" / bench["name"] / job.arch / f"seed{reh['seeds'][0]}"
+            rate = _epoch_throughput(run, job.rule, job.stem, n_reh[bench["id_train"]])
+            if rate:
+                throughput.append({"rule": job.rule, "arch": job.arch, "images/s": rate})
         elif job.rule == "estimate_loss_constraint":
-            work = full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"] * ratio([bench["id_train"]])
+            held, work = train, full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"]
         elif job.rule == "dump_features":
-            train = job.stem.endswith((".train", ".jigsaw"))
-            work = ratio([bench["id_train"]] if train else evaluated + ([bench["id_train"]] * job.stem.endswith(
-                ".convs")))
+            held = train if job.stem.endswith((".train", ".jigsaw")) else evaluated + train * job.stem.endswith(".convs")
         elif job.rule in EVALUATED:
-            work = ratio(evaluated)
+            held, per_image = evaluated, feature_bytes
         elif job.rule == "fit_detector":
-            work = ratio([bench["id_train"]]) * (ratio(evaluated) if job.stem == "knn" else 1.0)
-        elif job.rule in ("convert_dataset", "generate_offline_dataset"):
-            work = n_full.get(job.stem, 1) / max(1, n_reh.get(job.stem, 1))
-        seconds = job.seconds if job.rule == "laood" else startup + (job.seconds - startup) * work
-        rows.append({"stage": STAGES.get(job.rule, "training" if job.rule in TRAINERS else "analysis and plots"),
-                     "jobs": copies, "rehearsal s": job.seconds, "estimate s": seconds * copies,
-                     "peak MB (rehearsal)": job.rss_mb})
+            held, per_image = train, feature_bytes
+            work = images(evaluated, n_full) / images(evaluated, n_reh) if job.stem == "knn" else 1.0
+        elif job.rule in ("convert_dataset", "generate_offline_dataset") and job.stem in n_reh:
+            held = [job.stem]
+        if held:
+            work *= images(held, n_full) / max(1, images(held, n_reh))
+        grown = job.rss_mb + (images(held, n_full) - images(held, n_reh)) * per_image / 2**20
+        seconds = startup + max(0.0, job.seconds - startup) * work
+        if stage == "LA-OOD fits":
+            seconds, grown = 0.0, job.rss_mb  # replaced by the fit-time model below
+        rows.append({"stage": stage, "jobs": copies, "rehearsal s": job.seconds, "estimate s": seconds * copies,
+                     "peak MB (rehearsal)": job.rss_mb, "peak MB (estimate)": grown})
     table = pd.DataFrame(rows)
-    laood_rows = table["stage"] == "LA-OOD fits"
-    if laood_rows.any():
-        table.loc[laood_rows, "estimate s"] = 0.0
-        extra = _laood_estimate(full, reh, base, n_full[bench["id_train"]])
+    if (table["stage"] == "LA-OOD fits").any():
+        seconds, memory = _laood_estimate(full, base, n_full[bench["id_train"]])
         table = pd.concat([table, pd.DataFrame([{"stage": "LA-OOD fits", "jobs": 0, "rehearsal s": 0.0,
-                                                 "estimate s": extra * seeds, "peak MB (rehearsal)": 0.0}])])
-    per_stage = table.groupby("stage", sort=False).agg(
-        {"jobs": "sum", "rehearsal s": "sum", "estimate s": "sum", "peak MB (rehearsal)": "max"}).reset_index()
+                                                 "estimate s": seconds * seeds, "peak MB (rehearsal)": 0.0,
+                                                 "peak MB (estimate)": memory}])])
+    per_stage = table.groupby("stage").agg({"jobs": "sum", "rehearsal s": "sum", "estimate s": "sum",
+                                            "peak MB (rehearsal)": "max", "peak MB (estimate)": "max"})
+    per_stage = per_stage.reindex([s for s in STAGE_ORDER if s in per_stage.index]).reset_index()
     per_stage["jobs"] = per_stage["jobs"].round().astype(int)
     per_stage["estimate hours"] = per_stage.pop("estimate s") / 3600
     totals = {"rehearsal jobs": len(jobs), "rehearsal job-seconds": float(jobs["seconds"].sum()),
-              "start-up s": float(startup), "estimate hours": float(per_stage["estimate hours"].sum()),
+              "start-up s": startup, "estimate hours": float(per_stage["estimate hours"].sum()),
               "download bytes": _download_bytes(full), "disk bytes": _disk_bytes(base, n_reh, n_full, seeds),
-              "device": reh["device"]}
-    by_arch = pd.DataFrame(throughput).groupby(["rule", "arch"]).median().reset_index() if throughput else None
+              "device": _device(base, reh)}
+    by_arch = pd.DataFrame(throughput).groupby(["arch", "rule"]).median().reset_index() if throughput else None
     return per_stage, by_arch, totals
 
 
-def _laood_estimate(full: dict, reh: dict, base: Path, n_train: int) -> float:
-    """Core-seconds of every LA-OOD layer fit at full scale, from the cost model in `laood`
-    (measured n^2.14 growth) and each layer's width as the rehearsal fitted it."""
-    max_fit = full["scores"]["laood"].get("max_fit")
-    n = min(max_fit or n_train, n_train)
-    total = 0.0
-    for detector in base.rglob("detectors/*/laood.npz"):
-        shapes = npz_shapes(detector)
-        total += sum(laood.layer_seconds(n, shape[0]) for key, shape in shapes.items() if key.endswith("_mean"))
-    return total
+def _laood_estimate(full: dict, base: Path, n_train: int) -> tuple[float, float]:
+    """Core-seconds of every LA-OOD layer fit at full scale and the largest fit's memory (MB),
+    from the cost model in `laood` and each layer's width as the rehearsal fitted it."""
+    n = min(full["scores"]["laood"].get("max_fit") or n_train, n_train)
+    widths = [shape[0] for detector in base.rglob("detectors/*/laood.npz")
+              for key, shape in npz_shapes(detector).items() if key.endswith("_mean")]
+    return sum(laood.layer_seconds(n, w) for w in widths), max((laood.layer_memory_mb(n, w) for w in widths),
+                                                                 default=0)
 
 
 def _download_bytes(config: dict) -> tuple[int, list[str]]:
@@ -318,18 +358,18 @@ def render(preset, per_stage: pd.DataFrame, by_arch: pd.DataFrame | None, totals
     known, unknown = totals["download bytes"]
     downloads = f"{known / 1e9:.2f} GB" + (f" plus {', '.join(unknown)} (sizes not recorded)" if unknown else "")
     lines = [f"# Cost estimate of {preset} from its rehearsal", "",
-             f"Measured on device `{totals['device']}` ({totals['rehearsal jobs']} rehearsal jobs, "
-             f"{totals['rehearsal job-seconds']:.0f} job-seconds; start-up of a job ≈ {totals['start-up s']:.1f} s).",
-             "Each job's time above start-up is scaled by its work (images × epochs for trainers, images for "
-             "feature dumps, scores and conversions, n_train × n_test for exact KNN); LA-OOD fits come from the "
-             "fit-time model n^2.14 · width; seeds and null models multiply. See docs/rehearsal.md.", "",
+             f"Measured on {totals['device']}: {totals['rehearsal jobs']} rehearsal jobs, "
+             f"{totals['rehearsal job-seconds']:.0f} job-seconds; a job's start-up ≈ {totals['start-up s']:.1f} s.",
+             "Each job's time above start-up is scaled by its work (images × epochs for trainers; images for "
+             "feature dumps, scores, metrics and conversions; n_train × n_test for exact KNN); LA-OOD fits come "
+             "from the fit-time model n^2.14 · width; seeds and null models multiply (docs/rehearsal.md).", "",
              to_markdown(per_stage, floatfmt=".2f"), "",
-             f"**Full preset: about {totals['estimate hours']:.1f} hours of `{totals['device']}` job time** "
+             f"**Full preset: about {totals['estimate hours']:.1f} job-hours on this device** "
              "(the sum over jobs; wall time is shorter where jobs run side by side); "
              f"downloads {downloads}; disk for data and results about "
              f"{totals['disk bytes'] / 1e9:.2f} GB.", ""]
     if by_arch is not None:
-        lines += ["Training throughput measured in the rehearsal (images/s, start-up included):", "",
+        lines += ["Training throughput measured in the rehearsal (images/s over the logged epochs):", "",
                   to_markdown(by_arch, floatfmt=".1f"), ""]
     return "\n".join(lines)
 

@@ -73,11 +73,15 @@ def fit_state(score: Score, inputs: list[dict], hp: dict, n_jobs: int = 1) -> di
 # --------------------------------------------------------------------------- feature scores
 @register("msp", "features", description="maximum softmax probability (Hendrycks & Gimpel 2017)")
 def msp(features: dict, state=None) -> np.ndarray:
+    """max_k softmax_k(z).
+    Reads `logits`. Returns one float64 score per image, higher = more ID."""
     return softmax(features["logits"].astype(np.float64), axis=1).max(axis=1)
 
 
 @register("energy", "features", description="negative free energy T·logsumexp(z/T) (Liu et al. 2020)")
 def energy(features: dict, state=None, temperature: float = 1.0) -> np.ndarray:
+    """T·logsumexp(z/T), the negative free energy.
+    Reads `logits`. Returns one float64 score per image, higher = more ID."""
     return _energy(features["logits"].astype(np.float64), temperature)
 
 
@@ -98,6 +102,8 @@ def fit_mahalanobis(train: dict, layer: str = "penultimate") -> dict[str, np.nda
 @register("mahalanobis", "features", fit=fit_mahalanobis,
           description="−min_c squared Mahalanobis distance, tied covariance, one layer (OpenOOD 'MDS')")
 def mahalanobis(features: dict, state: dict, layer: str = "penultimate") -> np.ndarray:
+    """−min_c (f − μ_c)ᵀ Σ⁺ (f − μ_c) with the tied covariance Σ of `fit_mahalanobis`.
+    Reads the `layer` key (`penultimate` by default). Returns one float64 score per image, higher = more ID."""
     f = features[layer].astype(np.float64)
     dist = np.stack([_squared_distance(f, mu, state["precision"]) for mu in state["means"]], 1)
     return -dist.min(axis=1)
@@ -120,7 +126,9 @@ def fit_featurenorm(train: dict, train_jigsaw: dict, block="auto", jigsaw_seed: 
 @register("featurenorm", "features", fit=fit_featurenorm, fit_inputs=("train", "train_jigsaw"),
           description="FeatureNorm of the block chosen by NormRatio (Yu et al. 2023)")
 def featurenorm_score(features: dict, state: dict, block="auto", jigsaw_seed: int = 0) -> np.ndarray:
-    """The selected block's FeatureNorm; `block` and `jigsaw_seed` act through the fitted state."""
+    """The selected block's FeatureNorm; `block` and `jigsaw_seed` act through the fitted state.
+    Reads `featnorm` (every block's FeatureNorm, one column each). Returns one float64 score per image, higher = more ID.
+    """
     return features["featnorm"][:, int(state["block"])].astype(np.float64)
 
 
@@ -145,7 +153,9 @@ def fit_laood(train_convs: dict, n_jobs: int = 1, max_fit: int | None = None, fi
 @register("laood", "features", fit=fit_laood, fit_inputs=("train_convs",), reads=".convs",
           description="LA-OOD: min over layers of per-layer OCSVM decision values (Wang et al. 2022)")
 def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
-    """Hyper-parameters act through the fitted state."""
+    """Hyper-parameters act through the fitted state.
+    Reads `layer_names` and `layer_<j>` of the `.convs` file. Returns one float64 score per image, higher = more ID.
+    """
     return laood.score(laood.decisions(laood.from_arrays(state), laood.layers_of(features)))
 
 
@@ -170,12 +180,16 @@ def _head(features: dict) -> tuple[np.ndarray, np.ndarray]:
 
 @register("maxlogit", "features", description="maximum logit max_k z_k (Hendrycks et al. 2022; OpenOOD 'MLS')")
 def maxlogit(features: dict, state=None) -> np.ndarray:
+    """max_k z_k.
+    Reads `logits`. Returns one float64 score per image, higher = more ID."""
     return features["logits"].astype(np.float64).max(axis=1)
 
 
 @register("gen", "features", description="GEN: −Σ_top-M p^γ(1−p)^γ, generalised entropy (Liu et al. 2023)")
 def gen(features: dict, state=None, gamma: float = 0.1, top: int = 100) -> np.ndarray:
-    """−Σ_{j ≤ M} p_(j)^γ (1 − p_(j))^γ over the M largest softmax probabilities (M = min(top, K))."""
+    """−Σ_{j ≤ M} p_(j)^γ (1 − p_(j))^γ over the M largest softmax probabilities (M = min(top, K)).
+    Reads `logits`. Returns one float64 score per image, higher = more ID.
+    """
     p = softmax(features["logits"].astype(np.float64), axis=1)
     p = -np.sort(-p, axis=1)[:, : min(top, p.shape[1])]
     return -(p**gamma * (1 - p) ** gamma).sum(axis=1)
@@ -189,7 +203,9 @@ def fit_react(train: dict, percentile: float = 90.0, score: str = "energy") -> d
 @register("react", "features", fit=fit_react,
           description="ReAct: h clipped at a percentile of ID training activations, then Energy (Sun et al. 2021)")
 def react(features: dict, state: dict, percentile: float = 90.0, score: str = "energy") -> np.ndarray:
-    """score(W·min(h, c) + b), c from `fit_react`; Energy by default (the FeatureNorm paper's Energy+ReAct)."""
+    """score(W·min(h, c) + b), c from `fit_react`; Energy by default (the FeatureNorm paper's Energy+ReAct).
+    Reads `penultimate`, `fc_weight`, `fc_bias`. Returns one float64 score per image, higher = more ID.
+    """
     w, b = _head(features)
     h = np.minimum(features["penultimate"].astype(np.float64), float(state["clip"]))
     return _head_score(h @ w.T + b, score)
@@ -206,7 +222,9 @@ def fit_dice(train: dict, sparsity: float = 90.0, score: str = "energy") -> dict
 @register("dice", "features", fit=fit_dice,
           description="DICE: the head sparsified by weight × mean-activation contribution, then Energy (Sun & Li 2022)")
 def dice(features: dict, state: dict, sparsity: float = 90.0, score: str = "energy") -> np.ndarray:
-    """score((W ⊙ M)·h + b) with the mask M from `fit_dice`; Energy by default (Energy+DICE)."""
+    """score((W ⊙ M)·h + b) with the mask M from `fit_dice`; Energy by default (Energy+DICE).
+    Reads `penultimate`, `fc_weight`, `fc_bias`. Returns one float64 score per image, higher = more ID.
+    """
     w, b = _head(features)
     return _head_score(features["penultimate"].astype(np.float64) @ (w * state["mask"]).T + b, score)
 
@@ -216,7 +234,9 @@ def dice(features: dict, state: dict, sparsity: float = 90.0, score: str = "ener
 def ash(features: dict, state=None, percentile: float = 90.0, variant: str = "b", score: str = "energy") -> np.ndarray:
     """Per sample keep the k = n − round(n·percentile/100) largest entries of h and
     `b`: set them to sum(h)/k; `p`: keep them as they are; `s`: scale them by exp(sum(h)/sum(kept));
-    the rest are zeroed; then score(W·h' + b). On the pooled penultimate vector, as OpenOOD does."""
+    the rest are zeroed; then score(W·h' + b). On the pooled penultimate vector, as OpenOOD does.
+    Reads `penultimate`, `fc_weight`, `fc_bias`. Returns one float64 score per image, higher = more ID.
+    """
     w, b = _head(features)
     h = features["penultimate"].astype(np.float64)
     n = h.shape[1]
@@ -251,7 +271,9 @@ def fit_knn(train: dict, k: int = 50, block: int = 1024) -> dict[str, np.ndarray
           description="KNN: −distance to the k-th nearest normalised ID training feature (Sun et al. 2022)")
 def knn(features: dict, state: dict, k: int = 50, block: int = 1024) -> np.ndarray:
     """−‖z − z_(k)‖₂ with z = h/‖h‖₂ and z_(k) its k-th nearest training vector: exact search by
-    blocks of `block` rows (‖z − y‖² = 2 − 2 zᵀy for unit vectors; one matrix product a block)."""
+    blocks of `block` rows (‖z − y‖² = 2 − 2 zᵀy for unit vectors; one matrix product a block).
+    Reads `penultimate`. Returns one float64 score per image, higher = more ID.
+    """
     bank, z = state["bank"], _unit(features["penultimate"])
     if not 1 <= k <= len(bank):
         raise ValueError(f"knn: k = {k} but the training bank has {len(bank)} vectors")
@@ -282,6 +304,8 @@ def fit_vim(train: dict, dim: int = 256) -> dict[str, np.ndarray]:
 @register("vim", "features", fit=fit_vim,
           description="ViM: Energy − α·‖residual of h off the principal subspace‖ (Wang et al. 2022)")
 def vim(features: dict, state: dict, dim: int = 256) -> np.ndarray:
+    """Energy(z) − α·‖(h − o) R‖ with the principal-subspace complement R, origin o and α of `fit_vim`.
+    Reads `logits`, `penultimate`. Returns one float64 score per image, higher = more ID."""
     h = features["penultimate"].astype(np.float64)
     residual = np.linalg.norm((h - state["origin"]) @ state["residual_space"], axis=1)
     return _energy(features["logits"].astype(np.float64)) - float(state["alpha"]) * residual
@@ -302,6 +326,8 @@ def fit_rmds(train: dict) -> dict[str, np.ndarray]:
 @register("rmds", "features", fit=fit_rmds,
           description="RMDS: −min_c (MD_c − MD_background), relative Mahalanobis distance (Ren et al. 2021)")
 def rmds(features: dict, state: dict) -> np.ndarray:
+    """−min_c (MD_c(h) − MD_background(h)), both squared Mahalanobis distances fitted by `fit_rmds`.
+    Reads `penultimate`. Returns one float64 score per image, higher = more ID."""
     background = _squared_distance(features["penultimate"].astype(np.float64), state["background_mean"],
                                    state["background_precision"])
     return mahalanobis(features, state, "penultimate") + background
@@ -311,7 +337,9 @@ def rmds(features: dict, state: dict) -> np.ndarray:
 @register("odin", "network", description="ODIN: temperature scaling and input perturbation (Liang et al. 2018)")
 def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, epsilon: float = 0.0014,
          batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """max softmax(f(x̃)/T) with x̃ = x − ε·sign(∇ₓ CE(f(x)/T, ŷ)), x in [0,1], no clipping."""
+    """max softmax(f(x̃)/T) with x̃ = x − ε·sign(∇ₓ CE(f(x)/T, ŷ)), x in [0,1], no clipping.
+    Reads the network and uint8 images, not cached features. Returns one float64 score per image, higher = more ID.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -348,7 +376,9 @@ def fit_mahalanobis_ensemble(model, train, tune, layers, tune_on: str = "id_test
           description="Mahalanobis with input pre-processing and a layer ensemble fitted against FGSM (Lee et al. 2018)")
 def mahalanobis_ensemble_score(model, images: np.ndarray, state: dict, batch_size: int = 256, progress: bool = True,
                                **_hp) -> np.ndarray:
-    """The fitted layers, noise magnitude and combiner act through the state."""
+    """The fitted layers, noise magnitude and combiner act through the state.
+    Reads the network and uint8 images, not cached features. Returns one float64 score per image, higher = more ID.
+    """
     from . import mahalanobis_ensemble
 
     return mahalanobis_ensemble.score(model, images, state, batch_size)

@@ -156,3 +156,31 @@ def test_a_preset_merged_into_config_yaml_is_refused(tmp_path, monkeypatch):
     cfg.check_config_files("config.yaml", ["config.yaml"], replace=False)  # the default config itself
     (tmp_path / "override.yaml").write_text("network_threads: 2\n")  # a partial override merges on purpose
     cfg.check_config_files("config.yaml", [str(tmp_path / "override.yaml")], replace=False)
+
+
+def _enum(path: list[str]) -> set:
+    node = cfg.schema()
+    for key in path:
+        node = node[key]
+    return set(node["enum"])
+
+
+def test_the_schemas_enums_are_the_registries():
+    """Each enum of the schema names exactly what its registry holds, so adding an
+    architecture, a normalisation, an attack or a metric rule in one place is caught."""
+    from oodrepro import metrics, models, outlier_exposure, watermark_ood, watermarknn
+
+    backbone = ["properties", "backbones", "additionalProperties", "properties"]
+    assert _enum([*backbone, "arch"]) == set(models.MODELS)
+    assert _enum([*backbone, "normalization"]) == set(models.NORMALIZATIONS)
+    assert _enum([*backbone, "pretrained", "properties", "format"]) == set(models.PRETRAINED_FORMATS)
+    assert _enum(["properties", "watermarks", "additionalProperties", "properties", "objective"]) == set(
+        watermark_ood.OBJECTIVES)
+    attacks = ["properties", "watermarknn", "properties", "attacks", "properties"]
+    assert _enum([*attacks, "kinds", "items"]) == set(watermarknn.ATTACKS)
+    exposure = ["properties", "finetunes", "additionalProperties", "properties", "exposure", "properties"]
+    assert _enum([*exposure, "method"]) == set(outlier_exposure.METHODS)
+    m = ["properties", "metrics", "properties"]
+    assert _enum([*m, "fpr_rule"]) == set(metrics.FPR_RULES)
+    assert _enum([*m, "fpr_positive"]) == set(metrics.POSITIVES)
+    assert _enum([*m, "aupr"]) == set(metrics.AUPR_MODES)

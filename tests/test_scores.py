@@ -1,5 +1,8 @@
 """Each post-hoc score against a direct computation."""
 
+import inspect
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +83,46 @@ def test_odin_perturbation_raises_the_score_it_targets():
     plain = scores.get("odin").score(model, images, temperature=1000.0, epsilon=0.0)
     perturbed = scores.get("odin").score(model, images, temperature=1000.0, epsilon=0.0014)
     assert (perturbed >= plain - 1e-9).all() and (perturbed > plain).any()
+
+
+class _Recording(dict):
+    """A feature dict that notes which keys a score reads."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(re.sub(r"^layer_\d+$", "layer_<j>", key))
+        return super().__getitem__(key)
+
+
+def _features(n: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    h = np.abs(rng.normal(size=(n, 12)))
+    w, b = rng.normal(size=(4, 12)), rng.normal(size=4)
+    return {"logits": h @ w.T + b, "penultimate": h, "featnorm": np.abs(rng.normal(size=(n, 3))),
+            "block_names": np.array(["b0", "b1", "b2"]), "arch": np.array("resnet18"),
+            "fc_weight": w, "fc_bias": b, "labels": np.arange(n) % 4,
+            "layer_names": np.array(["a", "b"]), "layer_0": rng.normal(size=(n, 3)), "layer_1": rng.normal(size=(n, 5))}
+
+
+@pytest.mark.parametrize("name", sorted(scores.SCORES))
+def test_each_scores_docstring_names_the_feature_keys_it_reads(name):
+    """The `Reads ...` sentence of every registered score is what it really reads."""
+    score = scores.get(name)
+    doc = inspect.getdoc(score.score)
+    sentence = re.search(r"Reads (.*?)\.(\s|$)", doc, re.S)
+    assert sentence and "Returns" in doc and "higher = more ID" in doc, doc
+    if score.needs == "network":
+        assert "network" in sentence[1]
+        return
+    claimed = set(re.findall(r"`([^`]+)`", sentence[1])) - {".convs", "layer"}
+    train = _features(60, 0)
+    fit_args = [train for _ in score.fit_inputs]
+    hp = {"knn": {"k": 3}, "vim": {"dim": 4}, "laood": {"gammas": [0.1, 1.0], "nu": 0.1}}.get(name, {})
+    state = scores.fit_state(score, fit_args, hp) if score.fit else None
+    features = _Recording(_features(20, 1))
+    out = score.score(features, state, **hp)
+    assert out.shape == (20,) and out.dtype == np.float64
+    assert features.read == claimed, f"{name} reads {sorted(features.read)}, its docstring says {sorted(claimed)}"

@@ -218,8 +218,8 @@ def _odin(filename: str, top: str, size: int) -> Callable[[Path, int], dict]:
 # Two archives written by one builder (Places365's lists and images, MNIST's images and labels)
 # share an entry; `build` writes it once.
 BUILDERS: dict[str, Callable[[Path, int], dict]] = {
-    "cifar-10-python.tar.gz": lambda root, n: cifar(root, 10, n_per_file=n),
-    "cifar-100-python.tar.gz": lambda root, n: cifar(root, 100, n_per_file=5 * n, seed=10),
+    "cifar-10-python.tar.gz": lambda root, n: cifar(root, 10, n_per_file=max(2, n // 2)),  # 5 training batches
+    "cifar-100-python.tar.gz": lambda root, n: cifar(root, 100, n_per_file=max(100, 5 * n // 2), seed=10),
     "test_32x32.mat": lambda root, n: svhn(root, n=n),
     "dtd-r1.0.1.tar.gz": lambda root, n: image_folder_tar(
         root, "dtd-r1.0.1.tar.gz", "dtd/images", [(64 + 8 * (i % 5), 48 + 8 * (i % 3)) for i in range(n)]),
