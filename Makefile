@@ -9,7 +9,7 @@ CORES ?= all
 PROFILE ?= profiles/local
 # A preset replaces config.yaml entirely instead of being merged into it.
 SNAKEMAKE = $(BIN)/snakemake --profile $(PROFILE) --cores $(CORES) --configfile $(CONFIG) --replace-workflow-config
-RESULTS = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('$(CONFIG)')).get('results', 'results'))")
+RESULTS = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('$(CONFIG)')).get('results', 'results'))" 2>/dev/null)
 REPORT = $(RESULTS)/report.html
 
 .PHONY: run rehearse rehearse-all rehearse-ci report test venv clean
@@ -17,7 +17,8 @@ REPORT = $(RESULTS)/report.html
 # oodrepro.launch: one-line errors for a missing or invalid config, and unlocking after a killed run
 run: $(BIN)/.installed
 	$(BIN)/python -m oodrepro.launch $(CONFIG) -- $(SNAKEMAKE) $(ARGS)
-	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG)
+	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG) PROFILE=$(PROFILE)
+	@if [ -f "$(RESULTS)/summary.md" ]; then echo "Summary: $(RESULTS)/summary.md (and .html); report: $(REPORT)"; fi
 
 # A preset's own DAG on stand-in archives with shrunk budgets, then its full-scale cost estimate
 # (docs/rehearsal.md); PROFILE=profiles/slurm rehearses on a cluster.

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from oodrepro import config as cfg
-from oodrepro import data, training
+from oodrepro import data, inference, training
 from oodrepro.report import pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,22 +63,25 @@ def main() -> None:
                 log = pd.read_csv(run / "log.csv")
                 curves[(seed, bf16)] = log["loss"].to_numpy()
                 rows.append({"seed": seed, "precision": "bf16 autocast" if bf16 else "float32",
-                             "test accuracy %": 100 * training.accuracy(model, *sets["id_test"]),
-                             "final train loss": log["loss"].iloc[-1], "train accuracy %": 100 * log["accuracy"].iloc[-1],
+                             "test accuracy %": 100 * inference.accuracy(model, *sets["id_test"]),
+                             "final train loss": log["loss"].iloc[-1],
+                             "train accuracy %": 100 * log["accuracy"].iloc[-1],
                              "seconds": seconds})
     table = pd.DataFrame(rows)
     OUT.mkdir(exist_ok=True)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for (seed, bf16), loss in curves.items():
-        ax.plot(np.arange(1, len(loss) + 1), loss, ls="--" if bf16 else "-", label=f"seed {seed}, {'bf16' if bf16 else 'fp32'}")
+        ax.plot(np.arange(1, len(loss) + 1), loss, ls="--" if bf16 else "-",
+                label=f"seed {seed}, {'bf16' if bf16 else 'fp32'}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title(f"default base model, {cpu_name()}", fontsize=9)
     fig.savefig(OUT / "bf16.png", dpi=110, bbox_inches="tight")
-    native = any(getattr(torch.cpu, p, lambda: False)() for p in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = any(getattr(torch.cpu, p, lambda: False)() for p in probes)
     md = (f"# bf16 autocast vs float32, default base model\n\nCPU: {cpu_name()} (native bf16: {native}), "
           f"torch {torch.__version__}, 1 thread\n\n{table.round(4).to_string(index=False)}\n")
     (OUT / "bf16.md").write_text(md)

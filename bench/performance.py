@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from oodrepro import models, scores, training
+from oodrepro import devices, models, scores, training
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results"
@@ -167,7 +167,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--skip-dag", action="store_true")
     args = ap.parse_args()
-    device = training.pick_device(args.device)
+    device = devices.pick_device(args.device)
     torch.set_num_threads(os.cpu_count() or 1)
     rng = np.random.default_rng(0)
     n = max(args.images, (args.steps + 2) * args.batch)
@@ -177,7 +177,7 @@ def main() -> None:
     result = {"machine": {"device": str(device), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "platform": platform.platform(),
                           "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}}
-    result["machine"]["bf16_autocast"] = training.use_bf16("auto", device)
+    result["machine"]["bf16_autocast"] = devices.use_bf16("auto", device)
     ours = our_path(images, labels, args.batch, args.steps, device)
     ours32 = our_path(images, labels, args.batch, args.steps, device, bf16=False)
     classic = {w: classic_path(images, labels, args.batch, args.steps, device, w) for w in (0, 2)}

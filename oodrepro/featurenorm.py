@@ -9,8 +9,13 @@ images themselves acting as pseudo-OOD.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch and pandas load only in the functions that use them
+    import pandas as pd
+    import torch
 
 TILE = 10  # ⌊32 / 3⌋: tiles cover the top-left 30×30, rows and columns 30–31 stay zero
 GRID = 3

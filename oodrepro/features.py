@@ -15,7 +15,7 @@ from .featurenorm import feature_norm
 from .io import save_npz
 from .models import Backbone
 from .models.base import pool
-from .training import image_batches
+from .inference import image_batches
 
 
 Transform = Callable[[torch.Tensor, slice], torch.Tensor]

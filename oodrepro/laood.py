@@ -15,10 +15,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data.download import sample_indices
+from .sampling import sample_indices
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GAMMAS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 NU = 0.001

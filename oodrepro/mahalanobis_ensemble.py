@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .metrics import fpr_at_tpr
-from .training import augment, image_batches
+from .inference import image_batches
+from .training import augment
 
 NOISE_GRID = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)  # the paper's noise grid
 

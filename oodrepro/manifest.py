@@ -68,6 +68,7 @@ def mark_start(path) -> None:
 
 
 def build(config: dict, repo: Path, started: str | None) -> dict:
-    return {**({"REHEARSAL": config["rehearsal"]} if "rehearsal" in config else {}), "started": started, "finished": now(), "config_sha256": config_hash(config), "git": git_state(repo),
-            "device": devices(config.get("device", "auto")), "versions": versions(),
+    marks = {"REHEARSAL": config["rehearsal"]} if "rehearsal" in config else {}  # a rehearsal says so first
+    return {**marks, "started": started, "finished": now(), "config_sha256": config_hash(config),
+            "git": git_state(repo), "device": devices(config.get("device", "auto")), "versions": versions(),
             "platform": platform.platform()}

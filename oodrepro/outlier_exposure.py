@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from . import models
-from .training import augment, to_tensor
+from .inference import to_tensor
+from .training import augment
 
 METHODS = ("oe", "energy-oe", "poem", "doe")
 

@@ -286,7 +286,8 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
         elif job.rule == "estimate_loss_constraint":
             held, work = train, full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"]
         elif job.rule == "dump_features":
-            held = train if job.stem.endswith((".train", ".jigsaw")) else evaluated + train * job.stem.endswith(".convs")
+            on_train = job.stem.endswith((".train", ".jigsaw"))
+            held = train if on_train else evaluated + train * job.stem.endswith(".convs")
         elif job.rule in EVALUATED:
             held, per_image = evaluated, feature_bytes
         elif job.rule == "fit_detector":

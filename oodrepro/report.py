@@ -63,13 +63,15 @@ def metrics_table(
     counts = {r["ood_set"]: (r["n_id"], r["n_ood"]) for r in rows}
     for group, members in {**(groups or {}), "mean": list(s_ood)}.items():
         for metric in next(iter(per_set.values())):
-            rows.append({"ood_set": group, "metric": metric, "value": float(np.mean([per_set[m][metric] for m in members])),
+            value = float(np.mean([per_set[m][metric] for m in members]))
+            rows.append({"ood_set": group, "metric": metric, "value": value,
                          "n_id": max(counts[m][0] for m in members), "n_ood": sum(counts[m][1] for m in members)})
     rows.append({"ood_set": "-", "metric": "id_accuracy", "value": id_accuracy, "n_id": len(s_id), "n_ood": 0})
     frame = pd.DataFrame(rows)
     for k, v in context.items():
         frame[k] = v
-    frame["fpr_rule"], frame["fpr_positive"], frame["aupr_mode"], frame["balance"] = fpr_rule, fpr_positive, aupr, balance
+    frame["fpr_rule"], frame["fpr_positive"] = fpr_rule, fpr_positive
+    frame["aupr_mode"], frame["balance"] = aupr, balance
     order = KEYS + ["ood_set", "metric", "value", "n_id", "n_ood", "fpr_rule", "fpr_positive", "aupr_mode", "balance"]
     return frame[order]
 
@@ -143,12 +145,69 @@ def watermark_effect(summary: pd.DataFrame, watermarks: dict[str, str]) -> pd.Da
         if name not in watermarks:
             continue
         method = watermarks[name]
-        row = {"benchmark": bench, "arch": arch, "seed": "all", "watermarked model": model, "score": method}
+        row = {"benchmark": bench, "arch": arch, "watermarked model": model, "score": method}
         for metric in ("auroc", "fpr95", "id_accuracy"):
             for label, m in (("without", checkpoint), ("with", model)):
-                row[f"{METRIC_LABELS[metric]} {label}"] = head.get((arch, m, method, metric), np.nan)
+                row[f"{METRIC_LABELS[metric]} {label}"] = round(float(head.get((arch, m, method, metric), np.nan)), 2)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _listed(items: list[str], most: int = 6) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def notes(tidy: pd.DataFrame, summary: pd.DataFrame, blocks: list[pd.DataFrame] = (),
+          ownership: list[tuple[dict, dict]] = ()) -> list[str]:
+    """Short, data-driven sentences that say how to read the tables: conventions and sample
+    counts, AUROCs below 50, what each fine-tune or watermark cost in ID accuracy, the block
+    NormRatio chose and WatermarkNN's ownership threshold."""
+    out = []
+    first = tidy.iloc[0]
+    sets = [s for s in tidy["ood_set"].unique() if s not in ("mean", "-")]
+    counts = tidy[tidy["ood_set"].isin(sets)].groupby("ood_set", sort=False)["n_ood"].first()
+    out.append(f"Values in percent. FPR95: rule `{first['fpr_rule']}`, {first['fpr_positive'].upper()} as the "
+               f"positive class; AUPR: `{first['aupr_mode']}`; images compared: `{first['balance']}` "
+               "(docs/conventions.md). `mean` is the arithmetic mean of a metric over the "
+               f"{len(sets)} OOD sets; `-` holds ID accuracy. ID test images: {int(tidy['n_id'].max()):,}; "
+               "OOD images: " + ", ".join(f"{k} {int(v):,}" for k, v in counts.items()) + ".")
+    auroc = summary[(summary["metric"] == "auroc") & summary["ood_set"].isin(sets)]
+    low = auroc[auroc["mean"] < 50]
+    if len(low):
+        out.append("AUROC below 50 means the score ranks that OOD set as more in-distribution than the ID test "
+                   "images (for MSP-like scores: the network is more confident on them): " + _listed(
+                       [f"{r.ood_set} for {r.model} / {r.method} ({r.mean:.1f})" for r in low.itertuples()]) + ".")
+    accuracy = summary[summary["metric"] == "id_accuracy"].groupby(["arch", "model"], sort=False)["mean"].first()
+    for arch in accuracy.index.get_level_values(0).unique():
+        per_model = accuracy[arch]
+        if "base" in per_model and len(per_model) > 1:
+            base = per_model["base"]
+            out.append(f"ID accuracy of each model against base ({arch}, base {base:.2f}): " + ", ".join(
+                f"{m} {v:.2f} ({v - base:+.2f})" for m, v in per_model.items() if m != "base") + ".")
+    for table in blocks:
+        if table.empty:
+            continue
+        chosen = table[table["selected"].astype(bool)].iloc[0]
+        best = table.loc[table["auroc mean"].idxmax()]
+        ctx = f"{chosen['arch']} · {chosen['model']} · seed {chosen['seed']}"
+        out.append(f"FeatureNorm ({ctx}): NormRatio chose block {chosen['block']}, ranked "
+                   f"{int(chosen['auroc rank'])} of {len(table)} blocks by mean AUROC ({chosen['auroc mean']:.1f}; "
+                   f"the best, {best['block']}, reaches {best['auroc mean']:.1f}) — chosen without OOD data.")
+    for context, rule in ownership:
+        ctx = f"{context['arch']} · seed {context['seed']}"
+        if rule["rule"] == "null-models":
+            out.append(f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy "
+                       f"≥ {100 * rule['threshold']:.0f} % "
+                       f"({rule['threshold_count']} of {rule['n_triggers']} triggers). {rule['null_models']} clean "
+                       f"null models reach {100 * rule['null_mean']:.1f} % on average (at most "
+                       f"{100 * rule['null_max']:.1f} %); with the upper-bounded chance rate "
+                       f"{100 * rule['chance_rate']:.1f} % a model without the watermark would pass with probability "
+                       f"{rule['false_claim_probability']:.1e}.")
+        else:
+            out.append(f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy ≥ "
+                       f"{100 * rule['threshold']:.0f} % (a fixed threshold).")
+    return out
 
 
 def analysis_sections(analyses: dict[str, list[pd.DataFrame]]) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
@@ -163,8 +222,12 @@ def analysis_sections(analyses: dict[str, list[pd.DataFrame]]) -> list[tuple[str
             t = t.drop(columns=[c for c in KEYS if c in t.columns])
             if "selected" in t:
                 t = t.assign(selected=t["selected"].map({True: "✓", False: ""}))
-            caption = f"{ctx['arch']} · seed {ctx['seed']}" if ctx["seed"] == "all" or "model" not in ctx else (
-                f"{ctx['arch']} · {ctx['model']} · seed {ctx['seed']}")
+            if "seed" not in ctx:
+                caption = f"{ctx['arch']} · mean over seeds"
+            elif "model" in ctx:
+                caption = f"{ctx['arch']} · {ctx['model']} · seed {ctx['seed']}"
+            else:
+                caption = f"{ctx['arch']} · seed {ctx['seed']}"
             shown.append((caption, t.round(3)))
         if shown:
             out.append((heading, shown))
@@ -179,10 +242,11 @@ def _all_sections(summary, comparison, analyses):
 
 
 def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
-                     analyses: dict | None = None, banner: str | None = None) -> str:
-    """The summary as Markdown; `banner` (a rehearsal's) heads it in bold."""
+                     analyses: dict | None = None, banner: str | None = None, notes: list[str] = ()) -> str:
+    """The summary as Markdown; `banner` (a rehearsal's) heads it in bold, `notes` follow it."""
     lines = [f"# {title}", ""] if title else []
     lines += [f"**{banner}**", ""] if banner else []
+    lines += ["## Reading these tables", "", *(f"- {n}" for n in notes), ""] if notes else []
     for heading, tables in _all_sections(summary, comparison, analyses):
         lines += [f"## {heading}", ""]
         for caption, table in tables:
@@ -191,11 +255,14 @@ def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = No
 
 
 def html_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
-                 analyses: dict | None = None, banner: str | None = None) -> str:
+                 analyses: dict | None = None, banner: str | None = None, notes: list[str] = ()) -> str:
     parts = [f"<h1>{title}</h1>"] if title else []
     if banner:
         parts.append(f"<p style='background:#fde2e1;border:2px solid #c0392b;padding:.6em;font-weight:bold'>"
                      f"{html.escape(banner)}</p>")
+    if notes:
+        parts.append("<h2>Reading these tables</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                     + "</ul>")
     for heading, tables in _all_sections(summary, comparison, analyses):
         parts.append(f"<h2>{heading}</h2>")
         for caption, table in tables:
@@ -218,9 +285,8 @@ def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
         ours = summary[mask]
         rows.append({**{k: ref.get(k, "") for k in ("arch", "method", "ood_set", "metric")},
                      "paper": ref["value"], "ours": ours["mean"].iloc[0] if len(ours) else np.nan})
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame["difference"] = frame["ours"] - frame["paper"]
+    frame = pd.DataFrame(rows, columns=["arch", "method", "ood_set", "metric", "paper", "ours"])
+    frame["difference"] = frame["ours"] - frame["paper"]
     return frame
 
 

@@ -127,7 +127,8 @@ def fit_featurenorm(train: dict, train_jigsaw: dict, block="auto", jigsaw_seed: 
           description="FeatureNorm of the block chosen by NormRatio (Yu et al. 2023)")
 def featurenorm_score(features: dict, state: dict, block="auto", jigsaw_seed: int = 0) -> np.ndarray:
     """The selected block's FeatureNorm; `block` and `jigsaw_seed` act through the fitted state.
-    Reads `featnorm` (every block's FeatureNorm, one column each). Returns one float64 score per image, higher = more ID.
+    Reads `featnorm` (every block's FeatureNorm, one column each).
+    Returns one float64 score per image, higher = more ID.
     """
     return features["featnorm"][:, int(state["block"])].astype(np.float64)
 
@@ -343,7 +344,7 @@ def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, eps
     import torch
     import torch.nn.functional as F
 
-    from .training import image_batches
+    from .inference import image_batches
 
     model.eval()
     out = []
@@ -373,7 +374,8 @@ def fit_mahalanobis_ensemble(model, train, tune, layers, tune_on: str = "id_test
 
 
 @register("mahalanobis_ensemble", "network", fit=fit_mahalanobis_ensemble,
-          description="Mahalanobis with input pre-processing and a layer ensemble fitted against FGSM (Lee et al. 2018)")
+          description="Mahalanobis with input pre-processing and a layer ensemble fitted against FGSM "
+                      "(Lee et al. 2018)")
 def mahalanobis_ensemble_score(model, images: np.ndarray, state: dict, batch_size: int = 256, progress: bool = True,
                                **_hp) -> np.ndarray:
     """The fitted layers, noise magnitude and combiner act through the state.

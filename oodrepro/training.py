@@ -22,44 +22,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import models, resume
+from .devices import bf16_autocast, pick_device, use_channels_last
+from .inference import accuracy, to_tensor
 from .io import save_csv
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def use_bf16(setting, device: torch.device) -> bool:
-    """Whether training runs under bf16 autocast: `auto` on CUDA only. On a CPU, bf16 runs on
-    whatever kernels the ISA has (AMX, AVX512-BF16, or emulated), so one config would train
-    differently on different CPUs (a toy problem reached 65 % with AMX, 100 % in float32);
-    float32 everywhere costs the default run's training about 1.4× (README, bench/bf16.py).
-    `true` / `false` force it (false: float32 throughout)."""
-    if setting != "auto":
-        return bool(setting)
-    return device.type == "cuda"
-
-
-# oneDNN's channels-last convolution backward on AVX512 CPUs corrupted the heap ("double free")
-# for convolutions of 4-12 channels at odd batch sizes; from 16 channels on it is safe and faster.
-CHANNELS_LAST_MIN_CHANNELS = 16
-
-
-def use_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
-    """Channels-last layout on CUDA, and on a CPU for networks whose every convolution has at
-    least CHANNELS_LAST_MIN_CHANNELS input and output channels (1.3× faster there in float32)."""
-    if device.type == "cuda":
-        return True
-    wide = CHANNELS_LAST_MIN_CHANNELS
-    return all(m.out_channels >= wide and (m.in_channels >= wide or m.in_channels == 3)  # 3: the RGB stem
-               for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-
-
-def bf16_autocast(setting, device: torch.device) -> torch.autocast:
-    """The autocast context of every training pass: bf16 where `use_bf16` says, else a no-op."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16(setting, device))
 
 
 def lr_at(epoch: int, recipe: dict) -> float:
@@ -73,21 +38,6 @@ def lr_at(epoch: int, recipe: dict) -> float:
     if kind == "cosine":
         return base * 0.5 * (1 + math.cos(math.pi * epoch / recipe["epochs"]))
     raise ValueError(f"unknown schedule {kind!r}")
-
-
-def to_tensor(images: np.ndarray, device) -> torch.Tensor:
-    """N×H×W×C array → N×C×H×W tensor on `device` (uint8 stays uint8: converted per batch)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
-
-
-def image_batches(model, images: np.ndarray, batch_size: int, desc: str | None = None, progress: bool = False):
-    """Yield (rows, float batch in [0,1]) over N×H×W×C images, on the model's device: uint8
-    images, or float images already in [0,1] (e.g. adversarial copies, kept unrounded)."""
-    x_all = to_tensor(images, next(model.parameters()).device)
-    scale = 255.0 if x_all.dtype == torch.uint8 else 1.0
-    for i in tqdm(range(0, len(x_all), batch_size), desc=desc, disable=not progress):
-        rows = slice(i, min(i + batch_size, len(x_all)))
-        yield rows, x_all[rows].float() / scale
 
 
 def augment(batch: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -315,25 +265,3 @@ def train_backbone(
         models.save_model(out, model, spec, epoch=recipe["epochs"])
     state_path.unlink(missing_ok=True)
     return model.eval()
-
-
-@torch.inference_mode()
-def predict(model: models.Backbone, images: np.ndarray, head: dict | None = None, batch_size: int = 1000) -> np.ndarray:
-    """Top-1 predictions of uint8 images in eval mode (training mode is restored); `head`
-    ({weight, bias}) replaces the model's output layer on its penultimate features."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for _, x in image_batches(model, images, batch_size):
-        if head is None:
-            logits = model(x)
-        else:
-            logits = F.linear(model(x, return_blocks=True).penultimate, head["weight"], head["bias"])
-        out.append(logits.argmax(1).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out)
-
-
-def accuracy(model: models.Backbone, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of uint8 images, in eval mode (training mode is restored)."""
-    return float((predict(model, images, batch_size=batch_size) == np.asarray(labels)).mean())

@@ -21,7 +21,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import models, outlier_exposure, training
-from .training import augment, pick_device, to_tensor
+from .devices import pick_device
+from .inference import accuracy, to_tensor
+from .training import augment
 
 
 def flooding(ce: torch.Tensor, level: float, beta: float = 1.0) -> torch.Tensor:
@@ -175,7 +177,7 @@ def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, o
             return id_loss(logits, y), logits
 
         epoch_start = extra = None
-    evaluate = (lambda m: {"test_accuracy": training.accuracy(m, *test)}) if test is not None else None
+    evaluate = (lambda m: {"test_accuracy": accuracy(m, *test)}) if test is not None else None
     identity = {"spec": spec, "level": level, "beta": beta, "mask_keep": mask_keep, "train_weights": train_weights,
                 "exposure": exposure, "outliers": outliers, "test": test}
     training.fit(model, params, images, labels, recipe, state_path, log_csv, seed=seed, step=step,

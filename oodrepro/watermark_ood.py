@@ -22,7 +22,9 @@ from tqdm import tqdm
 
 from . import models, resume
 from .io import load_torch, save_csv, save_torch
-from .training import bf16_autocast, epoch_generator, pick_device, to_tensor, use_channels_last
+from .devices import bf16_autocast, pick_device, use_channels_last
+from .inference import to_tensor
+from .training import epoch_generator
 
 OBJECTIVES = ("msp", "energy")
 

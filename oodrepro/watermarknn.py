@@ -25,7 +25,9 @@ from scipy import stats
 
 from . import models, training
 from .io import load_npz, save_json, save_npz
-from .training import pick_device, to_tensor
+from .devices import pick_device
+from .inference import accuracy, predict, to_tensor
+from .sampling import sample_indices
 
 ATTACKS = {
     # name: (re-initialise the output layer, train every layer)
@@ -151,7 +153,7 @@ def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], r
 
 # --------------------------------------------------------------------------- verification
 def trigger_accuracy(model, images, labels, head: dict | None = None) -> float:
-    return float((training.predict(model, images, head) == np.asarray(labels)).mean())
+    return float((predict(model, images, head) == np.asarray(labels)).mean())
 
 
 def ownership_threshold(null_accuracies: list[float], n: int, rule: dict) -> dict:
@@ -204,7 +206,7 @@ def verify(model_paths: dict[str, str], marking_path, verification_path, null_pa
         head = ckpt.get("original_head")
         own = trigger_accuracy(model, images, labels)
         acc = own if head is None else trigger_accuracy(model, images, labels, {k: v.to(dev) for k, v in head.items()})
-        rows.append({"network": name, "test_accuracy": training.accuracy(model, *test), "trigger_accuracy": acc,
+        rows.append({"network": name, "test_accuracy": accuracy(model, *test), "trigger_accuracy": acc,
                      "trigger_accuracy_own_head": own, "claimed": acc >= threshold["threshold"]})
     threshold["null_accuracies"] = null
     return pd.DataFrame(rows), threshold
@@ -258,7 +260,7 @@ def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path,
 
     def evaluate(m):
         own = trigger_accuracy(m, *triggers)
-        return {"test_accuracy": training.accuracy(m, *test),
+        return {"test_accuracy": accuracy(m, *test),
                 "trigger_accuracy": trigger_accuracy(m, *triggers, head0) if reinit else own,
                 "trigger_accuracy_own_head": own}
 
@@ -273,7 +275,6 @@ def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path,
 
 def attacker_share(n: int, fraction: float, seed: int) -> np.ndarray:
     """Indices of the attacker's part of the training set (all of it at fraction 1)."""
-    from .data.download import sample_indices
 
     return sample_indices(n, None if fraction >= 1 else max(2, round(fraction * n)), seed)
 
@@ -298,7 +299,7 @@ def pruning_curve(owner_path, rates: list[float], triggers, test, device: str = 
     rows = []
     for rate in [0.0, *rates]:
         model = prune(models.load_model(owner_path, dev, spec=spec), rate)
-        rows.append({"prune_rate": rate, "test_accuracy": training.accuracy(model, *test),
+        rows.append({"prune_rate": rate, "test_accuracy": accuracy(model, *test),
                      "trigger_accuracy": trigger_accuracy(model, *triggers)})
     return pd.DataFrame(rows)
 
@@ -310,13 +311,15 @@ def attack_table(verification: pd.DataFrame, pruning: dict[str, pd.DataFrame], t
     for r in verification.itertuples():
         embedding, _, attack_name = r.network.partition(".")
         rows.append({"network": embedding, "attack": attack_name or "-", "test acc.": 100 * r.test_accuracy,
-                     "trigger acc.": 100 * r.trigger_accuracy, "trigger acc. (own head)": 100 * r.trigger_accuracy_own_head,
+                     "trigger acc.": 100 * r.trigger_accuracy,
+                     "trigger acc. (own head)": 100 * r.trigger_accuracy_own_head,
                      "claimed": "✓" if r.claimed else "✗"})
     for owner, curve in pruning.items():
         for c in curve.itertuples():
             if c.prune_rate > 0:
-                rows.append({"network": owner, "attack": f"prune {c.prune_rate:.0%}", "test acc.": 100 * c.test_accuracy,
-                             "trigger acc.": 100 * c.trigger_accuracy, "trigger acc. (own head)": 100 * c.trigger_accuracy,
+                rows.append({"network": owner, "attack": f"prune {c.prune_rate:.0%}",
+                             "test acc.": 100 * c.test_accuracy, "trigger acc.": 100 * c.trigger_accuracy,
+                             "trigger acc. (own head)": 100 * c.trigger_accuracy,
                              "claimed": "✓" if c.trigger_accuracy >= threshold["threshold"] else "✗"})
     return pd.DataFrame(rows)
 

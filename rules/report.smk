@@ -9,6 +9,7 @@ rule summarize:
         featurenorm_blocks=FEATURENORM_BLOCKS,
         laood_layers=LAOOD_LAYERS,
         watermarknn=WATERMARKNN,
+        ownership=[f.replace("attacks.csv", "ownership.json") for f in WATERMARKNN],
     output:
         tidy=f"{RESULTS}/metrics.csv",
         summary=f"{RESULTS}/summary.csv",

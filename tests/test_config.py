@@ -79,7 +79,8 @@ def test_presets_are_valid(preset):
          "benchmark.ood: must not contain the ID set benchmark.id_train"),
         (lambda c: c["benchmark"].update(outliers="photos"), "benchmark.outliers: 'photos' is an ID or OOD set"),
         (lambda c: c["watermarknn"]["attacks"].update(kinds=["ftll", "ftll"]), "watermarknn.attacks.kinds"),
-        (lambda c: c["scores"]["vim"].update(dim=128), "scores.vim.dim: must lie below resnet18's penultimate size 128"),
+        (lambda c: c["scores"]["vim"].update(dim=128),
+         "scores.vim.dim: must lie below resnet18's penultimate size 128"),
     ],
 )
 def test_errors_name_the_key(default, edit, fragment):

@@ -9,6 +9,7 @@ from PIL import Image
 import fixtures
 from oodrepro import data
 from oodrepro.data import download as dl
+from oodrepro.sampling import sample_indices
 
 
 def _fetch(server, archive_path, dest_dir, **override):
@@ -136,7 +137,8 @@ def test_image_folder_releases(served, tmp_path, name, filename, top, sizes):
             np.testing.assert_array_equal(got, src)  # 32×32 releases pass unchanged
         if recipe == "centre32":
             h, w = src.shape[:2]
-            np.testing.assert_array_equal(got, src[(h - 32) // 2 : (h - 32) // 2 + 32, (w - 32) // 2 : (w - 32) // 2 + 32])
+            top, left = (h - 32) // 2, (w - 32) // 2
+            np.testing.assert_array_equal(got, src[top : top + 32, left : left + 32])
 
 
 def test_textures_recipes_differ(served, tmp_path):
@@ -189,7 +191,7 @@ def test_random_300k_outliers_are_sampled_from_the_served_array(served, tmp_path
                        progress=False)
     data.convert_download("random-300k", [path], tmp_path / "o.npz", sample=20, seed=3)
     images, labels = data.load_dataset(tmp_path / "o.npz")
-    assert np.array_equal(images, array[dl.sample_indices(50, 20, 3)]) and (labels == -1).all()
+    assert np.array_equal(images, array[sample_indices(50, 20, 3)]) and (labels == -1).all()
 
 
 def test_outliers_from_a_users_folder(tmp_path):

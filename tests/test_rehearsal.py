@@ -131,7 +131,8 @@ def _fake_rehearsal(base: Path, job_seconds: dict) -> None:
         tsv.parent.mkdir(parents=True, exist_ok=True)
         tsv.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t100\n")
     (base / "results" / "manifest.json").write_text(json.dumps({"device": {"cpu": "test CPU", "gpus": []}}))
-    (run / "train_log.csv").write_text("epoch,seconds\n" + "".join(f"{e},1.0\n" for e in range(1, rehearsal.EPOCHS + 1)))
+    epochs = "".join(f"{e},1.0\n" for e in range(1, rehearsal.EPOCHS + 1))
+    (run / "train_log.csv").write_text("epoch,seconds\n" + epochs)
     datasets = base / "data" / "datasets"
     datasets.mkdir(parents=True)
     for name, n in (("cifar10-train", 320), ("cifar10-test", 64), ("svhn-test", 64), ("adi-triggers", 20)):
@@ -162,7 +163,7 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
 
 
 def _makefile_list(name: str) -> list[str]:
-    line = next(l for l in (ROOT / "Makefile").read_text().splitlines() if l.startswith(f"{name} ="))
+    line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith(f"{name} ="))
     return line.split("=", 1)[1].split()
 
 

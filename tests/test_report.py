@@ -71,3 +71,43 @@ def test_subsampled_protocol_averages_seeded_draws():
                         for _ in range(4)])
     assert t1.loc[("a", "auroc"), "value"] == pytest.approx(expected)
     assert t1.loc[("a", "auroc"), "n_ood"] == 50
+
+
+def test_an_empty_comparison_still_has_its_header(table):
+    comp = report.comparison_table(report.summarize(table[2]), {})
+    assert comp.empty and list(comp.columns) == ["arch", "method", "ood_set", "metric", "paper", "ours", "difference"]
+
+
+def _tidy(model: str, method: str, below: bool, accuracy: float) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    s_id = rng.normal(2, 1, 40)
+    noise = rng.normal(4 if below else -1, 1, 25)  # scored as more ID than the ID images: AUROC < 50
+    return report.metrics_table(s_id, {"noise": noise, "photos": rng.normal(0, 1, 15)}, accuracy,
+                                {**CTX, "model": model, "method": method})
+
+
+def test_notes_explain_what_the_tables_show():
+    tidy = pd.concat([_tidy("base", "msp", True, 98.0), _tidy("um", "msp", False, 97.25)])
+    summary = report.summarize(tidy)
+    blocks = pd.DataFrame({"block": ["b0", "b1", "b2"], "normratio": [1.0, 1.4, 1.2], "selected": [False, True, False],
+                           "auroc mean": [90.0, 80.0, 70.0], "auroc rank": [1, 2, 3], "benchmark": "b", "arch": "a",
+                           "seed": 0, "model": "base"})
+    rule = {"rule": "null-models", "threshold": 0.6, "threshold_count": 12, "n_triggers": 20, "null_models": 2,
+            "null_mean": 0.1, "null_max": 0.15, "chance_rate": 0.237, "false_claim_probability": 5.5e-4}
+    said = report.notes(tidy, summary, [blocks], [({"arch": "a", "seed": 0}, rule)])
+    text = "\n".join(said)
+    assert "rule `first_ge`, ID as the positive class" in said[0] and "noise 25, photos 15" in said[0]
+    assert "ID test images: 40" in said[0] and "mean over OOD sets" not in said[0]
+    assert "noise for base / msp" in text and "photos for" not in text.split("AUROC below 50")[1].split("\n")[0]
+    assert "um 97.25 (-0.75)" in text
+    assert "NormRatio chose block b1, ranked 2 of 3 blocks by mean AUROC (80.0; the best, b0, reaches 90.0)" in text
+    assert "≥ 60 % (12 of 20 triggers)" in text and "5.5e-04" in text
+    assert "Reading these tables" in report.markdown_summary(summary, None, "T", notes=said)
+
+
+def test_the_watermark_effect_table_is_per_model_and_rounded():
+    tidy = pd.concat([_tidy("base", "msp", False, 98.0), _tidy("base+wm", "msp", False, 97.5)])
+    effect = report.watermark_effect(report.summarize(tidy), {"wm": "msp"})
+    assert "seed" not in effect.columns and effect.loc[0, "watermarked model"] == "base+wm"
+    value = effect.loc[0, "AUROC ↑ with"]
+    assert value == round(value, 2)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from oodrepro import models, training
+from oodrepro import devices, inference, models, training
 
 SPEC = {"arch": "resnet18", "num_classes": 3, "width": 0.0625, "normalization": "half"}
 RECIPE = {"epochs": 4, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
@@ -146,7 +146,7 @@ def test_best_on_test_checkpoint_keeps_the_best_epoch_after_the_first(tmp_path, 
     log = pd.read_csv(tmp_path / "l.csv")
     best_row = log["test_accuracy"].iloc[1:].idxmax()  # first epoch excluded; ties → the earliest
     assert torch.load(tmp_path / "m.pt", weights_only=True)["epoch"] == log.loc[best_row, "epoch"]
-    assert training.accuracy(model, images[:20], labels[:20]) == pytest.approx(log["test_accuracy"][1:].max())
+    assert inference.accuracy(model, images[:20], labels[:20]) == pytest.approx(log["test_accuracy"][1:].max())
     with pytest.raises(ValueError, match="test set"):
         training.train_backbone(SPEC, images, labels, recipe, tmp_path / "x.pt", tmp_path / "xs.pt",
                                 tmp_path / "xl.csv", device="cpu", progress=False)
@@ -154,18 +154,18 @@ def test_best_on_test_checkpoint_keeps_the_best_epoch_after_the_first(tmp_path, 
 
 def test_bf16_auto_means_cuda_only_whatever_the_cpu(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert training.use_bf16("auto", cuda) and training.use_bf16(True, cpu) and not training.use_bf16(False, cuda)
+    assert devices.use_bf16("auto", cuda) and devices.use_bf16(True, cpu) and not devices.use_bf16(False, cuda)
     for native in (False, True):  # a CPU with or without AMX / AVX512-BF16 trains the same config the same way
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
-        assert not training.use_bf16("auto", cpu)
+        assert not devices.use_bf16("auto", cpu)
 
 
 def test_channels_last_only_where_it_is_safe():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     narrow, wide = models.build(**SPEC), models.build(**{**SPEC, "width": 0.25})  # 4 vs 16 stem channels
-    assert not training.use_channels_last(narrow, cpu) and training.use_channels_last(wide, cpu)
-    assert training.use_channels_last(narrow, cuda)
+    assert not devices.use_channels_last(narrow, cpu) and devices.use_channels_last(wide, cpu)
+    assert devices.use_channels_last(narrow, cuda)
 
 
 def test_odd_batches_of_a_narrow_network_train(tmp_path):

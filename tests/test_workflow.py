@@ -58,7 +58,8 @@ def run(tmp_path_factory):
         config = yaml.safe_load((ROOT / "config.yaml").read_text())
         config.update(results=str(work / "results"), data=str(work / "data"), seeds=[0, 1])
         config["benchmark"]["ood"] = ["gaussian-noise", "glyphs", "svhn-test"]
-        config["downloads"] = {"test_32x32.mat": {"url": server.url("test_32x32.mat"), "md5": fixtures.md5(svhn["paths"][0])}}
+        svhn_download = {"url": server.url("test_32x32.mat"), "md5": fixtures.md5(svhn["paths"][0])}
+        config["downloads"] = {"test_32x32.mat": svhn_download}
         config["offline"].update(n_ood=40, n_outliers=40)
         config["backbones"]["resnet18-small"]["width"] = 0.125
         config["training"].update(epochs=2, batch_size=128)

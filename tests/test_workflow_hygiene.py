@@ -102,3 +102,10 @@ def test_no_file_points_outside_the_repository():
     for page in re.findall(r"docs/[a-z-]+\.md", "".join((ROOT / f).read_text(errors="ignore") for f in tracked
                                                          if f.endswith((".py", ".yaml", ".md")))):
         assert (ROOT / page).is_file(), page
+
+
+def test_ruff_finds_nothing():
+    """The linter the project configures (pyproject.toml, [tool.ruff]) passes on every Python file."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]

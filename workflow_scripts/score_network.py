@@ -1,6 +1,6 @@
 from oodrepro import data, io, models, scores
 from oodrepro.runtime import start_job
-from oodrepro.training import pick_device
+from oodrepro.devices import pick_device
 
 start_job(snakemake.log[0], snakemake.threads)
 model = models.load_model(snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec)

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pandas as pd
 
 from oodrepro import io, report
@@ -18,8 +21,11 @@ analyses["WatermarkNN: test and trigger accuracy per model and attack (✓ = own
     pd.read_csv(f) for f in snakemake.input.watermarknn]
 analyses["Watermarking for OOD: each watermarked model beside its unwatermarked checkpoint"] = [
     report.watermark_effect(summary, p.watermarks)]
+ownership = [(pd.read_csv(t).iloc[0].to_dict(), json.loads(Path(o).read_text()))
+             for t, o in zip(snakemake.input.watermarknn, snakemake.input.ownership)]
+notes = report.notes(tidy, summary, analyses["FeatureNorm block selection (NormRatio vs per-block AUROC)"], ownership)
 io.save_csv(out.tidy, tidy)
 io.save_csv(out.summary, summary)
 io.save_csv(out.comparison, comparison)
-io.save_text(out.markdown, report.markdown_summary(summary, comparison, p.title, analyses, p.banner))
-io.save_text(out.html, report.html_summary(summary, comparison, p.title, analyses, p.banner))
+io.save_text(out.markdown, report.markdown_summary(summary, comparison, p.title, analyses, p.banner, notes))
+io.save_text(out.html, report.html_summary(summary, comparison, p.title, analyses, p.banner, notes))

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..io import load_npz, save_npz
+from ..sampling import sample_indices
 from . import download as dl
 from . import offline
 from .download import Archive, ChecksumError
@@ -259,6 +260,6 @@ def convert_download(name: str, archives: list, out, sample: int | None = None, 
         args["recipe"] = recipe
     images, labels = dl.convert(spec.converter, [Path(a) for a in archives], sample=sample, seed=seed, **args)
     if sample is not None and len(images) > sample:  # a converter that does not sample before decoding
-        idx = dl.sample_indices(len(images), sample, seed)
+        idx = sample_indices(len(images), sample, seed)
         images, labels = images[idx], labels[idx]
     save_dataset(out, images, labels)

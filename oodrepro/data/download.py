@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..io import atomic_path
+from ..sampling import sample_indices
 
 SIZE = 32
 
@@ -144,13 +145,6 @@ def _extract(archive: Path, into: Path) -> None:
 
 def _stack(images) -> np.ndarray:
     return np.stack(list(images)).astype(np.uint8) if images else np.zeros((0, SIZE, SIZE, 3), np.uint8)
-
-
-def sample_indices(n_total: int, sample: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded subsample of `sample` items (all of them when None or ≥ n)."""
-    if sample is None or sample >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(seed).choice(n_total, size=sample, replace=False))
 
 
 def _image_folder(root: Path, recipe: str, sample: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:

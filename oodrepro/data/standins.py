@@ -62,7 +62,7 @@ def cifar(root: Path, classes: int, n_per_file: int = 6, seed: int = 0) -> dict:
             split = "test" if "test" in name else "train"
             expected[split][0].append(images)
             expected[split][1].append(np.array(labels))
-    return {"paths": [path], **{s: (np.concatenate(i), np.concatenate(l)) for s, (i, l) in expected.items()}}
+    return {"paths": [path], **{s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in expected.items()}}
 
 
 def svhn(root: Path, n: int = 7, seed: int = 1) -> dict:
