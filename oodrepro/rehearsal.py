@@ -14,7 +14,7 @@ The shrink rule (docs/rehearsal.md) changes budgets only, never a method's optio
   `first_epoch` scaled by the backbone recipe's factor, below its new epochs; DOE's
   `warmup`: at most WARMUP (so the perturbed epochs run);
 - every `batch_size`: at most BATCH;
-- each archive: about STANDIN_IMAGES images (CIFAR training sets: 160);
+- each archive: about STANDIN_IMAGES images (CIFAR-10: 80 training, 16 test; CIFAR-100: 100 of each);
   `dataset_options.*.sample`: at most SAMPLE; offline `n_ood` / `n_outliers`: at most OFFLINE_N;
 - LA-OOD `max_fit`: at most MAX_FIT (null = all becomes MAX_FIT); the Mahalanobis ensemble's
   `n_fit`: at most N_FIT; Unleashing Mask's mask `draws`: at most DRAWS;
@@ -40,9 +40,9 @@ from .data.download import file_digest
 from .io import npz_shapes, save_text
 
 ROOT = "rehearsal"
-EPOCHS, WARMUP, BATCH = 2, 1, 64
-STANDIN_IMAGES, SAMPLE, OFFLINE_N = 64, 16, 64
-MAX_FIT, N_FIT, DRAWS, NULL_MODELS, SUBSAMPLE_N = 64, 16, 2, 2, 16
+EPOCHS, WARMUP, BATCH = 2, 1, 32
+STANDIN_IMAGES, SAMPLE, OFFLINE_N = 32, 16, 32
+MAX_FIT, N_FIT, DRAWS, NULL_MODELS, SUBSAMPLE_N = 32, 8, 2, 2, 16
 BANNER = ("REHEARSAL of {of} on stand-in data with shrunk budgets (docs/rehearsal.md): "
           "these numbers test the pipeline; they are not a reproduction.")
 
@@ -220,13 +220,19 @@ TRAIN_LOGS = {"train_backbone": "train_log.csv", "train_null_model": "watermarkn
               "attack_watermark": "watermarknn/{owner}/{attack}.csv", "learn_watermark": "watermark/{stem}.csv"}
 
 
-def _device(base: Path, config: dict) -> str:
-    """What the rehearsal ran on, from its manifest: the GPU where it used one, else the CPU."""
+def _manifest(base: Path, config: dict) -> tuple[str, float | None]:
+    """What the rehearsal ran on (the GPU where it used one, else the CPU) and its DAG's wall
+    seconds (the last Snakemake invocation's, from its manifest)."""
     import json
+    from datetime import datetime
 
-    found = json.loads((base / "results" / "manifest.json").read_text())["device"]
-    on_gpu = found["gpus"] and config["device"] != "cpu"
-    return f"GPU {found['gpus'][0]}" if on_gpu else f"CPU {found['cpu']}, {config['network_threads']} thread(s) a job"
+    found = json.loads((base / "results" / "manifest.json").read_text())
+    device = found["device"]
+    on_gpu = device["gpus"] and config["device"] != "cpu"
+    name = f"GPU {device['gpus'][0]}" if on_gpu else f"CPU {device['cpu']}, {config['network_threads']} thread(s) a job"
+    if not found.get("started"):
+        return name, None
+    return name, (datetime.fromisoformat(found["finished"]) - datetime.fromisoformat(found["started"])).total_seconds()
 
 
 def _epoch_throughput(run: Path, rule: str, stem: str, n_train: int) -> float | None:
@@ -317,7 +323,7 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     totals = {"rehearsal jobs": len(jobs), "rehearsal job-seconds": float(jobs["seconds"].sum()),
               "start-up s": startup, "estimate hours": float(per_stage["estimate hours"].sum()),
               "download bytes": _download_bytes(full), "disk bytes": _disk_bytes(base, n_reh, n_full, seeds),
-              "device": _device(base, reh)}
+              **dict(zip(("device", "wall s"), _manifest(base, reh)))}
     by_arch = pd.DataFrame(throughput).groupby(["arch", "rule"]).median().reset_index() if throughput else None
     return per_stage, by_arch, totals
 
@@ -360,7 +366,9 @@ def render(preset, per_stage: pd.DataFrame, by_arch: pd.DataFrame | None, totals
     downloads = f"{known / 1e9:.2f} GB" + (f" plus {', '.join(unknown)} (sizes not recorded)" if unknown else "")
     lines = [f"# Cost estimate of {preset} from its rehearsal", "",
              f"Measured on {totals['device']}: {totals['rehearsal jobs']} rehearsal jobs, "
-             f"{totals['rehearsal job-seconds']:.0f} job-seconds; a job's start-up ≈ {totals['start-up s']:.1f} s.",
+             f"{totals['rehearsal job-seconds']:.0f} job-seconds"
+             + (f", {totals['wall s']:.0f} s wall" if totals["wall s"] else "")
+             + f"; a job's start-up ≈ {totals['start-up s']:.1f} s.",
              "Each job's time above start-up is scaled by its work (images × epochs for trainers; images for "
              "feature dumps, scores, metrics and conversions; n_train × n_test for exact KNN); LA-OOD fits come "
              "from the fit-time model n^2.14 · width; seeds and null models multiply (docs/rehearsal.md).", "",

@@ -130,7 +130,9 @@ def _fake_rehearsal(base: Path, job_seconds: dict) -> None:
         tsv = run / "benchmarks" / rel if not rel.startswith("data/") else base / rel
         tsv.parent.mkdir(parents=True, exist_ok=True)
         tsv.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t100\n")
-    (base / "results" / "manifest.json").write_text(json.dumps({"device": {"cpu": "test CPU", "gpus": []}}))
+    (base / "results" / "manifest.json").write_text(json.dumps({
+        "device": {"cpu": "test CPU", "gpus": []}, "started": "2026-01-01T10:00:00+00:00",
+        "finished": "2026-01-01T10:01:30+00:00"}))
     epochs = "".join(f"{e},1.0\n" for e in range(1, rehearsal.EPOCHS + 1))
     (run / "train_log.csv").write_text("epoch,seconds\n" + epochs)
     datasets = base / "data" / "datasets"
@@ -157,7 +159,7 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
     assert stage["features"] == pytest.approx(1.0 + 2.0 * (36_032 / 128))  # CIFAR-10 test + SVHN test
     assert stage["data"] == pytest.approx(1.0)  # svhn-test: 1 s is all start-up
     assert by_arch.set_index("rule").loc["train_backbone", "images/s"] == pytest.approx(320)
-    assert totals["device"].startswith("CPU test CPU")
+    assert totals["device"].startswith("CPU test CPU") and totals["wall s"] == 90
     text = rehearsal.render(preset, per_stage, by_arch, totals)
     assert "job-hours on this device" in text and "WatermarkNN-448bf51.zip (sizes not recorded)" in text
 
