@@ -229,7 +229,7 @@ def _manifest(base: Path, config: dict) -> tuple[str, float | None]:
     found = json.loads((base / "results" / "manifest.json").read_text())
     device = found["device"]
     on_gpu = device["gpus"] and config["device"] != "cpu"
-    name = f"GPU {device['gpus'][0]}" if on_gpu else f"CPU {device['cpu']}, {config['network_threads']} thread(s) a job"
+    name = f"GPU {device['gpus'][0]}" if on_gpu else f"CPU {device['cpu']}"
     if not found.get("started"):
         return name, None
     return name, (datetime.fromisoformat(found["finished"]) - datetime.fromisoformat(found["started"])).total_seconds()

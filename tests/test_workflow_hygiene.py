@@ -109,3 +109,11 @@ def test_ruff_finds_nothing():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+
+
+def test_the_readmes_library_example_runs(capsys):
+    """The README's ten lines of scoring without Snakemake run as printed."""
+    section = (ROOT / "README.md").read_text().split("## The library without Snakemake")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    exec(compile(code, "README.md", "exec"), {})
+    assert "'auroc':" in capsys.readouterr().out
