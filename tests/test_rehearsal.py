@@ -45,7 +45,10 @@ def test_the_checkpoint_stand_ins_import_strictly(tmp_path, archive, classes):
     path = standins.build([archive], tmp_path, n=8)[archive]
     spec = {"arch": "wrn40_2", "num_classes": classes, "dropout": 0.3, "normalization": "hendrycks-cifar"}
     imported = models.import_pretrained(path, tmp_path / "base.pt", spec, "hendrycks-wrn")
-    assert imported(torch.rand(2, 3, 32, 32)).shape == (2, classes)
+    with torch.no_grad():
+        logits = imported(torch.rand(8, 3, 32, 32))
+    # calibrated BatchNorm: logits of a released network's size, which the energy watermark's exp() takes
+    assert logits.shape == (8, classes) and logits.abs().max() < 20
 
 
 def test_stand_ins_are_the_same_bytes_every_time(tmp_path):

@@ -195,13 +195,25 @@ def to_hendrycks_wrn_keys(state: dict, per_stage: int) -> dict:
 
 
 def hendrycks_wrn(root: Path, filename: str, classes: int, seed: int = 9) -> dict:
-    """A seeded WRN-40-2 saved under the Energy-OOD release's key names (a state dict)."""
+    """A seeded WRN-40-2 saved under the Energy-OOD release's key names (a state dict).
+
+    Its BatchNorm statistics are those of its own activations on random images, as a trained
+    network's are of its data: with the initial statistics (mean 0, variance 1) the 40 layers
+    blow the logits up to ~100, where the energy watermark's exp(T·logit) overflows and no
+    released checkpoint would ever be."""
     import torch
 
     from .. import models
 
     torch.manual_seed(seed)
     model = models.build("wrn40_2", num_classes=classes, dropout=0.3, normalization="hendrycks-cifar")
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # a cumulative average over the calibration batches
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.rand(64, 3, 32, 32))
+    model.eval()
     path = root / filename
     torch.save(to_hendrycks_wrn_keys(model.state_dict(), per_stage=len(model.blocks) // 3), path)
     return {"paths": [path]}
