@@ -235,14 +235,14 @@ def _manifest(base: Path, config: dict) -> tuple[str, float | None]:
     return name, (datetime.fromisoformat(found["finished"]) - datetime.fromisoformat(found["started"])).total_seconds()
 
 
-def _epoch_throughput(run: Path, rule: str, stem: str, n_train: int) -> float | None:
-    """Training images/s over the logged epochs (start-up, evaluation and saving excluded)."""
+def _epoch_seconds(run: Path, rule: str, stem: str) -> float | None:
+    """Seconds of a trainer's logged epochs (its start-up, evaluation and saving excluded)."""
     owner, _, attack = stem.partition(".")
     log = run / TRAIN_LOGS[rule].format(stem=stem, owner=owner, attack=attack)
     if not log.exists():
         return None
     history = pd.read_csv(log)
-    return n_train * len(history) / history["seconds"].sum() if "seconds" in history else None
+    return float(history["seconds"].sum()) if "seconds" in history and len(history) else None
 
 
 def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
@@ -250,11 +250,12 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     throughput per architecture and the totals (docs/rehearsal.md states the model).
 
     Each job's time above start-up (the 10th percentile of all jobs, what a job costs that
-    computes almost nothing) is scaled by its work, full over rehearsal: images × epochs
-    for trainers, images for dumps, scores, metrics and conversions, n_train × n_test for
-    exact KNN; LA-OOD's layer fits come from `laood.layer_seconds` (n^2.14 · width). Peak
-    memory grows by the images a job holds (3,072 bytes each as uint8 arrays, the feature
-    bytes per image the rehearsal wrote for feature jobs).
+    computes almost nothing) is scaled by its work, full over rehearsal: for trainers, the
+    logged epochs' seconds by images × epochs and the rest (evaluation, saving) by epochs;
+    images for dumps, scores, metrics and conversions; n_train × n_test for exact KNN.
+    LA-OOD's layer fits come from `laood.layer_seconds` (n^2.14 · width). Peak memory grows
+    by the images a job holds (3,072 bytes each as uint8 arrays, the feature bytes per image
+    the rehearsal wrote for feature jobs).
     """
     full = cfg.load(preset, cache_dir=".snakemake/oodrepro")
     base = folder(preset)
@@ -277,7 +278,7 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     seeds = len(full["seeds"]) / len(reh["seeds"])
     rows, throughput = [], []
     for job in jobs.itertuples():
-        copies, work, held, per_image = (seeds if job.arch else 1.0), 1.0, [], 3072
+        copies, work, held, per_image, epoch_s = (seeds if job.arch else 1.0), 1.0, [], 3072, None
         stage = STAGES.get(job.rule, "training" if job.rule in TRAINERS else "analysis and plots")
         if job.rule in TRAINERS:
             epochs_r, epochs_f = (_job_epochs(c, job.rule, job.arch, job.stem) for c in (reh, full))
@@ -286,9 +287,10 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
             if job.rule == "train_null_model":
                 copies *= full["watermarknn"]["null_models"] / reh["watermarknn"]["null_models"]
             run = base / "results" / bench["name"] / job.arch / f"seed{reh['seeds'][0]}"
-            rate = _epoch_throughput(run, job.rule, job.stem, n_reh[bench["id_train"]])
-            if rate:
-                throughput.append({"rule": job.rule, "arch": job.arch, "images/s": rate})
+            epoch_s = _epoch_seconds(run, job.rule, job.stem)
+            if epoch_s:
+                throughput.append({"rule": job.rule, "arch": job.arch,
+                                   "images/s": n_reh[bench["id_train"]] * epochs_r / epoch_s})
         elif job.rule == "estimate_loss_constraint":
             held, work = train, full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"]
         elif job.rule == "dump_features":
@@ -305,6 +307,9 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
             work *= images(held, n_full) / max(1, images(held, n_reh))
         grown = job.rss_mb + (images(held, n_full) - images(held, n_reh)) * per_image / 2**20
         seconds = startup + max(0.0, job.seconds - startup) * work
+        if job.rule in TRAINERS and epoch_s:  # the logged epochs scale with the work, the rest with epochs
+            seconds = (startup + max(0.0, job.seconds - startup - epoch_s) * epochs_f / epochs_r
+                       + epoch_s * work)
         if stage == "LA-OOD fits":
             seconds, grown = 0.0, job.rss_mb  # replaced by the fit-time model below
         rows.append({"stage": stage, "jobs": copies, "rehearsal s": job.seconds, "estimate s": seconds * copies,
@@ -369,9 +374,10 @@ def render(preset, per_stage: pd.DataFrame, by_arch: pd.DataFrame | None, totals
              f"{totals['rehearsal job-seconds']:.0f} job-seconds"
              + (f", {totals['wall s']:.0f} s wall" if totals["wall s"] else "")
              + f"; a job's start-up ≈ {totals['start-up s']:.1f} s.",
-             "Each job's time above start-up is scaled by its work (images × epochs for trainers; images for "
-             "feature dumps, scores, metrics and conversions; n_train × n_test for exact KNN); LA-OOD fits come "
-             "from the fit-time model n^2.14 · width; seeds and null models multiply (docs/rehearsal.md).", "",
+             "Each job's time above start-up is scaled by its work (trainers: logged epochs by images × epochs, "
+             "the rest by epochs; images for feature dumps, scores, metrics and conversions; n_train × n_test "
+             "for exact KNN); LA-OOD fits come from the fit-time model n^2.14 · width; seeds and null models "
+             "multiply (docs/rehearsal.md).", "",
              to_markdown(per_stage, floatfmt=".2f"), "",
              f"**Full preset: about {totals['estimate hours']:.1f} job-hours on this device** "
              "(the sum over jobs; wall time is shorter where jobs run side by side); "

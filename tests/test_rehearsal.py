@@ -155,10 +155,12 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
     _fake_rehearsal(base, seconds)
     per_stage, by_arch, totals = rehearsal.estimate(preset)
     stage = per_stage.set_index("stage")["estimate hours"] * 3600
-    # start-up: the 10th percentile of the six jobs (1 s); training: 60 epochs on 50,000 images against the
-    # rehearsal's EPOCHS on 320
+    # start-up: the 10th percentile of the six jobs (1 s); training: the logged epochs (1 s each) scale with
+    # 60 epochs on 50,000 images against the rehearsal's EPOCHS on 320, the other 8 s with the epochs alone
     assert totals["start-up s"] == pytest.approx(1.0)
-    assert stage["training"] == pytest.approx(1.0 + 10.0 * (60 / rehearsal.EPOCHS) * (50_000 / 320))
+    epochs = 60 / rehearsal.EPOCHS
+    other = 11.0 - 1.0 - rehearsal.EPOCHS
+    assert stage["training"] == pytest.approx(1.0 + other * epochs + rehearsal.EPOCHS * epochs * 50_000 / 320)
     assert stage["features"] == pytest.approx(1.0 + 2.0 * (36_032 / 128))  # CIFAR-10 test + SVHN test
     assert stage["data"] == pytest.approx(1.0)  # svhn-test: 1 s is all start-up
     assert by_arch.set_index("rule").loc["train_backbone", "images/s"] == pytest.approx(320)
