@@ -267,9 +267,9 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     n_full = {k: full_size(full, k, v) for k, v in n_reh.items()}
     bench = full["benchmark"]
     train, evaluated = [bench["id_train"]], [bench["id_test"], *bench["ood"]]
-    features = list(base.rglob("features/*/*.npz"))
-    feature_bytes = sum(f.stat().st_size for f in features) / max(1, sum(npz_shapes(f)["logits"][0] for f in features
-                                                                          if "logits" in npz_shapes(f)))
+    shapes = {f: npz_shapes(f) for f in base.rglob("features/*/*.npz")}  # headers read once each
+    rows = sum(shape["logits"][0] for shape in shapes.values() if "logits" in shape)
+    feature_bytes = sum(f.stat().st_size for f in shapes) / max(1, rows)
 
     def images(names, table) -> int:
         return sum(table[n] for n in names)
