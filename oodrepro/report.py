@@ -308,8 +308,6 @@ def _confidence(s: np.ndarray) -> np.ndarray:
 def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
     """Score histograms of ID against each OOD set, and the ROC curves, in one figure."""
     plt = pyplot()
-    from sklearn.metrics import roc_curve
-
     xlabel = "score"
     if all(np.all((v >= 0) & (v <= 1)) for v in (s_id, *s_ood.values())):
         # Probabilities pile up at 1: show −log10(1 − s) so that the confident end is readable.
@@ -324,8 +322,10 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
     lo, hi = np.percentile(everything, [0.5, 99.5])
     bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
     for ax, (name, s) in zip(axes, s_ood.items()):
-        ax.hist(np.clip(s_id, bins[0], bins[-1]), bins, alpha=0.55, density=True, label="ID", color="tab:blue")
-        ax.hist(np.clip(s, bins[0], bins[-1]), bins, alpha=0.55, density=True, label=name, color="tab:red")
+        ax.hist(np.clip(s_id, bins[0], bins[-1]), bins, alpha=0.55, density=True, label="ID", color="tab:blue",
+                histtype="stepfilled")  # one patch a histogram, not one a bin: quicker to build and draw
+        ax.hist(np.clip(s, bins[0], bins[-1]), bins, alpha=0.55, density=True, label=name, color="tab:red",
+                histtype="stepfilled")
         auroc = metrics.ood_metrics(s_id, s)["auroc"]
         ax.set_title(f"{name} (AUROC {auroc:.1f})", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=7)
@@ -333,8 +333,7 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
         ax.legend(fontsize=7)
     roc = axes[n]
     for name, s in s_ood.items():
-        y = np.concatenate([np.ones(len(s_id)), np.zeros(len(s))])
-        fpr, tpr, _ = roc_curve(y, np.concatenate([s_id, s]))
+        fpr, tpr = metrics.roc_curve(s_id, s)
         roc.plot(fpr, tpr, label=name, lw=1.2)
     roc.plot([0, 1], [0, 1], "k:", lw=0.8)
     roc.set_xlabel("FPR (OOD accepted)", fontsize=8)

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 
 from . import models, training
 from .io import load_npz, save_json, save_npz
@@ -164,6 +163,8 @@ def ownership_threshold(null_accuracies: list[float], n: int, rule: dict) -> dic
     (above every null model's) with P(Binomial(n, p) ≥ k) ≤ alpha, the false-claim probability.
     `fixed`: the threshold is `min_accuracy`; its false-claim probability is reported the same way.
     """
+    from scipy import stats  # here: its import costs every training job of this module half a second
+
     hits = [round(a * n) for a in null_accuracies]
     m = len(hits)
     if m == 0:

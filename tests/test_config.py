@@ -79,8 +79,8 @@ def test_presets_are_valid(preset):
          "benchmark.ood: must not contain the ID set benchmark.id_train"),
         (lambda c: c["benchmark"].update(outliers="photos"), "benchmark.outliers: 'photos' is an ID or OOD set"),
         (lambda c: c["watermarknn"]["attacks"].update(kinds=["ftll", "ftll"]), "watermarknn.attacks.kinds"),
-        (lambda c: c["scores"]["vim"].update(dim=128),
-         "scores.vim.dim: must lie below resnet18's penultimate size 128"),
+        (lambda c: c["scores"]["vim"].update(dim=64),
+         "scores.vim.dim: must lie below resnet18's penultimate size 64"),
     ],
 )
 def test_errors_name_the_key(default, edit, fragment):
@@ -98,7 +98,7 @@ def test_recipe_overrides_and_kept_epochs(default):
     assert recipe["epochs"] == 9 and recipe["lr"] == 0.2 and recipe["batch_size"] == 64
     assert cfg.kept_epochs(recipe) == {"middle": 4}  # round(0.5 · 9)
     assert cfg.model_spec(default, "resnet18-small") == {
-        "arch": "resnet18", "width": 0.25, "normalization": "half", "num_classes": 10}
+        "arch": "resnet18", "width": 0.125, "normalization": "half", "num_classes": 10}
 
 
 def test_network_jobs_ask_for_a_gpu_only_where_the_run_uses_one(monkeypatch):
