@@ -18,10 +18,8 @@ import torch.nn.functional as F
 
 from . import models
 from .inference import to_tensor
+from .optimizer import SGD
 from .training import augment
-
-METHODS = ("oe", "energy-oe", "poem", "doe")
-
 
 def oe_term(z_out: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the uniform distribution: logsumexp(z) − mean_k z_k, averaged."""
@@ -80,69 +78,124 @@ def boundary_outliers(theta: np.ndarray, phi_pool: np.ndarray, n: int) -> np.nda
 
 
 class Exposure:
-    """A fit() step for one OE-family method; `id_loss(logits, y)` is set by the caller.
+    """A `training.fit` step that adds one outlier-exposure term; `id_loss(logits, y)` is set by
+    the caller (plain CE or Unleashing Mask's flooding loss).
 
-    params: weight (the outlier term's), m_in, m_out (energy), and for POEM buffer, target,
-    sigma, sigma_n; for DOE warmup, gammas, ema, proxy_lr, clip.
+    One class per method (below); this base draws one fixed subset of `n_select` outliers,
+    pairs each ID batch with an equally large, augmented outlier batch and takes one optimiser
+    step on `id_loss + weight · term(z_in, z_out)`. `state_dict` / `load_state_dict` hold what
+    a resumed fine-tune must remember (the selection, POEM's memory, DOE's direction).
     """
 
-    updates_itself = True  # DOE takes two optimiser steps per batch; the others one
+    name = ""
+    updates_itself = True  # fit() hands over the optimiser: DOE takes two steps per batch
 
-    def __init__(self, method: str, outliers: np.ndarray, n_select: int, params: dict, spec: dict,
-                 crop_padding: int, flip: bool, seed: int, device):
-        if method not in METHODS:
-            raise KeyError(f"unknown outlier-exposure method {method!r}; known: {', '.join(METHODS)}")
-        self.method, self.params, self.spec = method, dict(params), dict(spec)
+    def __init__(self, outliers: np.ndarray, n_select: int, params: dict, spec: dict, crop_padding: int,
+                 flip: bool, seed: int, device):
+        self.params, self.spec = dict(params), dict(spec)
         self.pool = to_tensor(outliers, device)
         self.n_select = min(n_select, len(outliers))
         self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
         self.id_loss = None
         self.epoch = 0
         rng = np.random.default_rng(seed)
-        self.fixed = np.sort(rng.choice(len(outliers), self.n_select, replace=False))
-        self.selected = self.fixed
+        self.selected = np.sort(rng.choice(len(outliers), self.n_select, replace=False))
         self.order = torch.arange(self.n_select)
-        # POEM's memory: the inputs as fed (uint8, augmented), featurised again in eval mode after
-        # every epoch: epoch 0's ID images, and the outliers of each of the last `buffer` epochs
-        self.buffer_in: torch.Tensor | None = None
-        self.buffer_out: list[torch.Tensor] = []
-        self._fed_in: list[torch.Tensor] = []
-        self._fed_out: list[torch.Tensor] = []
-        self.proxy = self.proxy_opt = None
-        self.direction: dict[str, torch.Tensor] = {}
-        self._pending_proxy_opt = None  # a resumed DOE proxy optimiser, restored once the proxy exists
-        self.model = None  # bound by the trainer: POEM scores the candidate pool with it
+        self.model = None  # bound by the trainer (POEM scores the candidate pool with it)
 
     def bind(self, model) -> None:
         self.model = model
 
-    # ---------------------------------------------------------------- resumable memory
     def state_dict(self) -> dict:
-        self._close_epoch()  # called after every epoch: the epoch's inputs join the memory
-        state = {"selected": torch.from_numpy(self.selected), "buffer_out": list(self.buffer_out),
-                 "direction": dict(self.direction)}
-        if self.buffer_in is not None:
-            state["buffer_in"] = self.buffer_in
-        if self.proxy_opt is not None:
-            state["proxy_opt"] = self.proxy_opt.state_dict()
-        return state
+        return {"selected": torch.from_numpy(self.selected)}
 
     def load_state_dict(self, state: dict) -> None:
         self.selected = state["selected"].numpy()
-        self.buffer_in, self.buffer_out = state.get("buffer_in"), list(state["buffer_out"])
-        self.direction = dict(state["direction"])
-        self._pending_proxy_opt = state.get("proxy_opt")
 
-    # ---------------------------------------------------------------- per epoch
     def epoch_start(self, epoch: int, gen: torch.Generator) -> None:
         self.epoch = epoch
-        if self.method == "poem":
-            self._close_epoch()
-            self.selected = self._thompson_selection(epoch)
         self.order = torch.randperm(len(self.selected), generator=gen)
 
+    def outlier_batch(self, b: int, size: int, gen: torch.Generator) -> torch.Tensor:
+        n = len(self.selected)
+        rows = self.order[(b * size + torch.arange(size)) % n]
+        idx = torch.from_numpy(self.selected)[rows].to(self.pool.device)
+        return augment(self.pool[idx].float() / 255.0, self.crop_padding, self.flip, gen)
+
+    def term(self, z_in: torch.Tensor, z_out: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, model, x, y, b, gen, opt):
+        return self.joint_step(model, x, y, self.outlier_batch(b, len(x), gen), opt)
+
+    def joint_step(self, model, x, y, x_out, opt, clip: float | None = None):
+        """One pass over ID + outliers, one optimiser step (gradient norm clipped to `clip`)."""
+        logits = model(torch.cat([x, x_out]))
+        z_in, z_out = logits[: len(x)], logits[len(x) :]
+        loss = self.id_loss(z_in, y) + self.params["weight"] * self.term(z_in, z_out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss.detach(), z_in.detach()
+
+
+class OutlierExposure(Exposure):
+    """OE (Hendrycks et al., ICLR'19): cross-entropy of the outliers' logits to uniform."""
+
+    name = "oe"
+
+    def term(self, z_in, z_out):
+        return oe_term(z_out)
+
+
+class EnergyExposure(Exposure):
+    """Energy-OE (Liu et al., NeurIPS'20): squared hinges keep ID energy below `m_in` (−25) and
+    outlier energy above `m_out` (−7)."""
+
+    name = "energy-oe"
+
+    def term(self, z_in, z_out):
+        return energy_term(z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0))
+
+
+class POEM(Exposure):
+    """POEM (Ming et al., ICML'22): the energy-OE term on outliers re-selected every epoch, the
+    `n_select` candidates nearest the boundary of a Thompson-sampled Bayesian linear head.
+
+    Its memory (the inputs as fed: uint8, augmented, featurised again in eval mode after every
+    epoch): epoch 0's ID images, and the outliers of each of the last `buffer` (4) epochs.
+    params: buffer, target, sigma, sigma_n, m_in, m_out.
+    """
+
+    name = "poem"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.buffer_in: torch.Tensor | None = None
+        self.buffer_out: list[torch.Tensor] = []
+        self._fed_in: list[torch.Tensor] = []
+        self._fed_out: list[torch.Tensor] = []
+
+    def state_dict(self) -> dict:
+        self._close_epoch()  # called after every epoch: the epoch's inputs join the memory
+        state = {**super().state_dict(), "buffer_out": list(self.buffer_out)}
+        if self.buffer_in is not None:
+            state["buffer_in"] = self.buffer_in
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.buffer_in, self.buffer_out = state.get("buffer_in"), list(state["buffer_out"])
+
+    def epoch_start(self, epoch: int, gen: torch.Generator) -> None:
+        self._close_epoch()
+        self.selected = self._thompson_selection(epoch)
+        super().epoch_start(epoch, gen)
+
     def _close_epoch(self) -> None:
-        """Move the inputs fed in the epoch just run into POEM's memory (idempotent)."""
+        """Move the inputs fed in the epoch just run into the memory (idempotent)."""
         if self._fed_out:
             if self.buffer_in is None:
                 self.buffer_in = torch.cat(self._fed_in)
@@ -168,34 +221,52 @@ class Exposure:
             theta = head.thompson(phi_in, phi_out, rng, id_copies=min(epoch, self.params.get("buffer", 4)))
         return boundary_outliers(theta, phi_pool, self.n_select)
 
-    def outlier_batch(self, b: int, size: int, gen: torch.Generator) -> torch.Tensor:
-        n = len(self.selected)
-        rows = self.order[(b * size + torch.arange(size)) % n]
-        idx = torch.from_numpy(self.selected)[rows].to(self.pool.device)
-        return augment(self.pool[idx].float() / 255.0, self.crop_padding, self.flip, gen)
+    def term(self, z_in, z_out):
+        return energy_term(z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0))
 
-    # ---------------------------------------------------------------- per batch
     def __call__(self, model, x, y, b, gen, opt):
         x_out = self.outlier_batch(b, len(x), gen)
-        if self.method == "doe" and self.epoch >= self.params.get("warmup", 5):
+        if self.epoch == 0:  # remembered as fed; featurised in eval mode after the epoch
+            self._fed_in.append(_as_uint8(x))
+        self._fed_out.append(_as_uint8(x_out))
+        return self.joint_step(model, x, y, x_out, opt)
+
+
+class DOE(Exposure):
+    """DOE (Wang et al., ICLR'23): after `warmup` (5) epochs of CE + OE, every step perturbs the
+    weights toward a proxy model's worst-case OE direction, takes the OE step there, undoes the
+    perturbation and takes an ID step; gradient norms clipped to `clip` (1.0) throughout.
+
+    params: warmup, gammas, ema, proxy_lr, clip.
+    """
+
+    name = "doe"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.proxy = self.proxy_opt = None
+        self.direction: dict[str, torch.Tensor] = {}
+        self._pending_proxy_opt = None  # a resumed proxy optimiser, restored once the proxy exists
+
+    def state_dict(self) -> dict:
+        state = {**super().state_dict(), "direction": dict(self.direction)}
+        if self.proxy_opt is not None:
+            state["proxy_opt"] = self.proxy_opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.direction = dict(state["direction"])
+        self._pending_proxy_opt = state.get("proxy_opt")
+
+    def term(self, z_in, z_out):
+        return oe_term(z_out)
+
+    def __call__(self, model, x, y, b, gen, opt):
+        x_out = self.outlier_batch(b, len(x), gen)
+        if self.epoch >= self.params.get("warmup", 5):
             return self._doe_step(model, x, y, x_out, gen, opt)
-        if self.method == "poem":  # remembered as fed; featurised in eval mode after the epoch
-            if self.epoch == 0:
-                self._fed_in.append(_as_uint8(x))
-            self._fed_out.append(_as_uint8(x_out))
-        logits = model(torch.cat([x, x_out]))
-        z_in, z_out = logits[: len(x)], logits[len(x) :]
-        if self.method in ("oe", "doe"):  # DOE's warm-up: CE + 1.0·OE
-            term = oe_term(z_out)
-        else:
-            term = energy_term(z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0))
-        loss = self.id_loss(z_in, y) + self.params["weight"] * term
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.method == "doe":  # DOE's warm-up steps are clipped too (doe_final.py)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.params.get("clip", 1.0))
-        opt.step()
-        return loss.detach(), z_in.detach()
+        return self.joint_step(model, x, y, x_out, opt, clip=self.params.get("clip", 1.0))  # clipped too (doe_final.py)
 
     def _doe_step(self, model, x, y, x_out, gen, opt):
         """Perturb θ toward the proxy's worst-case OE direction, take an OE step there, undo the
@@ -211,7 +282,7 @@ class Exposure:
         if self.proxy is None:
             spec = {**self.spec, **({"dropout": 0.0} if "dropout" in self.spec else {})}
             self.proxy = models.build(**spec).to(x.device)
-            self.proxy_opt = torch.optim.SGD(self.proxy.parameters(), lr=p.get("proxy_lr", 1.0), momentum=0.9,
+            self.proxy_opt = SGD(self.proxy.parameters(), lr=p.get("proxy_lr", 1.0), momentum=0.9,
                                              weight_decay=1e-4)
             if self._pending_proxy_opt:
                 self.proxy_opt.load_state_dict(self._pending_proxy_opt)
@@ -249,6 +320,16 @@ class Exposure:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         return (loss_in + loss_out).detach(), z_in.detach()
+
+
+METHODS: dict[str, type[Exposure]] = {cls.name: cls for cls in (OutlierExposure, EnergyExposure, POEM, DOE)}
+
+
+def make(method: str, *args, **kwargs) -> Exposure:
+    """The exposure step of `method` (a `METHODS` name); arguments as `Exposure`'s."""
+    if method not in METHODS:
+        raise KeyError(f"unknown outlier-exposure method {method!r}; known: {', '.join(METHODS)}")
+    return METHODS[method](*args, **kwargs)
 
 
 def _as_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from . import models, resume
 from .devices import bf16_autocast, pick_device, use_channels_last
 from .inference import accuracy, to_tensor
 from .io import save_csv
+from .optimizer import SGD
 
 
 def lr_at(epoch: int, recipe: dict) -> float:
@@ -105,7 +106,7 @@ def fit(
     """
     params = list(params)
     dev = next(model.parameters()).device
-    opt = torch.optim.SGD(
+    opt = SGD(
         params, lr=recipe["lr"], momentum=recipe.get("momentum", 0.9),
         weight_decay=recipe.get("weight_decay", 5e-4), nesterov=recipe.get("nesterov", False),
     )

@@ -165,7 +165,7 @@ def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, o
 
     if exposure is not None:
         aug = recipe.get("augment", {})
-        step = outlier_exposure.Exposure(
+        step = outlier_exposure.make(
             exposure["method"], outliers, round(exposure.get("ood_factor", 1.0) * len(labels)), exposure, spec,
             aug.get("crop_padding", 4), aug.get("flip", True), seed, dev)
         step.id_loss = id_loss

@@ -72,7 +72,7 @@ def select(model, pool, theta, n):
 def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_after(setup):  # points 1, 4
     model, images, labels, outliers = setup
     n_select, seed, dim = 16, 5, model.fc.in_features
-    exp = outlier_exposure.Exposure("poem", outliers, n_select, {"weight": 0.1}, SPEC, 2, True, seed, "cpu")
+    exp = outlier_exposure.make("poem", outliers, n_select, {"weight": 0.1}, SPEC, 2, True, seed, "cpu")
     exp.id_loss = lambda z, y: F.cross_entropy(z, y)
     exp.bind(model)
     pool = torch.from_numpy(outliers).permute(0, 3, 1, 2)
@@ -129,7 +129,7 @@ def _doe(setup, warmup):
     the official computation."""
     model, images, labels, outliers = setup
     official = copy.deepcopy(model)
-    exp = outlier_exposure.Exposure("doe", outliers, 16, {"weight": 1.0, "warmup": warmup}, SPEC, 2, True, 0, "cpu")
+    exp = outlier_exposure.make("doe", outliers, 16, {"weight": 1.0, "warmup": warmup}, SPEC, 2, True, 0, "cpu")
     exp.id_loss = lambda z, y: F.cross_entropy(z, y)
     exp.bind(model)
     exp.epoch_start(0, torch.Generator().manual_seed(0))
