@@ -53,9 +53,9 @@ def random_mask(model: nn.Module, keep: float, gen: torch.Generator) -> nn.Modul
 
 
 @torch.no_grad()
-def estimate_constraint(checkpoint, images: np.ndarray, labels: np.ndarray, keep: float = 0.965, draws: int = 5,
+def estimate_constraint(checkpoint, images: np.ndarray, labels: np.ndarray, *, keep: float = 0.965, draws: int = 5,
                         batch_size: int = 512, augmentation: dict | None = None, seed: int = 0,
-                        device: str = "auto", *, spec: dict | None) -> dict:
+                        device: str = "auto", spec: dict | None) -> dict:
     """The loss constraint UM: the sample-weighted mean training CE of the randomly masked
     model in eval mode, over the augmented training set; the mean of `draws` seeded draws.
     `spec`: the model the config names (checked against the checkpoint's)."""

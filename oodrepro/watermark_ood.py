@@ -73,7 +73,7 @@ def project(w: torch.Tensor, epsilon: float | None) -> torch.Tensor:
 
 
 def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params: dict, state_path,
-          log_csv, seed: int = 0, device: str = "auto", progress: bool = True) -> torch.Tensor:
+          log_csv, *, seed: int = 0, device: str = "auto", progress: bool = True) -> torch.Tensor:
     """Learn w for a frozen `model`; resumable from `state_path` after every epoch, by the
     same job only (the state's fingerprint covers params, seed, the model's weights and the data).
 
@@ -134,11 +134,11 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
 
 
 def learn_and_save(base_path, out, images: np.ndarray, labels: np.ndarray, params: dict, state_path, log_csv,
-                   seed: int = 0, device: str = "auto", progress: bool = True, *, spec: dict | None) -> torch.Tensor:
+                   *, seed: int = 0, device: str = "auto", progress: bool = True, spec: dict | None) -> torch.Tensor:
     """Learn the watermark of the checkpoint at `base_path` (which must carry `spec`) and save
     the watermarked variant to `out`."""
     model = models.load_model(base_path, pick_device(device), spec=spec)
-    w = learn(model, images, labels, params, state_path, log_csv, seed, device, progress)
+    w = learn(model, images, labels, params, state_path, log_csv, seed=seed, device=device, progress=progress)
     save_watermarked(out, base_path, w, params)
     Path(state_path).unlink(missing_ok=True)
     return w

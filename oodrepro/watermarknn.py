@@ -128,8 +128,8 @@ class TriggerMixer:
         return loss, logits[: len(x)]
 
 
-def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], recipe: dict, per_batch: int,
-          out, state_path, log_csv, marking_out, verification_out, *, init=None, first_epoch: int = 0,
+def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], recipe: dict, *, per_batch: int,
+          out, state_path, log_csv, marking_out, verification_out, init=None, first_epoch: int = 0,
           test=None, nonce_seed: int | None = 0, seed: int = 0, device: str = "auto",
           progress: bool = True) -> models.Backbone:
     """Train a watermarked model: from scratch (`init` None) or continuing the clean checkpoint

@@ -59,8 +59,8 @@ def test_presets_are_valid(preset):
         (lambda c: c["backbones"]["resnet18-small"].update(pretrained={"archive": "x.pt", "format": "hendrycks-wrn"}),
          "pretrained.archive: unknown archive 'x.pt'"),
         # found by trying 51 malformed configs: these passed, or named a rule instead of the key
-        (lambda c: c["finetunes"]["um"]["training"].update(schedule={"kind": "step", "milestones": [5, 30]}),
-         "finetunes.um.training.schedule.milestones: milestone 30 is beyond epoch 10"),
+        (lambda c: c["finetunes"]["um"]["training"].update(schedule={"kind": "step", "milestones": [3, 30]}),
+         "finetunes.um.training.schedule.milestones: milestone 30 is beyond epoch 6"),
         (lambda c: c["watermarknn"]["owners"]["wnn-pretrained"]["training"].update(
             schedule={"kind": "step", "milestones": [9]}), "owners.wnn-pretrained.training.schedule.milestones"),
         (lambda c: c["finetunes"]["oe"]["training"].update(schedule={"kind": "step"}),

@@ -60,8 +60,9 @@ def watermark(toy, out, alpha=0.01):
 
 def embed(toy, out, per_batch=2):
     _, x, y, triggers = toy
-    watermarknn.embed(SPEC, x, y, triggers, RECIPE, per_batch, out / "m.pt", out / "state.pt", out / "log.csv",
-                      out / "mk.npz", out / "vk.json", seed=0, device="cpu", progress=False)
+    watermarknn.embed(SPEC, x, y, triggers, RECIPE, per_batch=per_batch, out=out / "m.pt", state_path=out / "state.pt",
+                      log_csv=out / "log.csv", marking_out=out / "mk.npz", verification_out=out / "vk.json",
+                      seed=0, device="cpu", progress=False)
     return torch.load(out / "m.pt", weights_only=True)["state_dict"]
 
 

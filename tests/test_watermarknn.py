@@ -124,8 +124,9 @@ def test_threshold_sits_above_every_null_model_with_bounded_false_claims():
 
 
 def owner_and_clean(tmp_path, toy, triggers):
-    owner = watermarknn.embed(SPEC, *toy, triggers, {**RECIPE, "epochs": 6}, 2, tmp_path / "owner.pt",
-                              tmp_path / "s.pt", tmp_path / "log.csv", tmp_path / "mk.npz", tmp_path / "vk.json",
+    owner = watermarknn.embed(SPEC, *toy, triggers, {**RECIPE, "epochs": 6}, per_batch=2, out=tmp_path / "owner.pt",
+                              state_path=tmp_path / "s.pt", log_csv=tmp_path / "log.csv",
+                              marking_out=tmp_path / "mk.npz", verification_out=tmp_path / "vk.json",
                               seed=0, device="cpu", progress=False)
     clean = training.train_backbone(SPEC, *toy, RECIPE, tmp_path / "clean.pt", tmp_path / "s2.pt",
                                     tmp_path / "log2.csv", seed=1, device="cpu", progress=False)
