@@ -44,6 +44,7 @@ RESULTS = config["results"]
 DATA = config["data"]
 BENCH = config["benchmark"]
 EVALUATED = [BENCH["id_test"], *BENCH["ood"]]  # every set a model is scored on
+JIGSAW, CONVS = score_registry.JIGSAW, score_registry.CONVS  # feature-file suffixes
 RUN = f"{RESULTS}/{{bench}}/{{arch}}/seed{{seed}}"
 GPU = cfg.gpus_per_job(config)  # the `gpu` resource of every rule that runs a network
 # the `threads` of every rule that trains or runs a network

@@ -18,9 +18,6 @@ from .metrics import fpr_at_tpr
 from .inference import image_batches
 from .training import augment
 
-NOISE_GRID = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)  # the paper's noise grid
-
-
 def _pooled(t: torch.Tensor) -> torch.Tensor:
     return t.mean(dim=(2, 3)) if t.dim() == 4 else t
 
@@ -123,8 +120,8 @@ def fgsm(model, images: np.ndarray, labels: np.ndarray, step: float = 0.05, batc
 
 
 def fit(model, train: tuple[np.ndarray, np.ndarray], tune: tuple[np.ndarray, np.ndarray] | None, layers: list[str],
-        magnitudes=NOISE_GRID, n_fit: int = 500, fgsm_step: float = 0.05, augmentation: dict | None = None,
-        seed: int = 0, batch_size: int = 256) -> dict[str, np.ndarray]:
+        magnitudes, n_fit: int, fgsm_step: float, augmentation: dict | None, seed: int = 0,
+        batch_size: int = 256) -> dict[str, np.ndarray]:
     """Class statistics from `train`; the first `n_fit` images of `tune` and their FGSM copies fit
     the combiner, the next `n_fit` pairs choose the noise magnitude with the lowest FPR at 95 % TPR.
 

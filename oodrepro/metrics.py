@@ -1,8 +1,10 @@
-"""OOD metrics with ID as the positive class by default (docs/README.md, conventions).
+"""OOD metrics with ID as the positive class by default, and the evaluation protocol that
+turns one score's files into a metrics table (docs/conventions.md).
 
 Scores are oriented higher = more ID. FPR95 offers the three threshold rules
 (`first_ge` default, `closest`, `interp`) and either positive class; AUPR offers
-average precision (default) or the trapezoidal area.
+average precision (default) or the trapezoidal area. `metrics_table` applies them per OOD
+set under the balanced or subsampled protocols and adds the group means and ID accuracy.
 
 The curves are computed here in numpy, as scikit-learn's `roc_curve`, `roc_auc_score`,
 `average_precision_score` and `precision_recall_curve` + `auc` compute them (one point per
@@ -12,7 +14,12 @@ only reads a few thousand scores about 1.5 s, most of its run.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FPR_RULES = ("first_ge", "closest", "interp")
 POSITIVES = ("id", "ood")
@@ -119,3 +126,62 @@ def ood_metrics(s_id, s_ood, fpr_rule="first_ge", fpr_positive="id", aupr="ap") 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return 100 * float(np.mean(np.asarray(logits).argmax(1) == np.asarray(labels)))
+
+
+# the columns that identify a row of every metrics table
+KEYS = ["benchmark", "arch", "seed", "model", "method"]
+
+
+def metrics_table(
+    s_id: np.ndarray,
+    s_ood: dict[str, np.ndarray],
+    id_accuracy: float,
+    context: dict,
+    groups: dict[str, list[str]] | None = None,
+    fpr_rule: str = "first_ge",
+    fpr_positive: str = "id",
+    aupr: str = "ap",
+    balance: str = "none",
+    subsample: dict | None = None,
+) -> pd.DataFrame:
+    """Tidy rows for one (model, method): every metric per OOD set, the mean over each group
+    of sets (`groups`, e.g. near/far) and over all sets, and ID accuracy.
+
+    `balance="first_n"` evaluates each OOD set against the first n = min(N_ID, N_OOD) rows
+    of both (LA-OOD's protocol); the default uses every image of both. `subsample`
+    ({n, draws, seed}) instead scores each OOD set on `draws` seeded random subsets of n
+    images against the whole ID set and reports the mean (the Energy / Watermarking protocol).
+    """
+    import pandas as pd  # here: the other metrics serve jobs that never build a table
+
+    if balance not in ("none", "first_n"):
+        raise ValueError(f"balance must be 'none' or 'first_n', not {balance!r}")
+    rows, per_set = [], {}
+    for name, s in s_ood.items():
+        n = min(len(s_id), len(s)) if balance == "first_n" else None
+        a, b = (s_id[:n], s[:n]) if n else (s_id, s)
+        if subsample:
+            rng = np.random.default_rng([subsample.get("seed", 0), len(per_set)])
+            k = min(subsample["n"], len(b))
+            draws = [ood_metrics(a, b[rng.choice(len(b), size=k, replace=False)], fpr_rule, fpr_positive, aupr)
+                     for _ in range(subsample.get("draws", 5))]
+            per_set[name] = {m: float(np.mean([d[m] for d in draws])) for m in draws[0]}
+            b = b[:k]  # only the count is reported
+        else:
+            per_set[name] = ood_metrics(a, b, fpr_rule, fpr_positive, aupr)
+        for metric, value in per_set[name].items():
+            rows.append({"ood_set": name, "metric": metric, "value": value, "n_id": len(a), "n_ood": len(b)})
+    counts = {r["ood_set"]: (r["n_id"], r["n_ood"]) for r in rows}
+    for group, members in {**(groups or {}), "mean": list(s_ood)}.items():
+        for metric in next(iter(per_set.values())):
+            value = float(np.mean([per_set[m][metric] for m in members]))
+            rows.append({"ood_set": group, "metric": metric, "value": value,
+                         "n_id": max(counts[m][0] for m in members), "n_ood": sum(counts[m][1] for m in members)})
+    rows.append({"ood_set": "-", "metric": "id_accuracy", "value": id_accuracy, "n_id": len(s_id), "n_ood": 0})
+    frame = pd.DataFrame(rows)
+    for k, v in context.items():
+        frame[k] = v
+    frame["fpr_rule"], frame["fpr_positive"] = fpr_rule, fpr_positive
+    frame["aupr_mode"], frame["balance"] = aupr, balance
+    order = KEYS + ["ood_set", "metric", "value", "n_id", "n_ood", "fpr_rule", "fpr_positive", "aupr_mode", "balance"]
+    return frame[order]

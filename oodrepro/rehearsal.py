@@ -38,6 +38,7 @@ from . import data, laood
 from .data import standins
 from .data.download import file_digest
 from .io import npz_shapes, save_text
+from .scores import CONVS, JIGSAW
 
 ROOT = "rehearsal"
 EPOCHS, WARMUP, BATCH = 2, 1, 32
@@ -294,8 +295,8 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
         elif job.rule == "estimate_loss_constraint":
             held, work = train, full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"]
         elif job.rule == "dump_features":
-            on_train = job.stem.endswith((".train", ".jigsaw"))
-            held = train if on_train else evaluated + train * job.stem.endswith(".convs")
+            on_train = job.stem.endswith((".train", JIGSAW))
+            held = train if on_train else evaluated + train * job.stem.endswith(CONVS)
         elif job.rule in EVALUATED:
             held, per_image = evaluated, feature_bytes
         elif job.rule == "fit_detector":

@@ -27,13 +27,18 @@ class Score:
     description: str = ""
     # the ID-training feature files `fit` reads, in order (keys of FIT_INPUTS)
     fit_inputs: tuple[str, ...] = ("train",)
-    # which feature file of a dataset the score reads: "" (logits, blocks) or ".convs"
+    # which feature file of a dataset the score reads: PLAIN (logits, blocks) or CONVS
     reads: str = ""
 
 
+# The feature files of a model are features/<model>/<dataset><suffix>.npz, one suffix per kind
+# (the rules and the rehearsal's cost model name them through these): the plain dump (logits,
+# penultimate, pooled blocks, FeatureNorms), the jigsawed training images, LA-OOD's pre-BN convs.
+PLAIN, JIGSAW, CONVS = "", ".jigsaw", ".convs"
+
 SCORES: dict[str, Score] = {}
-# fit input name → feature-file suffix: plain features, jigsawed images, pre-BN conv outputs
-FIT_INPUTS = {"train": "", "train_jigsaw": ".jigsaw", "train_convs": ".convs"}
+# fit input name → feature-file suffix
+FIT_INPUTS = {"train": PLAIN, "train_jigsaw": JIGSAW, "train_convs": CONVS}
 
 
 def register(name: str, needs: str, fit: Callable | None = None, description: str = "",
@@ -151,7 +156,7 @@ def fit_laood(train_convs: dict, n_jobs: int = 1, max_fit: int | None = None, fi
     return laood.to_arrays(detectors, [names[j] for j in chosen])
 
 
-@register("laood", "features", fit=fit_laood, fit_inputs=("train_convs",), reads=".convs",
+@register("laood", "features", fit=fit_laood, fit_inputs=("train_convs",), reads=CONVS,
           description="LA-OOD: min over layers of per-layer OCSVM decision values (Wang et al. 2022)")
 def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
     """Hyper-parameters act through the fitted state.
@@ -359,8 +364,12 @@ def odin(model, images: np.ndarray, state=None, temperature: float = 1000.0, eps
     return torch.cat(out).numpy()
 
 
+# Lee et al.'s input-noise magnitudes, among which the Mahalanobis ensemble's fit chooses
+MAHALANOBIS_NOISE_GRID = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)
+
+
 def fit_mahalanobis_ensemble(model, train, tune, layers, tune_on: str = "id_test", n_fit: int = 500,
-                             magnitudes=None, fgsm_step: float = 0.05, augment_train: bool = True,
+                             magnitudes=MAHALANOBIS_NOISE_GRID, fgsm_step: float = 0.05, augment_train: bool = True,
                              augmentation: dict | None = None, seed: int = 0,
                              batch_size: int = 256) -> dict[str, np.ndarray]:
     """`tune_on`: id_test (the paper: first n_fit fit the combiner, the next n_fit pick the noise)
@@ -369,7 +378,7 @@ def fit_mahalanobis_ensemble(model, train, tune, layers, tune_on: str = "id_test
 
     return mahalanobis_ensemble.fit(
         model, train, tune if tune_on == "id_test" else None, list(layers),
-        list(magnitudes or mahalanobis_ensemble.NOISE_GRID), n_fit, fgsm_step,
+        list(magnitudes), n_fit, fgsm_step,
         augmentation if augment_train else None, seed, batch_size)
 
 

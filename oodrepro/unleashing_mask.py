@@ -97,14 +97,17 @@ class ScoreMask(nn.Module):
     """A parametrisation W ↦ W ⊙ TopK_keep(|S|) with learnable scores S (edge-popup).
 
     S starts Kaiming-uniform (a = √5, i.e. U(±1/√fan_in)), so training starts from a random
-    pruning; the mask's gradient ∂L/∂(W⊙m) ⊙ W reaches S through |·| as ⊙ sign(S).
+    pruning; the mask's gradient ∂L/∂(W⊙m) ⊙ W reaches S through |·| as ⊙ sign(S). The draw
+    comes from `generator`: a seeded one makes the fine-tune repeatable, and its resume state
+    recognisable (the state's fingerprint covers the starting scores).
     """
 
-    def __init__(self, weight: torch.Tensor, keep: float):
+    def __init__(self, weight: torch.Tensor, keep: float, generator: torch.Generator | None = None):
         super().__init__()
         self.keep = keep
-        self.scores = nn.Parameter(torch.empty_like(weight))
-        nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
+        scores = torch.empty(weight.shape, dtype=weight.dtype)  # drawn on the CPU, where the generator is
+        nn.init.kaiming_uniform_(scores, a=math.sqrt(5), generator=generator)
+        self.scores = nn.Parameter(scores.to(weight.device))
 
     def mask(self) -> torch.Tensor:
         return _TopK.apply(self.scores.abs(), self.keep)
@@ -113,11 +116,12 @@ class ScoreMask(nn.Module):
         return weight * self.mask()
 
 
-def attach_score_masks(model: nn.Module, keep: float, train_weights: bool = False) -> list[nn.Parameter]:
-    """Put a ScoreMask on every conv and linear weight; returns the parameters to train
-    (the scores, and every other parameter too when `train_weights`)."""
+def attach_score_masks(model: nn.Module, keep: float, train_weights: bool = False, seed: int = 0) -> list[nn.Parameter]:
+    """Put a ScoreMask on every conv and linear weight, its scores drawn from `seed`; returns the
+    parameters to train (the scores, and every other parameter too when `train_weights`)."""
+    generator = torch.Generator().manual_seed(seed)
     for _, module in prunable(model):
-        parametrize.register_parametrization(module, "weight", ScoreMask(module.weight, keep))
+        parametrize.register_parametrization(module, "weight", ScoreMask(module.weight, keep, generator))
     scores = [m.parametrizations.weight[0].scores for _, m in prunable(model)]
     score_ids = {id(s) for s in scores}
     others = [p for p in model.parameters() if id(p) not in score_ids]
@@ -157,7 +161,7 @@ def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, o
     spec = dict(ckpt["spec"])
     params = list(model.parameters())
     if mask_keep is not None:
-        params = attach_score_masks(model, mask_keep, train_weights)
+        params = attach_score_masks(model, mask_keep, train_weights, seed=seed)
 
     def id_loss(logits, y):
         ce = F.cross_entropy(logits, y)

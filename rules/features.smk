@@ -58,11 +58,11 @@ rule dump_jigsaw_features:
         model=f"{RUN}/models/{{variant}}.pt",
         dataset=dataset_file(BENCH["id_train"]),
     output:
-        f"{RUN}/features/{{variant}}/{BENCH['id_train']}.jigsaw.npz",
+        f"{RUN}/features/{{variant}}/{BENCH['id_train']}{JIGSAW}.npz",
     log:
-        f"{RUN}/logs/dump_features/{{variant}}.jigsaw.log",
+        f"{RUN}/logs/dump_features/{{variant}}{JIGSAW}.log",
     benchmark:
-        f"{RUN}/benchmarks/dump_features/{{variant}}.jigsaw.tsv"
+        f"{RUN}/benchmarks/dump_features/{{variant}}{JIGSAW}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -86,13 +86,13 @@ rule dump_conv_features:
         datasets=[dataset_file(name) for name in [BENCH["id_train"], *EVALUATED]],
     output:
         [
-            f"{RUN}/features/{{variant}}/{name}.convs.npz"
+            f"{RUN}/features/{{variant}}/{name}{CONVS}.npz"
             for name in [BENCH["id_train"], *EVALUATED]
         ],
     log:
-        f"{RUN}/logs/dump_features/{{variant}}.convs.log",
+        f"{RUN}/logs/dump_features/{{variant}}{CONVS}.log",
     benchmark:
-        f"{RUN}/benchmarks/dump_features/{{variant}}.convs.tsv"
+        f"{RUN}/benchmarks/dump_features/{{variant}}{CONVS}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1

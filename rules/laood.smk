@@ -7,7 +7,7 @@ if LAOOD_SPLIT:
 
     rule fit_laood_part:
         input:
-            train_convs=f"{RUN}/features/{{variant}}/{BENCH['id_train']}.convs.npz",
+            train_convs=f"{RUN}/features/{{variant}}/{BENCH['id_train']}{CONVS}.npz",
         output:
             f"{RUN}/detectors/{{variant}}/laood/part{{part}}.npz",
         log:
@@ -53,9 +53,9 @@ if LAOOD_SPLIT:
 rule analyze_laood_layers:
     input:
         detector=f"{RUN}/detectors/{{variant}}/laood.npz",
-        id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}.convs.npz",
+        id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}{CONVS}.npz",
         ood_features=expand(
-            f"{RUN}/features/{{variant}}/{{dataset}}.convs.npz",
+            f"{RUN}/features/{{variant}}/{{dataset}}{CONVS}.npz",
             dataset=BENCH["ood"],
             allow_missing=True,
         ),

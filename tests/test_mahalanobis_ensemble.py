@@ -90,4 +90,5 @@ def test_fitted_ensemble_scores_as_minus_probability_of_adversarial(trained):
     noise = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     assert np.median(s) > np.median(scores.get("mahalanobis_ensemble").score(model, noise, state))
     with pytest.raises(ValueError, match="tuning images"):
-        me.fit(model, (images, labels), (images[:5], labels[:5]), LAYERS, n_fit=10)
+        me.fit(model, (images, labels), (images[:5], labels[:5]), LAYERS, [0.0], n_fit=10, fgsm_step=0.05,
+               augmentation=None)

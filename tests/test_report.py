@@ -14,7 +14,7 @@ def table():
     rng = np.random.default_rng(0)
     s_id = rng.normal(2, 1, 50)
     s_ood = {"x": rng.normal(0, 1, 30), "y": rng.normal(1, 1, 20), "z": rng.normal(-1, 1, 10)}
-    return s_id, s_ood, report.metrics_table(s_id, s_ood, 97.5, CTX, groups={"near": ["y"], "far": ["x", "z"]})
+    return s_id, s_ood, metrics.metrics_table(s_id, s_ood, 97.5, CTX, groups={"near": ["y"], "far": ["x", "z"]})
 
 
 def test_rows_per_set_group_mean_and_accuracy(table):
@@ -52,10 +52,10 @@ def test_summary_over_seeds_and_comparison(table):
 def test_balanced_protocol_uses_the_first_n_rows():
     s_id = np.arange(10.0)
     s_ood = {"small": np.array([0.5, 20.0, 1.5])}
-    t = report.metrics_table(s_id, s_ood, 90.0, CTX, balance="first_n").set_index(["ood_set", "metric"])
+    t = metrics.metrics_table(s_id, s_ood, 90.0, CTX, balance="first_n").set_index(["ood_set", "metric"])
     assert t.loc[("small", "auroc"), "n_id"] == 3 and t.loc[("small", "auroc"), "n_ood"] == 3
     assert t.loc[("small", "auroc"), "value"] == pytest.approx(metrics.ood_metrics(s_id[:3], s_ood["small"])["auroc"])
-    full = report.metrics_table(s_id, s_ood, 90.0, CTX).set_index(["ood_set", "metric"])
+    full = metrics.metrics_table(s_id, s_ood, 90.0, CTX).set_index(["ood_set", "metric"])
     assert full.loc[("small", "auroc"), "n_id"] == 10
 
 
@@ -63,8 +63,8 @@ def test_subsampled_protocol_averages_seeded_draws():
     rng = np.random.default_rng(3)
     s_id, s_ood = rng.normal(1, 1, 100), {"a": rng.normal(0, 1, 500)}
     sub = {"n": 50, "draws": 4, "seed": 7}
-    t1 = report.metrics_table(s_id, s_ood, 90.0, CTX, subsample=sub).set_index(["ood_set", "metric"])
-    t2 = report.metrics_table(s_id, s_ood, 90.0, CTX, subsample=sub).set_index(["ood_set", "metric"])
+    t1 = metrics.metrics_table(s_id, s_ood, 90.0, CTX, subsample=sub).set_index(["ood_set", "metric"])
+    t2 = metrics.metrics_table(s_id, s_ood, 90.0, CTX, subsample=sub).set_index(["ood_set", "metric"])
     assert t1.loc[("a", "auroc"), "value"] == t2.loc[("a", "auroc"), "value"]  # seeded
     draws_rng = np.random.default_rng([7, 0])
     expected = np.mean([metrics.ood_metrics(s_id, s_ood["a"][draws_rng.choice(500, 50, replace=False)])["auroc"]
@@ -82,7 +82,7 @@ def _tidy(model: str, method: str, below: bool, accuracy: float) -> pd.DataFrame
     rng = np.random.default_rng(1)
     s_id = rng.normal(2, 1, 40)
     noise = rng.normal(4 if below else -1, 1, 25)  # scored as more ID than the ID images: AUROC < 50
-    return report.metrics_table(s_id, {"noise": noise, "photos": rng.normal(0, 1, 15)}, accuracy,
+    return metrics.metrics_table(s_id, {"noise": noise, "photos": rng.normal(0, 1, 15)}, accuracy,
                                 {**CTX, "model": model, "method": method})
 
 

@@ -2,6 +2,7 @@
 
 import inspect
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,25 @@ def test_each_scores_docstring_names_the_feature_keys_it_reads(name):
     out = score.score(features, state, **hp)
     assert out.shape == (20,) and out.dtype == np.float64
     assert features.read == claimed, f"{name} reads {sorted(features.read)}, its docstring says {sorted(claimed)}"
+
+
+def test_schema_defaults_of_score_options_are_the_functions_defaults():
+    """A score option's default lives in its function's signature (the library used alone); where
+    the schema also fills one in (so the config records it), the two must agree."""
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "oodrepro/schema/config.schema.yaml").read_text())
+    compared = 0
+    for name, options in schema["properties"]["scores"]["properties"].items():
+        entry = scores.get(name)
+        code = {}
+        for fn in (entry.score, entry.fit):
+            for p in inspect.signature(fn).parameters.values() if fn else []:
+                if p.default is not inspect.Parameter.empty:
+                    code.setdefault(p.name, p.default)
+        for key, spec in options.get("properties", {}).items():
+            if "default" in spec:
+                default = code.get(key)
+                assert (list(default) if isinstance(default, tuple) else default) == spec["default"], (name, key)
+                compared += 1
+    assert compared >= 6

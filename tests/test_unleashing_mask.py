@@ -79,6 +79,21 @@ def test_score_mask_keeps_the_top_fraction_and_passes_the_gradient_straight_thro
     assert torch.allclose(s.grad, expected, atol=1e-7)
 
 
+def test_score_masks_are_drawn_from_the_seed_not_the_global_generator():
+    """UMAP's starting scores were drawn from the process's global RNG: two runs of one config
+    learned different masks, and a resumed fine-tune never matched its own state."""
+    def scores(seed, global_seed):
+        torch.manual_seed(global_seed)
+        model = models.build(**SPEC)
+        torch.manual_seed(global_seed + 1)  # whatever ran before in the process
+        unleashing_mask.attach_score_masks(model, keep=0.8, seed=seed)
+        return [m.parametrizations.weight[0].scores.detach() for _, m in unleashing_mask.prunable(model)]
+
+    same = scores(seed=3, global_seed=0), scores(seed=3, global_seed=10)
+    assert all(torch.equal(a, b) for a, b in zip(*same))
+    assert not torch.equal(scores(seed=4, global_seed=0)[0], same[0][0])
+
+
 def test_baking_the_mask_leaves_an_ordinary_checkpoint():
     torch.manual_seed(0)
     model = models.build(**SPEC)

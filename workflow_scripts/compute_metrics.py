@@ -9,6 +9,6 @@ id_scores = np.load(snakemake.input.id_scores)
 ood_scores = {name: np.load(path) for name, path in zip(p.ood_sets, snakemake.input.ood_scores)}
 id_feats = io.load_npz(snakemake.input.id_features)
 accuracy = metrics.accuracy(id_feats["logits"], id_feats["labels"])
-table = report.metrics_table(id_scores, ood_scores, accuracy, p.context, p.groups, **p.settings)
+table = metrics.metrics_table(id_scores, ood_scores, accuracy, p.context, p.groups, **p.settings)
 io.save_csv(snakemake.output.table, table)
 io.save_figure(snakemake.output.plot, report.plot_scores(id_scores, ood_scores, p.title))
