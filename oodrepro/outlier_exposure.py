@@ -12,6 +12,8 @@ main_OE.py), which differs from the papers' text in the ways the docstrings say.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from . import models
 from .inference import to_tensor
 from .optimizer import SGD
-from .training import augment
+from .training import Trainer, augment
 
 def oe_term(z_out: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the uniform distribution: logsumexp(z) − mean_k z_k, averaged."""
@@ -77,9 +79,9 @@ def boundary_outliers(theta: np.ndarray, phi_pool: np.ndarray, n: int) -> np.nda
     return np.sort(np.argsort(np.abs(phi_pool @ theta), kind="stable")[:n])
 
 
-class Exposure:
-    """A `training.fit` step that adds one outlier-exposure term; `id_loss(logits, y)` is set by
-    the caller (plain CE or Unleashing Mask's flooding loss).
+class Exposure(Trainer):
+    """A `training.fit` objective that adds one outlier-exposure term; `id_loss(logits, y)` is
+    set by the caller (plain CE or Unleashing Mask's flooding loss).
 
     One class per method (below); this base draws one fixed subset of `n_select` outliers,
     pairs each ID batch with an equally large, augmented outlier batch and takes one optimiser
@@ -88,7 +90,6 @@ class Exposure:
     """
 
     name = ""
-    updates_itself = True  # fit() hands over the optimiser: DOE takes two steps per batch
 
     def __init__(self, outliers: np.ndarray, n_select: int, params: dict, spec: dict, crop_padding: int,
                  flip: bool, seed: int, device):
@@ -125,8 +126,10 @@ class Exposure:
     def term(self, z_in: torch.Tensor, z_out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, model, x, y, b, gen, opt):
-        return self.joint_step(model, x, y, self.outlier_batch(b, len(x), gen), opt)
+    def step(self, model, x, y, b, gen, opt, autocast=contextlib.nullcontext()):
+        """One update on the ID batch and its outlier batch, on the bound (uncompiled) model."""
+        with autocast:
+            return self.joint_step(self.model, x, y, self.outlier_batch(b, len(x), gen), opt)
 
     def joint_step(self, model, x, y, x_out, opt, clip: float | None = None):
         """One pass over ID + outliers, one optimiser step (gradient norm clipped to `clip`)."""
@@ -224,12 +227,13 @@ class POEM(Exposure):
     def term(self, z_in, z_out):
         return energy_term(z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0))
 
-    def __call__(self, model, x, y, b, gen, opt):
+    def step(self, model, x, y, b, gen, opt, autocast=contextlib.nullcontext()):
         x_out = self.outlier_batch(b, len(x), gen)
         if self.epoch == 0:  # remembered as fed; featurised in eval mode after the epoch
             self._fed_in.append(_as_uint8(x))
         self._fed_out.append(_as_uint8(x_out))
-        return self.joint_step(model, x, y, x_out, opt)
+        with autocast:
+            return self.joint_step(self.model, x, y, x_out, opt)
 
 
 class DOE(Exposure):
@@ -262,11 +266,12 @@ class DOE(Exposure):
     def term(self, z_in, z_out):
         return oe_term(z_out)
 
-    def __call__(self, model, x, y, b, gen, opt):
+    def step(self, model, x, y, b, gen, opt, autocast=contextlib.nullcontext()):
         x_out = self.outlier_batch(b, len(x), gen)
-        if self.epoch >= self.params.get("warmup", 5):
-            return self._doe_step(model, x, y, x_out, gen, opt)
-        return self.joint_step(model, x, y, x_out, opt, clip=self.params.get("clip", 1.0))  # clipped too (doe_final.py)
+        with autocast:
+            if self.epoch >= self.params.get("warmup", 5):
+                return self._doe_step(self.model, x, y, x_out, gen, opt)
+            return self.joint_step(self.model, x, y, x_out, opt, clip=self.params.get("clip", 1.0))  # doe_final.py
 
     def _doe_step(self, model, x, y, x_out, gen, opt):
         """Perturb θ toward the proxy's worst-case OE direction, take an OE step there, undo the

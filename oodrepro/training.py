@@ -66,6 +66,46 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+class Trainer:
+    """The objective `fit` trains with; this one is plain cross-entropy.
+
+    A method overrides what differs: `loss(model, x, y, b, gen) -> (loss, logits of x)` for the
+    batch (it may add inputs of its own, e.g. trigger images); `step` for the whole update
+    (outlier exposure adds its batch, DOE takes two optimiser steps); `epoch_start(epoch, gen)`
+    for per-epoch draws; `train_mode(model)` for module modes after `model.train()`;
+    `evaluate(model) -> dict` for extra log columns; `state_dict` / `load_state_dict` for what
+    a resumed run must remember (saved and restored with the model, e.g. POEM's memory).
+    """
+
+    def loss(self, model, x, y, b: int, gen: torch.Generator):
+        logits = model(x)
+        return F.cross_entropy(logits.float(), y), logits
+
+    def step(self, model, x, y, b: int, gen: torch.Generator, opt, autocast):
+        """One update on batch b; returns (loss, logits of x)."""
+        with autocast:
+            loss, logits = self.loss(model, x, y, b, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss, logits
+
+    def epoch_start(self, epoch: int, gen: torch.Generator) -> None:
+        pass
+
+    def train_mode(self, model) -> None:
+        pass
+
+    def evaluate(self, model) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def fit(
     model: models.Backbone,
     params,
@@ -76,12 +116,9 @@ def fit(
     log_csv: str | Path,
     *,
     seed: int = 0,
-    step: Callable | None = None,
-    epoch_start: Callable | None = None,
-    evaluate: Callable | None = None,
+    trainer: Trainer | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
     after_epoch: Callable | None = None,
-    train_mode: Callable | None = None,
-    extra_state=None,
     first_epoch: int = 0,
     identity: dict | None = None,
     desc: str = "train",
@@ -89,21 +126,16 @@ def fit(
 ) -> list[dict]:
     """The SGD loop every trainer here shares; returns the per-epoch history.
 
-    `params` are the trainable parameters. Hooks, all optional:
-    `step(model, x, y, b, gen) -> (loss, logits of x)` replaces plain cross-entropy
-    (b: batch index; the loss may add inputs of its own, e.g. trigger images or outliers);
-    `epoch_start(epoch, gen)` draws per-epoch randomness; `evaluate(model) -> dict` adds
-    columns to the epoch's log row; `after_epoch(epoch, model, history)` saves extras;
-    `train_mode(model)` sets module modes (default: everything in train mode). A step whose
-    `updates_itself` is true is called with the optimiser too and makes its own updates
-    (DOE's two steps per batch). `extra_state` (state_dict / load_state_dict) is saved and
-    resumed with the model: a trainer's own memory, e.g. POEM's feature buffer.
-    The learning rate of epoch e is `lr_at(first_epoch + e)`: a continuation can resume an
-    earlier run's schedule. The full state is saved after every epoch and resumed from, but
-    only by the same job: its fingerprint covers the recipe, seed, starting weights, which
-    parameters train, the data and `identity` (whatever else the caller's hooks depend on);
-    a state that does not match is discarded (see `resume`).
+    `params` are the trainable parameters, `trainer` the objective (default: cross-entropy);
+    with `test` its accuracy is logged every epoch, before the trainer's own columns.
+    `after_epoch(epoch, model, history)` saves extras (kept checkpoints). The learning rate of
+    epoch e is `lr_at(first_epoch + e)`: a continuation can resume an earlier run's schedule.
+    The full state (model, optimiser, history, the trainer's state) is saved after every epoch
+    and resumed from, but only by the same job: its fingerprint covers the recipe, seed,
+    starting weights, which parameters train, the data and `identity` (whatever else the
+    trainer depends on); a state that does not match is discarded (see `resume`).
     """
+    trainer = trainer or Trainer()
     params = list(params)
     dev = next(model.parameters()).device
     opt = SGD(
@@ -125,8 +157,7 @@ def fit(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history, start = state["history"], state["epoch"]
-        if extra_state is not None:
-            extra_state.load_state_dict(state["extra"])
+        trainer.load_state_dict(state["extra"])
 
     x_all, y_all = to_tensor(images, dev), torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
     n, bs = len(y_all), recipe["batch_size"]
@@ -146,11 +177,9 @@ def fit(
         lr = lr_at(first_epoch + epoch, recipe)
         for group in opt.param_groups:
             group["lr"] = lr
-        if epoch_start is not None:
-            epoch_start(epoch, gen)
+        trainer.epoch_start(epoch, gen)
         model.train()
-        if train_mode is not None:
-            train_mode(model)
+        trainer.train_mode(model)
         perm = torch.randperm(n, generator=gen).to(dev)
         total_loss = torch.zeros((), device=dev)  # summed on the device: no host sync per batch
         correct = torch.zeros((), device=dev, dtype=torch.long)
@@ -162,32 +191,21 @@ def fit(
             x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
             x = x.contiguous(memory_format=layout)
             y = y_all[idx]
-            if getattr(step, "updates_itself", False):  # manages its own passes (and copies of the model)
-                with autocast:
-                    loss, logits = step(model, x, y, b, gen, opt)
-            else:
-                with autocast:
-                    if step is None:
-                        logits = net(x)
-                        loss = F.cross_entropy(logits.float(), y)
-                    else:
-                        loss, logits = step(net, x, y, b, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            loss, logits = trainer.step(net, x, y, b, gen, opt, autocast)
             total_loss += loss.detach().float() * len(idx)
             correct += (logits.argmax(1) == y).sum()
             seen += len(idx)
         history.append({"epoch": epoch + 1, "lr": lr, "loss": total_loss.item() / seen,
                         "accuracy": correct.item() / seen, "seconds": time.time() - t0})
-        if evaluate is not None:
-            history[-1].update(evaluate(model))
+        if test is not None:
+            history[-1]["test_accuracy"] = accuracy(model, *test)
+        history[-1].update(trainer.evaluate(model))
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['accuracy']:.3f}")
         if after_epoch is not None:
             after_epoch(epoch, model, history)
         resume.save(state_path, job, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "history": history, "epoch": epoch + 1,
-                                      "extra": extra_state.state_dict() if extra_state is not None else {}})
+                                      "extra": trainer.state_dict()})
         save_csv(log_csv, pd.DataFrame(history))
     save_csv(log_csv, pd.DataFrame(history))
     return history
@@ -208,9 +226,7 @@ def train_backbone(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     init: str | Path | None = None,
     first_epoch: int = 0,
-    step: Callable | None = None,
-    epoch_start: Callable | None = None,
-    evaluate: Callable | None = None,
+    trainer: Trainer | None = None,
     identity: dict | None = None,
 ) -> models.Backbone:
     """Train `models.build(**spec)` (or continue the checkpoint `init`) and save it to `out`.
@@ -220,8 +236,8 @@ def train_backbone(
     keeps; with `test` given its accuracy is logged every epoch. `keep` names extra
     checkpoints: {name: (epoch, path)} saves the weights after that (1-based) epoch.
     `state_path` holds the full training state after every epoch; when it exists the run
-    continues from it, and it is removed once `out` is written. `first_epoch`, `step`,
-    `epoch_start`, `evaluate` and `identity` are `fit`'s.
+    continues from it, and it is removed once `out` is written. `first_epoch`, `trainer` and
+    `identity` are `fit`'s.
     """
     best_test = recipe.get("checkpoint", "last") == "best_test"
     if best_test and test is None:
@@ -237,12 +253,6 @@ def train_backbone(
         model.load_state_dict(models.load_checkpoint(init, dev, spec=spec)[1]["state_dict"])
     state_path = Path(state_path)
 
-    def scores(m):
-        row = evaluate(m) if evaluate is not None else {}
-        if test is not None:
-            row["test_accuracy"] = accuracy(m, *test)
-        return row
-
     def save_extras(epoch, m, history):
         if best_test:
             earlier = [h["test_accuracy"] for h in history[1:-1]]
@@ -252,9 +262,8 @@ def train_backbone(
             if at == epoch + 1:  # kept beside the state until the run ends, so a kill cannot lose it
                 models.save_model(_kept(state_path, name), m, spec, epoch=epoch + 1)
 
-    fit(model, model.parameters(), images, labels, recipe, state_path, log_csv, seed=seed, step=step,
-        epoch_start=epoch_start, evaluate=scores if (test is not None or evaluate) else None,
-        after_epoch=save_extras, first_epoch=first_epoch, progress=progress,
+    fit(model, model.parameters(), images, labels, recipe, state_path, log_csv, seed=seed, trainer=trainer,
+        test=test, after_epoch=save_extras, first_epoch=first_epoch, progress=progress,
         identity={"spec": spec, "keep": {n: at for n, (at, _) in keep.items()}, "test": test, **(identity or {})})
     for name, (_, path) in keep.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 
 from . import models, outlier_exposure, training
 from .devices import pick_device
-from .inference import accuracy, to_tensor
+from .inference import to_tensor
 from .training import augment
 
 
@@ -143,6 +143,17 @@ def bake_masks(model: nn.Module) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- fine-tuning
+class IdLoss(training.Trainer):
+    """Training on the ID term alone: plain CE, or the flooding objective."""
+
+    def __init__(self, id_loss):
+        self.id_loss = id_loss
+
+    def loss(self, model, x, y, b, gen):
+        logits = model(x)
+        return self.id_loss(logits, y), logits
+
+
 def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, out, state_path, log_csv, *,
              level: float | None, beta: float = 1.0, mask_keep: float | None = None, train_weights: bool = False,
              exposure: dict | None = None, outliers: np.ndarray | None = None, test=None, seed: int = 0,
@@ -169,24 +180,17 @@ def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, o
 
     if exposure is not None:
         aug = recipe.get("augment", {})
-        step = outlier_exposure.make(
+        trainer = outlier_exposure.make(
             exposure["method"], outliers, round(exposure.get("ood_factor", 1.0) * len(labels)), exposure, spec,
             aug.get("crop_padding", 4), aug.get("flip", True), seed, dev)
-        step.id_loss = id_loss
-        step.bind(model)
-        epoch_start, extra = step.epoch_start, step
+        trainer.id_loss = id_loss
+        trainer.bind(model)
     else:
-        def step(m, x, y, b, gen):
-            logits = m(x)
-            return id_loss(logits, y), logits
-
-        epoch_start = extra = None
-    evaluate = (lambda m: {"test_accuracy": accuracy(m, *test)}) if test is not None else None
+        trainer = IdLoss(id_loss)
     identity = {"spec": spec, "level": level, "beta": beta, "mask_keep": mask_keep, "train_weights": train_weights,
                 "exposure": exposure, "outliers": outliers, "test": test}
-    training.fit(model, params, images, labels, recipe, state_path, log_csv, seed=seed, step=step,
-                 epoch_start=epoch_start, evaluate=evaluate, extra_state=extra, identity=identity, desc="fine-tune",
-                 progress=progress)
+    training.fit(model, params, images, labels, recipe, state_path, log_csv, seed=seed, trainer=trainer, test=test,
+                 identity=identity, desc="fine-tune", progress=progress)
     info = {"um_level": level, "beta": beta, "from": str(checkpoint)}
     if mask_keep is not None:
         info["kept_fraction"] = bake_masks(model)

@@ -98,14 +98,16 @@ def load_keys(marking_path, verification_path) -> tuple[dict, dict]:
 
 
 # --------------------------------------------------------------------------- embedding
-class TriggerMixer:
+class TriggerMixer(training.Trainer):
     """Appends `per_batch` trigger images to every training batch (docs/watermarknn.md).
 
     Each epoch the trigger set is shuffled into batches of `per_batch` and a random offset o
     is drawn; training batch b gets trigger batch (o + b) mod (number of trigger batches).
+    Every epoch logs the trigger accuracy.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, per_batch: int, device):
+        self.x_uint8, self.labels = images, labels
         self.x = to_tensor(images, device).float() / 255.0
         self.y = torch.from_numpy(np.asarray(labels, np.int64)).to(device)
         self.per_batch = per_batch
@@ -120,12 +122,15 @@ class TriggerMixer:
     def batch(self, b: int) -> torch.Tensor:
         return self.batches[(self.offset + b) % len(self.batches)]
 
-    def step(self, model, x, y, b, gen):
+    def loss(self, model, x, y, b, gen):
         """One mean cross-entropy over the ID batch and its trigger batch; logits of the ID part."""
         t = self.batch(b)
         logits = model(torch.cat([x, self.x[t]]))
         loss = F.cross_entropy(logits, torch.cat([y, self.y[t]]))
         return loss, logits[: len(x)]
+
+    def evaluate(self, model) -> dict:
+        return {"trigger_accuracy": trigger_accuracy(model, self.x_uint8, self.labels)}
 
 
 def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], recipe: dict, *, per_batch: int,
@@ -144,8 +149,7 @@ def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], r
     mixer = TriggerMixer(*triggers, per_batch=per_batch, device=pick_device(device))
     return training.train_backbone(
         spec, images, labels, recipe, out, state_path, log_csv, seed=seed, device=device, progress=progress,
-        test=test, init=init, first_epoch=first_epoch, step=mixer.step, epoch_start=mixer.epoch_start,
-        evaluate=lambda m: {"trigger_accuracy": trigger_accuracy(m, *triggers)},
+        test=test, init=init, first_epoch=first_epoch, trainer=mixer,
         identity={"triggers": triggers, "per_batch": per_batch},
     )
 
@@ -253,20 +257,20 @@ def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path,
     for p in model.fc.parameters():
         p.requires_grad_(True)
 
-    def train_mode(m):
-        if frozen == "eval" and not all_layers:
-            for module in m.modules():
-                module.train(False)
-            m.fc.train(True)
+    class Attacker(training.Trainer):
+        def train_mode(self, m):
+            if frozen == "eval" and not all_layers:
+                for module in m.modules():
+                    module.train(False)
+                m.fc.train(True)
 
-    def evaluate(m):
-        own = trigger_accuracy(m, *triggers)
-        return {"test_accuracy": accuracy(m, *test),
-                "trigger_accuracy": trigger_accuracy(m, *triggers, head0) if reinit else own,
-                "trigger_accuracy_own_head": own}
+        def evaluate(self, m):
+            own = trigger_accuracy(m, *triggers)
+            return {"trigger_accuracy": trigger_accuracy(m, *triggers, head0) if reinit else own,
+                    "trigger_accuracy_own_head": own}
 
     training.fit(model, [p for p in model.parameters() if p.requires_grad], images, labels, recipe, state_path,
-                 log_csv, seed=seed, evaluate=evaluate, train_mode=train_mode, desc=kind, progress=progress,
+                 log_csv, seed=seed, trainer=Attacker(), test=test, desc=kind, progress=progress,
                  identity={"spec": spec, "attack": kind, "frozen": frozen, "triggers": triggers, "test": test})
     extra = {"attack": kind, "original_head": {k: v.cpu() for k, v in head0.items()}} if reinit else {"attack": kind}
     models.save_model(out, model, spec, **extra)

@@ -92,7 +92,7 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
         for b in range(3):
             x = augment(x_all[b * 8 : (b + 1) * 8], 2, True, gen)
             fed_in[epoch].append(x.clone())
-            exp(model, x, labels[b * 8 : (b + 1) * 8], b, gen, opt)
+            exp.step(model, x, labels[b * 8 : (b + 1) * 8], b, gen, opt)
 
     def uint8(batches):
         return (torch.cat(batches) * 255).round().to(torch.uint8)
@@ -142,7 +142,7 @@ def _doe(setup, warmup):
 def test_doe_warm_up_steps_are_gradient_clipped(setup):  # point 5
     model, _, labels, _ = setup
     exp, official, x, x_out, opt = _doe(setup, warmup=5)
-    exp(model, x, labels[:8], 0, torch.Generator().manual_seed(1), opt)
+    exp.step(model, x, labels[:8], 0, torch.Generator().manual_seed(1), opt)
 
     ref_opt = torch.optim.SGD(official.parameters(), lr=0.1, momentum=0.9)
     z = official(torch.cat([x, x_out]))
@@ -161,7 +161,7 @@ def test_doe_step_after_warm_up_as_the_official_code(setup):  # points 6, 7
     gen = torch.Generator().manual_seed(3)
     gammas = [1e-1, 1e-2, 1e-3, 1e-4]
     gamma = gammas[int(torch.randint(4, (1,), generator=torch.Generator().manual_seed(3)))]
-    exp(model, x, labels[:8], 0, gen, opt)
+    exp.step(model, x, labels[:8], 0, gen, opt)
 
     # doe_final.py, one step: proxy step, perturbed OE step, restored ID step, all on the joint batch
     both, n = torch.cat([x, x_out]), 8
