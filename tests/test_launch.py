@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = 'rule all:\n    output: "done.txt"\n    shell: "sleep {wait} && touch {{output}}"\n'
 
@@ -26,8 +28,9 @@ def test_a_missing_config_is_one_line(tmp_path):
 
 
 def test_an_invalid_config_names_the_key_without_a_traceback(tmp_path):
-    text = (ROOT / "config.yaml").read_text().replace("  epochs: 15\n", "  epochz: 15\n", 1)
-    (tmp_path / "bad.yaml").write_text(text)
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["training"]["epochz"] = config["training"].pop("epochs")  # a typo in a key
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     result = launch(tmp_path, "bad.yaml", "true")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "training: unknown key" in result.stderr and "epochz" in result.stderr
