@@ -102,7 +102,7 @@ class Exposure(Trainer):
         rng = np.random.default_rng(seed)
         self.selected = np.sort(rng.choice(len(outliers), self.n_select, replace=False))
         self.order = torch.arange(self.n_select)
-        self.model = None  # bound by the trainer (POEM scores the candidate pool with it)
+        self.model = None  # the network being fine-tuned, set by `bind`: steps run on it, POEM scores the pool with it
 
     def bind(self, model) -> None:
         self.model = model
