@@ -163,7 +163,7 @@ class EnergyExposure(Exposure):
         return energy_term(z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0))
 
 
-class POEM(Exposure):
+class POEM(EnergyExposure):
     """POEM (Ming et al., ICML'22): the energy-OE term on outliers re-selected every epoch, the
     `n_select` candidates nearest the boundary of a Thompson-sampled Bayesian linear head.
 
@@ -223,9 +223,6 @@ class POEM(Exposure):
             phi_out = np.concatenate([pool_features(self.model, b) for b in self.buffer_out])
             theta = head.thompson(phi_in, phi_out, rng, id_copies=min(epoch, self.params.get("buffer", 4)))
         return boundary_outliers(theta, phi_pool, self.n_select)
-
-    def term(self, z_in, z_out):
-        return energy_term(z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0))
 
     def step(self, model, x, y, b, gen, opt, autocast=contextlib.nullcontext()):
         x_out = self.outlier_batch(b, len(x), gen)

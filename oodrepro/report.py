@@ -271,8 +271,7 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
                 histtype="stepfilled")  # one patch a histogram, not one a bin: quicker to build and draw
         ax.hist(np.clip(s, bins[0], bins[-1]), bins, alpha=0.55, density=True, label=name, color="tab:red",
                 histtype="stepfilled")
-        auroc = metrics.ood_metrics(s_id, s)["auroc"]
-        ax.set_title(f"{name} (AUROC {auroc:.1f})", fontsize=9)
+        ax.set_title(f"{name} (AUROC {100 * metrics.auroc(s_id, s):.1f})", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
