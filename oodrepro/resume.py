@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import load_torch, save_torch
+from .io import load_torch, save_csv, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +78,44 @@ def load(path, expected: str, map_location="cpu") -> dict | None:
 def save(path, expected: str, state: dict) -> None:
     """Write the state atomically with its fingerprint."""
     save_torch(path, {**state, "fingerprint": expected})
+
+
+class Epochs:
+    """The epoch loop every resumable job shares: training (`training.fit`) and watermark
+    learning (`watermark_ood.learn`) differ in their update, not in their bookkeeping.
+
+    Creating it loads the state this job wrote (same fingerprint) into `state`, its `history`
+    and the number of epochs done (`start`); iterating yields the epochs still to run under a
+    progress bar. After each epoch the caller appends that epoch's row to `history` and calls
+    `end_epoch(state)`, which saves the state with the history atomically, rewrites the log CSV
+    and shows the row's `shown` columns on the bar.
+    """
+
+    def __init__(self, state_path, job: str, epochs: int, log_csv, *, map_location="cpu",
+                 desc: str, progress: bool = True, shown: tuple[str, ...] = ("loss",)):
+        self.state_path, self.job, self.epochs, self.log_csv = Path(state_path), job, epochs, log_csv
+        self.state = load(self.state_path, job, map_location)
+        self.history: list[dict] = self.state["history"] if self.state else []
+        self.start: int = self.state["epoch"] if self.state else 0
+        self.desc, self.progress, self.shown = desc, progress, shown
+        self._bar = None
+
+    def __iter__(self):
+        from tqdm import tqdm
+
+        self._bar = tqdm(range(self.start, self.epochs), initial=self.start, total=self.epochs, desc=self.desc,
+                         unit="epoch", disable=not self.progress)
+        yield from self._bar
+        self.write_log()
+
+    def end_epoch(self, state: dict) -> None:
+        """Save `state` with the history so far; the epoch count is the history's length."""
+        row = self.history[-1]
+        self._bar.set_postfix({k: f"{row[k]:.3f}" for k in self.shown if k in row})
+        save(self.state_path, self.job, {**state, "history": self.history, "epoch": len(self.history)})
+        self.write_log()
+
+    def write_log(self) -> None:
+        import pandas as pd
+
+        save_csv(self.log_csv, pd.DataFrame(self.history))

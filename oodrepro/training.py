@@ -16,15 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import models, resume
 from .devices import bf16_autocast, pick_device, use_channels_last
 from .inference import accuracy, to_tensor
-from .io import save_csv
 from .optimizer import SGD
 
 
@@ -142,8 +139,6 @@ def fit(
         params, lr=recipe["lr"], momentum=recipe.get("momentum", 0.9),
         weight_decay=recipe.get("weight_decay", 5e-4), nesterov=recipe.get("nesterov", False),
     )
-    history: list[dict] = []
-    start = 0
     state_path = Path(state_path)
     trained = {id(p) for p in params}
     job = resume.fingerprint(
@@ -152,25 +147,24 @@ def fit(
         start=model.state_dict(), trained=[n for n, p in model.named_parameters() if id(p) in trained],
         images=np.asarray(images), labels=np.asarray(labels, np.int64))
     # a discarded state's kept checkpoints (`_kept`) need no cleaning: every run rewrites them before use
-    state = resume.load(state_path, job, dev)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history, start = state["history"], state["epoch"]
-        trainer.load_state_dict(state["extra"])
+    loop = resume.Epochs(state_path, job, recipe["epochs"], log_csv, map_location=dev, desc=desc, progress=progress,
+                         shown=("loss", "accuracy"))
+    if loop.state is not None:
+        model.load_state_dict(loop.state["model"])
+        opt.load_state_dict(loop.state["optimizer"])
+        trainer.load_state_dict(loop.state["extra"])
+    history = loop.history
 
     x_all, y_all = to_tensor(images, dev), torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
     n, bs = len(y_all), recipe["batch_size"]
     aug = recipe.get("augment", {})
-    epochs = recipe["epochs"]
     # Channels-last layout where it is fast and safe (`use_channels_last`); bf16 autocast on CUDA
     # (`use_bf16`); `compile: true` runs the forward through torch.compile.
     layout = torch.channels_last if use_channels_last(model, dev) else torch.contiguous_format
     model.to(memory_format=layout)
     net = torch.compile(model) if recipe.get("compile", False) else model
     autocast = bf16_autocast(recipe.get("bf16", "auto"), dev)
-    bar = tqdm(range(start, epochs), initial=start, total=epochs, desc=desc, unit="epoch", disable=not progress)
-    for epoch in bar:
+    for epoch in loop:
         t0 = time.time()
         gen = epoch_generator(seed, epoch)
         torch.manual_seed(seed * 1_000_003 + epoch)  # dropout draws
@@ -200,14 +194,9 @@ def fit(
         if test is not None:
             history[-1]["test_accuracy"] = accuracy(model, *test)
         history[-1].update(trainer.evaluate(model))
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['accuracy']:.3f}")
         if after_epoch is not None:
             after_epoch(epoch, model, history)
-        resume.save(state_path, job, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "history": history, "epoch": epoch + 1,
-                                      "extra": trainer.state_dict()})
-        save_csv(log_csv, pd.DataFrame(history))
-    save_csv(log_csv, pd.DataFrame(history))
+        loop.end_epoch({"model": model.state_dict(), "optimizer": opt.state_dict(), "extra": trainer.state_dict()})
     return history
 
 

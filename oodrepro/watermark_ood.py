@@ -15,13 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import models, resume
-from .io import load_torch, save_csv, save_torch
+from .io import load_torch, save_torch
 from .devices import bf16_autocast, pick_device, use_channels_last
 from .inference import to_tensor
 from .training import epoch_generator
@@ -88,20 +86,17 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
     autocast = bf16_autocast(params.get("bf16", "auto"), dev)
     for p in model.parameters():
         p.requires_grad_(False)
-    w = torch.zeros(1, 3, 32, 32, device=dev)
-    history, start = [], 0
     job = resume.fingerprint(params=params, seed=seed, model=model.state_dict(), arch=model.arch,
                              normalization=model.normalization, images=np.asarray(images),
                              labels=np.asarray(labels, np.int64))
-    state = resume.load(state_path, job, dev)
-    if state is not None:
-        w, history, start = state["w"], state["history"], state["epoch"]
+    loop = resume.Epochs(state_path, job, params["epochs"], log_csv, map_location=dev, desc="watermark",
+                         progress=progress, shown=("loss", "w_linf"))
+    w = loop.state["w"] if loop.state is not None else torch.zeros(1, 3, 32, 32, device=dev)
     x_all = to_tensor(images, dev)
     y_all = torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
-    n, bs, epochs = len(y_all), params["batch_size"], params["epochs"]
+    n, bs = len(y_all), params["batch_size"]
     extra = {k: params[k] for k in ("t_in", "t_out") if k in params}
-    bar = tqdm(range(start, epochs), initial=start, total=epochs, desc="watermark", unit="epoch", disable=not progress)
-    for epoch in bar:
+    for epoch in loop:
         t0 = time.time()
         gen = epoch_generator(seed, epoch)
         alpha = params["alpha"] * (0.1 if epoch >= params["decay_epoch"] else 1.0)
@@ -124,12 +119,9 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
             w, value = sam_sign_step(w, loss_at, params["rho"], alpha)
             w = project(w, params.get("epsilon"))
             total += value * len(idx)
-        history.append({"epoch": epoch + 1, "alpha": alpha, "loss": total / n, "w_linf": w.abs().max().item(),
-                        "w_l2": w.norm().item(), "seconds": time.time() - t0})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", linf=f"{history[-1]['w_linf']:.2f}")
-        resume.save(state_path, job, {"w": w, "history": history, "epoch": epoch + 1})
-        save_csv(log_csv, pd.DataFrame(history))
-    save_csv(log_csv, pd.DataFrame(history))
+        loop.history.append({"epoch": epoch + 1, "alpha": alpha, "loss": total / n, "w_linf": w.abs().max().item(),
+                             "w_l2": w.norm().item(), "seconds": time.time() - t0})
+        loop.end_epoch({"w": w})
     return w.detach().cpu()
 
 
