@@ -42,16 +42,38 @@ LAOOD_FIT = 2_000
 def our_path(images, labels, batch, steps, device, bf16="auto") -> float:
     """Images/s of `training.fit` over `steps` batches (one epoch of steps·batch images)."""
     n = steps * batch
-    recipe = {"epochs": 1, "batch_size": batch, "lr": 0.1, "schedule": {"kind": "constant"},
-              "augment": {"crop_padding": 4, "flip": True}, "bf16": bf16}
+    recipe = {
+        "epochs": 1,
+        "batch_size": batch,
+        "lr": 0.1,
+        "schedule": {"kind": "constant"},
+        "augment": {"crop_padding": 4, "flip": True},
+        "bf16": bf16,
+    }
     model = models.build(**SPEC).to(device)
     with tempfile.TemporaryDirectory() as tmp:
-        training.fit(model, model.parameters(), images[: 2 * batch], labels[: 2 * batch], recipe,
-                     Path(tmp) / "w.pt", Path(tmp) / "w.csv", progress=False)
+        training.fit(
+            model,
+            model.parameters(),
+            images[: 2 * batch],
+            labels[: 2 * batch],
+            recipe,
+            Path(tmp) / "w.pt",
+            Path(tmp) / "w.csv",
+            progress=False,
+        )
         sync(device)
         t0 = time.perf_counter()
-        training.fit(model, model.parameters(), images[:n], labels[:n], recipe, Path(tmp) / "s.pt",
-                     Path(tmp) / "l.csv", progress=False)
+        training.fit(
+            model,
+            model.parameters(),
+            images[:n],
+            labels[:n],
+            recipe,
+            Path(tmp) / "s.pt",
+            Path(tmp) / "l.csv",
+            progress=False,
+        )
         sync(device)
         return n / (time.perf_counter() - t0)
 
@@ -62,8 +84,14 @@ def classic_path(images, labels, batch, steps, device, workers: int) -> float:
     from torchvision import transforms
 
     mean, std = models.NORMALIZATIONS["wrong-std-cifar"]
-    tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize(mean, std)])
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
 
     class Arrays(torch.utils.data.Dataset):
         def __len__(self):
@@ -72,10 +100,18 @@ def classic_path(images, labels, batch, steps, device, workers: int) -> float:
         def __getitem__(self, i):
             return tf(Image.fromarray(images[i])), int(labels[i])
 
-    model = models.build(**{**SPEC, "normalization": "none"}).to(device)  # Normalize is in the transform
+    model = models.build(**{**SPEC, "normalization": "none"}).to(
+        device
+    )  # Normalize is in the transform
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loader = torch.utils.data.DataLoader(Arrays(), batch_size=batch, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        Arrays(),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     model.train()
     seen, t0 = 0, None
     for step, (x, y) in enumerate(loader):
@@ -109,15 +145,22 @@ def scoring_throughput(n: int = 10_000, dim: int = 512, classes: int = 10) -> di
     feats = {
         "labels": labels,
         "logits": rng.normal(size=(n, classes)).astype(np.float32) + 3 * np.eye(classes)[labels],
-        "penultimate": np.maximum(centres[labels] + rng.normal(size=(n, dim)), 0).astype(np.float32),
+        "penultimate": np.maximum(centres[labels] + rng.normal(size=(n, dim)), 0).astype(
+            np.float32
+        ),
         "fc_weight": rng.normal(size=(classes, dim)).astype(np.float32) / np.sqrt(dim),
         "fc_bias": rng.normal(size=classes).astype(np.float32),
         "featnorm": np.abs(rng.normal(size=(n, 8))).astype(np.float32),
-        "block_names": np.array([f"layer{i // 2 + 1}.{i % 2}" for i in range(8)]), "arch": np.array("resnet18"),
+        "block_names": np.array([f"layer{i // 2 + 1}.{i % 2}" for i in range(8)]),
+        "arch": np.array("resnet18"),
         "layer_names": np.array([f"conv{j}" for j in range(4)]),
         **{f"layer_{j}": rng.normal(size=(n, 128)).astype(np.float32) for j in range(4)},
     }
-    inputs = {"train": feats, "train_jigsaw": {**feats, "featnorm": feats["featnorm"] * 0.5}, "train_convs": feats}
+    inputs = {
+        "train": feats,
+        "train_jigsaw": {**feats, "featnorm": feats["featnorm"] * 0.5},
+        "train_convs": feats,
+    }
     hp = {"laood": {"max_fit": LAOOD_FIT}}
     out = {}
     for name, score in scores.SCORES.items():
@@ -140,9 +183,23 @@ def dag_times(cores: int) -> tuple[dict[str, float], dict[str, dict[str, float]]
         config.update(results=f"{tmp}/results", data=f"{tmp}/data")
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(yaml.safe_dump(config))
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", tmp, "--profile",
-               str(ROOT / "profiles" / "local"), "--cores", str(cores), "--configfile", str(cfg),
-               "--replace-workflow-config", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            tmp,
+            "--profile",
+            str(ROOT / "profiles" / "local"),
+            "--cores",
+            str(cores),
+            "--configfile",
+            str(cfg),
+            "--replace-workflow-config",
+            "--quiet",
+        ]
         times = {}
         for label in ("default_dag_s", "noop_rerun_s"):
             t0 = time.perf_counter()
@@ -153,14 +210,20 @@ def dag_times(cores: int) -> tuple[dict[str, float], dict[str, dict[str, float]]
         per_rule: dict[str, list[float]] = {}
         for record in Path(tmp).rglob("benchmarks/**/*.tsv"):  # results/ and data/
             rule = record.as_posix().split("/benchmarks/")[1].split("/")[0].removesuffix(".tsv")
-            per_rule.setdefault(rule, []).append(float(record.read_text().splitlines()[1].split("\t")[0]))
-    rules = {rule: {"jobs": len(s), "job_seconds": sum(s)} for rule, s in
-             sorted(per_rule.items(), key=lambda kv: -sum(kv[1]))}
+            per_rule.setdefault(rule, []).append(
+                float(record.read_text().splitlines()[1].split("\t")[0])
+            )
+    rules = {
+        rule: {"jobs": len(s), "job_seconds": sum(s)}
+        for rule, s in sorted(per_rule.items(), key=lambda kv: -sum(kv[1]))
+    }
     return times, rules
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--images", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=12)
@@ -174,33 +237,59 @@ def main() -> None:
     images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, n)
 
-    result = {"machine": {"device": str(device), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "platform": platform.platform(),
-                          "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}}
+    result = {
+        "machine": {
+            "device": str(device),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        }
+    }
     result["machine"]["bf16_autocast"] = devices.use_bf16("auto", device)
     ours = our_path(images, labels, args.batch, args.steps, device)
     ours32 = our_path(images, labels, args.batch, args.steps, device, bf16=False)
     classic = {w: classic_path(images, labels, args.batch, args.steps, device, w) for w in (0, 2)}
     best = max(classic.values())
-    result["training_images_per_s"] = {"ours": ours, "ours_float32": ours32, "classic_workers0": classic[0],
-                                       "classic_workers2": classic[2], "ratio_ours_vs_best_classic": ours / best,
-                                       "ratio_ours_float32_vs_best_classic": ours32 / best}
+    result["training_images_per_s"] = {
+        "ours": ours,
+        "ours_float32": ours32,
+        "classic_workers0": classic[0],
+        "classic_workers2": classic[2],
+        "ratio_ours_vs_best_classic": ours / best,
+        "ratio_ours_float32_vs_best_classic": ours32 / best,
+    }
     result["scoring_images_per_s"] = scoring_throughput()
     if not args.skip_dag:
         result["snakemake"], result["dag_rules"] = dag_times(os.cpu_count() or 1)
     OUT.mkdir(exist_ok=True)
     (OUT / "performance.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# oodrepro performance", "", f"machine: {result['machine']}", "",
-             "| training, ResNet-18 32×32, batch %d | images/s |" % args.batch, "|---|---|"]
-    lines += [f"| {k} | {v:.2f} |" if k.startswith("ratio") else f"| {k} | {v:.1f} |"
-              for k, v in result["training_images_per_s"].items()]
-    lines += ["", f"| score (fit + score, 10,000 × 512; laood: fit {LAOOD_FIT:,} × 4 layers) | images/s |", "|---|---|"]
+    lines = [
+        "# oodrepro performance",
+        "",
+        f"machine: {result['machine']}",
+        "",
+        "| training, ResNet-18 32×32, batch %d | images/s |" % args.batch,
+        "|---|---|",
+    ]
+    lines += [
+        f"| {k} | {v:.2f} |" if k.startswith("ratio") else f"| {k} | {v:.1f} |"
+        for k, v in result["training_images_per_s"].items()
+    ]
+    lines += [
+        "",
+        f"| score (fit + score, 10,000 × 512; laood: fit {LAOOD_FIT:,} × 4 layers) | images/s |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:,.0f} |" for k, v in result["scoring_images_per_s"].items()]
     if "snakemake" in result:
         lines += ["", "| Snakemake | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in result["snakemake"].items()]
         lines += ["", "| rule (default DAG) | jobs | job seconds |", "|---|---|---|"]
-        lines += [f"| {k} | {v['jobs']} | {v['job_seconds']:.1f} |" for k, v in result["dag_rules"].items()]
+        lines += [
+            f"| {k} | {v['jobs']} | {v['job_seconds']:.1f} |"
+            for k, v in result["dag_rules"].items()
+        ]
     (OUT / "performance.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -27,19 +27,29 @@ def features(n: int, rng: np.random.Generator, head: dict) -> dict:
     labels = rng.integers(0, CLASSES, n)
     centres = np.random.default_rng(7).normal(size=(CLASSES, DIM))
     h = np.maximum(centres[labels] + rng.normal(size=(n, DIM)), 0).astype(np.float32)
-    return {"labels": labels, "penultimate": h,
-            "logits": (h @ head["fc_weight"].T + head["fc_bias"]).astype(np.float32),
-            **head}
+    return {
+        "labels": labels,
+        "penultimate": h,
+        "logits": (h @ head["fc_weight"].T + head["fc_bias"]).astype(np.float32),
+        **head,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scores", nargs="+",
-                        default=["knn", "vim", "react", "dice", "ash", "rmds", "gen", "maxlogit"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scores",
+        nargs="+",
+        default=["knn", "vim", "react", "dice", "ash", "rmds", "gen", "maxlogit"],
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    head = {"fc_weight": rng.normal(size=(CLASSES, DIM)).astype(np.float32) / np.sqrt(DIM),
-            "fc_bias": rng.normal(size=CLASSES).astype(np.float32)}
+    head = {
+        "fc_weight": rng.normal(size=(CLASSES, DIM)).astype(np.float32) / np.sqrt(DIM),
+        "fc_bias": rng.normal(size=CLASSES).astype(np.float32),
+    }
     train, test = features(N_TRAIN, rng, head), features(N_TEST, rng, head)
     rows = []
     for name in args.scores:
@@ -51,10 +61,15 @@ def main() -> None:
         t2 = time.perf_counter()
         assert out.shape == (N_TEST,) and np.isfinite(out).all()
         rows.append((name, t1 - t0, t2 - t1, t2 - t0, N_TEST / (t2 - t1)))
-        print(f"{name}: fit {t1 - t0:.1f} s, score {t2 - t1:.1f} s, total {t2 - t0:.1f} s", flush=True)
-    lines = [f"# Post-hoc scores at CIFAR scale ({N_TRAIN:,} train × {DIM}, {N_TEST:,} test rows; "
-             f"{os.cpu_count()} CPUs)\n", "| score | fit s | score s | total s | test rows/s |",
-             "|---|---|---|---|---|"]
+        print(
+            f"{name}: fit {t1 - t0:.1f} s, score {t2 - t1:.1f} s, total {t2 - t0:.1f} s", flush=True
+        )
+    lines = [
+        f"# Post-hoc scores at CIFAR scale ({N_TRAIN:,} train × {DIM}, {N_TEST:,} test rows; "
+        f"{os.cpu_count()} CPUs)\n",
+        "| score | fit s | score s | total s | test rows/s |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {n} | {a:.1f} | {b:.1f} | {c:.1f} | {d:,.0f} |" for n, a, b, c, d in rows]
     OUT.mkdir(exist_ok=True)
     (OUT / "posthoc_scale.md").write_text("\n".join(lines) + "\n")

@@ -50,14 +50,16 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 mark = key_node.start_mark
-                raise ConfigError(f"{mark.name}:{mark.line + 1}: key {key!r} is given twice in one mapping "
-                                  f"(first on line {seen[key] + 1}); YAML would silently keep only the last")
+                raise ConfigError(
+                    f"{mark.name}:{mark.line + 1}: key {key!r} is given twice in one mapping "
+                    f"(first on line {seen[key] + 1}); YAML would silently keep only the last"
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
 
 def read_yaml(path) -> dict:
-    """A config file, parsed strictly: a syntax error or a duplicated key names the file and line."""
+    """A config file, parsed strictly: a syntax error or duplicated key names file and line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -65,7 +67,9 @@ def read_yaml(path) -> dict:
         loaded = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {err.problem}") from None
+        raise ConfigError(
+            f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {err.problem}"
+        ) from None
     except ConfigError as err:
         raise ConfigError(str(err).replace("<unicode string>", str(path), 1)) from None
     if not isinstance(loaded, dict):
@@ -87,8 +91,11 @@ def check_config_files(workflow_file, cli_files, replace: bool) -> None:
         if not same and set(schema()["required"]) <= set(loaded):
             path = os.path.relpath(path)
             raise ConfigError(
-                f"{path} is a complete config, but without --replace-workflow-config Snakemake merges it into "
-                f"{workflow_file} (their keys mixed). Add --replace-workflow-config, or run: make run CONFIG={path}")
+                f"{path} is a complete config, but without --replace-workflow-config Snakemake "
+                "merges it into "
+                f"{workflow_file} (their keys mixed). Add --replace-workflow-config, or run: make "
+                f"run CONFIG={path}"
+            )
 
 
 def schema() -> dict:
@@ -100,7 +107,8 @@ def _where(err: jsonschema.ValidationError) -> str:
 
 
 def validate(config: dict, cache_dir=None) -> dict:
-    """Validate `config` in place (filling defaults) and return it; raise ConfigError naming the key.
+    """Validate `config` in place (filling defaults) and return it; raise ConfigError naming the
+    key.
 
     `cache_dir` keeps the backbones' layer names between runs (see `architecture_names`)."""
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
@@ -123,7 +131,9 @@ def _non_finite(node, key: str = "") -> list[tuple[str, float]]:
     if isinstance(node, float) and not math.isfinite(node):
         return [(key or "(top level)", node)]
     if isinstance(node, dict):
-        return [hit for k, v in node.items() for hit in _non_finite(v, f"{key}.{k}" if key else str(k))]
+        return [
+            hit for k, v in node.items() for hit in _non_finite(v, f"{key}.{k}" if key else str(k))
+        ]
     if isinstance(node, list):
         return [hit for i, v in enumerate(node) for hit in _non_finite(v, f"{key}[{i}]")]
     return []
@@ -136,20 +146,27 @@ def _recipe_problems(key: str, recipe: dict, first_epoch: int = 0) -> list[str]:
     if schedule.get("kind") == "step" and "milestones" not in schedule:
         return [f"{key}.schedule: a step schedule needs milestones"]
     last = first_epoch + recipe["epochs"]
-    return [f"{key}.schedule.milestones: milestone {m} is beyond epoch {last}, the run's last"
-            for m in schedule.get("milestones", []) if m > last]
+    return [
+        f"{key}.schedule.milestones: milestone {m} is beyond epoch {last}, the run's last"
+        for m in schedule.get("milestones", [])
+        if m > last
+    ]
 
 
 def architecture_names(spec: dict, cache_dir=None) -> dict[str, list[str]]:
-    """The block names, module names, penultimate size and LA-OOD layers of the backbone `spec` builds.
+    """The block names, module names, penultimate size and LA-OOD layers of the backbone `spec`
+    builds.
 
     Building it (on torch's meta device, no weights) needs torch, whose import alone costs a
     no-op rerun over a second; so the names are cached in `cache_dir`, keyed by the spec and
     the models' source code, and torch is imported only when that key is new.
     """
     sources = sorted((Path(__file__).parent / "models").glob("*.py"))
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode() + b"blocks,modules,penultimate,laood_layers"
-                         + b"".join(p.read_bytes() for p in sources)).hexdigest()[:20]
+    key = hashlib.sha256(
+        json.dumps(spec, sort_keys=True).encode()
+        + b"blocks,modules,penultimate,laood_layers"
+        + b"".join(p.read_bytes() for p in sources)
+    ).hexdigest()[:20]
     cached = Path(cache_dir) / f"architecture-{key}.json" if cache_dir else None
     if cached is not None and cached.is_file():
         return json.loads(cached.read_text())
@@ -160,9 +177,13 @@ def architecture_names(spec: dict, cache_dir=None) -> dict[str, list[str]]:
     with torch.device("meta"):
         arch_spec = dict(spec)
         model = models.build(arch_spec.pop("arch"), **arch_spec)
-    names = {"blocks": list(model.block_names), "modules": [n for n, _ in model.named_modules() if n],
-             "penultimate": model.fc.in_features,
-             "laood_layers": [n for n, _ in features.conv_layers(model)] + ["logits"] * model.laood_logits}
+    names = {
+        "blocks": list(model.block_names),
+        "modules": [n for n, _ in model.named_modules() if n],
+        "penultimate": model.fc.in_features,
+        "laood_layers": [n for n, _ in features.conv_layers(model)]
+        + ["logits"] * model.laood_logits,
+    }
     if cached is not None:
         from .io import save_json
 
@@ -181,21 +202,36 @@ def _layer_problems(config: dict, backbone: str, cache_dir=None) -> list[str]:
     features = ["logits", "penultimate", *(f"block_{j}" for j in range(len(blocks)))]
     layer = chosen.get("mahalanobis", {}).get("layer", "penultimate")
     if "mahalanobis" in chosen and layer not in features:
-        problems.append(f"scores.mahalanobis.layer: {arch} has no feature {layer!r}; known: {', '.join(features)}")
+        problems.append(
+            f"scores.mahalanobis.layer: {arch} has no feature {layer!r}; known: "
+            f"{', '.join(features)}"
+        )
     modules = set(names["modules"])
     for i, name in enumerate(chosen.get("mahalanobis_ensemble", {}).get("layers", [])):
         if name != "penultimate" and name not in modules:
-            top = sorted({m for m in modules if m.count(".") <= 1}, key=lambda m: (m.split(".")[0], len(m), m))
-            problems.append(f"scores.mahalanobis_ensemble.layers[{i}]: {arch} has no module {name!r}; "
-                            f"e.g. {', '.join(top[:12])}, … or penultimate")
+            top = sorted(
+                {m for m in modules if m.count(".") <= 1},
+                key=lambda m: (m.split(".")[0], len(m), m),
+            )
+            problems.append(
+                f"scores.mahalanobis_ensemble.layers[{i}]: {arch} has no module {name!r}; "
+                f"e.g. {', '.join(top[:12])}, … or penultimate"
+            )
     if "vim" in chosen and not 0 < chosen["vim"].get("dim", 256) < names["penultimate"]:
-        problems.append(f"scores.vim.dim: must lie below {arch}'s penultimate size {names['penultimate']} "
-                        f"(ViM keeps the rest as the residual space)")
+        problems.append(
+            f"scores.vim.dim: must lie below {arch}'s penultimate size {names['penultimate']} "
+            f"(ViM keeps the rest as the residual space)"
+        )
     block = chosen.get("featurenorm", {}).get("block", "auto")
-    if "featurenorm" in chosen and block != "auto" and not (
-            block in blocks or (isinstance(block, int) and 0 <= block < len(blocks))):
-        problems.append(f"scores.featurenorm.block: {arch} has no block {block!r}; blocks: {', '.join(blocks)} "
-                        f"(or an index 0..{len(blocks) - 1}, or auto)")
+    if (
+        "featurenorm" in chosen
+        and block != "auto"
+        and not (block in blocks or (isinstance(block, int) and 0 <= block < len(blocks)))
+    ):
+        problems.append(
+            f"scores.featurenorm.block: {arch} has no block {block!r}; blocks: {', '.join(blocks)} "
+            f"(or an index 0..{len(blocks) - 1}, or auto)"
+        )
     return problems
 
 
@@ -217,25 +253,42 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             problems.append(f"downloads.{key}: unknown archive; known: {', '.join(data.ARCHIVES)}")
     for name in config["scores"]:
         if name not in scores.SCORES:
-            problems.append(f"scores.{name}: unknown score; known: {', '.join(sorted(scores.SCORES))}")
+            problems.append(
+                f"scores.{name}: unknown score; known: {', '.join(sorted(scores.SCORES))}"
+            )
     keep_names = set(config["training"].get("keep", {}))
     for name, bb in config["backbones"].items():
         if "pretrained" in bb and bb["pretrained"]["archive"] not in data.ARCHIVES:
-            problems.append(f"backbones.{name}.pretrained.archive: unknown archive {bb['pretrained']['archive']!r}")
+            problems.append(
+                f"backbones.{name}.pretrained.archive: unknown archive "
+                f"{bb['pretrained']['archive']!r}"
+            )
         recipe = recipe_of(config, name)
         if set(recipe.get("keep", {})) != keep_names:
-            problems.append(f"backbones.{name}.training.keep: must name the same checkpoints as training.keep")
-        where = f"backbones.{name}.training" if "training" in config["backbones"][name] else "training"
+            problems.append(
+                f"backbones.{name}.training.keep: must name the same checkpoints as training.keep"
+            )
+        where = (
+            f"backbones.{name}.training" if "training" in config["backbones"][name] else "training"
+        )
         problems += _recipe_problems(where, recipe)
         for ft in config["finetunes"]:
-            problems += _recipe_problems(f"finetunes.{ft}.training", finetune_recipe(config, name, ft))
+            problems += _recipe_problems(
+                f"finetunes.{ft}.training", finetune_recipe(config, name, ft)
+            )
         for owner, spec in config.get("watermarknn", {}).get("owners", {}).items():
-            problems += _recipe_problems(f"watermarknn.owners.{owner}.training", owner_recipe(config, name, owner),
-                                         spec.get("first_epoch", 0))
+            problems += _recipe_problems(
+                f"watermarknn.owners.{owner}.training",
+                owner_recipe(config, name, owner),
+                spec.get("first_epoch", 0),
+            )
         problems += _layer_problems(config, name, cache_dir)
     for name, wm in config["watermarks"].items():
         if wm["decay_epoch"] > wm["epochs"]:
-            problems.append(f"watermarks.{name}.decay_epoch: {wm['decay_epoch']} is beyond its {wm['epochs']} epochs")
+            problems.append(
+                f"watermarks.{name}.decay_epoch: {wm['decay_epoch']} is beyond its {wm['epochs']} "
+                "epochs"
+            )
         if wm["objective"] == "energy" and not {"t_in", "t_out"} <= set(wm):
             problems.append(f"watermarks.{name}: the energy objective needs t_in and t_out")
         if wm["objective"] == "msp" and {"t_in", "t_out"} & set(wm):
@@ -244,23 +297,34 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
     for i, variant in enumerate(config["variants"]):
         model, _, watermark = variant.rpartition("+")
         if variant not in known and not (model in known and watermark in config["watermarks"]):
-            problems.append(f"variants[{i}]: {variant!r} is neither a model ({', '.join(known)}) nor "
-                            "'<model>+<watermark>'")
+            problems.append(
+                f"variants[{i}]: {variant!r} is neither a model ({', '.join(known)}) nor "
+                "'<model>+<watermark>'"
+            )
     for name, ft in config["finetunes"].items():
-        if name in ("base",) or name.startswith(("null", "base.")) or name in config.get("watermarknn", {}).get(
-                "owners", {}):
+        if (
+            name in ("base",)
+            or name.startswith(("null", "base."))
+            or name in config.get("watermarknn", {}).get("owners", {})
+        ):
             problems.append(f"finetunes.{name}: reserved or already used name")
         if name.rpartition("+")[2] in config["watermarks"]:
             problems.append(f"finetunes.{name}: must not end in '+<watermark>'")
         if ft["from"] != "base" and ft["from"].removeprefix("base.") not in keep_names:
-            problems.append(f"finetunes.{name}.from: {ft['from']!r} is not base or base.<keep name>")
+            problems.append(
+                f"finetunes.{name}.from: {ft['from']!r} is not base or base.<keep name>"
+            )
         if "exposure" in ft and "outliers" not in bench:
             problems.append(f"finetunes.{name}.exposure: needs benchmark.outliers")
         if "exposure" in ft and "mask" in ft:
-            problems.append(f"finetunes.{name}: UMAP inside outlier exposure is not part of the method")
+            problems.append(
+                f"finetunes.{name}: UMAP inside outlier exposure is not part of the method"
+            )
     for group, members in bench.get("groups", {}).items():
         if group in bench["ood"] or group in ("mean", "-"):
-            problems.append(f"benchmark.groups.{group}: a group name must not be an OOD set or 'mean'")
+            problems.append(
+                f"benchmark.groups.{group}: a group name must not be an OOD set or 'mean'"
+            )
         for m in members:
             if m not in bench["ood"]:
                 problems.append(f"benchmark.groups.{group}: {m!r} is not in benchmark.ood")
@@ -269,12 +333,18 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             problems.append(f"variant_scores.{variant}: not one of the variants")
         for name in names:
             if name not in config["scores"]:
-                problems.append(f"variant_scores.{variant}: {name!r} is not configured under scores")
+                problems.append(
+                    f"variant_scores.{variant}: {name!r} is not configured under scores"
+                )
     wnn = config.get("watermarknn")
     if wnn:
         try:
             spec, _ = data.get(wnn["triggers"])
-            classes = config["offline"]["trigger_classes"] if spec.offline is not None else spec.num_classes
+            classes = (
+                config["offline"]["trigger_classes"]
+                if spec.offline is not None
+                else spec.num_classes
+            )
             if classes > data.get(bench["id_train"])[0].num_classes:
                 problems.append("watermarknn.triggers: trigger labels exceed the ID classes")
         except KeyError as err:
@@ -283,18 +353,29 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             source = owner["from"]
             if name in ("base", "scratch") or name.startswith("null"):
                 problems.append(f"watermarknn.owners.{name}: reserved name")
-            if source != "scratch" and source != "base" and source.removeprefix("base.") not in keep_names:
-                problems.append(f"watermarknn.owners.{name}.from: {source!r} is not scratch, base or base.<keep name>")
+            if (
+                source != "scratch"
+                and source != "base"
+                and source.removeprefix("base.") not in keep_names
+            ):
+                problems.append(
+                    f"watermarknn.owners.{name}.from: {source!r} is not scratch, base or "
+                    "base.<keep name>"
+                )
         if wnn["ownership"]["rule"] == "fixed" and "min_accuracy" not in wnn["ownership"]:
             problems.append("watermarknn.ownership: the fixed rule needs min_accuracy")
         if wnn["ownership"]["rule"] == "null-models" and "alpha" not in wnn["ownership"]:
             problems.append("watermarknn.ownership: the null-models rule needs alpha")
     for role in ("id_test", "id_train"):
         if bench[role] in bench["ood"]:
-            problems.append(f"benchmark.ood: must not contain the ID set benchmark.{role} ({bench[role]!r})")
+            problems.append(
+                f"benchmark.ood: must not contain the ID set benchmark.{role} ({bench[role]!r})"
+            )
     if bench.get("outliers") in (bench["id_train"], bench["id_test"], *bench["ood"]):
-        problems.append(f"benchmark.outliers: {bench['outliers']!r} is an ID or OOD set; outlier exposure must "
-                        "train on other data")
+        problems.append(
+            f"benchmark.outliers: {bench['outliers']!r} is an ID or OOD set; outlier exposure must "
+            "train on other data"
+        )
     if problems:
         problems = list(dict.fromkeys(problems))  # checks repeated per backbone report once
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
@@ -339,21 +420,31 @@ def finetune_recipe(config: dict, backbone: str, name: str) -> dict:
 
 def owner_recipe(config: dict, backbone: str, owner: str) -> dict:
     """A WatermarkNN owner's embedding recipe (see `derived_recipe`)."""
-    return derived_recipe(config, backbone, config["watermarknn"]["owners"][owner].get("training", {}))
+    return derived_recipe(
+        config, backbone, config["watermarknn"]["owners"][owner].get("training", {})
+    )
 
 
 def attack_recipe(config: dict, backbone: str) -> dict:
     """WatermarkNN's fine-tuning attacks: the backbone's augmentation, constant lr, no triggers."""
     attacks = config["watermarknn"]["attacks"]
     recipe = recipe_of(config, backbone)
-    return {**{k: recipe[k] for k in ("momentum", "weight_decay", "augment") if k in recipe},
-            "epochs": attacks["epochs"], "lr": attacks["lr"], "batch_size": attacks["batch_size"],
-            "schedule": {"kind": "constant"}}
+    return {
+        **{k: recipe[k] for k in ("momentum", "weight_decay", "augment") if k in recipe},
+        "epochs": attacks["epochs"],
+        "lr": attacks["lr"],
+        "batch_size": attacks["batch_size"],
+        "schedule": {"kind": "constant"},
+    }
 
 
 def model_spec(config: dict, backbone: str) -> dict:
     """Constructor arguments of a backbone: its arch and options, plus the ID class count."""
-    spec = {k: v for k, v in config["backbones"][backbone].items() if k not in ("training", "pretrained")}
+    spec = {
+        k: v
+        for k, v in config["backbones"][backbone].items()
+        if k not in ("training", "pretrained")
+    }
     spec["num_classes"] = data.get(config["benchmark"]["id_train"])[0].num_classes
     return spec
 
@@ -369,7 +460,10 @@ def variant_spec(config: dict, backbone: str, variant: str = "base") -> dict:
 
 def kept_epochs(recipe: dict) -> dict[str, int]:
     """Named checkpoints' epochs: a fraction of the run, rounded, at least epoch 1."""
-    return {name: max(1, round(frac * recipe["epochs"])) for name, frac in recipe.get("keep", {}).items()}
+    return {
+        name: max(1, round(frac * recipe["epochs"]))
+        for name, frac in recipe.get("keep", {}).items()
+    }
 
 
 def gpus_per_job(config: dict) -> int:

@@ -37,10 +37,15 @@ def use_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     wide = CHANNELS_LAST_MIN_CHANNELS
-    return all(m.out_channels >= wide and (m.in_channels >= wide or m.in_channels == 3)  # 3: the RGB stem
-               for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    return all(
+        m.out_channels >= wide and (m.in_channels >= wide or m.in_channels == 3)  # 3: the RGB stem
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    )
 
 
 def bf16_autocast(setting, device: torch.device) -> torch.autocast:
     """The autocast context of every training pass: bf16 where `use_bf16` says, else a no-op."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16(setting, device))
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16(setting, device)
+    )

@@ -52,14 +52,18 @@ def jigsaw(z: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
     tiles = z[:, :, :span, :span].unfold(2, TILE, TILE).unfold(3, TILE, TILE)  # B×C×3×3×T×T
     tiles = tiles.reshape(b, c, GRID * GRID, TILE, TILE)
     moved = tiles[torch.arange(b, device=z.device)[:, None], :, perms.to(z.device)]  # B×9×C×T×T
-    grid = moved.reshape(b, GRID, GRID, c, TILE, TILE).permute(0, 3, 1, 4, 2, 5).reshape(b, c, span, span)
+    grid = (
+        moved.reshape(b, GRID, GRID, c, TILE, TILE)
+        .permute(0, 3, 1, 4, 2, 5)
+        .reshape(b, c, span, span)
+    )
     out = torch.zeros_like(z)
     out[:, :, :span, :span] = grid
     return out
 
 
 def jigsaw_transform(n: int, seed: int):
-    """A features.extract transform that jigsaws image i of an n-image dataset with its own permutation."""
+    """A features.extract transform: image i of n is jigsawed with its own permutation."""
     perms = jigsaw_permutations(n, seed)
     return lambda z, rows: jigsaw(z, perms[rows])
 
@@ -75,7 +79,9 @@ def norm_ratio(fn_id: np.ndarray, fn_jigsaw: np.ndarray) -> np.ndarray:
     return (fn_id / np.maximum(fn_jigsaw, 1e-12)).mean(axis=0)
 
 
-def select_block(ratios: np.ndarray, block_names: list[str], block="auto", arch: str | None = None) -> int:
+def select_block(
+    ratios: np.ndarray, block_names: list[str], block="auto", arch: str | None = None
+) -> int:
     """The block index to score: argmax NormRatio (`auto`), or a pinned index or name.
 
     With `auto`, a selection that differs from the paper's block for `arch` is warned about.
@@ -84,8 +90,10 @@ def select_block(ratios: np.ndarray, block_names: list[str], block="auto", arch:
         chosen = int(np.argmax(ratios))
         expected = PAPER_BLOCK.get(arch or "")
         if expected and expected in block_names and block_names[chosen] != expected:
-            warnings.warn(f"NormRatio selected {block_names[chosen]}, the paper's {arch} uses {expected}",
-                          stacklevel=2)
+            warnings.warn(
+                f"NormRatio selected {block_names[chosen]}, the paper's {arch} uses {expected}",
+                stacklevel=2,
+            )
         return chosen
     if isinstance(block, str):
         if block not in block_names:
@@ -96,8 +104,13 @@ def select_block(ratios: np.ndarray, block_names: list[str], block="auto", arch:
     return int(block)
 
 
-def block_table(ratios: np.ndarray, names: list[str], selected: int, fn_id: np.ndarray,
-                fn_ood: dict[str, np.ndarray]) -> "pd.DataFrame":
+def block_table(
+    ratios: np.ndarray,
+    names: list[str],
+    selected: int,
+    fn_id: np.ndarray,
+    fn_ood: dict[str, np.ndarray],
+) -> "pd.DataFrame":
     """Per block: NormRatio, whether it was selected, and FeatureNorm's AUROC on every OOD set.
 
     Answers the question the paper leaves to the reader: does the block NormRatio picks
@@ -109,9 +122,18 @@ def block_table(ratios: np.ndarray, names: list[str], selected: int, fn_id: np.n
 
     rows = []
     for j, name in enumerate(names):
-        aurocs = {f"auroc {k}": ood_metrics(fn_id[:, j], v[:, j])["auroc"] for k, v in fn_ood.items()}
-        rows.append({"block": name, "normratio": float(ratios[j]), "selected": j == selected, **aurocs,
-                     "auroc mean": float(np.mean(list(aurocs.values())))})
+        aurocs = {
+            f"auroc {k}": ood_metrics(fn_id[:, j], v[:, j])["auroc"] for k, v in fn_ood.items()
+        }
+        rows.append(
+            {
+                "block": name,
+                "normratio": float(ratios[j]),
+                "selected": j == selected,
+                **aurocs,
+                "auroc mean": float(np.mean(list(aurocs.values()))),
+            }
+        )
     table = pd.DataFrame(rows)
     table["auroc rank"] = table["auroc mean"].rank(ascending=False, method="min").astype(int)
     return table

@@ -22,8 +22,13 @@ Transform = Callable[[torch.Tensor, slice], torch.Tensor]
 
 
 @torch.inference_mode()
-def extract(model: Backbone, images: np.ndarray, batch_size: int = 512, progress: bool = False,
-            transform: Transform | None = None) -> dict[str, np.ndarray]:
+def extract(
+    model: Backbone,
+    images: np.ndarray,
+    batch_size: int = 512,
+    progress: bool = False,
+    transform: Transform | None = None,
+) -> dict[str, np.ndarray]:
     """Logits, penultimate features, pooled block outputs and per-block FeatureNorm of uint8 images.
 
     `transform(z, rows)` optionally rewrites each batch in the network's normalised input
@@ -36,8 +41,11 @@ def extract(model: Backbone, images: np.ndarray, batch_size: int = 512, progress
         if transform is not None:
             z = transform(z, rows)
         out = model.forward_normalized(z, return_blocks=True)
-        items = {"logits": out.logits, "penultimate": out.penultimate,
-                 "featnorm": torch.stack([feature_norm(b) for b in out.blocks], dim=1)}
+        items = {
+            "logits": out.logits,
+            "penultimate": out.penultimate,
+            "featnorm": torch.stack([feature_norm(b) for b in out.blocks], dim=1),
+        }
         items.update({f"block_{j}": pool(b) for j, b in enumerate(out.blocks)})
         for k, v in items.items():
             parts.setdefault(k, []).append(v.float().cpu())
@@ -46,34 +54,61 @@ def extract(model: Backbone, images: np.ndarray, batch_size: int = 512, progress
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 
-def dump(model: Backbone, images: np.ndarray, labels: np.ndarray, out, batch_size: int = 512, progress=True,
-         transform: Transform | None = None) -> None:
+def dump(
+    model: Backbone,
+    images: np.ndarray,
+    labels: np.ndarray,
+    out,
+    batch_size: int = 512,
+    progress=True,
+    transform: Transform | None = None,
+) -> None:
     """Write `extract`'s arrays with the labels, block names and the classifier head (W, b:
     ReAct, DICE, ASH and ViM recompute logits from reshaped penultimate vectors)."""
     feats = extract(model, images, batch_size, progress, transform)
-    head = {"fc_weight": model.fc.weight.detach().float().cpu().numpy(),
-            "fc_bias": model.fc.bias.detach().float().cpu().numpy()}
-    save_npz(out, labels=np.asarray(labels, np.int64), block_names=np.array(model.block_names),
-             arch=np.array(model.arch), **head, **feats)
+    head = {
+        "fc_weight": model.fc.weight.detach().float().cpu().numpy(),
+        "fc_bias": model.fc.bias.detach().float().cpu().numpy(),
+    }
+    save_npz(
+        out,
+        labels=np.asarray(labels, np.int64),
+        block_names=np.array(model.block_names),
+        arch=np.array(model.arch),
+        **head,
+        **feats,
+    )
 
 
 def conv_layers(model: Backbone) -> list[tuple[str, torch.nn.Module]]:
-    """Every convolution in forward order, 1×1 shortcut convolutions excluded (LA-OOD's layer set)."""
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Conv2d) and "shortcut" not in name]
+    """Every convolution in forward order but 1×1 shortcuts (LA-OOD's layer set)."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and "shortcut" not in name
+    ]
 
 
 @torch.inference_mode()
-def extract_convs(model: Backbone, images: np.ndarray, batch_size: int = 512, progress: bool = False,
-                  logits: bool | None = None) -> dict[str, np.ndarray]:
+def extract_convs(
+    model: Backbone,
+    images: np.ndarray,
+    batch_size: int = 512,
+    progress: bool = False,
+    logits: bool | None = None,
+) -> dict[str, np.ndarray]:
     """The spatial mean of every convolution's raw output (before BatchNorm), plus the logits
     as one more layer where LA-OOD uses them (`logits=None`: the backbone's own default)."""
     model.eval()
     layers = conv_layers(model)
     use_logits = model.laood_logits if logits is None else logits
     pooled: list[list[torch.Tensor]] = [[] for _ in layers]
-    hooks = [m.register_forward_hook(lambda _m, _i, out, j=j: pooled[j].append(out.float().mean((2, 3)).cpu()))
-             for j, (_, m) in enumerate(layers)]
+    hooks = [
+        m.register_forward_hook(
+            lambda _m, _i, out, j=j: pooled[j].append(out.float().mean((2, 3)).cpu())
+        )
+        for j, (_, m) in enumerate(layers)
+    ]
     out_logits = []
     try:
         for _, x in image_batches(model, images, batch_size, "conv features", progress):
@@ -89,7 +124,17 @@ def extract_convs(model: Backbone, images: np.ndarray, batch_size: int = 512, pr
     return {"layer_names": np.array(names), **{f"layer_{j}": a for j, a in enumerate(arrays)}}
 
 
-def dump_convs(model: Backbone, images: np.ndarray, labels: np.ndarray, out, batch_size: int = 512,
-               progress=True) -> None:
-    save_npz(out, labels=np.asarray(labels, np.int64), arch=np.array(model.arch),
-             **extract_convs(model, images, batch_size, progress))
+def dump_convs(
+    model: Backbone,
+    images: np.ndarray,
+    labels: np.ndarray,
+    out,
+    batch_size: int = 512,
+    progress=True,
+) -> None:
+    save_npz(
+        out,
+        labels=np.asarray(labels, np.int64),
+        arch=np.array(model.arch),
+        **extract_convs(model, images, batch_size, progress),
+    )

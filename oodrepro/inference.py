@@ -12,10 +12,14 @@ from . import models
 
 def to_tensor(images: np.ndarray, device) -> torch.Tensor:
     """N×H×W×C array → N×C×H×W tensor on `device` (uint8 stays uint8: converted per batch)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+    return (
+        torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+    )
 
 
-def image_batches(model, images: np.ndarray, batch_size: int, desc: str | None = None, progress: bool = False):
+def image_batches(
+    model, images: np.ndarray, batch_size: int, desc: str | None = None, progress: bool = False
+):
     """Yield (rows, float batch in [0,1]) over N×H×W×C images, on the model's device: uint8
     images, or float images already in [0,1] (e.g. adversarial copies, kept unrounded)."""
     x_all = to_tensor(images, next(model.parameters()).device)
@@ -26,7 +30,9 @@ def image_batches(model, images: np.ndarray, batch_size: int, desc: str | None =
 
 
 @torch.inference_mode()
-def predict(model: models.Backbone, images: np.ndarray, head: dict | None = None, batch_size: int = 1000) -> np.ndarray:
+def predict(
+    model: models.Backbone, images: np.ndarray, head: dict | None = None, batch_size: int = 1000
+) -> np.ndarray:
     """Top-1 predictions of uint8 images in eval mode (training mode is restored); `head`
     ({weight, bias}) replaces the model's output layer on its penultimate features."""
     was_training = model.training
@@ -36,12 +42,16 @@ def predict(model: models.Backbone, images: np.ndarray, head: dict | None = None
         if head is None:
             logits = model(x)
         else:
-            logits = F.linear(model(x, return_blocks=True).penultimate, head["weight"], head["bias"])
+            logits = F.linear(
+                model(x, return_blocks=True).penultimate, head["weight"], head["bias"]
+            )
         out.append(logits.argmax(1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out)
 
 
-def accuracy(model: models.Backbone, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
+def accuracy(
+    model: models.Backbone, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
+) -> float:
     """Top-1 accuracy of uint8 images, in eval mode (training mode is restored)."""
     return float((predict(model, images, batch_size=batch_size) == np.asarray(labels)).mean())

@@ -59,7 +59,11 @@ def npz_shapes(path) -> dict[str, tuple[int, ...]]:
         for member in archive.namelist():
             with archive.open(member) as fh:
                 major, _ = np.lib.format.read_magic(fh)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if major == 1
+                    else np.lib.format.read_array_header_2_0
+                )
                 shape, _, _ = read_header(fh)
             shapes[member.removesuffix(".npy")] = shape
     return shapes
@@ -79,7 +83,7 @@ def save_torch(path, obj: Any) -> None:
 
 
 def load_torch(path, map_location="cpu") -> Any:
-    """Load a checkpoint with `weights_only=True`; a missing file is an error, never a fresh init."""
+    """Load a checkpoint `weights_only=True`; a missing file is an error, never a fresh init."""
     import torch
 
     path = Path(path)

@@ -102,12 +102,21 @@ class LayerDetector:
         for i in range(0, len(z), batch):
             zb = z[i : i + batch]
             d2 = (zb**2).sum(1)[:, None] + sv_sq[None] - 2 * zb @ self.support.T
-            out[i : i + batch] = np.exp(-self.gamma * np.maximum(d2, 0)) @ self.dual_coef + self.intercept
+            out[i : i + batch] = (
+                np.exp(-self.gamma * np.maximum(d2, 0)) @ self.dual_coef + self.intercept
+            )
         return out
 
 
-def fit_layer(h: np.ndarray, gammas=GAMMAS, nu: float = NU, val_fraction: float = 0.3, split_seed: int = 42,
-              edge_threshold: float = 0.01, shift_rule: str = "code") -> LayerDetector:
+def fit_layer(
+    h: np.ndarray,
+    gammas=GAMMAS,
+    nu: float = NU,
+    val_fraction: float = 0.3,
+    split_seed: int = 42,
+    edge_threshold: float = 0.01,
+    shift_rule: str = "code",
+) -> LayerDetector:
     """Standardise, choose γ by SDS on a 70/30 split of the ID vectors, refit on all of them."""
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
@@ -128,14 +137,25 @@ def fit_layer(h: np.ndarray, gammas=GAMMAS, nu: float = NU, val_fraction: float 
     gamma = choose_gamma(errors)
     if gamma is None:  # the code's fallback
         gamma, nu = 1.0 / (train_x.shape[1] * train_x.std()), 0.5
-        warnings.warn(f"no γ beat error 1.0; falling back to γ = {gamma:.3g}, ν = 0.5", stacklevel=2)
+        warnings.warn(
+            f"no γ beat error 1.0; falling back to γ = {gamma:.3g}, ν = 0.5", stacklevel=2
+        )
     svm = OneClassSVM(kernel="rbf", gamma=gamma, nu=nu).fit(x)
-    return LayerDetector(scaler.mean_, scaler.scale_, svm.support_vectors_, svm.dual_coef_.ravel(),
-                         float(svm.intercept_[0]), float(gamma), float(nu), errors)
+    return LayerDetector(
+        scaler.mean_,
+        scaler.scale_,
+        svm.support_vectors_,
+        svm.dual_coef_.ravel(),
+        float(svm.intercept_[0]),
+        float(gamma),
+        float(nu),
+        errors,
+    )
 
 
-def fit(layers: list[np.ndarray], n_jobs: int = 1, max_fit: int | None = None, seed: int = 0,
-        **kwargs) -> list[LayerDetector]:
+def fit(
+    layers: list[np.ndarray], n_jobs: int = 1, max_fit: int | None = None, seed: int = 0, **kwargs
+) -> list[LayerDetector]:
     """One detector per layer, fitted in parallel; `max_fit` subsamples the ID vectors (seeded)."""
     from joblib import Parallel, delayed
 
@@ -161,13 +181,23 @@ def score(decision_values: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- storage as arrays
 def to_arrays(detectors: list[LayerDetector], names: list[str]) -> dict[str, np.ndarray]:
-    out = {"layer_names": np.array(names), "gamma": np.array([d.gamma for d in detectors]),
-           "nu": np.array([d.nu for d in detectors]),
-           "error_grid": np.array([[d.errors.get(g, np.nan) for g in GAMMAS] for d in detectors]),
-           "gamma_grid": np.array(GAMMAS)}
+    out = {
+        "layer_names": np.array(names),
+        "gamma": np.array([d.gamma for d in detectors]),
+        "nu": np.array([d.nu for d in detectors]),
+        "error_grid": np.array([[d.errors.get(g, np.nan) for g in GAMMAS] for d in detectors]),
+        "gamma_grid": np.array(GAMMAS),
+    }
     for i, d in enumerate(detectors):
-        out.update({f"l{i}_mean": d.mean, f"l{i}_scale": d.scale, f"l{i}_support": d.support,
-                    f"l{i}_dual_coef": d.dual_coef, f"l{i}_intercept": np.array(d.intercept)})
+        out.update(
+            {
+                f"l{i}_mean": d.mean,
+                f"l{i}_scale": d.scale,
+                f"l{i}_support": d.support,
+                f"l{i}_dual_coef": d.dual_coef,
+                f"l{i}_intercept": np.array(d.intercept),
+            }
+        )
     return out
 
 
@@ -211,8 +241,16 @@ def layer_memory_mb(n: int, dim: int) -> int:
 
 def from_arrays(state: dict[str, np.ndarray]) -> list[LayerDetector]:
     return [
-        LayerDetector(state[f"l{i}_mean"], state[f"l{i}_scale"], state[f"l{i}_support"], state[f"l{i}_dual_coef"],
-                      float(state[f"l{i}_intercept"]), float(state["gamma"][i]), float(state["nu"][i]), {})
+        LayerDetector(
+            state[f"l{i}_mean"],
+            state[f"l{i}_scale"],
+            state[f"l{i}_support"],
+            state[f"l{i}_dual_coef"],
+            float(state[f"l{i}_intercept"]),
+            float(state["gamma"][i]),
+            float(state["nu"][i]),
+            {},
+        )
         for i in range(len(state["layer_names"]))
     ]
 
@@ -226,11 +264,20 @@ def layer_table(state: dict, d_id: np.ndarray, d_ood: dict[str, np.ndarray]) -> 
 
     names = [str(n) for n in state["layer_names"]]
     decides_id = np.bincount(d_id.argmin(1), minlength=len(names)) / len(d_id)
-    decides_ood = np.mean([np.bincount(d.argmin(1), minlength=len(names)) / len(d) for d in d_ood.values()], axis=0)
+    decides_ood = np.mean(
+        [np.bincount(d.argmin(1), minlength=len(names)) / len(d) for d in d_ood.values()], axis=0
+    )
     rows = []
     for j, name in enumerate(names):
         aurocs = {f"auroc {k}": ood_metrics(d_id[:, j], d[:, j])["auroc"] for k, d in d_ood.items()}
-        rows.append({"layer": name, "gamma": float(state["gamma"][j]), **aurocs,
-                     "auroc mean": float(np.mean(list(aurocs.values()))),
-                     "decides ID": float(decides_id[j]), "decides OOD": float(decides_ood[j])})
+        rows.append(
+            {
+                "layer": name,
+                "gamma": float(state["gamma"][j]),
+                **aurocs,
+                "auroc mean": float(np.mean(list(aurocs.values()))),
+                "decides ID": float(decides_id[j]),
+                "decides OOD": float(decides_ood[j]),
+            }
+        )
     return pd.DataFrame(rows)

@@ -35,25 +35,38 @@ def other_snakemake_runs(directory: Path) -> list[int] | None:
             cwd = Path(os.readlink(entry / "cwd"))
         except OSError:  # gone, or not ours to read
             continue
-        if cwd == directory and any(part.endswith(b"snakemake") or part == b"snakemake" for part in cmdline):
+        if cwd == directory and any(
+            part.endswith(b"snakemake") or part == b"snakemake" for part in cmdline
+        ):
             found.append(int(entry.name))
     return sorted(found)
 
 
 def release_stale_lock(snakemake: list[str], directory: Path) -> None:
-    """Unlock the directory if a killed run left its lock and no other run is alive; if one is, say so."""
+    """Unlock the directory if a killed run left its lock and no other run is alive.
+
+    If one is alive, say so instead."""
     locks = directory / ".snakemake" / "locks"
     if not locks.is_dir() or not any(locks.iterdir()):
         return
     others = other_snakemake_runs(directory)
     if others:
-        sys.exit(f"make run: another Snakemake run works in this directory (pid {', '.join(map(str, others))}); "
-                 "wait for it to finish, or stop it and run make run again")
+        sys.exit(
+            "make run: another Snakemake run works in this directory (pid "
+            f"{', '.join(map(str, others))}); "
+            "wait for it to finish, or stop it and run make run again"
+        )
     if others is None:
-        print("make run: this directory is locked. If no other run is working here, unlock it with\n"
-              f"  {' '.join(snakemake)} --unlock\nand run make run again.", file=sys.stderr)
+        print(
+            "make run: this directory is locked. If no other run is working here, unlock it with\n"
+            f"  {' '.join(snakemake)} --unlock\nand run make run again.",
+            file=sys.stderr,
+        )
         return
-    print("make run: a killed run left its lock and no other Snakemake run works here: unlocking.", file=sys.stderr)
+    print(
+        "make run: a killed run left its lock and no other Snakemake run works here: unlocking.",
+        file=sys.stderr,
+    )
     subprocess.run([*snakemake, "--unlock"], check=True, stdout=subprocess.DEVNULL)
 
 
@@ -62,7 +75,10 @@ def main(argv: list[str]) -> int:
         sys.exit("usage: python -m oodrepro.launch CONFIG -- SNAKEMAKE_COMMAND...")
     config_file, snakemake = argv[0], argv[2:]
     if not Path(config_file).is_file():
-        sys.exit(f"make run: no config file {config_file!r} (the default is config.yaml; presets are in presets/)")
+        sys.exit(
+            f"make run: no config file {config_file!r} (the default is config.yaml; presets are in "
+            "presets/)"
+        )
     try:
         validate(read_yaml(config_file), cache_dir=".snakemake/oodrepro")
     except ConfigError as err:

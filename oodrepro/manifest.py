@@ -15,8 +15,19 @@ from pathlib import Path
 
 from .runtime import nvidia_gpus
 
-PACKAGES = ("oodrepro", "torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", "matplotlib", "pillow",
-            "snakemake", "snakemake-executor-plugin-slurm")
+PACKAGES = (
+    "oodrepro",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "matplotlib",
+    "pillow",
+    "snakemake",
+    "snakemake-executor-plugin-slurm",
+)
 
 
 def now() -> str:
@@ -40,13 +51,19 @@ def versions() -> dict[str, str | None]:
 
 def git_state(repo: Path) -> dict:
     """The commit of the workflow's checkout and whether it had uncommitted changes."""
+
     def git(*args):
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10
+        )
 
     head = git("rev-parse", "HEAD") if shutil.which("git") else None
     if head is None or head.returncode != 0:
         return {"commit": None, "dirty": None}
-    return {"commit": head.stdout.strip(), "dirty": bool(git("status", "--porcelain", "--untracked-files=no").stdout)}
+    return {
+        "commit": head.stdout.strip(),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no").stdout),
+    }
 
 
 def devices(requested: str) -> dict:
@@ -54,8 +71,11 @@ def devices(requested: str) -> dict:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     return {"requested": requested, "cpu": cpu, "gpus": nvidia_gpus()}
 
@@ -68,7 +88,16 @@ def mark_start(path) -> None:
 
 
 def build(config: dict, repo: Path, started: str | None) -> dict:
-    marks = {"REHEARSAL": config["rehearsal"]} if "rehearsal" in config else {}  # a rehearsal says so first
-    return {**marks, "started": started, "finished": now(), "config_sha256": config_hash(config),
-            "git": git_state(repo), "device": devices(config.get("device", "auto")), "versions": versions(),
-            "platform": platform.platform()}
+    marks = (
+        {"REHEARSAL": config["rehearsal"]} if "rehearsal" in config else {}
+    )  # a rehearsal says so first
+    return {
+        **marks,
+        "started": started,
+        "finished": now(),
+        "config_sha256": config_hash(config),
+        "git": git_state(repo),
+        "device": devices(config.get("device", "auto")),
+        "versions": versions(),
+        "platform": platform.platform(),
+    }

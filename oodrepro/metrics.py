@@ -33,7 +33,9 @@ def binary_curve(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarr
     order = np.argsort(s, kind="stable")[::-1]
     s = s[order]
     is_pos = (order < len(pos)).astype(np.int64)
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each run of equal scores
+    last = np.r_[
+        np.flatnonzero(np.diff(s)), len(s) - 1
+    ]  # the last index of each run of equal scores
     tps = np.cumsum(is_pos)[last]
     return 1 + last - tps, tps, s[last]
 
@@ -85,7 +87,9 @@ def _fpr_interp(pos: np.ndarray, neg: np.ndarray, tpr: float) -> float:
 _FPR = {"first_ge": _fpr_first_ge, "closest": _fpr_closest, "interp": _fpr_interp}
 
 
-def fpr_at_tpr(s_id, s_ood, rule: str = "first_ge", positive: str = "id", tpr: float = 0.95) -> float:
+def fpr_at_tpr(
+    s_id, s_ood, rule: str = "first_ge", positive: str = "id", tpr: float = 0.95
+) -> float:
     s_id, s_ood = np.asarray(s_id, np.float64), np.asarray(s_ood, np.float64)
     if rule not in _FPR:
         raise ValueError(f"unknown FPR rule {rule!r}; one of {FPR_RULES}")
@@ -163,25 +167,56 @@ def metrics_table(
         if subsample:
             rng = np.random.default_rng([subsample.get("seed", 0), len(per_set)])
             k = min(subsample["n"], len(b))
-            draws = [ood_metrics(a, b[rng.choice(len(b), size=k, replace=False)], fpr_rule, fpr_positive, aupr)
-                     for _ in range(subsample.get("draws", 5))]
+            draws = [
+                ood_metrics(
+                    a, b[rng.choice(len(b), size=k, replace=False)], fpr_rule, fpr_positive, aupr
+                )
+                for _ in range(subsample.get("draws", 5))
+            ]
             per_set[name] = {m: float(np.mean([d[m] for d in draws])) for m in draws[0]}
             b = b[:k]  # only the count is reported
         else:
             per_set[name] = ood_metrics(a, b, fpr_rule, fpr_positive, aupr)
         for metric, value in per_set[name].items():
-            rows.append({"ood_set": name, "metric": metric, "value": value, "n_id": len(a), "n_ood": len(b)})
+            rows.append(
+                {"ood_set": name, "metric": metric, "value": value, "n_id": len(a), "n_ood": len(b)}
+            )
     counts = {r["ood_set"]: (r["n_id"], r["n_ood"]) for r in rows}
     for group, members in {**(groups or {}), "mean": list(s_ood)}.items():
         for metric in next(iter(per_set.values())):
             value = float(np.mean([per_set[m][metric] for m in members]))
-            rows.append({"ood_set": group, "metric": metric, "value": value,
-                         "n_id": max(counts[m][0] for m in members), "n_ood": sum(counts[m][1] for m in members)})
-    rows.append({"ood_set": "-", "metric": "id_accuracy", "value": id_accuracy, "n_id": len(s_id), "n_ood": 0})
+            rows.append(
+                {
+                    "ood_set": group,
+                    "metric": metric,
+                    "value": value,
+                    "n_id": max(counts[m][0] for m in members),
+                    "n_ood": sum(counts[m][1] for m in members),
+                }
+            )
+    rows.append(
+        {
+            "ood_set": "-",
+            "metric": "id_accuracy",
+            "value": id_accuracy,
+            "n_id": len(s_id),
+            "n_ood": 0,
+        }
+    )
     frame = pd.DataFrame(rows)
     for k, v in context.items():
         frame[k] = v
     frame["fpr_rule"], frame["fpr_positive"] = fpr_rule, fpr_positive
     frame["aupr_mode"], frame["balance"] = aupr, balance
-    order = KEYS + ["ood_set", "metric", "value", "n_id", "n_ood", "fpr_rule", "fpr_positive", "aupr_mode", "balance"]
+    order = KEYS + [
+        "ood_set",
+        "metric",
+        "value",
+        "n_id",
+        "n_ood",
+        "fpr_rule",
+        "fpr_positive",
+        "aupr_mode",
+        "balance",
+    ]
     return frame[order]

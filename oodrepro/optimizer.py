@@ -15,12 +15,27 @@ import torch
 
 
 class SGD:
-    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False, dampening: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        dampening: float = 0.0,
+    ):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and no dampening")
-        self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum, "dampening": dampening,
-                              "weight_decay": weight_decay, "nesterov": nesterov}]
+        self.param_groups = [
+            {
+                "params": list(params),
+                "lr": lr,
+                "momentum": momentum,
+                "dampening": dampening,
+                "weight_decay": weight_decay,
+                "nesterov": nesterov,
+            }
+        ]
         self.buffers: dict[int, torch.Tensor] = {}  # momentum buffer by parameter position
 
     def _params(self):
@@ -58,13 +73,23 @@ class SGD:
             settings = {k: v for k, v in group.items() if k != "params"}
             groups.append({**settings, "params": list(range(start, start + n))})
             start += n
-        return {"state": {i: {"momentum_buffer": b} for i, b in self.buffers.items()}, "param_groups": groups}
+        return {
+            "state": {i: {"momentum_buffer": b} for i, b in self.buffers.items()},
+            "param_groups": groups,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        if [len(g["params"]) for g in state["param_groups"]] != [len(g["params"]) for g in self.param_groups]:
+        if [len(g["params"]) for g in state["param_groups"]] != [
+            len(g["params"]) for g in self.param_groups
+        ]:
             raise ValueError("the optimiser state belongs to a different set of parameters")
         params = self._params()
         for group, saved in zip(self.param_groups, state["param_groups"]):
-            group.update({k: saved[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov")})
-        self.buffers = {int(i): s["momentum_buffer"].to(params[int(i)].device).clone()
-                        for i, s in state["state"].items() if s.get("momentum_buffer") is not None}
+            group.update(
+                {k: saved[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov")}
+            )
+        self.buffers = {
+            int(i): s["momentum_buffer"].to(params[int(i)].device).clone()
+            for i, s in state["state"].items()
+            if s.get("momentum_buffer") is not None
+        }

@@ -23,6 +23,7 @@ from .inference import to_tensor
 from .optimizer import SGD
 from .training import Trainer, augment
 
+
 def oe_term(z_out: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the uniform distribution: logsumexp(z) − mean_k z_k, averaged."""
     return (torch.logsumexp(z_out, 1) - z_out.mean(1)).mean()
@@ -55,11 +56,15 @@ class BayesianHead:
     def __init__(self, sigma: float, sigma_n: float, target: float):
         self.sigma, self.sigma_n, self.target = sigma, sigma_n, target
 
-    def posterior(self, phi_in: np.ndarray, phi_out: np.ndarray, rng: np.random.Generator, id_copies: int = 1):
+    def posterior(
+        self, phi_in: np.ndarray, phi_out: np.ndarray, rng: np.random.Generator, id_copies: int = 1
+    ):
         phi_in, phi_out = phi_in.astype(np.float64), phi_out.astype(np.float64)
         eps = rng.normal(0, np.sqrt(self.sigma_n))  # one scalar shared by every target
         gram = id_copies * phi_in.T @ phi_in + phi_out.T @ phi_out
-        moment = id_copies * phi_in.sum(0) * (-self.target + eps) + phi_out.sum(0) * (self.target + eps)
+        moment = id_copies * phi_in.sum(0) * (-self.target + eps) + phi_out.sum(0) * (
+            self.target + eps
+        )
         precision = np.eye(phi_in.shape[1]) / self.sigma + gram / self.sigma_n
         inv = np.linalg.inv(precision)
         inv = (inv + inv.T) / 2
@@ -91,8 +96,17 @@ class Exposure(Trainer):
 
     name = ""
 
-    def __init__(self, outliers: np.ndarray, n_select: int, params: dict, spec: dict, crop_padding: int,
-                 flip: bool, seed: int, device):
+    def __init__(
+        self,
+        outliers: np.ndarray,
+        n_select: int,
+        params: dict,
+        spec: dict,
+        crop_padding: int,
+        flip: bool,
+        seed: int,
+        device,
+    ):
         self.params, self.spec = dict(params), dict(spec)
         self.pool = to_tensor(outliers, device)
         self.n_select = min(n_select, len(outliers))
@@ -102,7 +116,8 @@ class Exposure(Trainer):
         rng = np.random.default_rng(seed)
         self.selected = np.sort(rng.choice(len(outliers), self.n_select, replace=False))
         self.order = torch.arange(self.n_select)
-        self.model = None  # the network being fine-tuned, set by `bind`: steps run on it, POEM scores the pool with it
+        # the network being fine-tuned, set by `bind`: steps run on it, POEM scores the pool with it
+        self.model = None
 
     def bind(self, model) -> None:
         self.model = model
@@ -160,7 +175,9 @@ class EnergyExposure(Exposure):
     name = "energy-oe"
 
     def term(self, z_in, z_out):
-        return energy_term(z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0))
+        return energy_term(
+            z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0)
+        )
 
 
 class POEM(EnergyExposure):
@@ -202,7 +219,9 @@ class POEM(EnergyExposure):
         if self._fed_out:
             if self.buffer_in is None:
                 self.buffer_in = torch.cat(self._fed_in)
-            self.buffer_out = [*self.buffer_out, torch.cat(self._fed_out)][-self.params.get("buffer", 4) :]
+            self.buffer_out = [*self.buffer_out, torch.cat(self._fed_out)][
+                -self.params.get("buffer", 4) :
+            ]
         self._fed_in, self._fed_out = [], []
 
     def _thompson_selection(self, epoch: int) -> np.ndarray:
@@ -212,8 +231,11 @@ class POEM(EnergyExposure):
         in eval mode, of the memory: epoch 0's ID images counted min(e, buffer) times (the
         official buffer repeats them) and the outliers fed in each of the last `buffer` epochs.
         """
-        head = BayesianHead(self.params.get("sigma", 20.0), self.params.get("sigma_n", 0.5),
-                            self.params.get("target", 3.9))
+        head = BayesianHead(
+            self.params.get("sigma", 20.0),
+            self.params.get("sigma_n", 0.5),
+            self.params.get("target", 3.9),
+        )
         rng = np.random.default_rng([self.seed, epoch])
         phi_pool = pool_features(self.model, self.pool)
         if self.buffer_in is None:
@@ -221,7 +243,9 @@ class POEM(EnergyExposure):
         else:
             phi_in = pool_features(self.model, self.buffer_in)
             phi_out = np.concatenate([pool_features(self.model, b) for b in self.buffer_out])
-            theta = head.thompson(phi_in, phi_out, rng, id_copies=min(epoch, self.params.get("buffer", 4)))
+            theta = head.thompson(
+                phi_in, phi_out, rng, id_copies=min(epoch, self.params.get("buffer", 4))
+            )
         return boundary_outliers(theta, phi_pool, self.n_select)
 
     def step(self, model, x, y, b, gen, opt, autocast=contextlib.nullcontext()):
@@ -268,7 +292,9 @@ class DOE(Exposure):
         with autocast:
             if self.epoch >= self.params.get("warmup", 5):
                 return self._doe_step(self.model, x, y, x_out, gen, opt)
-            return self.joint_step(self.model, x, y, x_out, opt, clip=self.params.get("clip", 1.0))  # doe_final.py
+            return self.joint_step(
+                self.model, x, y, x_out, opt, clip=self.params.get("clip", 1.0)
+            )  # doe_final.py
 
     def _doe_step(self, model, x, y, x_out, gen, opt):
         """Perturb θ toward the proxy's worst-case OE direction, take an OE step there, undo the
@@ -284,8 +310,9 @@ class DOE(Exposure):
         if self.proxy is None:
             spec = {**self.spec, **({"dropout": 0.0} if "dropout" in self.spec else {})}
             self.proxy = models.build(**spec).to(x.device)
-            self.proxy_opt = SGD(self.proxy.parameters(), lr=p.get("proxy_lr", 1.0), momentum=0.9,
-                                             weight_decay=1e-4)
+            self.proxy_opt = SGD(
+                self.proxy.parameters(), lr=p.get("proxy_lr", 1.0), momentum=0.9, weight_decay=1e-4
+            )
             if self._pending_proxy_opt:
                 self.proxy_opt.load_state_dict(self._pending_proxy_opt)
         both, n = torch.cat([x, x_out]), len(x)
@@ -304,7 +331,9 @@ class DOE(Exposure):
                 d = d / (d.norm() + 1e-12) * w.norm()
                 prev = self.direction.get(name)
                 ema = p.get("ema", 0.6)
-                self.direction[name] = d if prev is None else ema * prev.to(d.device) + (1 - ema) * d
+                self.direction[name] = (
+                    d if prev is None else ema * prev.to(d.device) + (1 - ema) * d
+                )
                 w.add_(gamma * self.direction[name])
         clip = p.get("clip", 1.0)
         loss_out = p["weight"] * oe_term(model(both)[n:])
@@ -324,7 +353,9 @@ class DOE(Exposure):
         return (loss_in + loss_out).detach(), z_in.detach()
 
 
-METHODS: dict[str, type[Exposure]] = {cls.name: cls for cls in (OutlierExposure, EnergyExposure, POEM, DOE)}
+METHODS: dict[str, type[Exposure]] = {
+    cls.name: cls for cls in (OutlierExposure, EnergyExposure, POEM, DOE)
+}
 
 
 def make(method: str, *args, **kwargs) -> Exposure:
@@ -352,4 +383,3 @@ def pool_features(model, pool_uint8: torch.Tensor, batch_size: int = 1000) -> np
         out.append(model(x, return_blocks=True).penultimate.float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
-

@@ -14,7 +14,8 @@ The shrink rule (docs/rehearsal.md) changes budgets only, never a method's optio
   `first_epoch` scaled by the backbone recipe's factor, below its new epochs; DOE's
   `warmup`: at most WARMUP (so the perturbed epochs run);
 - every `batch_size`: at most BATCH;
-- each archive: about STANDIN_IMAGES images (CIFAR-10: 80 training, 16 test; CIFAR-100: 100 of each);
+- each archive: about STANDIN_IMAGES images (CIFAR-10: 80 training, 16 test; CIFAR-100: 100 of
+each);
   `dataset_options.*.sample`: at most SAMPLE; offline `n_ood` / `n_outliers`: at most OFFLINE_N;
 - LA-OOD `max_fit`: at most MAX_FIT (null = all becomes MAX_FIT); the Mahalanobis ensemble's
   `n_fit`: at most N_FIT; Unleashing Mask's mask `draws`: at most DRAWS;
@@ -44,8 +45,10 @@ ROOT = "rehearsal"
 EPOCHS, WARMUP, BATCH = 2, 1, 32
 STANDIN_IMAGES, SAMPLE, OFFLINE_N = 32, 16, 32
 MAX_FIT, N_FIT, DRAWS, NULL_MODELS, SUBSAMPLE_N = 32, 8, 2, 2, 16
-BANNER = ("REHEARSAL of {of} on stand-in data with shrunk budgets (docs/rehearsal.md): "
-          "these numbers test the pipeline; they are not a reproduction.")
+BANNER = (
+    "REHEARSAL of {of} on stand-in data with shrunk budgets (docs/rehearsal.md): "
+    "these numbers test the pipeline; they are not a reproduction."
+)
 
 
 def _scale(value: int, factor: float, top: int, bottom: int = 1) -> int:
@@ -98,7 +101,9 @@ def shrink(config: dict) -> dict:
         for owner in wnn["owners"].values():
             _shrink_recipe(owner.get("training", {}), base)
             if "first_epoch" in owner:
-                owner["first_epoch"] = _scale(owner["first_epoch"], base, c["training"]["epochs"] - 1, 0)
+                owner["first_epoch"] = _scale(
+                    owner["first_epoch"], base, c["training"]["epochs"] - 1, 0
+                )
         wnn["attacks"]["epochs"] = min(wnn["attacks"]["epochs"], EPOCHS)
         wnn["null_models"] = min(wnn["null_models"], NULL_MODELS)
     _cap(c, "batch_size", BATCH)
@@ -138,7 +143,7 @@ def folder(preset) -> Path:
 
 
 def prepare(preset) -> Path:
-    """Write the stand-in archives and the rehearsal config of `preset`; returns the config's path."""
+    """Write the stand-in archives and rehearsal config of `preset`; returns the config's path."""
     full = cfg.load(preset, cache_dir=".snakemake/oodrepro")
     base = folder(preset)
     c = shrink(full)
@@ -148,28 +153,53 @@ def prepare(preset) -> Path:
     names = archives_needed(full)
     missing = [n for n in names if not (base / "standins" / n).exists()]
     standins.build(missing, base / "standins", STANDIN_IMAGES)
-    c["downloads"] = {n: {"url": (base / "standins" / n).resolve().as_uri(),
-                          "sha256": file_digest(base / "standins" / n, "sha256")} for n in names}
+    c["downloads"] = {
+        n: {
+            "url": (base / "standins" / n).resolve().as_uri(),
+            "sha256": file_digest(base / "standins" / n, "sha256"),
+        }
+        for n in names
+    }
     cfg.validate(copy.deepcopy(c), cache_dir=".snakemake/oodrepro")
     path = base / "config.yaml"
-    save_text(path, f"# {c['rehearsal']['banner']}\n# Written by `python -m oodrepro.rehearsal prepare {preset}`.\n"
-              + yaml.safe_dump(c, sort_keys=False))
+    save_text(
+        path,
+        f"# {c['rehearsal']['banner']}\n# Written by `python -m oodrepro.rehearsal prepare "
+        f"{preset}`.\n" + yaml.safe_dump(c, sort_keys=False),
+    )
     return path
 
 
 # --------------------------------------------------------------------------- cost estimate
-TRAINERS = {"train_backbone", "train_null_model", "embed_watermark", "attack_watermark", "finetune_model",
-            "learn_watermark"}
+TRAINERS = {
+    "train_backbone",
+    "train_null_model",
+    "embed_watermark",
+    "attack_watermark",
+    "finetune_model",
+    "learn_watermark",
+}
 EVALUATED = {"dump_features", "score", "compute_metrics", "fit_network_detector"}
-STAGES = {"download_archive": "data", "convert_dataset": "data", "generate_offline_dataset": "data",
-          "import_pretrained_backbone": "training", "estimate_loss_constraint": "training",
-          "dump_features": "features", "fit_detector": "scores", "score": "scores",
-          "compute_metrics": "metrics and report", "laood": "LA-OOD fits"}
+STAGES = {
+    "download_archive": "data",
+    "convert_dataset": "data",
+    "generate_offline_dataset": "data",
+    "import_pretrained_backbone": "training",
+    "estimate_loss_constraint": "training",
+    "dump_features": "features",
+    "fit_detector": "scores",
+    "score": "scores",
+    "compute_metrics": "metrics and report",
+    "laood": "LA-OOD fits",
+}
 
 
 def dataset_sizes(data_dir: Path) -> dict[str, int]:
     """Images in each dataset file a run made (read from the array headers)."""
-    return {npz.stem: npz_shapes(npz)["images"][0] for npz in sorted((data_dir / "datasets").glob("*.npz"))}
+    return {
+        npz.stem: npz_shapes(npz)["images"][0]
+        for npz in sorted((data_dir / "datasets").glob("*.npz"))
+    }
 
 
 def full_size(config: dict, name: str, rehearsed: int) -> int:
@@ -203,22 +233,42 @@ def benchmark_records(base: Path) -> pd.DataFrame:
     for tsv in sorted(base.rglob("benchmarks/**/*.tsv")):
         parts = tsv.relative_to(base).parts
         at = parts.index("benchmarks")
-        inside = parts[at + 1:]
+        inside = parts[at + 1 :]
         rule = inside[0].removesuffix(".tsv")
         stem = tsv.stem
         if rule == "fit_detector" and stem.startswith("laood"):
             rule = "laood"
         arch = parts[at - 2] if at >= 2 and parts[at - 1].startswith("seed") else ""
         record = pd.read_csv(tsv, sep="\t").iloc[-1]
-        rows.append({"rule": rule, "arch": arch, "stem": stem, "seconds": float(record["s"]),
-                     "rss_mb": float(pd.to_numeric(record["max_rss"], errors="coerce") or 0.0)})
+        rows.append(
+            {
+                "rule": rule,
+                "arch": arch,
+                "stem": stem,
+                "seconds": float(record["s"]),
+                "rss_mb": float(pd.to_numeric(record["max_rss"], errors="coerce") or 0.0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-STAGE_ORDER = ["data", "training", "features", "scores", "LA-OOD fits", "metrics and report", "analysis and plots"]
-TRAIN_LOGS = {"train_backbone": "train_log.csv", "train_null_model": "watermarknn/{stem}/train_log.csv",
-              "embed_watermark": "watermarknn/{stem}/train_log.csv", "finetune_model": "finetune/{stem}.csv",
-              "attack_watermark": "watermarknn/{owner}/{attack}.csv", "learn_watermark": "watermark/{stem}.csv"}
+STAGE_ORDER = [
+    "data",
+    "training",
+    "features",
+    "scores",
+    "LA-OOD fits",
+    "metrics and report",
+    "analysis and plots",
+]
+TRAIN_LOGS = {
+    "train_backbone": "train_log.csv",
+    "train_null_model": "watermarknn/{stem}/train_log.csv",
+    "embed_watermark": "watermarknn/{stem}/train_log.csv",
+    "finetune_model": "finetune/{stem}.csv",
+    "attack_watermark": "watermarknn/{owner}/{attack}.csv",
+    "learn_watermark": "watermark/{stem}.csv",
+}
 
 
 def _manifest(base: Path, config: dict) -> tuple[str, float | None]:
@@ -233,7 +283,9 @@ def _manifest(base: Path, config: dict) -> tuple[str, float | None]:
     name = f"GPU {device['gpus'][0]}" if on_gpu else f"CPU {device['cpu']}"
     if not found.get("started"):
         return name, None
-    return name, (datetime.fromisoformat(found["finished"]) - datetime.fromisoformat(found["started"])).total_seconds()
+    return name, (
+        datetime.fromisoformat(found["finished"]) - datetime.fromisoformat(found["started"])
+    ).total_seconds()
 
 
 def _epoch_seconds(run: Path, rule: str, stem: str) -> float | None:
@@ -263,7 +315,9 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     reh = cfg.load(base / "config.yaml", cache_dir=".snakemake/oodrepro")
     jobs = benchmark_records(base)
     if jobs.empty:
-        raise FileNotFoundError(f"no benchmark records under {base}: run `make rehearse CONFIG={preset}` first")
+        raise FileNotFoundError(
+            f"no benchmark records under {base}: run `make rehearse CONFIG={preset}` first"
+        )
     n_reh = dataset_sizes(Path(reh["data"]))
     n_full = {k: full_size(full, k, v) for k, v in n_reh.items()}
     bench = full["benchmark"]
@@ -290,8 +344,13 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
             run = base / "results" / bench["name"] / job.arch / f"seed{reh['seeds'][0]}"
             epoch_s = _epoch_seconds(run, job.rule, job.stem)
             if epoch_s:
-                throughput.append({"rule": job.rule, "arch": job.arch,
-                                   "images/s": n_reh[bench["id_train"]] * epochs_r / epoch_s})
+                throughput.append(
+                    {
+                        "rule": job.rule,
+                        "arch": job.arch,
+                        "images/s": n_reh[bench["id_train"]] * epochs_r / epoch_s,
+                    }
+                )
         elif job.rule == "estimate_loss_constraint":
             held, work = train, full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"]
         elif job.rule == "dump_features":
@@ -301,36 +360,81 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
             held, per_image = evaluated, feature_bytes
         elif job.rule == "fit_detector":
             held, per_image = train, feature_bytes
-            work = images(evaluated, n_full) / images(evaluated, n_reh) if job.stem == "knn" else 1.0
+            work = (
+                images(evaluated, n_full) / images(evaluated, n_reh) if job.stem == "knn" else 1.0
+            )
         elif job.rule in ("convert_dataset", "generate_offline_dataset") and job.stem in n_reh:
             held = [job.stem]
         if held:
             work *= images(held, n_full) / max(1, images(held, n_reh))
         grown = job.rss_mb + (images(held, n_full) - images(held, n_reh)) * per_image / 2**20
         seconds = startup + max(0.0, job.seconds - startup) * work
-        if job.rule in TRAINERS and epoch_s:  # the logged epochs scale with the work, the rest with epochs
-            seconds = (startup + max(0.0, job.seconds - startup - epoch_s) * epochs_f / epochs_r
-                       + epoch_s * work)
+        if (
+            job.rule in TRAINERS and epoch_s
+        ):  # the logged epochs scale with the work, the rest with epochs
+            seconds = (
+                startup
+                + max(0.0, job.seconds - startup - epoch_s) * epochs_f / epochs_r
+                + epoch_s * work
+            )
         if stage == "LA-OOD fits":
             seconds, grown = 0.0, job.rss_mb  # replaced by the fit-time model below
-        rows.append({"stage": stage, "jobs": copies, "rehearsal s": job.seconds, "estimate s": seconds * copies,
-                     "peak MB (rehearsal)": job.rss_mb, "peak MB (estimate)": grown})
+        rows.append(
+            {
+                "stage": stage,
+                "jobs": copies,
+                "rehearsal s": job.seconds,
+                "estimate s": seconds * copies,
+                "peak MB (rehearsal)": job.rss_mb,
+                "peak MB (estimate)": grown,
+            }
+        )
     table = pd.DataFrame(rows)
     if (table["stage"] == "LA-OOD fits").any():
         seconds, memory = _laood_estimate(full, base, n_full[bench["id_train"]])
-        table = pd.concat([table, pd.DataFrame([{"stage": "LA-OOD fits", "jobs": 0, "rehearsal s": 0.0,
-                                                 "estimate s": seconds * seeds, "peak MB (rehearsal)": 0.0,
-                                                 "peak MB (estimate)": memory}])])
-    per_stage = table.groupby("stage").agg({"jobs": "sum", "rehearsal s": "sum", "estimate s": "sum",
-                                            "peak MB (rehearsal)": "max", "peak MB (estimate)": "max"})
+        table = pd.concat(
+            [
+                table,
+                pd.DataFrame(
+                    [
+                        {
+                            "stage": "LA-OOD fits",
+                            "jobs": 0,
+                            "rehearsal s": 0.0,
+                            "estimate s": seconds * seeds,
+                            "peak MB (rehearsal)": 0.0,
+                            "peak MB (estimate)": memory,
+                        }
+                    ]
+                ),
+            ]
+        )
+    per_stage = table.groupby("stage").agg(
+        {
+            "jobs": "sum",
+            "rehearsal s": "sum",
+            "estimate s": "sum",
+            "peak MB (rehearsal)": "max",
+            "peak MB (estimate)": "max",
+        }
+    )
     per_stage = per_stage.reindex([s for s in STAGE_ORDER if s in per_stage.index]).reset_index()
     per_stage["jobs"] = per_stage["jobs"].round().astype(int)
     per_stage["estimate hours"] = per_stage.pop("estimate s") / 3600
-    totals = {"rehearsal jobs": len(jobs), "rehearsal job-seconds": float(jobs["seconds"].sum()),
-              "start-up s": startup, "estimate hours": float(per_stage["estimate hours"].sum()),
-              "download bytes": _download_bytes(full), "disk bytes": _disk_bytes(base, n_reh, n_full, seeds),
-              **dict(zip(("device", "wall s"), _manifest(base, reh)))}
-    by_arch = pd.DataFrame(throughput).groupby(["arch", "rule"]).median().reset_index() if throughput else None
+    totals = {
+        "rehearsal jobs": len(jobs),
+        "rehearsal job-seconds": float(jobs["seconds"].sum()),
+        "start-up s": startup,
+        "estimate hours": float(per_stage["estimate hours"].sum()),
+        "download bytes": _download_bytes(full),
+        "disk bytes": _disk_bytes(base, n_reh, n_full, seeds),
+        **dict(zip(("device", "wall s"), _manifest(base, reh))),
+    }
+    by_arch = (
+        pd.DataFrame(throughput).groupby(["arch", "rule"]).median().reset_index()
+        if throughput
+        else None
+    )
     return per_stage, by_arch, totals
 
 
@@ -338,10 +442,15 @@ def _laood_estimate(full: dict, base: Path, n_train: int) -> tuple[float, float]
     """Core-seconds of every LA-OOD layer fit at full scale and the largest fit's memory (MB),
     from the cost model in `laood` and each layer's width as the rehearsal fitted it."""
     n = min(full["scores"]["laood"].get("max_fit") or n_train, n_train)
-    widths = [shape[0] for detector in base.rglob("detectors/*/laood.npz")
-              for key, shape in npz_shapes(detector).items() if key.endswith("_mean")]
-    return sum(laood.layer_seconds(n, w) for w in widths), max((laood.layer_memory_mb(n, w) for w in widths),
-                                                                 default=0)
+    widths = [
+        shape[0]
+        for detector in base.rglob("detectors/*/laood.npz")
+        for key, shape in npz_shapes(detector).items()
+        if key.endswith("_mean")
+    ]
+    return sum(laood.layer_seconds(n, w) for w in widths), max(
+        (laood.layer_memory_mb(n, w) for w in widths), default=0
+    )
 
 
 def _download_bytes(config: dict) -> tuple[int, list[str]]:
@@ -369,24 +478,39 @@ def render(preset, per_stage: pd.DataFrame, by_arch: pd.DataFrame | None, totals
     from .report import to_markdown
 
     known, unknown = totals["download bytes"]
-    downloads = f"{known / 1e9:.2f} GB" + (f" plus {', '.join(unknown)} (sizes not recorded)" if unknown else "")
-    lines = [f"# Cost estimate of {preset} from its rehearsal", "",
-             f"Measured on {totals['device']}: {totals['rehearsal jobs']} rehearsal jobs, "
-             f"{totals['rehearsal job-seconds']:.0f} job-seconds"
-             + (f", {totals['wall s']:.0f} s wall" if totals["wall s"] else "")
-             + f"; a job's start-up ≈ {totals['start-up s']:.1f} s.",
-             "Each job's time above start-up is scaled by its work (trainers: logged epochs by images × epochs, "
-             "the rest by epochs; images for feature dumps, scores, metrics and conversions; n_train × n_test "
-             "for exact KNN); LA-OOD fits come from the fit-time model n^2.14 · width; seeds and null models "
-             "multiply (docs/rehearsal.md).", "",
-             to_markdown(per_stage, floatfmt=".2f"), "",
-             f"**Full preset: about {totals['estimate hours']:.1f} job-hours on this device** "
-             "(the sum over jobs; wall time is shorter where jobs run side by side); "
-             f"downloads {downloads}; disk for data and results about "
-             f"{totals['disk bytes'] / 1e9:.2f} GB.", ""]
+    downloads = f"{known / 1e9:.2f} GB" + (
+        f" plus {', '.join(unknown)} (sizes not recorded)" if unknown else ""
+    )
+    lines = [
+        f"# Cost estimate of {preset} from its rehearsal",
+        "",
+        f"Measured on {totals['device']}: {totals['rehearsal jobs']} rehearsal jobs, "
+        f"{totals['rehearsal job-seconds']:.0f} job-seconds"
+        + (f", {totals['wall s']:.0f} s wall" if totals["wall s"] else "")
+        + f"; a job's start-up ≈ {totals['start-up s']:.1f} s.",
+        "Each job's time above start-up is scaled by its work (trainers: logged epochs by images × "
+        "epochs, "
+        "the rest by epochs; images for feature dumps, scores, metrics and conversions; n_train × "
+        "n_test "
+        "for exact KNN); LA-OOD fits come from the fit-time model n^2.14 · width; seeds and null "
+        "models "
+        "multiply (docs/rehearsal.md).",
+        "",
+        to_markdown(per_stage, floatfmt=".2f"),
+        "",
+        f"**Full preset: about {totals['estimate hours']:.1f} job-hours on this device** "
+        "(the sum over jobs; wall time is shorter where jobs run side by side); "
+        f"downloads {downloads}; disk for data and results about "
+        f"{totals['disk bytes'] / 1e9:.2f} GB.",
+        "",
+    ]
     if by_arch is not None:
-        lines += ["Training throughput measured in the rehearsal (images/s over the logged epochs):", "",
-                  to_markdown(by_arch, floatfmt=".1f"), ""]
+        lines += [
+            "Training throughput measured in the rehearsal (images/s over the logged epochs):",
+            "",
+            to_markdown(by_arch, floatfmt=".1f"),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -405,7 +529,10 @@ def main(argv: list[str]) -> int:
     text = render(preset, *estimate(preset))
     save_text(folder(preset) / "cost-estimate.md", text)
     print(text)
-    print(f"Rehearsal results: {folder(preset) / 'results'}; this estimate: {folder(preset) / 'cost-estimate.md'}")
+    print(
+        f"Rehearsal results: {folder(preset) / 'results'}; this estimate: "
+        f"{folder(preset) / 'cost-estimate.md'}"
+    )
     return 0
 
 

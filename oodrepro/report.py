@@ -21,6 +21,8 @@ METRIC_LABELS = {
     "aupr_out": "AUPR-Out ↑",
     "id_accuracy": "ID acc. ↑",
 }
+
+
 def summarize(tidy: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of every (backbone, model, method, ood_set, metric)."""
     group = ["benchmark", "arch", "model", "method", "ood_set", "metric"]
@@ -41,9 +43,17 @@ def headline(part: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, method), r in head.groupby(["model", "method"], sort=False):
         r = r.set_index("metric")
-        rows.append({"model": model, "method": method, **{
-            METRIC_LABELS[c]: _cell(r.at[c, "mean"], r.at[c, "std"], int(r.at[c, "seeds"])) for c in HEADLINE
-            if c in r.index}})
+        rows.append(
+            {
+                "model": model,
+                "method": method,
+                **{
+                    METRIC_LABELS[c]: _cell(r.at[c, "mean"], r.at[c, "std"], int(r.at[c, "seeds"]))
+                    for c in HEADLINE
+                    if c in r.index
+                },
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -54,8 +64,13 @@ def per_set(part: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = []
     for (model, method), r in sub.groupby(["model", "method"], sort=False):
         r = r.set_index("ood_set")
-        rows.append({"model": model, "method": method,
-                     **{s: _cell(r.at[s, "mean"], r.at[s, "std"], int(r.at[s, "seeds"])) for s in sets}})
+        rows.append(
+            {
+                "model": model,
+                "method": method,
+                **{s: _cell(r.at[s, "mean"], r.at[s, "std"], int(r.at[s, "seeds"])) for s in sets},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -64,7 +79,9 @@ def to_markdown(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
         return format(v, floatfmt) if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines += [
+        "| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join(lines)
 
 
@@ -75,7 +92,9 @@ def sections(summary: pd.DataFrame) -> list[tuple[str, list[tuple[str, pd.DataFr
         seeds = int(part["seeds"].max())
         heading = f"{bench} · {arch} ({seeds} seed{'s' if seeds > 1 else ''})"
         tables = [("Mean over OOD sets", headline(part))]
-        tables += [(f"{METRIC_LABELS[m]} per OOD set", per_set(part, m)) for m in ("auroc", "fpr95")]
+        tables += [
+            (f"{METRIC_LABELS[m]} per OOD set", per_set(part, m)) for m in ("auroc", "fpr95")
+        ]
         out.append((heading, tables))
     return out
 
@@ -84,7 +103,9 @@ def watermark_effect(summary: pd.DataFrame, watermarks: dict[str, str]) -> pd.Da
     """For every `<checkpoint>+<watermark>` model: the watermark's own score (MSP or energy)
     without and with the watermark, mean over OOD sets and over seeds, and ID accuracy."""
     rows = []
-    head = summary[summary["ood_set"].isin(["mean", "-"])].set_index(["arch", "model", "method", "metric"])["mean"]
+    head = summary[summary["ood_set"].isin(["mean", "-"])].set_index(
+        ["arch", "model", "method", "metric"]
+    )["mean"]
     for (bench, arch, model), _ in summary.groupby(["benchmark", "arch", "model"], sort=False):
         checkpoint, _, name = model.partition("+")
         if name not in watermarks:
@@ -93,7 +114,9 @@ def watermark_effect(summary: pd.DataFrame, watermarks: dict[str, str]) -> pd.Da
         row = {"benchmark": bench, "arch": arch, "watermarked model": model, "score": method}
         for metric in ("auroc", "fpr95", "id_accuracy"):
             for label, m in (("without", checkpoint), ("with", model)):
-                row[f"{METRIC_LABELS[metric]} {label}"] = round(float(head.get((arch, m, method, metric), np.nan)), 2)
+                row[f"{METRIC_LABELS[metric]} {label}"] = round(
+                    float(head.get((arch, m, method, metric), np.nan)), 2
+                )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -103,8 +126,12 @@ def _listed(items: list[str], most: int = 6) -> str:
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
-def notes(tidy: pd.DataFrame, summary: pd.DataFrame, blocks: list[pd.DataFrame] = (),
-          ownership: list[tuple[dict, dict]] = ()) -> list[str]:
+def notes(
+    tidy: pd.DataFrame,
+    summary: pd.DataFrame,
+    blocks: list[pd.DataFrame] = (),
+    ownership: list[tuple[dict, dict]] = (),
+) -> list[str]:
     """Short, data-driven sentences that say how to read the tables: conventions and sample
     counts, AUROCs below 50, what each fine-tune or watermark cost in ID accuracy, the block
     NormRatio chose and WatermarkNN's ownership threshold."""
@@ -112,50 +139,81 @@ def notes(tidy: pd.DataFrame, summary: pd.DataFrame, blocks: list[pd.DataFrame] 
     first = tidy.iloc[0]
     sets = [s for s in tidy["ood_set"].unique() if s not in ("mean", "-")]
     counts = tidy[tidy["ood_set"].isin(sets)].groupby("ood_set", sort=False)["n_ood"].first()
-    out.append(f"Values in percent. FPR95: rule `{first['fpr_rule']}`, {first['fpr_positive'].upper()} as the "
-               f"positive class; AUPR: `{first['aupr_mode']}`; images compared: `{first['balance']}` "
-               "(docs/conventions.md). `mean` is the arithmetic mean of a metric over the "
-               f"{len(sets)} OOD sets; `-` holds ID accuracy. ID test images: {int(tidy['n_id'].max()):,}; "
-               "OOD images: " + ", ".join(f"{k} {int(v):,}" for k, v in counts.items()) + ".")
+    out.append(
+        f"Values in percent. FPR95: rule `{first['fpr_rule']}`, {first['fpr_positive'].upper()} as "
+        f"the positive class; AUPR: `{first['aupr_mode']}`; images compared: `{first['balance']}` "
+        "(docs/conventions.md). `mean` is the arithmetic mean of a metric over the "
+        f"{len(sets)} OOD sets; `-` holds ID accuracy. "
+        f"ID test images: {int(tidy['n_id'].max()):,}; OOD images: "
+        + ", ".join(f"{k} {int(v):,}" for k, v in counts.items())
+        + "."
+    )
     auroc = summary[(summary["metric"] == "auroc") & summary["ood_set"].isin(sets)]
     low = auroc[auroc["mean"] < 50]
     if len(low):
-        out.append("AUROC below 50 means the score ranks that OOD set as more in-distribution than the ID test "
-                   "images (for MSP-like scores: the network is more confident on them): " + _listed(
-                       [f"{r.ood_set} for {r.model} / {r.method} ({r.mean:.1f})" for r in low.itertuples()]) + ".")
-    accuracy = summary[summary["metric"] == "id_accuracy"].groupby(["arch", "model"], sort=False)["mean"].first()
+        out.append(
+            "AUROC below 50 means the score ranks that OOD set as more in-distribution than the ID "
+            "test "
+            "images (for MSP-like scores: the network is more confident on them): "
+            + _listed(
+                [f"{r.ood_set} for {r.model} / {r.method} ({r.mean:.1f})" for r in low.itertuples()]
+            )
+            + "."
+        )
+    accuracy = (
+        summary[summary["metric"] == "id_accuracy"]
+        .groupby(["arch", "model"], sort=False)["mean"]
+        .first()
+    )
     for arch in accuracy.index.get_level_values(0).unique():
         per_model = accuracy[arch]
         if "base" in per_model and len(per_model) > 1:
             base = per_model["base"]
-            out.append(f"ID accuracy of each model against base ({arch}, base {base:.2f}): " + ", ".join(
-                f"{m} {v:.2f} ({v - base:+.2f})" for m, v in per_model.items() if m != "base") + ".")
+            out.append(
+                f"ID accuracy of each model against base ({arch}, base {base:.2f}): "
+                + ", ".join(
+                    f"{m} {v:.2f} ({v - base:+.2f})" for m, v in per_model.items() if m != "base"
+                )
+                + "."
+            )
     for table in blocks:
         if table.empty:
             continue
         chosen = table[table["selected"].astype(bool)].iloc[0]
         best = table.loc[table["auroc mean"].idxmax()]
         ctx = f"{chosen['arch']} · {chosen['model']} · seed {chosen['seed']}"
-        out.append(f"FeatureNorm ({ctx}): NormRatio chose block {chosen['block']}, ranked "
-                   f"{int(chosen['auroc rank'])} of {len(table)} blocks by mean AUROC ({chosen['auroc mean']:.1f}; "
-                   f"the best, {best['block']}, reaches {best['auroc mean']:.1f}) — chosen without OOD data.")
+        out.append(
+            f"FeatureNorm ({ctx}): NormRatio chose block {chosen['block']}, ranked "
+            f"{int(chosen['auroc rank'])} of {len(table)} blocks by mean AUROC "
+            f"({chosen['auroc mean']:.1f}; "
+            f"the best, {best['block']}, reaches {best['auroc mean']:.1f}) — chosen without OOD "
+            "data."
+        )
     for context, rule in ownership:
         ctx = f"{context['arch']} · seed {context['seed']}"
         if rule["rule"] == "null-models":
-            out.append(f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy "
-                       f"≥ {100 * rule['threshold']:.0f} % "
-                       f"({rule['threshold_count']} of {rule['n_triggers']} triggers). {rule['null_models']} clean "
-                       f"null models reach {100 * rule['null_mean']:.1f} % on average (at most "
-                       f"{100 * rule['null_max']:.1f} %); with the upper-bounded chance rate "
-                       f"{100 * rule['chance_rate']:.1f} % a model without the watermark would pass with probability "
-                       f"{rule['false_claim_probability']:.1e}.")
+            out.append(
+                f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy "
+                f"≥ {100 * rule['threshold']:.0f} % "
+                f"({rule['threshold_count']} of {rule['n_triggers']} triggers). "
+                f"{rule['null_models']} clean "
+                f"null models reach {100 * rule['null_mean']:.1f} % on average (at most "
+                f"{100 * rule['null_max']:.1f} %); with the upper-bounded chance rate "
+                f"{100 * rule['chance_rate']:.1f} % a model without the watermark would pass with "
+                "probability "
+                f"{rule['false_claim_probability']:.1e}."
+            )
         else:
-            out.append(f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy ≥ "
-                       f"{100 * rule['threshold']:.0f} % (a fixed threshold).")
+            out.append(
+                f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy ≥ "
+                f"{100 * rule['threshold']:.0f} % (a fixed threshold)."
+            )
     return out
 
 
-def analysis_sections(analyses: dict[str, list[pd.DataFrame]]) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
+def analysis_sections(
+    analyses: dict[str, list[pd.DataFrame]],
+) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
     """A method's own per-run tables (FeatureNorm's blocks, LA-OOD's layers), one section each."""
     out = []
     for heading, tables in analyses.items():
@@ -186,8 +244,14 @@ def _all_sections(summary, comparison, analyses):
     return out
 
 
-def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
-                     analyses: dict | None = None, banner: str | None = None, notes: list[str] = ()) -> str:
+def markdown_summary(
+    summary: pd.DataFrame,
+    comparison: pd.DataFrame | None = None,
+    title: str = "",
+    analyses: dict | None = None,
+    banner: str | None = None,
+    notes: list[str] = (),
+) -> str:
     """The summary as Markdown; `banner` (a rehearsal's) heads it in bold, `notes` follow it."""
     lines = [f"# {title}", ""] if title else []
     lines += [f"**{banner}**", ""] if banner else []
@@ -199,37 +263,63 @@ def markdown_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = No
     return "\n".join(lines)
 
 
-def html_summary(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, title: str = "",
-                 analyses: dict | None = None, banner: str | None = None, notes: list[str] = ()) -> str:
+def html_summary(
+    summary: pd.DataFrame,
+    comparison: pd.DataFrame | None = None,
+    title: str = "",
+    analyses: dict | None = None,
+    banner: str | None = None,
+    notes: list[str] = (),
+) -> str:
     parts = [f"<h1>{title}</h1>"] if title else []
     if banner:
-        parts.append(f"<p style='background:#fde2e1;border:2px solid #c0392b;padding:.6em;font-weight:bold'>"
-                     f"{html.escape(banner)}</p>")
+        parts.append(
+            f"<p style='background:#fde2e1;border:2px solid #c0392b;padding:.6em;font-weight:bold'>"
+            f"{html.escape(banner)}</p>"
+        )
     if notes:
-        parts.append("<h2>Reading these tables</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-                     + "</ul>")
+        parts.append(
+            "<h2>Reading these tables</h2><ul>"
+            + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+            + "</ul>"
+        )
     for heading, tables in _all_sections(summary, comparison, analyses):
         parts.append(f"<h2>{heading}</h2>")
         for caption, table in tables:
-            parts.append((f"<h3>{caption}</h3>" if caption else "")
-                         + table.to_html(index=False, border=0, float_format="%.2f"))
-    style = ("<style>body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;margin-bottom:1em}"
-             "td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right} th{background:#f3f3f3}</style>")
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head><body>{''.join(parts)}</body></html>\n"
+            parts.append(
+                (f"<h3>{caption}</h3>" if caption else "")
+                + table.to_html(index=False, border=0, float_format="%.2f")
+            )
+    style = (
+        "<style>body{font-family:sans-serif;margin:1.5em} "
+        "table{border-collapse:collapse;margin-bottom:1em}"
+        "td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right} "
+        "th{background:#f3f3f3}</style>"
+    )
+    head = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head>"
+    return f"{head}<body>{''.join(parts)}</body></html>\n"
 
 
 def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
     """Ours beside the paper's numbers, for every reference row we can match."""
     rows = []
     for ref in reference.get("rows", []):
-        mask = (summary["method"] == ref["method"]) & (summary["ood_set"] == ref["ood_set"]) & (
-            summary["metric"] == ref["metric"])
+        mask = (
+            (summary["method"] == ref["method"])
+            & (summary["ood_set"] == ref["ood_set"])
+            & (summary["metric"] == ref["metric"])
+        )
         if "arch" in ref:
             mask &= summary["arch"] == ref["arch"]
         mask &= summary["model"] == ref.get("model", "base")
         ours = summary[mask]
-        rows.append({**{k: ref.get(k, "") for k in ("arch", "method", "ood_set", "metric")},
-                     "paper": ref["value"], "ours": ours["mean"].iloc[0] if len(ours) else np.nan})
+        rows.append(
+            {
+                **{k: ref.get(k, "") for k in ("arch", "method", "ood_set", "metric")},
+                "paper": ref["value"],
+                "ours": ours["mean"].iloc[0] if len(ours) else np.nan,
+            }
+        )
     frame = pd.DataFrame(rows, columns=["arch", "method", "ood_set", "metric", "paper", "ours"])
     frame["difference"] = frame["ours"] - frame["paper"]
     return frame
@@ -267,10 +357,24 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
     lo, hi = np.percentile(everything, [0.5, 99.5])
     bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
     for ax, (name, s) in zip(axes, s_ood.items()):
-        ax.hist(np.clip(s_id, bins[0], bins[-1]), bins, alpha=0.55, density=True, label="ID", color="tab:blue",
-                histtype="stepfilled")  # one patch a histogram, not one a bin: quicker to build and draw
-        ax.hist(np.clip(s, bins[0], bins[-1]), bins, alpha=0.55, density=True, label=name, color="tab:red",
-                histtype="stepfilled")
+        ax.hist(
+            np.clip(s_id, bins[0], bins[-1]),
+            bins,
+            alpha=0.55,
+            density=True,
+            label="ID",
+            color="tab:blue",
+            histtype="stepfilled",
+        )  # one patch a histogram, not one a bin: quicker to build and draw
+        ax.hist(
+            np.clip(s, bins[0], bins[-1]),
+            bins,
+            alpha=0.55,
+            density=True,
+            label=name,
+            color="tab:red",
+            histtype="stepfilled",
+        )
         ax.set_title(f"{name} (AUROC {100 * metrics.auroc(s_id, s):.1f})", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=7)
         ax.tick_params(labelsize=7)
@@ -306,8 +410,15 @@ def plot_training(log: pd.DataFrame, title: str):
     return fig
 
 
-def _per_layer(names, bars: list[tuple[str, np.ndarray, object]], bar_label: str, line: np.ndarray,
-               line_label: str, title: str, width: float):
+def _per_layer(
+    names,
+    bars: list[tuple[str, np.ndarray, object]],
+    bar_label: str,
+    line: np.ndarray,
+    line_label: str,
+    title: str,
+    width: float,
+):
     """Bars per layer (one or more series) with a line on a second axis: the shape of the
     FeatureNorm block and LA-OOD layer plots."""
     plt = pyplot()
@@ -316,10 +427,17 @@ def _per_layer(names, bars: list[tuple[str, np.ndarray, object]], bar_label: str
     x = np.arange(len(names))
     step = 0.8 / len(bars)
     for i, (label, values, colour) in enumerate(bars):
-        ax.bar(x + (i - (len(bars) - 1) / 2) * step, values, step, label=label, color=colour, alpha=0.8)
+        ax.bar(
+            x + (i - (len(bars) - 1) / 2) * step, values, step, label=label, color=colour, alpha=0.8
+        )
     ax.set_ylabel(bar_label, fontsize=8)
-    ax.set_xticks(x, names, rotation=90 if len(names) > 12 else 45, ha="center" if len(names) > 12 else "right",
-                  fontsize=6 if len(names) > 12 else 7)
+    ax.set_xticks(
+        x,
+        names,
+        rotation=90 if len(names) > 12 else 45,
+        ha="center" if len(names) > 12 else "right",
+        fontsize=6 if len(names) > 12 else 7,
+    )
     if len(bars) > 1:
         ax.legend(fontsize=7, loc="upper left")
     twin = ax.twinx()
@@ -333,14 +451,28 @@ def _per_layer(names, bars: list[tuple[str, np.ndarray, object]], bar_label: str
 def plot_blocks(table: pd.DataFrame, title: str):
     """NormRatio per block (the selected one highlighted) beside FeatureNorm's mean AUROC."""
     colours = ["tab:orange" if sel else "tab:blue" for sel in table["selected"]]
-    return _per_layer(table["block"], [("NormRatio", table["normratio"], colours)],
-                      "NormRatio (bars; orange = selected)", table["auroc mean"], "FeatureNorm mean AUROC (line)",
-                      title, 0.55)
+    return _per_layer(
+        table["block"],
+        [("NormRatio", table["normratio"], colours)],
+        "NormRatio (bars; orange = selected)",
+        table["auroc mean"],
+        "FeatureNorm mean AUROC (line)",
+        title,
+        0.55,
+    )
 
 
 def plot_layers(table: pd.DataFrame, title: str):
     """LA-OOD: each layer's own AUROC (line) and how often it decides the combined score (bars)."""
-    return _per_layer(table["layer"], [("decides on OOD", table["decides OOD"], "tab:red"),
-                                       ("decides on ID", table["decides ID"], "tab:blue")],
-                      "share of inputs where the layer attains the max", table["auroc mean"],
-                      "layer's own mean AUROC (line)", title, 0.18)
+    return _per_layer(
+        table["layer"],
+        [
+            ("decides on OOD", table["decides OOD"], "tab:red"),
+            ("decides on ID", table["decides ID"], "tab:blue"),
+        ],
+        "share of inputs where the layer attains the max",
+        table["auroc mean"],
+        "layer's own mean AUROC (line)",
+        title,
+        0.18,
+    )

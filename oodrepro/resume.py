@@ -38,7 +38,9 @@ def _feed(h, obj: Any) -> None:
     elif isinstance(obj, np.ndarray):
         h.update(f"nd{obj.dtype.str}{obj.shape}".encode())
         h.update(np.ascontiguousarray(obj).tobytes())
-    elif type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):  # a tensor, without importing torch
+    elif type(obj).__module__.startswith("torch") and hasattr(
+        obj, "detach"
+    ):  # a tensor, without importing torch
         t = obj.detach().cpu().contiguous()
         h.update(f"t{t.dtype}{tuple(t.shape)}".encode())
         half = t.dtype.is_floating_point and t.dtype.itemsize < 4  # numpy has no bfloat16
@@ -69,8 +71,13 @@ def load(path, expected: str, map_location="cpu") -> dict | None:
     if found == expected:
         log.info("resuming %s after epoch %s", path, state.get("epoch"))
         return state
-    log.warning("discarding %s: it was written by a different job (fingerprint %s, this job %s: the recipe, "
-                "model, seed or data changed since); starting over", path, (found or "none")[:12], expected[:12])
+    log.warning(
+        "discarding %s: it was written by a different job (fingerprint %s, this job %s: the "
+        "recipe, model, seed or data changed since); starting over",
+        path,
+        (found or "none")[:12],
+        expected[:12],
+    )
     path.unlink()
     return None
 
@@ -91,9 +98,24 @@ class Epochs:
     and shows the row's `shown` columns on the bar.
     """
 
-    def __init__(self, state_path, job: str, epochs: int, log_csv, *, map_location="cpu",
-                 desc: str, progress: bool = True, shown: tuple[str, ...] = ("loss",)):
-        self.state_path, self.job, self.epochs, self.log_csv = Path(state_path), job, epochs, log_csv
+    def __init__(
+        self,
+        state_path,
+        job: str,
+        epochs: int,
+        log_csv,
+        *,
+        map_location="cpu",
+        desc: str,
+        progress: bool = True,
+        shown: tuple[str, ...] = ("loss",),
+    ):
+        self.state_path, self.job, self.epochs, self.log_csv = (
+            Path(state_path),
+            job,
+            epochs,
+            log_csv,
+        )
         self.state = load(self.state_path, job, map_location)
         self.history: list[dict] = self.state["history"] if self.state else []
         self.start: int = self.state["epoch"] if self.state else 0
@@ -103,8 +125,14 @@ class Epochs:
     def __iter__(self):
         from tqdm import tqdm
 
-        self._bar = tqdm(range(self.start, self.epochs), initial=self.start, total=self.epochs, desc=self.desc,
-                         unit="epoch", disable=not self.progress)
+        self._bar = tqdm(
+            range(self.start, self.epochs),
+            initial=self.start,
+            total=self.epochs,
+            desc=self.desc,
+            unit="epoch",
+            disable=not self.progress,
+        )
         yield from self._bar
         self.write_log()
 
@@ -112,7 +140,11 @@ class Epochs:
         """Save `state` with the history so far; the epoch count is the history's length."""
         row = self.history[-1]
         self._bar.set_postfix({k: f"{row[k]:.3f}" for k in self.shown if k in row})
-        save(self.state_path, self.job, {**state, "history": self.history, "epoch": len(self.history)})
+        save(
+            self.state_path,
+            self.job,
+            {**state, "history": self.history, "epoch": len(self.history)},
+        )
         self.write_log()
 
     def write_log(self) -> None:

@@ -17,7 +17,9 @@ def start_job(log_path: str | None, threads: int = 1) -> None:
     if log_path:
         stream = open(log_path, "w", buffering=1)
         sys.stdout = sys.stderr = stream
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", force=True
+    )
     threads = max(1, int(threads))
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
@@ -36,6 +38,10 @@ def nvidia_gpus() -> list[str]:
     rerun seconds); none where nvidia-smi is missing or fails."""
     if not shutil.which("nvidia-smi"):
         return []
-    r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                       timeout=30)
+    r = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return [g.strip() for g in r.stdout.splitlines() if g.strip()] if r.returncode == 0 else []

@@ -1,5 +1,6 @@
 """Seeded subsamples, one rule for every place that draws one (dataset samples, LA-OOD's
-`max_fit`, the attacker's share of WatermarkNN's training set), so a seed means the same everywhere."""
+`max_fit`, the attacker's share of WatermarkNN's training set), so a seed means the same
+everywhere."""
 
 from __future__ import annotations
 

@@ -47,7 +47,9 @@ def augment(batch: torch.Tensor, padding: int, flip: bool, gen: torch.Generator)
         ox = torch.randint(0, 2 * padding + 1, (n,), generator=gen).to(batch.device)
         rows = (oy[:, None] + torch.arange(h, device=batch.device))[:, :, None]  # n×h×1
         cols = (ox[:, None] + torch.arange(w, device=batch.device))[:, None, :]  # n×1×w
-        batch = padded[torch.arange(n, device=batch.device)[:, None, None], :, rows, cols]  # n×h×w×c
+        batch = padded[
+            torch.arange(n, device=batch.device)[:, None, None], :, rows, cols
+        ]  # n×h×w×c
         batch = batch.permute(0, 3, 1, 2)
     if flip:
         mask = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
@@ -136,19 +138,41 @@ def fit(
     params = list(params)
     dev = next(model.parameters()).device
     opt = SGD(
-        params, lr=recipe["lr"], momentum=recipe.get("momentum", 0.9),
-        weight_decay=recipe.get("weight_decay", 5e-4), nesterov=recipe.get("nesterov", False),
+        params,
+        lr=recipe["lr"],
+        momentum=recipe.get("momentum", 0.9),
+        weight_decay=recipe.get("weight_decay", 5e-4),
+        nesterov=recipe.get("nesterov", False),
     )
     state_path = Path(state_path)
     trained = {id(p) for p in params}
     job = resume.fingerprint(
-        recipe=recipe, seed=seed, first_epoch=first_epoch, identity=identity or {},
-        model={"class": type(model).__name__, "arch": model.arch, "normalization": model.normalization},
-        start=model.state_dict(), trained=[n for n, p in model.named_parameters() if id(p) in trained],
-        images=np.asarray(images), labels=np.asarray(labels, np.int64))
-    # a discarded state's kept checkpoints (`_kept`) need no cleaning: every run rewrites them before use
-    loop = resume.Epochs(state_path, job, recipe["epochs"], log_csv, map_location=dev, desc=desc, progress=progress,
-                         shown=("loss", "accuracy"))
+        recipe=recipe,
+        seed=seed,
+        first_epoch=first_epoch,
+        identity=identity or {},
+        model={
+            "class": type(model).__name__,
+            "arch": model.arch,
+            "normalization": model.normalization,
+        },
+        start=model.state_dict(),
+        trained=[n for n, p in model.named_parameters() if id(p) in trained],
+        images=np.asarray(images),
+        labels=np.asarray(labels, np.int64),
+    )
+    # a discarded state's kept checkpoints (`_kept`) need no cleaning: every run rewrites them
+    # before use
+    loop = resume.Epochs(
+        state_path,
+        job,
+        recipe["epochs"],
+        log_csv,
+        map_location=dev,
+        desc=desc,
+        progress=progress,
+        shown=("loss", "accuracy"),
+    )
     if loop.state is not None:
         model.load_state_dict(loop.state["model"])
         opt.load_state_dict(loop.state["optimizer"])
@@ -182,21 +206,36 @@ def fit(
             idx = perm[i : i + bs]
             if len(idx) < 2:  # BatchNorm cannot train on one image
                 continue
-            x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
+            x = augment(
+                x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen
+            )
             x = x.contiguous(memory_format=layout)
             y = y_all[idx]
             loss, logits = trainer.step(net, x, y, b, gen, opt, autocast)
             total_loss += loss.detach().float() * len(idx)
             correct += (logits.argmax(1) == y).sum()
             seen += len(idx)
-        history.append({"epoch": epoch + 1, "lr": lr, "loss": total_loss.item() / seen,
-                        "accuracy": correct.item() / seen, "seconds": time.time() - t0})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "loss": total_loss.item() / seen,
+                "accuracy": correct.item() / seen,
+                "seconds": time.time() - t0,
+            }
+        )
         if test is not None:
             history[-1]["test_accuracy"] = accuracy(model, *test)
         history[-1].update(trainer.evaluate(model))
         if after_epoch is not None:
             after_epoch(epoch, model, history)
-        loop.end_epoch({"model": model.state_dict(), "optimizer": opt.state_dict(), "extra": trainer.state_dict()})
+        loop.end_epoch(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "extra": trainer.state_dict(),
+            }
+        )
     return history
 
 
@@ -235,7 +274,9 @@ def train_backbone(
     keep = keep or {}
     for name, (at, _) in keep.items():
         if not 1 <= at <= recipe["epochs"]:
-            raise ValueError(f"checkpoint {name!r} asks for epoch {at} of a {recipe['epochs']}-epoch run")
+            raise ValueError(
+                f"checkpoint {name!r} asks for epoch {at} of a {recipe['epochs']}-epoch run"
+            )
     torch.manual_seed(seed)
     model = models.build(**spec).to(dev)
     if init is not None:
@@ -248,12 +289,32 @@ def train_backbone(
             if epoch > 0 and history[-1]["test_accuracy"] > max(earlier, default=-1.0):
                 models.save_model(_kept(state_path, "best"), m, spec, epoch=epoch + 1)
         for name, (at, _) in keep.items():
-            if at == epoch + 1:  # kept beside the state until the run ends, so a kill cannot lose it
+            if (
+                at == epoch + 1
+            ):  # kept beside the state until the run ends, so a kill cannot lose it
                 models.save_model(_kept(state_path, name), m, spec, epoch=epoch + 1)
 
-    fit(model, model.parameters(), images, labels, recipe, state_path, log_csv, seed=seed, trainer=trainer,
-        test=test, after_epoch=save_extras, first_epoch=first_epoch, progress=progress,
-        identity={"spec": spec, "keep": {n: at for n, (at, _) in keep.items()}, "test": test, **(identity or {})})
+    fit(
+        model,
+        model.parameters(),
+        images,
+        labels,
+        recipe,
+        state_path,
+        log_csv,
+        seed=seed,
+        trainer=trainer,
+        test=test,
+        after_epoch=save_extras,
+        first_epoch=first_epoch,
+        progress=progress,
+        identity={
+            "spec": spec,
+            "keep": {n: at for n, (at, _) in keep.items()},
+            "test": test,
+            **(identity or {}),
+        },
+    )
     for name, (_, path) in keep.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(_kept(state_path, name), path)

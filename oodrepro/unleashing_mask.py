@@ -44,7 +44,7 @@ def n_pruned(numel: int, keep: float) -> int:
 # --------------------------------------------------------------------------- step A
 @torch.no_grad()
 def random_mask(model: nn.Module, keep: float, gen: torch.Generator) -> nn.Module:
-    """Zero a uniformly random ⌊(1 − keep)·numel⌋ weights of every conv and linear layer, in place."""
+    """Zero a uniformly random ⌊(1 − keep)·numel⌋ weights of every conv and linear layer."""
     for _, module in prunable(model):
         w = module.weight
         drop = torch.randperm(w.numel(), generator=gen)[: n_pruned(w.numel(), keep)].to(w.device)
@@ -53,9 +53,19 @@ def random_mask(model: nn.Module, keep: float, gen: torch.Generator) -> nn.Modul
 
 
 @torch.no_grad()
-def estimate_constraint(checkpoint, images: np.ndarray, labels: np.ndarray, *, keep: float = 0.965, draws: int = 5,
-                        batch_size: int = 512, augmentation: dict | None = None, seed: int = 0,
-                        device: str = "auto", spec: dict | None) -> dict:
+def estimate_constraint(
+    checkpoint,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    keep: float = 0.965,
+    draws: int = 5,
+    batch_size: int = 512,
+    augmentation: dict | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    spec: dict | None,
+) -> dict:
     """The loss constraint UM: the sample-weighted mean training CE of the randomly masked
     model in eval mode, over the augmented training set; the mean of `draws` seeded draws.
     `spec`: the model the config names (checked against the checkpoint's)."""
@@ -70,10 +80,17 @@ def estimate_constraint(checkpoint, images: np.ndarray, labels: np.ndarray, *, k
         perm = torch.randperm(len(y_all), generator=gen).to(dev)
         for i in range(0, len(y_all), batch_size):
             idx = perm[i : i + batch_size]
-            x = augment(x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen)
+            x = augment(
+                x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen
+            )
             total += F.cross_entropy(model(x), y_all[idx], reduction="sum").item()
         values.append(total / len(y_all))
-    return {"level": float(np.mean(values)), "draws": values, "keep": keep, "checkpoint": str(checkpoint)}
+    return {
+        "level": float(np.mean(values)),
+        "draws": values,
+        "keep": keep,
+        "checkpoint": str(checkpoint),
+    }
 
 
 # --------------------------------------------------------------------------- step C (UMAP)
@@ -105,7 +122,9 @@ class ScoreMask(nn.Module):
     def __init__(self, weight: torch.Tensor, keep: float, generator: torch.Generator | None = None):
         super().__init__()
         self.keep = keep
-        scores = torch.empty(weight.shape, dtype=weight.dtype)  # drawn on the CPU, where the generator is
+        scores = torch.empty(
+            weight.shape, dtype=weight.dtype
+        )  # drawn on the CPU, where the generator is
         nn.init.kaiming_uniform_(scores, a=math.sqrt(5), generator=generator)
         self.scores = nn.Parameter(scores.to(weight.device))
 
@@ -116,12 +135,16 @@ class ScoreMask(nn.Module):
         return weight * self.mask()
 
 
-def attach_score_masks(model: nn.Module, keep: float, train_weights: bool = False, seed: int = 0) -> list[nn.Parameter]:
+def attach_score_masks(
+    model: nn.Module, keep: float, train_weights: bool = False, seed: int = 0
+) -> list[nn.Parameter]:
     """Put a ScoreMask on every conv and linear weight, its scores drawn from `seed`; returns the
     parameters to train (the scores, and every other parameter too when `train_weights`)."""
     generator = torch.Generator().manual_seed(seed)
     for _, module in prunable(model):
-        parametrize.register_parametrization(module, "weight", ScoreMask(module.weight, keep, generator))
+        parametrize.register_parametrization(
+            module, "weight", ScoreMask(module.weight, keep, generator)
+        )
     scores = [m.parametrizations.weight[0].scores for _, m in prunable(model)]
     score_ids = {id(s) for s in scores}
     others = [p for p in model.parameters() if id(p) not in score_ids]
@@ -131,7 +154,7 @@ def attach_score_masks(model: nn.Module, keep: float, train_weights: bool = Fals
 
 
 def bake_masks(model: nn.Module) -> dict[str, float]:
-    """Replace every ScoreMask by the masked weight it yields; returns each layer's kept fraction."""
+    """Replace each ScoreMask by the masked weight it yields; returns each layer's kept share."""
     kept = {}
     for name, module in prunable(model):
         if parametrize.is_parametrized(module, "weight"):
@@ -154,10 +177,27 @@ class IdLoss(training.Trainer):
         return self.id_loss(logits, y), logits
 
 
-def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, out, state_path, log_csv, *,
-             level: float | None, beta: float = 1.0, mask_keep: float | None = None, train_weights: bool = False,
-             exposure: dict | None = None, outliers: np.ndarray | None = None, test=None, seed: int = 0,
-             device: str = "auto", spec: dict | None, progress: bool = True) -> nn.Module:
+def finetune(
+    checkpoint,
+    images: np.ndarray,
+    labels: np.ndarray,
+    recipe: dict,
+    out,
+    state_path,
+    log_csv,
+    *,
+    level: float | None,
+    beta: float = 1.0,
+    mask_keep: float | None = None,
+    train_weights: bool = False,
+    exposure: dict | None = None,
+    outliers: np.ndarray | None = None,
+    test=None,
+    seed: int = 0,
+    device: str = "auto",
+    spec: dict | None,
+    progress: bool = True,
+) -> nn.Module:
     """Fine-tune `checkpoint` (which must exist: never a random init).
 
     `level` None trains the ID term with plain CE; a number applies flooding at that level.
@@ -181,16 +221,45 @@ def finetune(checkpoint, images: np.ndarray, labels: np.ndarray, recipe: dict, o
     if exposure is not None:
         aug = recipe.get("augment", {})
         trainer = outlier_exposure.make(
-            exposure["method"], outliers, round(exposure.get("ood_factor", 1.0) * len(labels)), exposure, spec,
-            aug.get("crop_padding", 4), aug.get("flip", True), seed, dev)
+            exposure["method"],
+            outliers,
+            round(exposure.get("ood_factor", 1.0) * len(labels)),
+            exposure,
+            spec,
+            aug.get("crop_padding", 4),
+            aug.get("flip", True),
+            seed,
+            dev,
+        )
         trainer.id_loss = id_loss
         trainer.bind(model)
     else:
         trainer = IdLoss(id_loss)
-    identity = {"spec": spec, "level": level, "beta": beta, "mask_keep": mask_keep, "train_weights": train_weights,
-                "exposure": exposure, "outliers": outliers, "test": test}
-    training.fit(model, params, images, labels, recipe, state_path, log_csv, seed=seed, trainer=trainer, test=test,
-                 identity=identity, desc="fine-tune", progress=progress)
+    identity = {
+        "spec": spec,
+        "level": level,
+        "beta": beta,
+        "mask_keep": mask_keep,
+        "train_weights": train_weights,
+        "exposure": exposure,
+        "outliers": outliers,
+        "test": test,
+    }
+    training.fit(
+        model,
+        params,
+        images,
+        labels,
+        recipe,
+        state_path,
+        log_csv,
+        seed=seed,
+        trainer=trainer,
+        test=test,
+        identity=identity,
+        desc="fine-tune",
+        progress=progress,
+    )
     info = {"um_level": level, "beta": beta, "from": str(checkpoint)}
     if mask_keep is not None:
         info["kept_fraction"] = bake_masks(model)

@@ -27,12 +27,22 @@ from .training import epoch_generator
 OBJECTIVES = ("msp", "energy")
 
 
-def loss(model: models.Backbone, z_id: torch.Tensor, y: torch.Tensor, z_noise: torch.Tensor, w: torch.Tensor,
-         objective: str, beta: float, t_in: float = 1.0, t_out: float = 1.0) -> torch.Tensor:
+def loss(
+    model: models.Backbone,
+    z_id: torch.Tensor,
+    y: torch.Tensor,
+    z_noise: torch.Tensor,
+    w: torch.Tensor,
+    objective: str,
+    beta: float,
+    t_in: float = 1.0,
+    t_out: float = 1.0,
+) -> torch.Tensor:
     """The watermark objective on normalised ID images z_id and noise z_noise, both shifted by w.
 
     msp:    CE(f(x+w), y) + β · mean_j [logsumexp f(n_j+w) − mean_k f_k(n_j+w)]  (OE to uniform)
-    energy: CE(f(x+w), y) + β · [mean_j mean_k exp(T_out·f_k(n_j+w)) + mean_i mean_k exp(−T_in·f_k(x_i+w))]
+    energy: CE(f(x+w), y) + β · [mean_j mean_k exp(T_out·f_k(n_j+w)) + mean_i mean_k
+    exp(−T_in·f_k(x_i+w))]
     """
     logits_id = model.forward_normalized(z_id + w).float()  # float32 losses under bf16 autocast too
     logits_noise = model.forward_normalized(z_noise + w).float()
@@ -40,11 +50,16 @@ def loss(model: models.Backbone, z_id: torch.Tensor, y: torch.Tensor, z_noise: t
     if objective == "msp":
         return ce + beta * (torch.logsumexp(logits_noise, 1) - logits_noise.mean(1)).mean()
     if objective == "energy":
-        penalty = torch.exp(t_out * logits_noise).mean(1).mean() + torch.exp(-t_in * logits_id).mean(1).mean()
+        penalty = (
+            torch.exp(t_out * logits_noise).mean(1).mean()
+            + torch.exp(-t_in * logits_id).mean(1).mean()
+        )
         out = ce + beta * penalty
         if not torch.isfinite(out):
-            raise FloatingPointError("the energy watermark loss overflowed (exp of scaled logits); "
-                                     "lower t_in / t_out or beta")
+            raise FloatingPointError(
+                "the energy watermark loss overflowed (exp of scaled logits); "
+                "lower t_in / t_out or beta"
+            )
         return out
     raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
 
@@ -70,8 +85,18 @@ def project(w: torch.Tensor, epsilon: float | None) -> torch.Tensor:
     return w if epsilon is None else w.clamp(-epsilon, epsilon)
 
 
-def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params: dict, state_path,
-          log_csv, *, seed: int = 0, device: str = "auto", progress: bool = True) -> torch.Tensor:
+def learn(
+    model: models.Backbone,
+    images: np.ndarray,
+    labels: np.ndarray,
+    params: dict,
+    state_path,
+    log_csv,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> torch.Tensor:
     """Learn w for a frozen `model`; resumable from `state_path` after every epoch, by the
     same job only (the state's fingerprint covers params, seed, the model's weights and the data).
 
@@ -81,16 +106,34 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
     """
     dev = pick_device(device)
     model = model.to(dev)
-    model = model.to(memory_format=torch.channels_last if use_channels_last(model, dev) else torch.contiguous_format)
+    model = model.to(
+        memory_format=torch.channels_last
+        if use_channels_last(model, dev)
+        else torch.contiguous_format
+    )
     model.eval()
     autocast = bf16_autocast(params.get("bf16", "auto"), dev)
     for p in model.parameters():
         p.requires_grad_(False)
-    job = resume.fingerprint(params=params, seed=seed, model=model.state_dict(), arch=model.arch,
-                             normalization=model.normalization, images=np.asarray(images),
-                             labels=np.asarray(labels, np.int64))
-    loop = resume.Epochs(state_path, job, params["epochs"], log_csv, map_location=dev, desc="watermark",
-                         progress=progress, shown=("loss", "w_linf"))
+    job = resume.fingerprint(
+        params=params,
+        seed=seed,
+        model=model.state_dict(),
+        arch=model.arch,
+        normalization=model.normalization,
+        images=np.asarray(images),
+        labels=np.asarray(labels, np.int64),
+    )
+    loop = resume.Epochs(
+        state_path,
+        job,
+        params["epochs"],
+        log_csv,
+        map_location=dev,
+        desc="watermark",
+        progress=progress,
+        shown=("loss", "w_linf"),
+    )
     w = loop.state["w"] if loop.state is not None else torch.zeros(1, 3, 32, 32, device=dev)
     x_all = to_tensor(images, dev)
     y_all = torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
@@ -114,23 +157,55 @@ def learn(model: models.Backbone, images: np.ndarray, labels: np.ndarray, params
 
             def loss_at(v):
                 with autocast:
-                    return loss(model, z_id, y, z_noise, v, params["objective"], params["beta"], **extra)
+                    return loss(
+                        model, z_id, y, z_noise, v, params["objective"], params["beta"], **extra
+                    )
 
             w, value = sam_sign_step(w, loss_at, params["rho"], alpha)
             w = project(w, params.get("epsilon"))
             total += value * len(idx)
-        loop.history.append({"epoch": epoch + 1, "alpha": alpha, "loss": total / n, "w_linf": w.abs().max().item(),
-                             "w_l2": w.norm().item(), "seconds": time.time() - t0})
+        loop.history.append(
+            {
+                "epoch": epoch + 1,
+                "alpha": alpha,
+                "loss": total / n,
+                "w_linf": w.abs().max().item(),
+                "w_l2": w.norm().item(),
+                "seconds": time.time() - t0,
+            }
+        )
         loop.end_epoch({"w": w})
     return w.detach().cpu()
 
 
-def learn_and_save(base_path, out, images: np.ndarray, labels: np.ndarray, params: dict, state_path, log_csv,
-                   *, seed: int = 0, device: str = "auto", progress: bool = True, spec: dict | None) -> torch.Tensor:
+def learn_and_save(
+    base_path,
+    out,
+    images: np.ndarray,
+    labels: np.ndarray,
+    params: dict,
+    state_path,
+    log_csv,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    spec: dict | None,
+) -> torch.Tensor:
     """Learn the watermark of the checkpoint at `base_path` (which must carry `spec`) and save
     the watermarked variant to `out`."""
     model = models.load_model(base_path, pick_device(device), spec=spec)
-    w = learn(model, images, labels, params, state_path, log_csv, seed=seed, device=device, progress=progress)
+    w = learn(
+        model,
+        images,
+        labels,
+        params,
+        state_path,
+        log_csv,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
     save_watermarked(out, base_path, w, params)
     Path(state_path).unlink(missing_ok=True)
     return w
@@ -141,8 +216,15 @@ def save_watermarked(path, base_path, w: torch.Tensor, params: dict) -> None:
     ckpt = load_torch(base_path)
     spec = {**ckpt["spec"], "watermark": True}
     state = {**ckpt["state_dict"], "watermark": w.reshape(1, 3, 32, 32).float()}
-    save_torch(path, {"spec": spec, "state_dict": state, "watermark_params": dict(params),
-                      **{k: v for k, v in ckpt.items() if k not in ("spec", "state_dict")}})
+    save_torch(
+        path,
+        {
+            "spec": spec,
+            "state_dict": state,
+            "watermark_params": dict(params),
+            **{k: v for k, v in ckpt.items() if k not in ("spec", "state_dict")},
+        },
+    )
 
 
 def plot_watermark(w: torch.Tensor, model: models.Backbone, title: str):

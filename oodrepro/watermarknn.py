@@ -51,11 +51,13 @@ def _label_bytes(label) -> bytes:
 
 
 def commit(payload: bytes, nonce: bytes) -> str:
-    """Com(x; r) = SHA-256(r ‖ x): hiding through the 32-byte random nonce r, binding through SHA-256."""
+    """Com(x; r) = SHA-256(r ‖ x): hiding by the 32-byte random nonce r, binding by SHA-256."""
     return hashlib.sha256(nonce + payload).hexdigest()
 
 
-def make_keys(images: np.ndarray, labels: np.ndarray, nonce_seed: int | None = None) -> tuple[dict, dict]:
+def make_keys(
+    images: np.ndarray, labels: np.ndarray, nonce_seed: int | None = None
+) -> tuple[dict, dict]:
     """(marking key, verification key) for a trigger set.
 
     The marking key (secret) holds the images, labels and every nonce; the verification key
@@ -67,8 +69,12 @@ def make_keys(images: np.ndarray, labels: np.ndarray, nonce_seed: int | None = N
         nonces = np.frombuffer(secrets.token_bytes(64 * n), np.uint8).reshape(2, n, 32)
     else:
         nonces = np.random.default_rng(nonce_seed).integers(0, 256, (2, n, 32), dtype=np.uint8)
-    marking = {"images": np.asarray(images, np.uint8), "labels": np.asarray(labels, np.int64),
-               "image_nonces": nonces[0], "label_nonces": nonces[1]}
+    marking = {
+        "images": np.asarray(images, np.uint8),
+        "labels": np.asarray(labels, np.int64),
+        "image_nonces": nonces[0],
+        "label_nonces": nonces[1],
+    }
     verification = {
         "scheme": "sha256(nonce || payload)",
         "n": n,
@@ -81,16 +87,32 @@ def make_keys(images: np.ndarray, labels: np.ndarray, nonce_seed: int | None = N
 def open_commitments(marking: dict, verification: dict) -> None:
     """Raise VerificationError unless every image and label opens its commitment."""
     n = len(marking["images"])
-    if verification.get("n") != n or len(verification["images"]) != n or len(verification["labels"]) != n:
-        raise VerificationError(f"the verification key commits to {verification.get('n')} triggers, "
-                                f"the marking key holds {n}")
-    bad_images = [i for i in range(n) if commit(_image_bytes(marking["images"][i]),
-                                                marking["image_nonces"][i].tobytes()) != verification["images"][i]]
-    bad_labels = [i for i in range(n) if commit(_label_bytes(marking["labels"][i]),
-                                                marking["label_nonces"][i].tobytes()) != verification["labels"][i]]
+    if (
+        verification.get("n") != n
+        or len(verification["images"]) != n
+        or len(verification["labels"]) != n
+    ):
+        raise VerificationError(
+            f"the verification key commits to {verification.get('n')} triggers, "
+            f"the marking key holds {n}"
+        )
+    bad_images = [
+        i
+        for i in range(n)
+        if commit(_image_bytes(marking["images"][i]), marking["image_nonces"][i].tobytes())
+        != verification["images"][i]
+    ]
+    bad_labels = [
+        i
+        for i in range(n)
+        if commit(_label_bytes(marking["labels"][i]), marking["label_nonces"][i].tobytes())
+        != verification["labels"][i]
+    ]
     if bad_images or bad_labels:
-        raise VerificationError(f"commitments do not open: images {bad_images[:10]}, labels {bad_labels[:10]}"
-                                f" ({len(bad_images)} + {len(bad_labels)} of {n}); refusing to verify")
+        raise VerificationError(
+            f"commitments do not open: images {bad_images[:10]}, labels {bad_labels[:10]}"
+            f" ({len(bad_images)} + {len(bad_labels)} of {n}); refusing to verify"
+        )
 
 
 def load_keys(marking_path, verification_path) -> tuple[dict, dict]:
@@ -133,10 +155,27 @@ class TriggerMixer(training.Trainer):
         return {"trigger_accuracy": trigger_accuracy(model, self.x_uint8, self.labels)}
 
 
-def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], recipe: dict, *, per_batch: int,
-          out, state_path, log_csv, marking_out, verification_out, init=None, first_epoch: int = 0,
-          test=None, nonce_seed: int | None = 0, seed: int = 0, device: str = "auto",
-          progress: bool = True) -> models.Backbone:
+def embed(
+    spec: dict,
+    images,
+    labels,
+    triggers: tuple[np.ndarray, np.ndarray],
+    recipe: dict,
+    *,
+    per_batch: int,
+    out,
+    state_path,
+    log_csv,
+    marking_out,
+    verification_out,
+    init=None,
+    first_epoch: int = 0,
+    test=None,
+    nonce_seed: int | None = 0,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> models.Backbone:
     """Train a watermarked model: from scratch (`init` None) or continuing the clean checkpoint
     `init`, whose step schedule resumes at `first_epoch` (the code's PRETRAINED behaviour).
 
@@ -148,8 +187,20 @@ def embed(spec: dict, images, labels, triggers: tuple[np.ndarray, np.ndarray], r
     save_json(verification_out, verification)
     mixer = TriggerMixer(*triggers, per_batch=per_batch, device=pick_device(device))
     return training.train_backbone(
-        spec, images, labels, recipe, out, state_path, log_csv, seed=seed, device=device, progress=progress,
-        test=test, init=init, first_epoch=first_epoch, trainer=mixer,
+        spec,
+        images,
+        labels,
+        recipe,
+        out,
+        state_path,
+        log_csv,
+        seed=seed,
+        device=device,
+        progress=progress,
+        test=test,
+        init=init,
+        first_epoch=first_epoch,
+        trainer=mixer,
         identity={"triggers": triggers, "per_batch": per_batch},
     )
 
@@ -160,14 +211,17 @@ def trigger_accuracy(model, images, labels, head: dict | None = None) -> float:
 
 
 def ownership_threshold(null_accuracies: list[float], n: int, rule: dict) -> dict:
-    """The trigger accuracy from which ownership is claimed, and the chance a clean model reaches it.
+    """The trigger accuracy from which ownership is claimed, and the chance a clean model reaches
+    it.
 
     `null-models` (default): clean models' agreements are pooled into a chance rate p, taken at
     its one-sided 97.5 % Clopper–Pearson upper bound; the threshold is the smallest count k
     (above every null model's) with P(Binomial(n, p) ≥ k) ≤ alpha, the false-claim probability.
     `fixed`: the threshold is `min_accuracy`; its false-claim probability is reported the same way.
     """
-    from scipy import stats  # here: its import costs every training job of this module half a second
+    from scipy import (
+        stats,
+    )  # here: its import costs every training job of this module half a second
 
     hits = [round(a * n) for a in null_accuracies]
     m = len(hits)
@@ -180,13 +234,31 @@ def ownership_threshold(null_accuracies: list[float], n: int, rule: dict) -> dic
     else:
         k = next((k for k in range(n + 1) if stats.binom.sf(k - 1, n, p) <= rule["alpha"]), n + 1)
         k = max(k, max(hits) + 1)
-    return {"rule": rule["rule"], "threshold": k / n, "threshold_count": k, "n_triggers": n, "null_models": m,
-            "null_mean": float(np.mean(null_accuracies)), "null_max": float(max(null_accuracies)),
-            "chance_rate": p, "false_claim_probability": float(stats.binom.sf(k - 1, n, p)) if k <= n else 0.0}
+    return {
+        "rule": rule["rule"],
+        "threshold": k / n,
+        "threshold_count": k,
+        "n_triggers": n,
+        "null_models": m,
+        "null_mean": float(np.mean(null_accuracies)),
+        "null_max": float(max(null_accuracies)),
+        "chance_rate": p,
+        "false_claim_probability": float(stats.binom.sf(k - 1, n, p)) if k <= n else 0.0,
+    }
 
 
-def verify(model_paths: dict[str, str], marking_path, verification_path, null_paths: list[str], test, rule: dict,
-           device: str = "auto", null_cache: dict | None = None, *, spec: dict | None) -> tuple[pd.DataFrame, dict]:
+def verify(
+    model_paths: dict[str, str],
+    marking_path,
+    verification_path,
+    null_paths: list[str],
+    test,
+    rule: dict,
+    device: str = "auto",
+    null_cache: dict | None = None,
+    *,
+    spec: dict | None,
+) -> tuple[pd.DataFrame, dict]:
     """Open the commitments, set the threshold from the null models, and query every model.
 
     Trigger accuracy uses the head the spec prescribes: the model's own, or for RTLL / RTAL
@@ -200,9 +272,14 @@ def verify(model_paths: dict[str, str], marking_path, verification_path, null_pa
     dev = pick_device(device)
     images, labels = marking["images"], marking["labels"]
     null_cache = {} if null_cache is None else null_cache
-    key = hashlib.sha256(np.ascontiguousarray(images).tobytes() + np.asarray(labels, np.int64).tobytes()).hexdigest()
+    key = hashlib.sha256(
+        np.ascontiguousarray(images).tobytes() + np.asarray(labels, np.int64).tobytes()
+    ).hexdigest()
     if key not in null_cache:
-        null_cache[key] = [trigger_accuracy(models.load_model(p, dev, spec=spec), images, labels) for p in null_paths]
+        null_cache[key] = [
+            trigger_accuracy(models.load_model(p, dev, spec=spec), images, labels)
+            for p in null_paths
+        ]
     null = null_cache[key]
     threshold = ownership_threshold(null, len(labels), rule)
     rows = []
@@ -210,31 +287,72 @@ def verify(model_paths: dict[str, str], marking_path, verification_path, null_pa
         model, ckpt = models.load_checkpoint(path, dev, spec=spec)
         head = ckpt.get("original_head")
         own = trigger_accuracy(model, images, labels)
-        acc = own if head is None else trigger_accuracy(model, images, labels, {k: v.to(dev) for k, v in head.items()})
-        rows.append({"network": name, "test_accuracy": accuracy(model, *test), "trigger_accuracy": acc,
-                     "trigger_accuracy_own_head": own, "claimed": acc >= threshold["threshold"]})
+        acc = (
+            own
+            if head is None
+            else trigger_accuracy(model, images, labels, {k: v.to(dev) for k, v in head.items()})
+        )
+        rows.append(
+            {
+                "network": name,
+                "test_accuracy": accuracy(model, *test),
+                "trigger_accuracy": acc,
+                "trigger_accuracy_own_head": own,
+                "claimed": acc >= threshold["threshold"],
+            }
+        )
     threshold["null_accuracies"] = null
     return pd.DataFrame(rows), threshold
 
 
-def verify_owners(networks: dict[str, str], keys: dict[str, tuple], null_paths: list[str],
-                  pruning: dict[str, pd.DataFrame], test, rule: dict, device: str = "auto", *, spec: dict | None):
+def verify_owners(
+    networks: dict[str, str],
+    keys: dict[str, tuple],
+    null_paths: list[str],
+    pruning: dict[str, pd.DataFrame],
+    test,
+    rule: dict,
+    device: str = "auto",
+    *,
+    spec: dict | None,
+):
     """`verify` for every owner with its own key (its networks: the owner and its attacked
     copies); the clean base model is verified under the first key. Returns the per-network
     table, the threshold and the report's attack table (pruning rows included)."""
     tables, threshold, null_cache = [], {}, {}
     for i, (owner, (marking, verification)) in enumerate(keys.items()):
-        mine = {n: p for n, p in networks.items() if n.partition(".")[0] == owner or (i == 0 and n == "base")}
-        table, threshold = verify(mine, marking, verification, null_paths, test, rule, device, null_cache, spec=spec)
+        mine = {
+            n: p
+            for n, p in networks.items()
+            if n.partition(".")[0] == owner or (i == 0 and n == "base")
+        }
+        table, threshold = verify(
+            mine, marking, verification, null_paths, test, rule, device, null_cache, spec=spec
+        )
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
     return table, threshold, attack_table(table, pruning, threshold)
 
 
 # --------------------------------------------------------------------------- attacks
-def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path, log_csv, triggers, test, *,
-           frozen: str = "train", seed: int = 0, device: str = "auto", spec: dict | None,
-           progress: bool = True) -> models.Backbone:
+def attack(
+    owner_path,
+    kind: str,
+    images,
+    labels,
+    recipe: dict,
+    out,
+    state_path,
+    log_csv,
+    triggers,
+    test,
+    *,
+    frozen: str = "train",
+    seed: int = 0,
+    device: str = "auto",
+    spec: dict | None,
+    progress: bool = True,
+) -> models.Backbone:
     """Fine-tune the watermarked model without triggers (docs/watermarknn.md).
 
     FT*: keep the head; RT*: a fresh `Linear` (PyTorch default init). *LL trains only the
@@ -266,13 +384,37 @@ def attack(owner_path, kind: str, images, labels, recipe: dict, out, state_path,
 
         def evaluate(self, m):
             own = trigger_accuracy(m, *triggers)
-            return {"trigger_accuracy": trigger_accuracy(m, *triggers, head0) if reinit else own,
-                    "trigger_accuracy_own_head": own}
+            return {
+                "trigger_accuracy": trigger_accuracy(m, *triggers, head0) if reinit else own,
+                "trigger_accuracy_own_head": own,
+            }
 
-    training.fit(model, [p for p in model.parameters() if p.requires_grad], images, labels, recipe, state_path,
-                 log_csv, seed=seed, trainer=Attacker(), test=test, desc=kind, progress=progress,
-                 identity={"spec": spec, "attack": kind, "frozen": frozen, "triggers": triggers, "test": test})
-    extra = {"attack": kind, "original_head": {k: v.cpu() for k, v in head0.items()}} if reinit else {"attack": kind}
+    training.fit(
+        model,
+        [p for p in model.parameters() if p.requires_grad],
+        images,
+        labels,
+        recipe,
+        state_path,
+        log_csv,
+        seed=seed,
+        trainer=Attacker(),
+        test=test,
+        desc=kind,
+        progress=progress,
+        identity={
+            "spec": spec,
+            "attack": kind,
+            "frozen": frozen,
+            "triggers": triggers,
+            "test": test,
+        },
+    )
+    extra = (
+        {"attack": kind, "original_head": {k: v.cpu() for k, v in head0.items()}}
+        if reinit
+        else {"attack": kind}
+    )
     models.save_model(out, model, spec, **extra)
     Path(state_path).unlink(missing_ok=True)
     return model.eval()
@@ -297,39 +439,61 @@ def prune(model: models.Backbone, rate: float) -> models.Backbone:
     return model
 
 
-def pruning_curve(owner_path, rates: list[float], triggers, test, device: str = "auto", *,
-                  spec: dict | None) -> pd.DataFrame:
-    """Test and trigger accuracy of the watermarked model (which must carry `spec`) pruned at each rate."""
+def pruning_curve(
+    owner_path, rates: list[float], triggers, test, device: str = "auto", *, spec: dict | None
+) -> pd.DataFrame:
+    """Test and trigger accuracy of the watermarked model (carrying `spec`) pruned at each rate."""
     dev = pick_device(device)
     rows = []
     for rate in [0.0, *rates]:
         model = prune(models.load_model(owner_path, dev, spec=spec), rate)
-        rows.append({"prune_rate": rate, "test_accuracy": accuracy(model, *test),
-                     "trigger_accuracy": trigger_accuracy(model, *triggers)})
+        rows.append(
+            {
+                "prune_rate": rate,
+                "test_accuracy": accuracy(model, *test),
+                "trigger_accuracy": trigger_accuracy(model, *triggers),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- report
-def attack_table(verification: pd.DataFrame, pruning: dict[str, pd.DataFrame], threshold: dict) -> pd.DataFrame:
+def attack_table(
+    verification: pd.DataFrame, pruning: dict[str, pd.DataFrame], threshold: dict
+) -> pd.DataFrame:
     """Test and trigger accuracy (%) per model and attack, with the ownership decision."""
     rows = []
     for r in verification.itertuples():
         embedding, _, attack_name = r.network.partition(".")
-        rows.append({"network": embedding, "attack": attack_name or "-", "test acc.": 100 * r.test_accuracy,
-                     "trigger acc.": 100 * r.trigger_accuracy,
-                     "trigger acc. (own head)": 100 * r.trigger_accuracy_own_head,
-                     "claimed": "✓" if r.claimed else "✗"})
+        rows.append(
+            {
+                "network": embedding,
+                "attack": attack_name or "-",
+                "test acc.": 100 * r.test_accuracy,
+                "trigger acc.": 100 * r.trigger_accuracy,
+                "trigger acc. (own head)": 100 * r.trigger_accuracy_own_head,
+                "claimed": "✓" if r.claimed else "✗",
+            }
+        )
     for owner, curve in pruning.items():
         for c in curve.itertuples():
             if c.prune_rate > 0:
-                rows.append({"network": owner, "attack": f"prune {c.prune_rate:.0%}",
-                             "test acc.": 100 * c.test_accuracy, "trigger acc.": 100 * c.trigger_accuracy,
-                             "trigger acc. (own head)": 100 * c.trigger_accuracy,
-                             "claimed": "✓" if c.trigger_accuracy >= threshold["threshold"] else "✗"})
+                rows.append(
+                    {
+                        "network": owner,
+                        "attack": f"prune {c.prune_rate:.0%}",
+                        "test acc.": 100 * c.test_accuracy,
+                        "trigger acc.": 100 * c.trigger_accuracy,
+                        "trigger acc. (own head)": 100 * c.trigger_accuracy,
+                        "claimed": "✓" if c.trigger_accuracy >= threshold["threshold"] else "✗",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def plot_attacks(curves: dict[str, pd.DataFrame], verification: pd.DataFrame, threshold: float, title: str):
+def plot_attacks(
+    curves: dict[str, pd.DataFrame], verification: pd.DataFrame, threshold: float, title: str
+):
     """Per owner model: test and trigger accuracy after each attack epoch (epoch 0 = before)."""
     from .report import pyplot
 
@@ -344,7 +508,12 @@ def plot_attacks(curves: dict[str, pd.DataFrame], verification: pd.DataFrame, th
             attack_name = name.partition(".")[2]
             for ax, col in zip(row, ("test_accuracy", "trigger_accuracy")):
                 epochs = [0, *log["epoch"]]
-                ax.plot(epochs, [100 * start[owner][col], *(100 * log[col])], marker=".", label=attack_name)
+                ax.plot(
+                    epochs,
+                    [100 * start[owner][col], *(100 * log[col])],
+                    marker=".",
+                    label=attack_name,
+                )
         row[0].set_title(f"{owner}: test accuracy (%)", fontsize=9)
         row[1].set_title(f"{owner}: trigger accuracy (%)", fontsize=9)
         row[1].axhline(100 * threshold, color="k", ls="--", lw=0.8, label="ownership threshold")

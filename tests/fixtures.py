@@ -14,7 +14,14 @@ import threading
 from pathlib import Path
 
 from oodrepro.data.standins import (  # noqa: F401  (the builders the tests use)
-    cifar, image_folder_tar, lsun_test_lmdb, mnist, places365, svhn, tin200)
+    cifar,
+    image_folder_tar,
+    lsun_test_lmdb,
+    mnist,
+    places365,
+    svhn,
+    tin200,
+)
 
 
 def md5(path) -> str:

@@ -33,10 +33,22 @@ def ensure_installed() -> None:
     if all(shutil.which(p) or Path(f"/usr/sbin/{p}").exists() for p in PACKAGES):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise ClusterUnavailable("slurm-wlm and munge are missing and cannot be installed (needs root and apt-get)")
+        raise ClusterUnavailable(
+            "slurm-wlm and munge are missing and cannot be installed (needs root and apt-get)"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run("apt-get", "update", "-qq", env=env, timeout=600)
-    _run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "slurm-wlm", "munge", env=env, timeout=900)
+    _run(
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "slurm-wlm",
+        "munge",
+        env=env,
+        timeout=900,
+    )
 
 
 def _cpus_and_memory() -> tuple[int, int]:
@@ -61,10 +73,22 @@ class SingleNodeCluster:
             self._start_munge()
             self._write_conf()
             env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-            self.daemons.append(subprocess.Popen([shutil.which("slurmctld") or "/usr/sbin/slurmctld", "-D", "-c"],
-                                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            self.daemons.append(subprocess.Popen([shutil.which("slurmd") or "/usr/sbin/slurmd", "-D"],
-                                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.daemons.append(
+                subprocess.Popen(
+                    [shutil.which("slurmctld") or "/usr/sbin/slurmctld", "-D", "-c"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            self.daemons.append(
+                subprocess.Popen(
+                    [shutil.which("slurmd") or "/usr/sbin/slurmd", "-D"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             self._wait_idle()
         except BaseException:
             self.__exit__(None, None, None)
@@ -81,7 +105,14 @@ class SingleNodeCluster:
             _run("runuser", "-u", "munge", "--", "mungekey", "--create")
         pidfile = Path("/run/munge/munged.pid")  # munged runs as munge: a folder it may write to
         pidfile.unlink(missing_ok=True)
-        _run("runuser", "-u", "munge", "--", shutil.which("munged") or "/usr/sbin/munged", f"--pid-file={pidfile}")
+        _run(
+            "runuser",
+            "-u",
+            "munge",
+            "--",
+            shutil.which("munged") or "/usr/sbin/munged",
+            f"--pid-file={pidfile}",
+        )
         for _ in range(50):
             if pidfile.exists() and pidfile.read_text().strip():
                 self.munged_pid = int(pidfile.read_text())

@@ -15,8 +15,13 @@ def toy(n, seed, shift=0.0):
     w = np.random.default_rng(99).normal(size=(K, D))
     b = np.random.default_rng(98).normal(size=K)
     h = np.maximum(rng.normal(size=(n, D)) + shift, 0)  # post-ReLU penultimate features
-    return {"penultimate": h.astype(np.float32), "logits": (h @ w.T + b).astype(np.float32),
-            "labels": rng.integers(0, K, n), "fc_weight": w.astype(np.float32), "fc_bias": b.astype(np.float32)}
+    return {
+        "penultimate": h.astype(np.float32),
+        "logits": (h @ w.T + b).astype(np.float32),
+        "labels": rng.integers(0, K, n),
+        "fc_weight": w.astype(np.float32),
+        "fc_bias": b.astype(np.float32),
+    }
 
 
 @pytest.fixture
@@ -40,8 +45,12 @@ def test_maxlogit_and_gen(data):
     assert np.allclose(run("maxlogit", None, test), z.max(1))
     p = softmax(z, axis=1)
     top3 = np.sort(p, axis=1)[:, ::-1][:, :3]
-    assert np.allclose(run("gen", None, test, gamma=0.1, top=3), -(top3**0.1 * (1 - top3) ** 0.1).sum(1))
-    assert np.allclose(run("gen", None, test, top=100), run("gen", None, test, top=K))  # M is capped at K
+    assert np.allclose(
+        run("gen", None, test, gamma=0.1, top=3), -(top3**0.1 * (1 - top3) ** 0.1).sum(1)
+    )
+    assert np.allclose(
+        run("gen", None, test, top=100), run("gen", None, test, top=K)
+    )  # M is capped at K
 
 
 def test_react_clips_at_a_percentile_of_id_training_activations(data):
@@ -52,10 +61,15 @@ def test_react_clips_at_a_percentile_of_id_training_activations(data):
     expected = energy(np.minimum(test["penultimate"], c) @ w.T + b)
     assert np.allclose(run("react", train, test), expected)
     # clipping at the 100th percentile clips nothing of the training set: plain Energy there
-    assert np.allclose(run("react", train, train, percentile=100), energy(train["logits"].astype(np.float64)),
-                       atol=1e-4)
-    assert np.allclose(run("react", train, test, score="msp"),
-                       softmax(np.minimum(test["penultimate"], c) @ w.T + b, axis=1).max(1))
+    assert np.allclose(
+        run("react", train, train, percentile=100),
+        energy(train["logits"].astype(np.float64)),
+        atol=1e-4,
+    )
+    assert np.allclose(
+        run("react", train, test, score="msp"),
+        softmax(np.minimum(test["penultimate"], c) @ w.T + b, axis=1).max(1),
+    )
 
 
 def test_dice_keeps_the_largest_weight_times_mean_activation_contributions(data):
@@ -65,10 +79,21 @@ def test_dice_keeps_the_largest_weight_times_mean_activation_contributions(data)
     contribution = np.array([[w[k, j] * mean[j] for j in range(D)] for k in range(K)])
     cut = np.sort(contribution.ravel())[int(np.ceil(0.9 * K * D)) - 1]
     mask = scores.fit_dice(train)["mask"]
-    assert mask.sum() == (contribution > np.percentile(contribution, 90)).sum() == round(0.1 * K * D)
+    assert (
+        mask.sum() == (contribution > np.percentile(contribution, 90)).sum() == round(0.1 * K * D)
+    )
     assert (contribution[mask] > cut - 1e-12).all()
-    expected = energy(np.stack([[sum(test["penultimate"][i, j] * w[k, j] * mask[k, j] for j in range(D)) + b[k]
-                                 for k in range(K)] for i in range(len(test["penultimate"]))]))
+    expected = energy(
+        np.stack(
+            [
+                [
+                    sum(test["penultimate"][i, j] * w[k, j] * mask[k, j] for j in range(D)) + b[k]
+                    for k in range(K)
+                ]
+                for i in range(len(test["penultimate"]))
+            ]
+        )
+    )
     assert np.allclose(run("dice", train, test), expected)
 
 
@@ -82,7 +107,9 @@ def test_ash_prunes_each_sample_and_rescales(data, variant):
     for x in h:
         top = np.argsort(-x, kind="stable")[:k]
         out = np.zeros(D)
-        out[top] = {"b": x.sum() / k, "p": x[top], "s": x[top] * np.exp(x.sum() / x[top].sum())}[variant]
+        out[top] = {"b": x.sum() / k, "p": x[top], "s": x[top] * np.exp(x.sum() / x[top].sum())}[
+            variant
+        ]
         rows.append(out)
     expected = energy(np.array(rows) @ w.T + b)
     assert np.allclose(run("ash", None, test, percentile=75, variant=variant), expected)
@@ -108,7 +135,9 @@ def test_vim_residual_off_the_principal_subspace_and_alpha(data):
     w, b = train["fc_weight"].astype(np.float64), train["fc_bias"].astype(np.float64)
     h = train["penultimate"].astype(np.float64)
     u = -np.linalg.pinv(w) @ b
-    cov = np.cov((h - u).T, bias=True) + np.outer((h - u).mean(0), (h - u).mean(0))  # E[(h−u)(h−u)ᵀ]
+    cov = np.cov((h - u).T, bias=True) + np.outer(
+        (h - u).mean(0), (h - u).mean(0)
+    )  # E[(h−u)(h−u)ᵀ]
     vals, vecs = np.linalg.eigh(cov)
     ns = vecs[:, np.argsort(-vals)[6:]]
     alpha = (h @ w.T + b).max(1).mean() / np.linalg.norm((h - u) @ ns, axis=1).mean()
@@ -118,7 +147,9 @@ def test_vim_residual_off_the_principal_subspace_and_alpha(data):
     expected = energy(t @ w.T + b) - alpha * np.linalg.norm((t - u) @ ns, axis=1)
     assert np.allclose(run("vim", train, test, dim=6), expected, atol=1e-6)
     residual = state["residual_space"]  # orthonormal, and orthogonal to the 6 principal directions
-    assert residual.shape == (D, D - 6) and np.allclose(residual.T @ residual, np.eye(D - 6), atol=1e-8)
+    assert residual.shape == (D, D - 6) and np.allclose(
+        residual.T @ residual, np.eye(D - 6), atol=1e-8
+    )
     assert np.allclose(vecs[:, np.argsort(-vals)[:6]].T @ residual, 0, atol=1e-8)
     with pytest.raises(ValueError, match="dim = 16"):
         scores.fit_vim(train, dim=16)
@@ -141,7 +172,9 @@ def test_rmds_subtracts_the_background_gaussian(data):
 def test_knn_ranks_features_off_the_id_distribution_as_less_id(data):
     train, test, _ = data
     ood = {**test, "penultimate": np.zeros_like(test["penultimate"])}
-    ood["penultimate"][:, :2] = 5 * np.random.default_rng(3).random((len(test["penultimate"]), 2)) + 1
+    ood["penultimate"][:, :2] = (
+        5 * np.random.default_rng(3).random((len(test["penultimate"]), 2)) + 1
+    )
     s_id, s_ood = run("knn", train, test), run("knn", train, ood)
     assert np.mean(s_id[:, None] > s_ood[None, :]) > 0.8
 
@@ -158,8 +191,12 @@ def test_feature_files_carry_the_head_that_reproduces_the_logits(tmp_path):
     with np.load(tmp_path / "f.npz") as f:
         dumped = {k: f[k] for k in f.files}
     assert np.array_equal(dumped["fc_weight"], model.fc.weight.detach().numpy())
-    recomputed = dumped["penultimate"].astype(np.float64) @ dumped["fc_weight"].T + dumped["fc_bias"]
+    recomputed = (
+        dumped["penultimate"].astype(np.float64) @ dumped["fc_weight"].T + dumped["fc_bias"]
+    )
     assert np.allclose(recomputed, dumped["logits"], atol=1e-4)
     # ReAct at a clip above every activation is Energy on the model's own logits
     state = {"clip": np.array(dumped["penultimate"].max() + 1)}
-    assert np.allclose(scores.react(dumped, state), energy(dumped["logits"].astype(np.float64)), atol=1e-4)
+    assert np.allclose(
+        scores.react(dumped, state), energy(dumped["logits"].astype(np.float64)), atol=1e-4
+    )

@@ -33,54 +33,149 @@ def test_presets_are_valid(preset):
     [
         (lambda c: c["training"].update(lrr=0.1), "training: unknown key"),
         (lambda c: c["training"].update(lr="fast"), "training.lr: 'fast' is not of type 'number'"),
-        (lambda c: c["backbones"]["resnet18-small"].update(arch="resnet9000"), "backbones.resnet18-small.arch"),
-        (lambda c: c["backbones"]["resnet18-small"].update(widht=0.5), "backbones.resnet18-small: unknown key"),
-        (lambda c: c["benchmark"]["ood"].append("mnist"), "benchmark.ood[6]: unknown dataset 'mnist'"),
+        (
+            lambda c: c["backbones"]["resnet18-small"].update(arch="resnet9000"),
+            "backbones.resnet18-small.arch",
+        ),
+        (
+            lambda c: c["backbones"]["resnet18-small"].update(widht=0.5),
+            "backbones.resnet18-small: unknown key",
+        ),
+        (
+            lambda c: c["benchmark"]["ood"].append("mnist"),
+            "benchmark.ood[6]: unknown dataset 'mnist'",
+        ),
         (lambda c: c["scores"].update(mystery={}), "scores.mystery: unknown score"),
         (lambda c: c["scores"]["odin"].update(temprature=10), "scores.odin: unknown key"),
         (lambda c: c["metrics"].update(fpr_rule="nearest"), "metrics.fpr_rule"),
-        (lambda c: c.update(variants=["base", "nowhere"]), "variants[1]: 'nowhere' is neither a model"),
-        (lambda c: c.update(downloads={"cifar.tgz": {"url": "x"}}), "downloads.cifar.tgz: unknown archive"),
-        (lambda c: c["training"].update(schedule={"kind": "step", "milestones": [99]}), "milestone 99"),
+        (
+            lambda c: c.update(variants=["base", "nowhere"]),
+            "variants[1]: 'nowhere' is neither a model",
+        ),
+        (
+            lambda c: c.update(downloads={"cifar.tgz": {"url": "x"}}),
+            "downloads.cifar.tgz: unknown archive",
+        ),
+        (
+            lambda c: c["training"].update(schedule={"kind": "step", "milestones": [99]}),
+            "milestone 99",
+        ),
         (lambda c: c.update(seeds=[]), "seeds"),
         (lambda c: c["benchmark"].update(name="a/b"), "benchmark.name"),
-        (lambda c: c["variant_scores"].update({"base+wm-zzz": ["msp"]}), "variant_scores.base+wm-zzz: not one of"),
-        (lambda c: c["variant_scores"].update({"base": ["mystery"]}), "'mystery' is not configured under scores"),
-        (lambda c: c["watermarks"]["wm-energy"].pop("t_in"), "watermarks.wm-energy: the energy objective needs"),
-        (lambda c: c["watermarks"]["wm-msp"].update(t_in=1.0), "watermarks.wm-msp: t_in / t_out belong"),
-        (lambda c: c["watermarks"]["wm-msp"].pop("rho"), "watermarks.wm-msp: 'rho' is a required property"),
-        (lambda c: c.update(variants=["base", "base+wm-nope"]), "'base+wm-nope' is neither a model"),
+        (
+            lambda c: c["variant_scores"].update({"base+wm-zzz": ["msp"]}),
+            "variant_scores.base+wm-zzz: not one of",
+        ),
+        (
+            lambda c: c["variant_scores"].update({"base": ["mystery"]}),
+            "'mystery' is not configured under scores",
+        ),
+        (
+            lambda c: c["watermarks"]["wm-energy"].pop("t_in"),
+            "watermarks.wm-energy: the energy objective needs",
+        ),
+        (
+            lambda c: c["watermarks"]["wm-msp"].update(t_in=1.0),
+            "watermarks.wm-msp: t_in / t_out belong",
+        ),
+        (
+            lambda c: c["watermarks"]["wm-msp"].pop("rho"),
+            "watermarks.wm-msp: 'rho' is a required property",
+        ),
+        (
+            lambda c: c.update(variants=["base", "base+wm-nope"]),
+            "'base+wm-nope' is neither a model",
+        ),
         (lambda c: c["finetunes"]["um"].update({"from": "base.last"}), "finetunes.um.from"),
-        (lambda c: c["finetunes"].update({"oe+wm-msp": {"from": "base"}}), "must not end in '+<watermark>'"),
-        (lambda c: c["benchmark"].pop("outliers"), "finetunes.oe.exposure: needs benchmark.outliers"),
-        (lambda c: c["watermarknn"]["owners"].update({"null7": {"from": "scratch"}}), "owners.null7: reserved"),
-        (lambda c: c["watermarknn"].update({"triggers": "nope"}), "watermarknn.triggers: unknown dataset"),
-        (lambda c: c["watermarknn"].update({"ownership": {"rule": "fixed"}}), "fixed rule needs min_accuracy"),
-        (lambda c: c["backbones"]["resnet18-small"].update(pretrained={"archive": "x.pt", "format": "hendrycks-wrn"}),
-         "pretrained.archive: unknown archive 'x.pt'"),
+        (
+            lambda c: c["finetunes"].update({"oe+wm-msp": {"from": "base"}}),
+            "must not end in '+<watermark>'",
+        ),
+        (
+            lambda c: c["benchmark"].pop("outliers"),
+            "finetunes.oe.exposure: needs benchmark.outliers",
+        ),
+        (
+            lambda c: c["watermarknn"]["owners"].update({"null7": {"from": "scratch"}}),
+            "owners.null7: reserved",
+        ),
+        (
+            lambda c: c["watermarknn"].update({"triggers": "nope"}),
+            "watermarknn.triggers: unknown dataset",
+        ),
+        (
+            lambda c: c["watermarknn"].update({"ownership": {"rule": "fixed"}}),
+            "fixed rule needs min_accuracy",
+        ),
+        (
+            lambda c: c["backbones"]["resnet18-small"].update(
+                pretrained={"archive": "x.pt", "format": "hendrycks-wrn"}
+            ),
+            "pretrained.archive: unknown archive 'x.pt'",
+        ),
         # found by trying 51 malformed configs: these passed, or named a rule instead of the key
-        (lambda c: c["finetunes"]["um"]["training"].update(schedule={"kind": "step", "milestones": [3, 30]}),
-         "finetunes.um.training.schedule.milestones: milestone 30 is beyond epoch 6"),
-        (lambda c: c["watermarknn"]["owners"]["wnn-pretrained"]["training"].update(
-            schedule={"kind": "step", "milestones": [9]}), "owners.wnn-pretrained.training.schedule.milestones"),
-        (lambda c: c["finetunes"]["oe"]["training"].update(schedule={"kind": "step"}),
-         "finetunes.oe.training.schedule: a step schedule needs milestones"),
-        (lambda c: c["watermarks"]["wm-msp"].update(decay_epoch=9), "watermarks.wm-msp.decay_epoch: 9 is beyond"),
+        (
+            lambda c: c["finetunes"]["um"]["training"].update(
+                schedule={"kind": "step", "milestones": [3, 30]}
+            ),
+            "finetunes.um.training.schedule.milestones: milestone 30 is beyond epoch 6",
+        ),
+        (
+            lambda c: c["watermarknn"]["owners"]["wnn-pretrained"]["training"].update(
+                schedule={"kind": "step", "milestones": [9]}
+            ),
+            "owners.wnn-pretrained.training.schedule.milestones",
+        ),
+        (
+            lambda c: c["finetunes"]["oe"]["training"].update(schedule={"kind": "step"}),
+            "finetunes.oe.training.schedule: a step schedule needs milestones",
+        ),
+        (
+            lambda c: c["watermarks"]["wm-msp"].update(decay_epoch=9),
+            "watermarks.wm-msp.decay_epoch: 9 is beyond",
+        ),
         (lambda c: c.update(seeds=[0, 1, 0]), "seeds: [0, 1, 0] has non-unique elements"),
-        (lambda c: c["training"].update(lr=float("nan")), "training.lr: nan is not a finite number"),
-        (lambda c: c["unleashing_mask"].update(level=float("inf")), "unleashing_mask.level: inf is not a finite"),
-        (lambda c: c["scores"]["mahalanobis"].update(layer="block_9"), "scores.mahalanobis.layer: resnet18 has no"),
-        (lambda c: c["scores"]["mahalanobis_ensemble"]["layers"].append("blocks.12"),
-         "scores.mahalanobis_ensemble.layers[4]: resnet18 has no module 'blocks.12'"),
-        (lambda c: c["scores"]["featurenorm"].update(block="layer5.0"), "scores.featurenorm.block: resnet18 has no"),
-        (lambda c: c["scores"]["featurenorm"].update(block=8), "scores.featurenorm.block: resnet18 has no block 8"),
+        (
+            lambda c: c["training"].update(lr=float("nan")),
+            "training.lr: nan is not a finite number",
+        ),
+        (
+            lambda c: c["unleashing_mask"].update(level=float("inf")),
+            "unleashing_mask.level: inf is not a finite",
+        ),
+        (
+            lambda c: c["scores"]["mahalanobis"].update(layer="block_9"),
+            "scores.mahalanobis.layer: resnet18 has no",
+        ),
+        (
+            lambda c: c["scores"]["mahalanobis_ensemble"]["layers"].append("blocks.12"),
+            "scores.mahalanobis_ensemble.layers[4]: resnet18 has no module 'blocks.12'",
+        ),
+        (
+            lambda c: c["scores"]["featurenorm"].update(block="layer5.0"),
+            "scores.featurenorm.block: resnet18 has no",
+        ),
+        (
+            lambda c: c["scores"]["featurenorm"].update(block=8),
+            "scores.featurenorm.block: resnet18 has no block 8",
+        ),
         (lambda c: c["benchmark"]["ood"].append("glyphs"), "benchmark.ood: ['gaussian-noise'"),
-        (lambda c: c["benchmark"]["ood"].append("digits-train"),
-         "benchmark.ood: must not contain the ID set benchmark.id_train"),
-        (lambda c: c["benchmark"].update(outliers="photos"), "benchmark.outliers: 'photos' is an ID or OOD set"),
-        (lambda c: c["watermarknn"]["attacks"].update(kinds=["ftll", "ftll"]), "watermarknn.attacks.kinds"),
-        (lambda c: c["scores"]["vim"].update(dim=64),
-         "scores.vim.dim: must lie below resnet18's penultimate size 64"),
+        (
+            lambda c: c["benchmark"]["ood"].append("digits-train"),
+            "benchmark.ood: must not contain the ID set benchmark.id_train",
+        ),
+        (
+            lambda c: c["benchmark"].update(outliers="photos"),
+            "benchmark.outliers: 'photos' is an ID or OOD set",
+        ),
+        (
+            lambda c: c["watermarknn"]["attacks"].update(kinds=["ftll", "ftll"]),
+            "watermarknn.attacks.kinds",
+        ),
+        (
+            lambda c: c["scores"]["vim"].update(dim=64),
+            "scores.vim.dim: must lie below resnet18's penultimate size 64",
+        ),
     ],
 )
 def test_errors_name_the_key(default, edit, fragment):
@@ -98,7 +193,11 @@ def test_recipe_overrides_and_kept_epochs(default):
     assert recipe["epochs"] == 9 and recipe["lr"] == 0.2 and recipe["batch_size"] == 64
     assert cfg.kept_epochs(recipe) == {"middle": 4}  # round(0.5 · 9)
     assert cfg.model_spec(default, "resnet18-small") == {
-        "arch": "resnet18", "width": 0.125, "normalization": "half", "num_classes": 10}
+        "arch": "resnet18",
+        "width": 0.125,
+        "normalization": "half",
+        "num_classes": 10,
+    }
 
 
 def test_network_jobs_ask_for_a_gpu_only_where_the_run_uses_one(monkeypatch):
@@ -121,7 +220,9 @@ def test_layer_names_come_from_the_built_model_and_are_cached(default, tmp_path,
     spec = cfg.model_spec(default, "resnet18-small")
     names = cfg.architecture_names(spec, tmp_path)
     model = models.build(**spec)
-    assert names["blocks"] == model.block_names and names["modules"] == [n for n, _ in model.named_modules() if n]
+    assert names["blocks"] == model.block_names and names["modules"] == [
+        n for n, _ in model.named_modules() if n
+    ]
     monkeypatch.setattr(models, "build", lambda *a, **k: pytest.fail("the cache was not used"))
     assert cfg.architecture_names(spec, tmp_path) == names
     monkeypatch.undo()
@@ -132,7 +233,9 @@ def test_layer_names_come_from_the_built_model_and_are_cached(default, tmp_path,
 def test_a_duplicated_yaml_key_names_its_lines(tmp_path):
     text = (ROOT / "config.yaml").read_text().replace("  lr: 0.05\n", "  lr: 0.05\n  lr: 0.01\n", 1)
     (tmp_path / "dup.yaml").write_text(text)
-    with pytest.raises(cfg.ConfigError, match=r"dup.yaml:\d+: key 'lr' is given twice .*first on line \d+"):
+    with pytest.raises(
+        cfg.ConfigError, match=r"dup.yaml:\d+: key 'lr' is given twice .*first on line \d+"
+    ):
         cfg.load(tmp_path / "dup.yaml")
     anchors = "a: &r {x: 1}\nb:\n  <<: *r\n  x: 2\n"  # a merge key overridden is not a duplicate
     (tmp_path / "merge.yaml").write_text(anchors)
@@ -151,11 +254,17 @@ def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
 def test_a_preset_merged_into_config_yaml_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     preset = "presets/featurenorm-cvpr23.yaml"
-    with pytest.raises(cfg.ConfigError, match="add --replace-workflow-config|Add --replace-workflow-config"):
+    with pytest.raises(
+        cfg.ConfigError, match="add --replace-workflow-config|Add --replace-workflow-config"
+    ):
         cfg.check_config_files("config.yaml", [preset], replace=False)
     cfg.check_config_files("config.yaml", [preset], replace=True)
-    cfg.check_config_files("config.yaml", ["config.yaml"], replace=False)  # the default config itself
-    (tmp_path / "override.yaml").write_text("network_threads: 2\n")  # a partial override merges on purpose
+    cfg.check_config_files(
+        "config.yaml", ["config.yaml"], replace=False
+    )  # the default config itself
+    (tmp_path / "override.yaml").write_text(
+        "network_threads: 2\n"
+    )  # a partial override merges on purpose
     cfg.check_config_files("config.yaml", [str(tmp_path / "override.yaml")], replace=False)
 
 
@@ -174,12 +283,22 @@ def test_the_schemas_enums_are_the_registries():
     backbone = ["properties", "backbones", "additionalProperties", "properties"]
     assert _enum([*backbone, "arch"]) == set(models.MODELS)
     assert _enum([*backbone, "normalization"]) == set(models.NORMALIZATIONS)
-    assert _enum([*backbone, "pretrained", "properties", "format"]) == set(models.PRETRAINED_FORMATS)
-    assert _enum(["properties", "watermarks", "additionalProperties", "properties", "objective"]) == set(
-        watermark_ood.OBJECTIVES)
+    assert _enum([*backbone, "pretrained", "properties", "format"]) == set(
+        models.PRETRAINED_FORMATS
+    )
+    assert _enum(
+        ["properties", "watermarks", "additionalProperties", "properties", "objective"]
+    ) == set(watermark_ood.OBJECTIVES)
     attacks = ["properties", "watermarknn", "properties", "attacks", "properties"]
     assert _enum([*attacks, "kinds", "items"]) == set(watermarknn.ATTACKS)
-    exposure = ["properties", "finetunes", "additionalProperties", "properties", "exposure", "properties"]
+    exposure = [
+        "properties",
+        "finetunes",
+        "additionalProperties",
+        "properties",
+        "exposure",
+        "properties",
+    ]
     assert _enum([*exposure, "method"]) == set(outlier_exposure.METHODS)
     m = ["properties", "metrics", "properties"]
     assert _enum([*m, "fpr_rule"]) == set(metrics.FPR_RULES)

@@ -14,7 +14,9 @@ from oodrepro.sampling import sample_indices
 
 def _fetch(server, archive_path, dest_dir, **override):
     checksum = override or {"md5": fixtures.md5(archive_path)}
-    return dl.download(server.url(archive_path.name), dest_dir / archive_path.name, progress=False, **checksum)
+    return dl.download(
+        server.url(archive_path.name), dest_dir / archive_path.name, progress=False, **checksum
+    )
 
 
 def _convert(name, archives, tmp_path, **kw):
@@ -30,7 +32,9 @@ def test_download_verifies_md5_and_sha256(served, tmp_path):
     import hashlib
 
     sha = hashlib.sha256(b"x" * 1000).hexdigest()
-    out = dl.download(server.url("blob.bin"), tmp_path / "raw" / "blob.bin", sha256=sha, progress=False)
+    out = dl.download(
+        server.url("blob.bin"), tmp_path / "raw" / "blob.bin", sha256=sha, progress=False
+    )
     assert out.read_bytes() == b"x" * 1000
 
 
@@ -55,9 +59,11 @@ def test_a_failed_download_names_archive_url_and_the_way_out(served, tmp_path, w
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    url = {"missing on the server": served[1].url("test_32x32.mat"),
-           "no server": f"http://127.0.0.1:{closed}/test_32x32.mat",
-           "missing local file": (tmp_path / "nowhere" / "test_32x32.mat").as_uri()}[where]
+    url = {
+        "missing on the server": served[1].url("test_32x32.mat"),
+        "no server": f"http://127.0.0.1:{closed}/test_32x32.mat",
+        "missing local file": (tmp_path / "nowhere" / "test_32x32.mat").as_uri(),
+    }[where]
     dest = tmp_path / "raw" / "test_32x32.mat"
     with pytest.raises(dl.DownloadError) as err:
         dl.download(url, dest, md5="0" * 32, progress=False)
@@ -70,7 +76,9 @@ def test_a_failed_download_names_archive_url_and_the_way_out(served, tmp_path, w
 def test_a_local_copy_through_file_url(tmp_path):
     (tmp_path / "blob.bin").write_bytes(b"y" * 100)
     sha = hashlib.sha256(b"y" * 100).hexdigest()
-    out = dl.download((tmp_path / "blob.bin").as_uri(), tmp_path / "raw" / "blob.bin", sha256=sha, progress=False)
+    out = dl.download(
+        (tmp_path / "blob.bin").as_uri(), tmp_path / "raw" / "blob.bin", sha256=sha, progress=False
+    )
     assert out.read_bytes() == b"y" * 100
 
 
@@ -118,7 +126,12 @@ ODIN_SETS = [
     ("isun", "iSUN.tar.gz", "iSUN", [(32, 32)] * 3),
     ("tin-crop", "Imagenet.tar.gz", "Imagenet", [(36, 36)] * 3),
     ("tin-resize", "Imagenet_resize.tar.gz", "Imagenet_resize", [(32, 32)] * 3),
-    ("textures", "dtd-r1.0.1.tar.gz", "dtd/images", [(300, 200), (200, 260), (320, 320), (120, 64)]),
+    (
+        "textures",
+        "dtd-r1.0.1.tar.gz",
+        "dtd/images",
+        [(300, 200), (200, 260), (320, 320), (120, 64)],
+    ),
 ]
 
 
@@ -143,7 +156,9 @@ def test_image_folder_releases(served, tmp_path, name, filename, top, sizes):
 
 def test_textures_recipes_differ(served, tmp_path):
     root, server = served
-    fx = fixtures.image_folder_tar(root, "dtd-r1.0.1.tar.gz", "dtd/images", [(300, 200), (200, 260)])
+    fx = fixtures.image_folder_tar(
+        root, "dtd-r1.0.1.tar.gz", "dtd/images", [(300, 200), (200, 260)]
+    )
     archive = _fetch(server, fx["paths"][0], tmp_path)
     out = {}
     for name in ("textures", "textures@squash-bilinear", "textures@squash-lanczos"):
@@ -165,7 +180,9 @@ def test_places365_seeded_sample(served, tmp_path):
 
 
 def test_recipes():
-    img = Image.fromarray(np.arange(64 * 48 * 3, dtype=np.uint32).reshape(48, 64, 3).astype(np.uint8))
+    img = Image.fromarray(
+        np.arange(64 * 48 * 3, dtype=np.uint32).reshape(48, 64, 3).astype(np.uint8)
+    )
     for recipe in ("crop32", "centre32", "squash-bilinear", "squash-lanczos"):
         assert dl.to_rgb32(img, recipe).shape == (32, 32, 3)
     with pytest.raises(ValueError, match="unknown recipe"):
@@ -187,8 +204,12 @@ def test_random_300k_outliers_are_sampled_from_the_served_array(served, tmp_path
     array = rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
     np.save(root / "300K_random_images.npy", array)
     sha = hashlib.sha256((root / "300K_random_images.npy").read_bytes()).hexdigest()
-    path = dl.download(server.url("300K_random_images.npy"), tmp_path / "300K_random_images.npy", sha256=sha,
-                       progress=False)
+    path = dl.download(
+        server.url("300K_random_images.npy"),
+        tmp_path / "300K_random_images.npy",
+        sha256=sha,
+        progress=False,
+    )
     data.convert_download("random-300k", [path], tmp_path / "o.npz", sample=20, seed=3)
     images, labels = data.load_dataset(tmp_path / "o.npz")
     assert np.array_equal(images, array[sample_indices(50, 20, 3)]) and (labels == -1).all()
@@ -202,7 +223,9 @@ def test_outliers_from_a_users_folder(tmp_path):
         arrays[name] = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
         Image.fromarray(arrays[name]).save(tmp_path / "imgs" / name)
     (tmp_path / "imgs" / "notes.txt").write_text("not an image")
-    data.convert_download("outliers-folder@centre32", [], tmp_path / "o.npz", folder=str(tmp_path / "imgs"))
+    data.convert_download(
+        "outliers-folder@centre32", [], tmp_path / "o.npz", folder=str(tmp_path / "imgs")
+    )
     images, _ = data.load_dataset(tmp_path / "o.npz")
     assert len(images) == 3
     assert np.array_equal(images[0], arrays["a.png"][4:36, 8:40])  # sorted by path; centre crop
@@ -222,7 +245,9 @@ def test_lsun_test_lmdb(served, tmp_path):
     images, _ = _convert("lsun-test", [archive], tmp_path)
     assert images.shape == (4, 32, 32, 3)
     for got, src in zip(images, fx["arrays"]):  # LMDB keys are sorted, as written
-        np.testing.assert_array_equal(got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS)))
+        np.testing.assert_array_equal(
+            got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS))
+        )
 
 
 def test_tin200_test_split(served, tmp_path):
@@ -233,7 +258,9 @@ def test_tin200_test_split(served, tmp_path):
     assert images.shape == (5, 32, 32, 3)  # the test split only, the train image ignored
     expected = sorted(zip([f"test_{i}.JPEG" for i in range(5)], fx["arrays"]))
     for got, (_, src) in zip(images, expected):
-        np.testing.assert_array_equal(got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS)))
+        np.testing.assert_array_equal(
+            got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS))
+        )
 
 
 def test_mnist(served, tmp_path):

@@ -13,7 +13,9 @@ def test_feature_norm_is_the_channel_mean_of_spatial_norms_after_relu():
     a[0, 1] = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # norm 5
     assert featurenorm.feature_norm(a).item() == pytest.approx(4.0)
     # not the norm of the pooled vector (‖(0.75, 1.75)‖ ≈ 1.90), nor one Frobenius norm (√34 ≈ 5.83)
-    assert featurenorm.feature_norm(a).item() != pytest.approx(float(torch.relu(a).mean((2, 3)).norm()))
+    assert featurenorm.feature_norm(a).item() != pytest.approx(
+        float(torch.relu(a).mean((2, 3)).norm())
+    )
 
 
 def _tiles(img):
@@ -32,7 +34,9 @@ def test_jigsaw_only_permutes_tiles_and_zeroes_the_border():
         assert sorted(perms[i].tolist()) == list(range(9))
     assert (out[:, :, 30:, :] == 0).all() and (out[:, :, :, 30:] == 0).all()
     inner = (slice(None), slice(None), slice(0, 30), slice(0, 30))
-    assert torch.equal(torch.sort(out[inner].flatten(1)).values, torch.sort(z[inner].flatten(1)).values)
+    assert torch.equal(
+        torch.sort(out[inner].flatten(1)).values, torch.sort(z[inner].flatten(1)).values
+    )
 
 
 def test_identity_permutation_keeps_the_30x30_region():
@@ -45,13 +49,17 @@ def test_jigsaw_permutations_are_seeded_and_uniform_enough():
     a, b = featurenorm.jigsaw_permutations(2000, 3), featurenorm.jigsaw_permutations(2000, 3)
     assert torch.equal(a, b) and not torch.equal(a, featurenorm.jigsaw_permutations(2000, 4))
     counts = torch.bincount(a[:, 0], minlength=9).float()
-    assert counts.min() > 150 and counts.max() < 300  # each source tile ≈ 2000/9 ≈ 222 times at position 0
+    assert (
+        counts.min() > 150 and counts.max() < 300
+    )  # each source tile ≈ 2000/9 ≈ 222 times at position 0
 
 
 def test_norm_ratio_is_a_mean_of_per_image_ratios():
     fn_id = np.array([[2.0, 4.0], [6.0, 8.0]])
     fn_jig = np.array([[1.0, 2.0], [2.0, 2.0]])
-    np.testing.assert_allclose(featurenorm.norm_ratio(fn_id, fn_jig), [2.5, 3.0])  # ratio of means: [8/3, 3]
+    np.testing.assert_allclose(
+        featurenorm.norm_ratio(fn_id, fn_jig), [2.5, 3.0]
+    )  # ratio of means: [8/3, 3]
 
 
 def test_select_block():
@@ -86,11 +94,15 @@ def test_dumped_featnorm_matches_the_blocks(tiny):
 
 def test_jigsaw_features_use_each_images_own_permutation_in_normalised_space(tiny):
     model, images = tiny
-    feats = features.extract(model, images, batch_size=4, transform=featurenorm.jigsaw_transform(6, seed=2))
+    feats = features.extract(
+        model, images, batch_size=4, transform=featurenorm.jigsaw_transform(6, seed=2)
+    )
     perms = featurenorm.jigsaw_permutations(6, 2)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
-        direct = model.forward_normalized(featurenorm.jigsaw(model.normalize(x), perms), return_blocks=True)
+        direct = model.forward_normalized(
+            featurenorm.jigsaw(model.normalize(x), perms), return_blocks=True
+        )
     direct_fn = torch.stack([featurenorm.feature_norm(b) for b in direct.blocks], 1).numpy()
     np.testing.assert_allclose(feats["featnorm"], direct_fn, rtol=1e-5)
 
@@ -115,7 +127,9 @@ def test_featurenorm_score_uses_the_selected_block(tiny):
 def test_block_table_ranks_blocks_by_auroc():
     rng = np.random.default_rng(0)
     fn_id = rng.normal(5, 1, (40, 3))
-    fn_ood = {"a": np.column_stack([rng.normal(5, 1, 30), rng.normal(0, 1, 30), rng.normal(4, 1, 30)])}
+    fn_ood = {
+        "a": np.column_stack([rng.normal(5, 1, 30), rng.normal(0, 1, 30), rng.normal(4, 1, 30)])
+    }
     table = featurenorm.block_table(np.array([1.0, 2.0, 1.5]), ["b0", "b1", "b2"], 1, fn_id, fn_ood)
     assert list(table["selected"]) == [False, True, False]
     assert table.loc[1, "auroc rank"] == 1 and table.loc[1, "auroc a"] > 99

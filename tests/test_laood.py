@@ -15,7 +15,9 @@ from oodrepro import features, laood, models, scores
 def grid():
     """A 15×15 grid of points in the unit square: edges are the border, inside is interior."""
     xs = np.linspace(0, 1, 15)
-    return np.array([(a, b) for a in xs for b in xs]) + np.random.default_rng(0).normal(0, 1e-4, (225, 2))
+    return np.array([(a, b) for a in xs for b in xs]) + np.random.default_rng(0).normal(
+        0, 1e-4, (225, 2)
+    )
 
 
 def test_edge_points_are_on_the_border_with_outward_normals(grid):
@@ -63,8 +65,12 @@ def test_decision_matches_sklearn():
     z = (h - h.mean(0)) / h.std(0)
     svm = OneClassSVM(kernel="rbf", gamma=det.gamma, nu=0.05).fit(z)
     test = rng.normal(2, 3, (50, 4))
-    np.testing.assert_allclose(det.decision(test), svm.decision_function((test - h.mean(0)) / h.std(0)), rtol=1e-6,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        det.decision(test),
+        svm.decision_function((test - h.mean(0)) / h.std(0)),
+        rtol=1e-6,
+        atol=1e-9,
+    )
 
 
 def test_arrays_round_trip_and_combined_score_is_the_max_over_layers():
@@ -77,8 +83,11 @@ def test_arrays_round_trip_and_combined_score_is_the_max_over_layers():
     np.testing.assert_allclose(d, laood.decisions(dets, test))
     per_layer_native = -d  # s_ℓ = −d_ℓ, higher = OOD
     np.testing.assert_allclose(laood.score(d), -per_layer_native.max(axis=1))
-    state = scores.fit_laood({"layer_names": np.array(["a", "b"]), "layer_0": layers[0], "layer_1": layers[1]},
-                             gammas=[0.05, 0.1], nu=0.05)
+    state = scores.fit_laood(
+        {"layer_names": np.array(["a", "b"]), "layer_0": layers[0], "layer_1": layers[1]},
+        gammas=[0.05, 0.1],
+        nu=0.05,
+    )
     feats = {"layer_names": np.array(["a", "b"]), "layer_0": test[0], "layer_1": test[1]}
     np.testing.assert_allclose(scores.get("laood").score(feats, state), d.min(axis=1))
 
@@ -91,8 +100,14 @@ def test_max_fit_subsamples_reproducibly():
     assert len(a.support) < 100
 
 
-@pytest.mark.parametrize("arch,kw,n_layers,last", [
-    ("resnet34", {}, 34, "logits"), ("densenet100", {}, 100, "logits"), ("vgg16_bn", {"mlp_head": True}, 13, None)])
+@pytest.mark.parametrize(
+    "arch,kw,n_layers,last",
+    [
+        ("resnet34", {}, 34, "logits"),
+        ("densenet100", {}, 100, "logits"),
+        ("vgg16_bn", {"mlp_head": True}, 13, None),
+    ],
+)
 def test_conv_feature_layer_sets_match_the_paper(arch, kw, n_layers, last):
     model = models.build(arch, width=0.25, **kw).eval()
     f = features.extract_convs(model, np.zeros((2, 32, 32, 3), np.uint8))
@@ -115,10 +130,15 @@ def test_conv_features_are_pre_batchnorm_means():
 def test_a_fit_split_into_pieces_gathers_into_the_same_detector():
     rng = np.random.default_rng(4)
     names = ["conv1", "conv2", "conv3", "conv4", "logits"]
-    convs = {"layer_names": np.array(names), **{f"layer_{j}": rng.normal(size=(120, 6 + j)) for j in range(5)}}
+    convs = {
+        "layer_names": np.array(names),
+        **{f"layer_{j}": rng.normal(size=(120, 6 + j)) for j in range(5)},
+    }
     hp = {"gammas": [0.01, 0.1], "max_fit": 100, "fit_seed": 3}
     whole = scores.fit_laood(convs, **hp)
-    pieces = [scores.fit_laood(convs, only=part, layers_per_job=2, **hp) for part in ([0, 1], [2, 3], [4])]
+    pieces = [
+        scores.fit_laood(convs, only=part, layers_per_job=2, **hp) for part in ([0, 1], [2, 3], [4])
+    ]
     merged = laood.merge_arrays(pieces)
     assert merged.keys() == whole.keys()
     for key in whole:
@@ -131,14 +151,22 @@ def test_piece_resources_grow_with_n_and_d():
     assert full == pytest.approx(laood.SECONDS_AT_50K_512)
     assert laood.layer_seconds(25_000, 512) == pytest.approx(full / 2**laood.EXPONENT)
     assert laood.layer_seconds(50_000, 256) == pytest.approx(full / 2)  # linear in D
-    assert laood.layer_memory_mb(50_000, 512) > laood.layer_memory_mb(10_000, 512) > laood.layer_memory_mb(1_000, 64)
+    assert (
+        laood.layer_memory_mb(50_000, 512)
+        > laood.layer_memory_mb(10_000, 512)
+        > laood.layer_memory_mb(1_000, 64)
+    )
 
 
 def test_laood_layer_names_from_the_meta_model_match_the_dumped_ones():
     from oodrepro import config as cfg
 
-    for spec in ({"arch": "vgg16_bn", "num_classes": 10, "normalization": "half", "width": 0.25},
-                 {"arch": "resnet18", "num_classes": 10, "normalization": "half", "width": 0.25}):
+    for spec in (
+        {"arch": "vgg16_bn", "num_classes": 10, "normalization": "half", "width": 0.25},
+        {"arch": "resnet18", "num_classes": 10, "normalization": "half", "width": 0.25},
+    ):
         model = models.build(**spec)
         dumped = features.extract_convs(model, np.zeros((2, 32, 32, 3), np.uint8))
-        assert cfg.architecture_names(spec)["laood_layers"] == [str(n) for n in dumped["layer_names"]]
+        assert cfg.architecture_names(spec)["laood_layers"] == [
+            str(n) for n in dumped["layer_names"]
+        ]

@@ -21,10 +21,24 @@ def trained(tmp_path_factory):
     for i, y in enumerate(labels):  # one bright channel per class, plus noise
         images[i, :, :, y] = 200
     images = np.clip(images + rng.integers(0, 50, images.shape), 0, 255).astype(np.uint8)
-    recipe = {"epochs": 3, "batch_size": 16, "lr": 0.05, "schedule": {"kind": "constant"},
-              "augment": {"crop_padding": 0, "flip": False}}
-    training.train_backbone(SPEC, images, labels, recipe, tmp / "m.pt", tmp / "s.pt", tmp / "l.csv", device="cpu",
-                            progress=False)
+    recipe = {
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 0.05,
+        "schedule": {"kind": "constant"},
+        "augment": {"crop_padding": 0, "flip": False},
+    }
+    training.train_backbone(
+        SPEC,
+        images,
+        labels,
+        recipe,
+        tmp / "m.pt",
+        tmp / "s.pt",
+        tmp / "l.csv",
+        device="cpu",
+        progress=False,
+    )
     return models.load_model(tmp / "m.pt", spec=SPEC), images, labels
 
 
@@ -48,14 +62,18 @@ def test_unperturbed_layer_scores_are_minus_half_the_closest_class_distance(trai
         f = me.layer_features(model, x, LAYERS)[2].double().numpy()
     means, precision = stats[2]["means"], stats[2]["precision"]
     d = np.stack([np.einsum("nd,de,ne->n", f - mu, precision, f - mu) for mu in means], 1)
-    assert np.allclose(s[:, 2], -0.5 * d.min(1), rtol=1e-3)  # float32 features, an ill-conditioned precision
+    assert np.allclose(
+        s[:, 2], -0.5 * d.min(1), rtol=1e-3
+    )  # float32 features, an ill-conditioned precision
 
 
 def test_preprocessing_moves_inputs_toward_their_closest_class(trained):
     model, images, labels = trained
     stats = me.fit_class_statistics(model, images, labels, LAYERS)
     plain = me.layer_scores(model, images[:20], stats, LAYERS, [0.0])[0]
-    moved = me.layer_scores(model, images[:20], stats, LAYERS, [0.0005])[0]  # a small step: first-order regime
+    moved = me.layer_scores(model, images[:20], stats, LAYERS, [0.0005])[
+        0
+    ]  # a small step: first-order regime
     assert (moved >= plain - 1e-9).mean() > 0.8
 
 
@@ -65,30 +83,55 @@ def test_several_magnitudes_at_once_equal_each_alone(trained):
     grid = [0.0, 0.002, 0.0005]
     together = me.layer_scores(model, images[:12], stats, LAYERS, grid, batch_size=5)
     alone = np.stack([me.layer_scores(model, images[:12], stats, LAYERS, [m])[0] for m in grid])
-    assert together.shape == (3, 12, len(LAYERS)) and np.allclose(together, alone, rtol=1e-6, atol=1e-6)
+    assert together.shape == (3, 12, len(LAYERS)) and np.allclose(
+        together, alone, rtol=1e-6, atol=1e-6
+    )
 
 
 def test_fgsm_copies_stay_in_range_and_step_by_at_most_the_budget(trained):
     model, images, labels = trained
     adv = me.fgsm(model, images[:8], labels[:8], step=0.05)
-    assert adv.dtype == np.float32 and adv.shape == images[:8].shape and adv.min() >= 0 and adv.max() <= 1
+    assert (
+        adv.dtype == np.float32
+        and adv.shape == images[:8].shape
+        and adv.min() >= 0
+        and adv.max() <= 1
+    )
     step = np.abs(adv - images[:8] / 255.0)
     assert step.max() <= 0.05 + 1e-6  # unrounded: exactly the step, or less where [0,1] clips it
     inside = (images[:8] / 255.0 > 0.05) & (images[:8] / 255.0 < 0.95)
     moved = np.isclose(step[inside], 0.05, atol=1e-6)
-    assert (moved | (step[inside] < 1e-6)).all() and moved.mean() > 0.5  # a zero gradient moves nothing
+    assert (
+        moved | (step[inside] < 1e-6)
+    ).all() and moved.mean() > 0.5  # a zero gradient moves nothing
 
 
 def test_fitted_ensemble_scores_as_minus_probability_of_adversarial(trained):
     model, images, labels = trained
     state = scores.get("mahalanobis_ensemble").fit(
-        model, (images, labels), None, LAYERS, tune_on="train_holdout", n_fit=10, magnitudes=[0.0, 0.001],
-        augmentation={"crop_padding": 2, "flip": False}, seed=0)
+        model,
+        (images, labels),
+        None,
+        LAYERS,
+        tune_on="train_holdout",
+        n_fit=10,
+        magnitudes=[0.0, 0.001],
+        augmentation={"crop_padding": 2, "flip": False},
+        seed=0,
+    )
     assert float(state["magnitude"]) in (0.0, 0.001) and len(state["coef"]) == 3
     s = scores.get("mahalanobis_ensemble").score(model, images[:12], state)
     assert s.shape == (12,) and ((s <= 0) & (s >= -1)).all()
     noise = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     assert np.median(s) > np.median(scores.get("mahalanobis_ensemble").score(model, noise, state))
     with pytest.raises(ValueError, match="tuning images"):
-        me.fit(model, (images, labels), (images[:5], labels[:5]), LAYERS, [0.0], n_fit=10, fgsm_step=0.05,
-               augmentation=None)
+        me.fit(
+            model,
+            (images, labels),
+            (images[:5], labels[:5]),
+            LAYERS,
+            [0.0],
+            n_fit=10,
+            fgsm_step=0.05,
+            augmentation=None,
+        )

@@ -33,7 +33,8 @@ def test_fpr95_first_ge_uses_integer_ceiling():
 
 
 def test_fpr95_closest_may_sit_below_95():
-    # 10 ID: recall 0.9 at t=2 and t=1.5, 1.0 at t=1; |0.9−.95| = |1.0−.95| exactly: tie → lowest t (=1)
+    # 10 ID: recall 0.9 at t=2 and t=1.5, 1.0 at t=1; |0.9−.95| = |1.0−.95| exactly: tie → lowest t
+    # (=1)
     s_id = np.arange(1, 11)
     s_ood = np.array([1, 1.5, 20])
     assert metrics.fpr_at_tpr(s_id, s_ood, rule="closest") == pytest.approx(1.0)
@@ -69,7 +70,8 @@ def test_aupr_modes_by_hand():
     # AUPR-Out: OOD positive on −s: −1(ID), −2(OOD), −3(ID) → the OOD comes 2nd: AP = 1/2
     assert m["aupr_out"] == pytest.approx(50.0)
     trap = metrics.ood_metrics(s_id, s_ood, aupr="trapezoid")
-    # PR points (recall, precision): (1, 2/3), (.5, .5), (.5, 1), (0, 1) → trapezoids .5·(2/3+.5)/2 + 0 + .5·1
+    # PR points (recall, precision): (1, 2/3), (.5, .5), (.5, 1), (0, 1) → trapezoids .5·(2/3+.5)/2
+    # + 0 + .5·1
     assert trap["aupr_in"] == pytest.approx(100 * (0.5 * (2 / 3 + 0.5) / 2 + 0.5))
 
 
@@ -81,29 +83,46 @@ def test_bad_inputs():
 
 
 def test_accuracy():
-    assert metrics.accuracy(np.array([[1, 0], [0, 1], [1, 0]]), np.array([0, 1, 1])) == pytest.approx(200 / 3)
+    assert metrics.accuracy(
+        np.array([[1, 0], [0, 1], [1, 0]]), np.array([0, 1, 1])
+    ) == pytest.approx(200 / 3)
 
 
 @pytest.mark.parametrize("kind", ["continuous", "tied", "separable", "tiny"])
 def test_curves_match_scikit_learn_value_for_value(kind):
     """metrics computes the curves in numpy (no sklearn import in a metrics job); they must be
     scikit-learn's, ties included."""
-    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    from sklearn.metrics import (
+        auc,
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     rng = np.random.default_rng(["continuous", "tied", "separable", "tiny"].index(kind))
     s_id, s_ood = {
         "continuous": lambda: (rng.normal(1, 1, 700), rng.normal(0, 1.5, 300)),
-        "tied": lambda: (rng.integers(0, 6, 500).astype(float), rng.integers(0, 4, 900).astype(float)),
+        "tied": lambda: (
+            rng.integers(0, 6, 500).astype(float),
+            rng.integers(0, 4, 900).astype(float),
+        ),
         "separable": lambda: (rng.uniform(2, 3, 40), rng.uniform(0, 1, 60)),
         "tiny": lambda: (np.array([1.0]), np.array([1.0, 0.0])),
     }[kind]()
     y = np.r_[np.ones(len(s_id)), np.zeros(len(s_ood))]
     s = np.r_[s_id, s_ood]
     assert metrics.auroc(s_id, s_ood) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert metrics.pr_area(s_id, s_ood, "ap") == pytest.approx(average_precision_score(y, s), abs=1e-12)
-    assert metrics.pr_area(-s_ood, -s_id, "ap") == pytest.approx(average_precision_score(1 - y, -s), abs=1e-12)
+    assert metrics.pr_area(s_id, s_ood, "ap") == pytest.approx(
+        average_precision_score(y, s), abs=1e-12
+    )
+    assert metrics.pr_area(-s_ood, -s_id, "ap") == pytest.approx(
+        average_precision_score(1 - y, -s), abs=1e-12
+    )
     precision, recall, _ = precision_recall_curve(y, s)
-    assert metrics.pr_area(s_id, s_ood, "trapezoid") == pytest.approx(auc(recall, precision), abs=1e-12)
+    assert metrics.pr_area(s_id, s_ood, "trapezoid") == pytest.approx(
+        auc(recall, precision), abs=1e-12
+    )
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     ours = metrics.roc_curve(s_id, s_ood)
     np.testing.assert_allclose(ours[0], fpr, atol=1e-15)

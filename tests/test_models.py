@@ -90,15 +90,24 @@ def test_unknown_architecture():
 
 
 def test_hendrycks_wrn_checkpoint_imports_strictly(tmp_path):
-    spec = {"arch": "wrn40_2", "num_classes": 10, "dropout": 0.3, "normalization": "hendrycks-cifar"}
+    spec = {
+        "arch": "wrn40_2",
+        "num_classes": 10,
+        "dropout": 0.3,
+        "normalization": "hendrycks-cifar",
+    }
     torch.manual_seed(0)
     source = models.build(**spec).eval()
     released = standins.to_hendrycks_wrn_keys(source.state_dict(), per_stage=6)
-    assert "block3.layer.5.conv2.weight" in released and "block2.layer.0.convShortcut.weight" in released
+    assert (
+        "block3.layer.5.conv2.weight" in released
+        and "block2.layer.0.convShortcut.weight" in released
+    )
     assert "bn1.running_mean" in released and "fc.weight" in released
     torch.save(released, tmp_path / "cifar10_wrn_pretrained_epoch_99.pt")
-    models.import_pretrained(tmp_path / "cifar10_wrn_pretrained_epoch_99.pt", tmp_path / "base.pt", spec,
-                             "hendrycks-wrn")
+    models.import_pretrained(
+        tmp_path / "cifar10_wrn_pretrained_epoch_99.pt", tmp_path / "base.pt", spec, "hendrycks-wrn"
+    )
     loaded = models.load_model(tmp_path / "base.pt", spec=spec)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -109,18 +118,40 @@ def test_hendrycks_wrn_checkpoint_imports_strictly(tmp_path):
         models.import_pretrained(tmp_path / "broken.pt", tmp_path / "x.pt", spec, "hendrycks-wrn")
 
 
-@pytest.mark.parametrize("impostor", [
-    {"arch": "resnet18", "num_classes": 3, "width": 0.5, "normalization": "half"},  # another width
-    {"arch": "vgg16_bn", "num_classes": 3, "width": 0.25, "normalization": "half"},  # another architecture
-    {"arch": "resnet18", "num_classes": 3, "width": 0.25, "normalization": "imagenet"},  # same weights' shapes
-])
+@pytest.mark.parametrize(
+    "impostor",
+    [
+        {
+            "arch": "resnet18",
+            "num_classes": 3,
+            "width": 0.5,
+            "normalization": "half",
+        },  # another width
+        {
+            "arch": "vgg16_bn",
+            "num_classes": 3,
+            "width": 0.25,
+            "normalization": "half",
+        },  # another architecture
+        {
+            "arch": "resnet18",
+            "num_classes": 3,
+            "width": 0.25,
+            "normalization": "imagenet",
+        },  # same weights' shapes
+    ],
+)
 def test_a_checkpoint_that_is_not_the_configured_model_is_refused(tmp_path, impostor):
     wanted = {"arch": "resnet18", "num_classes": 3, "width": 0.25, "normalization": "half"}
     models.save_model(tmp_path / "base.pt", models.build(**impostor), impostor)
     with pytest.raises(models.CheckpointMismatch) as err:
         models.load_model(tmp_path / "base.pt", spec=wanted)
     said = str(err.value)
-    assert "base.pt holds a" in said and "the config asks for a resnet18" in said and "Delete the file" in said
+    assert (
+        "base.pt holds a" in said
+        and "the config asks for a resnet18" in said
+        and "Delete the file" in said
+    )
     differ = [k for k in wanted if impostor[k] != wanted[k]]
     assert f"differs in: {', '.join(differ)}" in said
     models.load_model(tmp_path / "base.pt", spec=impostor)  # what it is, it loads as

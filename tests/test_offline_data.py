@@ -8,8 +8,14 @@ import pytest
 from oodrepro import data
 from oodrepro.data import offline
 
-PARAMS = {"seed": 0, "n_ood": 40, "n_outliers": 60, "digits_test_fraction": 0.3, "n_triggers": 30,
-          "trigger_classes": 10}
+PARAMS = {
+    "seed": 0,
+    "n_ood": 40,
+    "n_outliers": 60,
+    "digits_test_fraction": 0.3,
+    "n_triggers": 30,
+    "trigger_classes": 10,
+}
 OFFLINE = [n for n, s in data.DATASETS.items() if s.offline is not None]
 
 

@@ -20,18 +20,23 @@ def _steps(model, opt, n, seed=0):
         opt.step()
 
 
-@pytest.mark.parametrize("options", [
-    {"momentum": 0.9, "weight_decay": 5e-4},
-    {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
-    {"momentum": 0.0, "weight_decay": 0.0},
-    {"momentum": 0.5, "weight_decay": 1e-4, "dampening": 0.1},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"momentum": 0.9, "weight_decay": 5e-4},
+        {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
+        {"momentum": 0.0, "weight_decay": 0.0},
+        {"momentum": 0.5, "weight_decay": 1e-4, "dampening": 0.1},
+    ],
+)
 def test_same_parameters_as_torch_sgd_after_every_step(options):
     torch.manual_seed(0)
     ours = models.build("resnet18", num_classes=4, width=0.125, normalization="half")
     theirs = copy.deepcopy(ours)
-    opt_ours, opt_theirs = SGD(ours.parameters(), lr=0.05, **options), torch.optim.SGD(theirs.parameters(), lr=0.05,
-                                                                                         **options)
+    opt_ours, opt_theirs = (
+        SGD(ours.parameters(), lr=0.05, **options),
+        torch.optim.SGD(theirs.parameters(), lr=0.05, **options),
+    )
     for step in range(4):
         _steps(ours, opt_ours, 1, seed=step)
         _steps(theirs, opt_theirs, 1, seed=step)
@@ -68,7 +73,13 @@ def test_using_it_does_not_import_dynamo():
     import subprocess
     import sys
 
-    code = ("import sys, torch; from oodrepro.optimizer import SGD; m = torch.nn.Linear(3, 2); "
-            "o = SGD(m.parameters(), lr=0.1, momentum=0.9); m(torch.ones(1, 3)).sum().backward(); o.step(); "
-            "print('torch._dynamo' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    code = (
+        "import sys, torch; from oodrepro.optimizer import SGD; m = torch.nn.Linear(3, 2); "
+        "o = SGD(m.parameters(), lr=0.1, momentum=0.9); m(torch.ones(1, 3)).sum().backward(); "
+        "o.step(); "
+        "print('torch._dynamo' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+        == "False"
+    )

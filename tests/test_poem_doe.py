@@ -49,7 +49,9 @@ def test_posterior_samples_from_sigma_times_a_inverse_with_one_shared_noise_valu
     _, cov1 = head.posterior(phi_in, phi_out, np.random.default_rng(7))
     both = np.r_[phi_in, phi_out]
     textbook = np.linalg.inv(np.eye(3) / SIGMA + both.T @ both / SIGMA_N)
-    assert np.allclose(cov1, SIGMA * textbook) and not np.allclose(cov1, textbook)  # 20× wider than A⁻¹
+    assert np.allclose(cov1, SIGMA * textbook) and not np.allclose(
+        cov1, textbook
+    )  # 20× wider than A⁻¹
     # one noise value for every target: μ moves along A⁻¹Φᵀ1 only, whatever the seed
     mu_a, _ = head.posterior(phi_in, phi_out, np.random.default_rng(1))
     mu_b, _ = head.posterior(phi_in, phi_out, np.random.default_rng(2))
@@ -69,10 +71,14 @@ def select(model, pool, theta, n):
     return np.sort(np.argsort(np.abs(eval_features(model, pool) @ theta), kind="stable")[:n])
 
 
-def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_after(setup):  # points 1, 4
+def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_after(
+    setup,
+):  # points 1, 4
     model, images, labels, outliers = setup
     n_select, seed, dim = 16, 5, model.fc.in_features
-    exp = outlier_exposure.make("poem", outliers, n_select, {"weight": 0.1}, SPEC, 2, True, seed, "cpu")
+    exp = outlier_exposure.make(
+        "poem", outliers, n_select, {"weight": 0.1}, SPEC, 2, True, seed, "cpu"
+    )
     exp.id_loss = lambda z, y: F.cross_entropy(z, y)
     exp.bind(model)
     pool = torch.from_numpy(outliers).permute(0, 3, 1, 2)
@@ -98,16 +104,24 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
         return (torch.cat(batches) * 255).round().to(torch.uint8)
 
     exp.epoch_start(0, torch.Generator().manual_seed(0))
-    theta = np.random.default_rng([seed, 0]).multivariate_normal(np.zeros(dim), SIGMA * np.eye(dim), method="cholesky")
-    assert np.array_equal(exp.selected, select(model, pool, theta, n_select))  # boundary outliers in epoch 0
+    theta = np.random.default_rng([seed, 0]).multivariate_normal(
+        np.zeros(dim), SIGMA * np.eye(dim), method="cholesky"
+    )
+    assert np.array_equal(
+        exp.selected, select(model, pool, theta, n_select)
+    )  # boundary outliers in epoch 0
     run_epoch(0)
 
     # after epoch 0: the posterior on epoch 0's inputs, featurised now, in eval mode
     exp.epoch_start(1, torch.Generator().manual_seed(1))
     rng = np.random.default_rng([seed, 1])
-    mu, cov = official_posterior(eval_features(model, uint8(fed_in[0])), eval_features(model, uint8(fed_out[0])), rng)
-    assert np.array_equal(exp.selected, select(model, pool, rng.multivariate_normal(mu, cov, method="cholesky"),
-                                               n_select))
+    mu, cov = official_posterior(
+        eval_features(model, uint8(fed_in[0])), eval_features(model, uint8(fed_out[0])), rng
+    )
+    assert np.array_equal(
+        exp.selected,
+        select(model, pool, rng.multivariate_normal(mu, cov, method="cholesky"), n_select),
+    )
     run_epoch(1)
 
     # after epoch 1: epoch 0's ID images counted twice, the outliers of both epochs
@@ -115,9 +129,13 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
     ids, outs = uint8(fed_in[0]), uint8([*fed_out[0], *fed_out[1]])
     assert torch.equal(exp.buffer_in, ids) and len(exp.buffer_out) == 2
     rng = np.random.default_rng([seed, 2])
-    mu, cov = official_posterior(eval_features(model, ids), eval_features(model, outs), rng, copies=2)
-    assert np.array_equal(exp.selected, select(model, pool, rng.multivariate_normal(mu, cov, method="cholesky"),
-                                               n_select))
+    mu, cov = official_posterior(
+        eval_features(model, ids), eval_features(model, outs), rng, copies=2
+    )
+    assert np.array_equal(
+        exp.selected,
+        select(model, pool, rng.multivariate_normal(mu, cov, method="cholesky"), n_select),
+    )
     # train-mode activations (what the training pass sees) are not what the posterior reads
     with torch.no_grad():
         train_mode = model(ids.float() / 255, return_blocks=True).penultimate.double().numpy()
@@ -125,11 +143,12 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
 
 
 def _doe(setup, warmup):
-    """A DOE exposure on one fixed ID batch and outlier batch, with a copy of the model for
-    the official computation."""
+    """A DOE exposure on one fixed ID and outlier batch, and a model copy for the official step."""
     model, images, labels, outliers = setup
     official = copy.deepcopy(model)
-    exp = outlier_exposure.make("doe", outliers, 16, {"weight": 1.0, "warmup": warmup}, SPEC, 2, True, 0, "cpu")
+    exp = outlier_exposure.make(
+        "doe", outliers, 16, {"weight": 1.0, "warmup": warmup}, SPEC, 2, True, 0, "cpu"
+    )
     exp.id_loss = lambda z, y: F.cross_entropy(z, y)
     exp.bind(model)
     exp.epoch_start(0, torch.Generator().manual_seed(0))
@@ -146,7 +165,10 @@ def test_doe_warm_up_steps_are_gradient_clipped(setup):  # point 5
 
     ref_opt = torch.optim.SGD(official.parameters(), lr=0.1, momentum=0.9)
     z = official(torch.cat([x, x_out]))
-    loss = F.cross_entropy(z[:8], labels[:8]) + 1.0 * (torch.logsumexp(z[8:], 1) - z[8:].mean(1)).mean()
+    loss = (
+        F.cross_entropy(z[:8], labels[:8])
+        + 1.0 * (torch.logsumexp(z[8:], 1) - z[8:].mean(1)).mean()
+    )
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(official.parameters(), 1.0)
     assert norm > 1  # the clip acts on this batch
@@ -163,7 +185,8 @@ def test_doe_step_after_warm_up_as_the_official_code(setup):  # points 6, 7
     gamma = gammas[int(torch.randint(4, (1,), generator=torch.Generator().manual_seed(3)))]
     exp.step(model, x, labels[:8], 0, gen, opt)
 
-    # doe_final.py, one step: proxy step, perturbed OE step, restored ID step, all on the joint batch
+    # doe_final.py, one step: proxy step, perturbed OE step, restored ID step, all on the joint
+    # batch
     both, n = torch.cat([x, x_out]), 8
     proxy = copy.deepcopy(official)
     proxy_opt = torch.optim.SGD(proxy.parameters(), lr=1.0, momentum=0.9, weight_decay=1e-4)

@@ -20,8 +20,23 @@ from oodrepro.data.download import file_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
-BUDGET_KEYS = {"seeds", "epochs", "milestones", "decay_epoch", "first_epoch", "warmup", "batch_size", "sample",
-               "n_ood", "n_outliers", "max_fit", "n_fit", "draws", "null_models", "n"}
+BUDGET_KEYS = {
+    "seeds",
+    "epochs",
+    "milestones",
+    "decay_epoch",
+    "first_epoch",
+    "warmup",
+    "batch_size",
+    "sample",
+    "n_ood",
+    "n_outliers",
+    "max_fit",
+    "n_fit",
+    "draws",
+    "null_models",
+    "n",
+}
 CONVERTED = [name for name, spec in data.DATASETS.items() if spec.archives]
 
 
@@ -39,15 +54,23 @@ def test_each_dataset_converts_from_its_stand_ins(tmp_path, name):
     assert images.std() > 0  # decoded pixels, not an empty canvas
 
 
-@pytest.mark.parametrize("archive,classes", [("cifar10_wrn_pretrained_epoch_99.pt", 10),
-                                             ("cifar100_wrn_pretrained_epoch_99.pt", 100)])
+@pytest.mark.parametrize(
+    "archive,classes",
+    [("cifar10_wrn_pretrained_epoch_99.pt", 10), ("cifar100_wrn_pretrained_epoch_99.pt", 100)],
+)
 def test_the_checkpoint_stand_ins_import_strictly(tmp_path, archive, classes):
     path = standins.build([archive], tmp_path, n=8)[archive]
-    spec = {"arch": "wrn40_2", "num_classes": classes, "dropout": 0.3, "normalization": "hendrycks-cifar"}
+    spec = {
+        "arch": "wrn40_2",
+        "num_classes": classes,
+        "dropout": 0.3,
+        "normalization": "hendrycks-cifar",
+    }
     imported = models.import_pretrained(path, tmp_path / "base.pt", spec, "hendrycks-wrn")
     with torch.no_grad():
         logits = imported(torch.rand(8, 3, 32, 32))
-    # calibrated BatchNorm: logits of a released network's size, which the energy watermark's exp() takes
+    # calibrated BatchNorm: logits of a released network's size, which the energy watermark's exp()
+    # takes
     assert logits.shape == (8, classes) and logits.abs().max() < 20
 
 
@@ -78,16 +101,26 @@ def test_the_shrink_rule_changes_budgets_only(preset):
     for path, value in after.items():
         key = path[-1]
         if key in ("epochs", "warmup", "batch_size", "max_fit", "n_fit", "null_models"):
-            limit = {"epochs": rehearsal.EPOCHS, "warmup": rehearsal.WARMUP, "batch_size": rehearsal.BATCH,
-                     "max_fit": rehearsal.MAX_FIT, "n_fit": rehearsal.N_FIT, "null_models": rehearsal.NULL_MODELS}
+            limit = {
+                "epochs": rehearsal.EPOCHS,
+                "warmup": rehearsal.WARMUP,
+                "batch_size": rehearsal.BATCH,
+                "max_fit": rehearsal.MAX_FIT,
+                "n_fit": rehearsal.N_FIT,
+                "null_models": rehearsal.NULL_MODELS,
+            }
             assert value is None or value <= limit[key], (path, value)
         if key == "milestones":
             assert value == sorted(set(value)) and all(1 <= m <= rehearsal.EPOCHS for m in value)
     assert small["seeds"] == full["seeds"][:1]
     if "laood" in small["scores"]:
-        assert small["scores"]["laood"]["max_fit"] == rehearsal.MAX_FIT  # the preset's null (all) is capped
+        assert (
+            small["scores"]["laood"]["max_fit"] == rehearsal.MAX_FIT
+        )  # the preset's null (all) is capped
     arch = next(iter(small["backbones"]))
-    for name, finetune in small.get("finetunes", {}).items():  # DOE perturbs in the epochs after warm-up
+    for name, finetune in small.get(
+        "finetunes", {}
+    ).items():  # DOE perturbs in the epochs after warm-up
         if "warmup" in finetune.get("exposure", {}):
             assert finetune["exposure"]["warmup"] < cfg.finetune_recipe(small, arch, name)["epochs"]
 
@@ -95,7 +128,9 @@ def test_the_shrink_rule_changes_budgets_only(preset):
 def test_a_continuation_still_starts_inside_the_shrunk_base_run():
     small = rehearsal.shrink(cfg.load(ROOT / "presets" / "watermarknn-usenix18.yaml"))
     pretrained = small["watermarknn"]["owners"]["pretrained"]
-    assert pretrained["first_epoch"] == rehearsal.EPOCHS - 1  # 59 of 60 → the last epoch of the shrunk run
+    assert (
+        pretrained["first_epoch"] == rehearsal.EPOCHS - 1
+    )  # 59 of 60 → the last epoch of the shrunk run
     assert pretrained["training"]["schedule"]["milestones"] == list(range(1, rehearsal.EPOCHS + 1))
 
 
@@ -105,11 +140,14 @@ def test_prepare_writes_a_marked_config_that_downloads_only_stand_ins(tmp_path, 
     path = rehearsal.prepare(preset)
     assert path == Path("rehearsal/watermarking-neurips22/config.yaml")
     written = cfg.load(path)
-    assert written["rehearsal"]["banner"].startswith("REHEARSAL of ") and written["report"]["title"].startswith(
-        "REHEARSAL")
+    assert written["rehearsal"]["banner"].startswith("REHEARSAL of ") and written["report"][
+        "title"
+    ].startswith("REHEARSAL")
     assert written["results"].startswith("rehearsal/") and written["data"].startswith("rehearsal/")
     needed = rehearsal.archives_needed(cfg.load(preset))
-    assert "cifar10_wrn_pretrained_epoch_99.pt" in needed and set(written["downloads"]) == set(needed)
+    assert "cifar10_wrn_pretrained_epoch_99.pt" in needed and set(written["downloads"]) == set(
+        needed
+    )
     for name, where in written["downloads"].items():
         local = Path(where["url"].removeprefix("file://"))
         assert local.name == name and where["sha256"] == file_digest(local, "sha256")
@@ -117,8 +155,21 @@ def test_prepare_writes_a_marked_config_that_downloads_only_stand_ins(tmp_path, 
 
 
 def test_summary_report_and_manifest_say_rehearsal(tmp_path):
-    summary = pd.DataFrame([{"benchmark": "b", "arch": "a", "model": "base", "method": "msp", "ood_set": "mean",
-                             "metric": "auroc", "mean": 50.0, "std": 0.0, "seeds": 1}])
+    summary = pd.DataFrame(
+        [
+            {
+                "benchmark": "b",
+                "arch": "a",
+                "model": "base",
+                "method": "msp",
+                "ood_set": "mean",
+                "metric": "auroc",
+                "mean": 50.0,
+                "std": 0.0,
+                "seeds": 1,
+            }
+        ]
+    )
     banner = rehearsal.BANNER.format(of="presets/x.yaml")
     assert f"**{banner}**" in report.markdown_summary(summary, title="t", banner=banner)
     assert banner in report.html_summary(summary, title="t", banner=banner)
@@ -133,15 +184,30 @@ def _fake_rehearsal(base: Path, job_seconds: dict) -> None:
         tsv = run / "benchmarks" / rel if not rel.startswith("data/") else base / rel
         tsv.parent.mkdir(parents=True, exist_ok=True)
         tsv.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t100\n")
-    (base / "results" / "manifest.json").write_text(json.dumps({
-        "device": {"cpu": "test CPU", "gpus": []}, "started": "2026-01-01T10:00:00+00:00",
-        "finished": "2026-01-01T10:01:30+00:00"}))
+    (base / "results" / "manifest.json").write_text(
+        json.dumps(
+            {
+                "device": {"cpu": "test CPU", "gpus": []},
+                "started": "2026-01-01T10:00:00+00:00",
+                "finished": "2026-01-01T10:01:30+00:00",
+            }
+        )
+    )
     epochs = "".join(f"{e},1.0\n" for e in range(1, rehearsal.EPOCHS + 1))
     (run / "train_log.csv").write_text("epoch,seconds\n" + epochs)
     datasets = base / "data" / "datasets"
     datasets.mkdir(parents=True)
-    for name, n in (("cifar10-train", 320), ("cifar10-test", 64), ("svhn-test", 64), ("adi-triggers", 20)):
-        np.savez(datasets / f"{name}.npz", images=np.zeros((n, 32, 32, 3), np.uint8), labels=np.zeros(n, np.int64))
+    for name, n in (
+        ("cifar10-train", 320),
+        ("cifar10-test", 64),
+        ("svhn-test", 64),
+        ("adi-triggers", 20),
+    ):
+        np.savez(
+            datasets / f"{name}.npz",
+            images=np.zeros((n, 32, 32, 3), np.uint8),
+            labels=np.zeros(n, np.int64),
+        )
 
 
 def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
@@ -149,28 +215,44 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
     preset = ROOT / "presets" / "watermarknn-usenix18.yaml"
     config = rehearsal.prepare(preset)
     base = config.parent
-    seconds = {"train_backbone.tsv": 11.0, "dump_features/base.tsv": 3.0, "plot_training.tsv": 1.0,
-               "score/base/msp.tsv": 1.0, "compute_metrics/base/msp.tsv": 1.0,
-               "data/benchmarks/convert_dataset/svhn-test.tsv": 1.0}
+    seconds = {
+        "train_backbone.tsv": 11.0,
+        "dump_features/base.tsv": 3.0,
+        "plot_training.tsv": 1.0,
+        "score/base/msp.tsv": 1.0,
+        "compute_metrics/base/msp.tsv": 1.0,
+        "data/benchmarks/convert_dataset/svhn-test.tsv": 1.0,
+    }
     _fake_rehearsal(base, seconds)
     per_stage, by_arch, totals = rehearsal.estimate(preset)
     stage = per_stage.set_index("stage")["estimate hours"] * 3600
-    # start-up: the 10th percentile of the six jobs (1 s); training: the logged epochs (1 s each) scale with
-    # 60 epochs on 50,000 images against the rehearsal's EPOCHS on 320, the other 8 s with the epochs alone
+    # start-up: the 10th percentile of the six jobs (1 s); training: the logged epochs (1 s each)
+    # scale with
+    # 60 epochs on 50,000 images against the rehearsal's EPOCHS on 320, the other 8 s with the
+    # epochs alone
     assert totals["start-up s"] == pytest.approx(1.0)
     epochs = 60 / rehearsal.EPOCHS
     other = 11.0 - 1.0 - rehearsal.EPOCHS
-    assert stage["training"] == pytest.approx(1.0 + other * epochs + rehearsal.EPOCHS * epochs * 50_000 / 320)
-    assert stage["features"] == pytest.approx(1.0 + 2.0 * (36_032 / 128))  # CIFAR-10 test + SVHN test
+    assert stage["training"] == pytest.approx(
+        1.0 + other * epochs + rehearsal.EPOCHS * epochs * 50_000 / 320
+    )
+    assert stage["features"] == pytest.approx(
+        1.0 + 2.0 * (36_032 / 128)
+    )  # CIFAR-10 test + SVHN test
     assert stage["data"] == pytest.approx(1.0)  # svhn-test: 1 s is all start-up
     assert by_arch.set_index("rule").loc["train_backbone", "images/s"] == pytest.approx(320)
     assert totals["device"].startswith("CPU test CPU") and totals["wall s"] == 90
     text = rehearsal.render(preset, per_stage, by_arch, totals)
-    assert "job-hours on this device" in text and "WatermarkNN-448bf51.zip (sizes not recorded)" in text
+    assert (
+        "job-hours on this device" in text
+        and "WatermarkNN-448bf51.zip (sizes not recorded)" in text
+    )
 
 
 def _makefile_list(name: str) -> list[str]:
-    line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith(f"{name} ="))
+    line = next(
+        x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith(f"{name} =")
+    )
     return line.split("=", 1)[1].split()
 
 
@@ -180,23 +262,49 @@ def _footprint(preset: Path, tmp_path: Path) -> set[tuple[str, str]]:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-                             str(tmp_path / preset.stem), "--configfile", str(preset), "--replace-workflow-config",
-                             "--dry-run", "--cores", "1"], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path / preset.stem),
+            "--configfile",
+            str(preset),
+            "--replace-workflow-config",
+            "--dry-run",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     table = result.stdout.split("Job stats:")[1]
-    found = {("rule", m[1]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    found = {
+        ("rule", m[1]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
+    }
     c = cfg.load(preset)
     found |= {("archive", a) for a in rehearsal.archives_needed(c)}
-    found |= {("arch", b["arch"]) for b in c["backbones"].values()} | {("score", s) for s in c["scores"]}
+    found |= {("arch", b["arch"]) for b in c["backbones"].values()} | {
+        ("score", s) for s in c["scores"]
+    }
     for f in c.get("finetunes", {}).values():
-        found |= {("exposure", f.get("exposure", {}).get("method", "none")), ("mask", str(f.get("mask")))}
+        found |= {
+            ("exposure", f.get("exposure", {}).get("method", "none")),
+            ("mask", str(f.get("mask"))),
+        }
     found |= {("objective", w["objective"]) for w in c.get("watermarks", {}).values()}
     found |= {("attack", a) for a in c.get("watermarknn", {}).get("attacks", {}).get("kinds", [])}
     return found
 
 
-def test_the_rehearsals_ci_runs_cover_every_presets_rules_archives_architectures_and_scores(tmp_path):
+def test_the_rehearsals_ci_runs_cover_every_presets_rules_archives_architectures_and_scores(
+    tmp_path,
+):
     """CI rehearses the CIFAR-10 presets (`REHEARSE_CI` in the Makefile). Each CIFAR-100 twin
     differs from its CIFAR-10 preset in the ID dataset's name and class count and its paper's
     numbers only: the same rules, converters, architectures and scores. The one archive only a
@@ -205,5 +313,9 @@ def test_the_rehearsals_ci_runs_cover_every_presets_rules_archives_architectures
     assert set(chosen) <= set(PRESETS)
     covered = set().union(*(_footprint(p, tmp_path) for p in chosen))
     for preset in sorted(set(PRESETS) - set(chosen)):
-        missing = _footprint(preset, tmp_path) - covered - {("archive", "cifar100_wrn_pretrained_epoch_99.pt")}
+        missing = (
+            _footprint(preset, tmp_path)
+            - covered
+            - {("archive", "cifar100_wrn_pretrained_epoch_99.pt")}
+        )
         assert not missing, f"{preset.name} exercises what no CI rehearsal does: {sorted(missing)}"

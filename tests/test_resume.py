@@ -16,10 +16,29 @@ from oodrepro import models, resume, training, unleashing_mask, watermark_ood, w
 from oodrepro.data import offline
 
 SPEC = {"arch": "resnet18", "num_classes": 4, "width": 0.0625, "normalization": "half"}
-RECIPE = {"epochs": 3, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "bf16": False,
-          "schedule": {"kind": "cosine"}, "augment": {"crop_padding": 2, "flip": True}}
-WATERMARK = {"objective": "msp", "alpha": 0.01, "sigma": 0.4, "rho": 1.0, "beta": 3.5, "epochs": 3,
-             "decay_epoch": 2, "batch_size": 16, "flip": False, "epsilon": None, "bf16": False}
+RECIPE = {
+    "epochs": 3,
+    "batch_size": 16,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "bf16": False,
+    "schedule": {"kind": "cosine"},
+    "augment": {"crop_padding": 2, "flip": True},
+}
+WATERMARK = {
+    "objective": "msp",
+    "alpha": 0.01,
+    "sigma": 0.4,
+    "rho": 1.0,
+    "beta": 3.5,
+    "epochs": 3,
+    "decay_epoch": 2,
+    "batch_size": 16,
+    "flip": False,
+    "epsilon": None,
+    "bf16": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +46,35 @@ def toy(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume")
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), rng.integers(0, 4, 40)
-    training.train_backbone(SPEC, x, y, {**RECIPE, "epochs": 1}, tmp / "base.pt", tmp / "s.pt", tmp / "l.csv",
-                            device="cpu", progress=False)
+    training.train_backbone(
+        SPEC,
+        x,
+        y,
+        {**RECIPE, "epochs": 1},
+        tmp / "base.pt",
+        tmp / "s.pt",
+        tmp / "l.csv",
+        device="cpu",
+        progress=False,
+    )
     triggers = offline.abstract_triggers(8, seed=3, classes=4)
     return tmp, x, y, triggers
 
 
 def backbone(toy, out, lr=0.05, seed=0, images=None):
     _, x, y, _ = toy
-    training.train_backbone(SPEC, x if images is None else images, y, {**RECIPE, "lr": lr}, out / "m.pt",
-                            out / "state.pt", out / "log.csv", seed=seed, device="cpu", progress=False)
+    training.train_backbone(
+        SPEC,
+        x if images is None else images,
+        y,
+        {**RECIPE, "lr": lr},
+        out / "m.pt",
+        out / "state.pt",
+        out / "log.csv",
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
     return torch.load(out / "m.pt", weights_only=True)["state_dict"]
 
 
@@ -46,30 +84,78 @@ def null_model(toy, out, seed=100):
 
 def finetune(toy, out, level=0.3):
     tmp, x, y, _ = toy
-    unleashing_mask.finetune(tmp / "base.pt", x, y, RECIPE, out / "m.pt", out / "state.pt", out / "log.csv",
-                             level=level, device="cpu", progress=False, spec=SPEC)
+    unleashing_mask.finetune(
+        tmp / "base.pt",
+        x,
+        y,
+        RECIPE,
+        out / "m.pt",
+        out / "state.pt",
+        out / "log.csv",
+        level=level,
+        device="cpu",
+        progress=False,
+        spec=SPEC,
+    )
     return torch.load(out / "m.pt", weights_only=True)["state_dict"]
 
 
 def watermark(toy, out, alpha=0.01):
     tmp, x, y, _ = toy
     model = models.load_model(tmp / "base.pt", spec=SPEC)
-    return {"w": watermark_ood.learn(model, x, y, {**WATERMARK, "alpha": alpha}, out / "state.pt", out / "log.csv",
-                                     device="cpu", progress=False)}
+    return {
+        "w": watermark_ood.learn(
+            model,
+            x,
+            y,
+            {**WATERMARK, "alpha": alpha},
+            out / "state.pt",
+            out / "log.csv",
+            device="cpu",
+            progress=False,
+        )
+    }
 
 
 def embed(toy, out, per_batch=2):
     _, x, y, triggers = toy
-    watermarknn.embed(SPEC, x, y, triggers, RECIPE, per_batch=per_batch, out=out / "m.pt", state_path=out / "state.pt",
-                      log_csv=out / "log.csv", marking_out=out / "mk.npz", verification_out=out / "vk.json",
-                      seed=0, device="cpu", progress=False)
+    watermarknn.embed(
+        SPEC,
+        x,
+        y,
+        triggers,
+        RECIPE,
+        per_batch=per_batch,
+        out=out / "m.pt",
+        state_path=out / "state.pt",
+        log_csv=out / "log.csv",
+        marking_out=out / "mk.npz",
+        verification_out=out / "vk.json",
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     return torch.load(out / "m.pt", weights_only=True)["state_dict"]
 
 
 def attack(toy, out, kind="ftal"):
     tmp, x, y, triggers = toy
-    watermarknn.attack(tmp / "base.pt", kind, x, y, RECIPE, out / "m.pt", out / "state.pt", out / "log.csv",
-                       triggers, (x, y), seed=0, device="cpu", progress=False, spec=SPEC)
+    watermarknn.attack(
+        tmp / "base.pt",
+        kind,
+        x,
+        y,
+        RECIPE,
+        out / "m.pt",
+        out / "state.pt",
+        out / "log.csv",
+        triggers,
+        (x, y),
+        seed=0,
+        device="cpu",
+        progress=False,
+        spec=SPEC,
+    )
     return torch.load(out / "m.pt", weights_only=True)["state_dict"]
 
 
@@ -103,7 +189,9 @@ def assert_same(a, b):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_changed_job_discards_the_old_state_and_starts_over(case, toy, tmp_path, monkeypatch, caplog):
+def test_a_changed_job_discards_the_old_state_and_starts_over(
+    case, toy, tmp_path, monkeypatch, caplog
+):
     trainer, changed = CASES[case]
     if changed.get("images") == "shuffled":
         changed = {"images": toy[1][::-1].copy()}
@@ -142,15 +230,29 @@ def test_the_same_job_resumes(case, toy, tmp_path, monkeypatch, caplog):
 
 def test_a_state_without_fingerprint_is_not_trusted(tmp_path, toy):
     (tmp_path / "old").mkdir()
-    torch.save({"epoch": 1, "history": []}, tmp_path / "old" / "state.pt")  # written before fingerprints
+    torch.save(
+        {"epoch": 1, "history": []}, tmp_path / "old" / "state.pt"
+    )  # written before fingerprints
     assert resume.load(tmp_path / "old" / "state.pt", "abc") is None
     assert not (tmp_path / "old" / "state.pt").exists()
 
 
 def test_fingerprints_follow_values_not_identity():
-    a = {"recipe": {"lr": 0.05, "epochs": 3}, "x": np.arange(6, dtype=np.uint8), "w": torch.ones(2, 2)}
-    b = {"recipe": {"epochs": 3, "lr": 0.05}, "x": np.arange(6, dtype=np.uint8), "w": torch.ones(2, 2)}
+    a = {
+        "recipe": {"lr": 0.05, "epochs": 3},
+        "x": np.arange(6, dtype=np.uint8),
+        "w": torch.ones(2, 2),
+    }
+    b = {
+        "recipe": {"epochs": 3, "lr": 0.05},
+        "x": np.arange(6, dtype=np.uint8),
+        "w": torch.ones(2, 2),
+    }
     assert resume.fingerprint(**a) == resume.fingerprint(**b)  # key order does not matter
     assert resume.fingerprint(**a) != resume.fingerprint(**{**a, "x": np.arange(6, dtype=np.int64)})
-    assert resume.fingerprint(**a) != resume.fingerprint(**{**a, "w": torch.ones(2, 2).T.contiguous() * 2})
-    assert resume.fingerprint(**a) != resume.fingerprint(**{**a, "recipe": {"lr": 0.01, "epochs": 3}})
+    assert resume.fingerprint(**a) != resume.fingerprint(
+        **{**a, "w": torch.ones(2, 2).T.contiguous() * 2}
+    )
+    assert resume.fingerprint(**a) != resume.fingerprint(
+        **{**a, "recipe": {"lr": 0.01, "epochs": 3}}
+    )

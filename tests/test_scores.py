@@ -14,9 +14,11 @@ from oodrepro import models, scores
 @pytest.fixture
 def feats():
     rng = np.random.default_rng(0)
-    return {"logits": rng.normal(0, 3, (50, 4)).astype(np.float32),
-            "penultimate": rng.normal(0, 1, (50, 6)).astype(np.float32),
-            "labels": rng.integers(0, 4, 50)}
+    return {
+        "logits": rng.normal(0, 3, (50, 4)).astype(np.float32),
+        "penultimate": rng.normal(0, 1, (50, 6)).astype(np.float32),
+        "labels": rng.integers(0, 4, 50),
+    }
 
 
 def test_registry_knows_the_spine_scores():
@@ -55,7 +57,10 @@ def test_mahalanobis_prefers_points_near_a_class_mean(feats):
     state = scores.get("mahalanobis").fit(feats)
     near = {"penultimate": state["means"][:1].astype(np.float32)}
     far = {"penultimate": state["means"][:1].astype(np.float32) + 50}
-    assert scores.get("mahalanobis").score(near, state)[0] > scores.get("mahalanobis").score(far, state)[0]
+    assert (
+        scores.get("mahalanobis").score(near, state)[0]
+        > scores.get("mahalanobis").score(far, state)[0]
+    )
 
 
 def test_odin_against_direct_autograd():
@@ -102,10 +107,19 @@ def _features(n: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     h = np.abs(rng.normal(size=(n, 12)))
     w, b = rng.normal(size=(4, 12)), rng.normal(size=4)
-    return {"logits": h @ w.T + b, "penultimate": h, "featnorm": np.abs(rng.normal(size=(n, 3))),
-            "block_names": np.array(["b0", "b1", "b2"]), "arch": np.array("resnet18"),
-            "fc_weight": w, "fc_bias": b, "labels": np.arange(n) % 4,
-            "layer_names": np.array(["a", "b"]), "layer_0": rng.normal(size=(n, 3)), "layer_1": rng.normal(size=(n, 5))}
+    return {
+        "logits": h @ w.T + b,
+        "penultimate": h,
+        "featnorm": np.abs(rng.normal(size=(n, 3))),
+        "block_names": np.array(["b0", "b1", "b2"]),
+        "arch": np.array("resnet18"),
+        "fc_weight": w,
+        "fc_bias": b,
+        "labels": np.arange(n) % 4,
+        "layer_names": np.array(["a", "b"]),
+        "layer_0": rng.normal(size=(n, 3)),
+        "layer_1": rng.normal(size=(n, 5)),
+    }
 
 
 @pytest.mark.parametrize("name", sorted(scores.SCORES))
@@ -121,12 +135,16 @@ def test_each_scores_docstring_names_the_feature_keys_it_reads(name):
     claimed = set(re.findall(r"`([^`]+)`", sentence[1])) - {".convs", "layer"}
     train = _features(60, 0)
     fit_args = [train for _ in score.fit_inputs]
-    hp = {"knn": {"k": 3}, "vim": {"dim": 4}, "laood": {"gammas": [0.1, 1.0], "nu": 0.1}}.get(name, {})
+    hp = {"knn": {"k": 3}, "vim": {"dim": 4}, "laood": {"gammas": [0.1, 1.0], "nu": 0.1}}.get(
+        name, {}
+    )
     state = scores.fit_state(score, fit_args, hp) if score.fit else None
     features = _Recording(_features(20, 1))
     out = score.score(features, state, **hp)
     assert out.shape == (20,) and out.dtype == np.float64
-    assert features.read == claimed, f"{name} reads {sorted(features.read)}, its docstring says {sorted(claimed)}"
+    assert features.read == claimed, (
+        f"{name} reads {sorted(features.read)}, its docstring says {sorted(claimed)}"
+    )
 
 
 def test_schema_defaults_of_score_options_are_the_functions_defaults():
@@ -134,7 +152,9 @@ def test_schema_defaults_of_score_options_are_the_functions_defaults():
     the schema also fills one in (so the config records it), the two must agree."""
     import yaml
 
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "oodrepro/schema/config.schema.yaml").read_text())
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "oodrepro/schema/config.schema.yaml").read_text()
+    )
     compared = 0
     for name, options in schema["properties"]["scores"]["properties"].items():
         entry = scores.get(name)
@@ -146,6 +166,8 @@ def test_schema_defaults_of_score_options_are_the_functions_defaults():
         for key, spec in options.get("properties", {}).items():
             if "default" in spec:
                 default = code.get(key)
-                assert (list(default) if isinstance(default, tuple) else default) == spec["default"], (name, key)
+                assert (list(default) if isinstance(default, tuple) else default) == spec[
+                    "default"
+                ], (name, key)
                 compared += 1
     assert compared >= 6

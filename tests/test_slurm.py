@@ -23,12 +23,19 @@ pytestmark = pytest.mark.slurm
 
 def readme_cluster_command() -> list[str]:
     """The single-node cluster command exactly as the README prints it."""
-    lines = [line for line in (ROOT / "README.md").read_text().splitlines()
-             if line.startswith(".venv/bin/snakemake --profile profiles/slurm ")]
+    lines = [
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith(".venv/bin/snakemake --profile profiles/slurm ")
+    ]
     single = [line for line in lines if "--slurm-status-command" in line]
-    assert len(lines) == 2 and len(single) == 1, "the README shows the site command and the single-node one"
+    assert len(lines) == 2 and len(single) == 1, (
+        "the README shows the site command and the single-node one"
+    )
     site = [line for line in lines if line not in single][0]
-    assert shlex.split(site)[:3] == shlex.split(single[0])[:3]  # the same profile, plus the single-node flags
+    assert (
+        shlex.split(site)[:3] == shlex.split(single[0])[:3]
+    )  # the same profile, plus the single-node flags
     return shlex.split(single[0])
 
 
@@ -55,7 +62,9 @@ def snakemake(cmd: list[str], work: Path, config: Path) -> subprocess.CompletedP
     cmd[cmd.index("--configfile") + 1] = str(config)
     cmd += ["-s", str(ROOT / "Snakefile"), "--directory", str(work)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-    return subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHONUNBUFFERED": "1"}, timeout=1500)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env={**env, "PYTHONUNBUFFERED": "1"}, timeout=1500
+    )
 
 
 def test_the_readme_cluster_command_runs_the_workflow_through_slurm(tmp_path):
@@ -79,13 +88,32 @@ def test_the_readme_cluster_command_runs_the_workflow_through_slurm(tmp_path):
     submitted = re.findall(r"SLURM jobid (\d+)", said)
     local_rules = {"write_manifest", "all"}
     stats = said.split("Job stats:")[1]
-    planned = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
+    planned = {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"
+    }
     assert len(submitted) == sum(n for rule, n in planned.items() if rule not in local_rules)
-    assert set(submitted) <= set(allocated)  # the controller allocated every job the workflow submitted
-    assert planned["train_backbone"] == 1 and planned["dump_features"] == 1  # ID test + one OOD set, one job
+    assert set(submitted) <= set(
+        allocated
+    )  # the controller allocated every job the workflow submitted
+    assert (
+        planned["train_backbone"] == 1 and planned["dump_features"] == 1
+    )  # ID test + one OOD set, one job
 
-    local = snakemake(["snakemake", "--profile", str(ROOT / "profiles" / "local"), "--cores", "2",
-                       "--max-threads", "2", "--configfile", "x"], local_work, tiny_config(local_work))
+    local = snakemake(
+        [
+            "snakemake",
+            "--profile",
+            str(ROOT / "profiles" / "local"),
+            "--cores",
+            "2",
+            "--max-threads",
+            "2",
+            "--configfile",
+            "x",
+        ],
+        local_work,
+        tiny_config(local_work),
+    )
     assert local.returncode == 0, (local.stdout + local.stderr)[-3000:]
     run = Path("results/digits/resnet18-small/seed0")
     for name in ("digits-train", "digits-test", "gaussian-noise"):

@@ -8,9 +8,15 @@ import torch
 from oodrepro import devices, inference, models, training
 
 SPEC = {"arch": "resnet18", "num_classes": 3, "width": 0.0625, "normalization": "half"}
-RECIPE = {"epochs": 4, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-          "schedule": {"kind": "step", "milestones": [2, 3], "gamma": 0.1},
-          "augment": {"crop_padding": 2, "flip": True}}
+RECIPE = {
+    "epochs": 4,
+    "batch_size": 16,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": {"kind": "step", "milestones": [2, 3], "gamma": 0.1},
+    "augment": {"crop_padding": 2, "flip": True},
+}
 
 
 @pytest.fixture
@@ -21,8 +27,20 @@ def toy():
 
 def run(tmp, images, labels, keep=None, **kw):
     tmp.mkdir(exist_ok=True)
-    return training.train_backbone(SPEC, images, labels, RECIPE, tmp / "m.pt", tmp / "state.pt", tmp / "log.csv",
-                                   keep=keep, seed=7, device="cpu", progress=False, **kw)
+    return training.train_backbone(
+        SPEC,
+        images,
+        labels,
+        RECIPE,
+        tmp / "m.pt",
+        tmp / "state.pt",
+        tmp / "log.csv",
+        keep=keep,
+        seed=7,
+        device="cpu",
+        progress=False,
+        **kw,
+    )
 
 
 def weights(path):
@@ -85,11 +103,22 @@ def colour_toy():
 
 
 def test_training_learns_a_separable_toy_problem(tmp_path):
-    # float32: whether bf16 learns this depends on the CPU's bf16 kernels (AMX, AVX512-BF16, emulated)
+    # float32: whether bf16 learns this depends on the CPU's bf16 kernels (AMX, AVX512-BF16,
+    # emulated)
     images, labels = colour_toy()
     recipe = {**RECIPE, "epochs": 10, "schedule": {"kind": "cosine"}, "bf16": False}
-    model = training.train_backbone(SPEC, images, labels, recipe, tmp_path / "m.pt", tmp_path / "s.pt",
-                                    tmp_path / "l.csv", seed=0, device="cpu", progress=False)
+    model = training.train_backbone(
+        SPEC,
+        images,
+        labels,
+        recipe,
+        tmp_path / "m.pt",
+        tmp_path / "s.pt",
+        tmp_path / "l.csv",
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     with torch.no_grad():
         pred = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).argmax(1).numpy()
     assert (pred == labels).mean() == 1.0
@@ -109,11 +138,21 @@ def test_bf16_training_runs_the_network_in_bf16_with_a_float32_loss(tmp_path, mo
     model.stem[0].register_forward_hook(lambda m, i, o: conv_dtypes.append(o.dtype))
     monkeypatch.setattr(training.F, "cross_entropy", recording)
     recipe = {**RECIPE, "epochs": 1, "bf16": True}
-    history = training.fit(model, model.parameters(), images, labels, recipe, tmp_path / "s.pt", tmp_path / "l.csv",
-                           progress=False)
+    history = training.fit(
+        model,
+        model.parameters(),
+        images,
+        labels,
+        recipe,
+        tmp_path / "s.pt",
+        tmp_path / "l.csv",
+        progress=False,
+    )
     assert set(conv_dtypes) == {torch.bfloat16} and set(seen) == {torch.float32}
     assert np.isfinite(history[0]["loss"])
-    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: weights stay float32
+    assert all(
+        p.dtype == torch.float32 for p in model.parameters()
+    )  # autocast: weights stay float32
 
 
 def test_schedules():
@@ -134,28 +173,60 @@ def test_augment_crops_and_flips_whole_batches():
     # each output is a window of the zero-padded input
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
-        assert any(torch.equal(shifted[i], padded[i, :, dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))
+        assert any(
+            torch.equal(shifted[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+            for dy in range(5)
+            for dx in range(5)
+        )
 
 
 def test_best_on_test_checkpoint_keeps_the_best_epoch_after_the_first(tmp_path, toy):
     images, labels = toy
     recipe = {**RECIPE, "checkpoint": "best_test"}
-    model = training.train_backbone(SPEC, images, labels, recipe, tmp_path / "m.pt", tmp_path / "s.pt",
-                                    tmp_path / "l.csv", seed=7, device="cpu", progress=False,
-                                    test=(images[:20], labels[:20]))
+    model = training.train_backbone(
+        SPEC,
+        images,
+        labels,
+        recipe,
+        tmp_path / "m.pt",
+        tmp_path / "s.pt",
+        tmp_path / "l.csv",
+        seed=7,
+        device="cpu",
+        progress=False,
+        test=(images[:20], labels[:20]),
+    )
     log = pd.read_csv(tmp_path / "l.csv")
     best_row = log["test_accuracy"].iloc[1:].idxmax()  # first epoch excluded; ties → the earliest
     assert torch.load(tmp_path / "m.pt", weights_only=True)["epoch"] == log.loc[best_row, "epoch"]
-    assert inference.accuracy(model, images[:20], labels[:20]) == pytest.approx(log["test_accuracy"][1:].max())
+    assert inference.accuracy(model, images[:20], labels[:20]) == pytest.approx(
+        log["test_accuracy"][1:].max()
+    )
     with pytest.raises(ValueError, match="test set"):
-        training.train_backbone(SPEC, images, labels, recipe, tmp_path / "x.pt", tmp_path / "xs.pt",
-                                tmp_path / "xl.csv", device="cpu", progress=False)
+        training.train_backbone(
+            SPEC,
+            images,
+            labels,
+            recipe,
+            tmp_path / "x.pt",
+            tmp_path / "xs.pt",
+            tmp_path / "xl.csv",
+            device="cpu",
+            progress=False,
+        )
 
 
 def test_bf16_auto_means_cuda_only_whatever_the_cpu(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert devices.use_bf16("auto", cuda) and devices.use_bf16(True, cpu) and not devices.use_bf16(False, cuda)
-    for native in (False, True):  # a CPU with or without AMX / AVX512-BF16 trains the same config the same way
+    assert (
+        devices.use_bf16("auto", cuda)
+        and devices.use_bf16(True, cpu)
+        and not devices.use_bf16(False, cuda)
+    )
+    for native in (
+        False,
+        True,
+    ):  # a CPU with or without AMX / AVX512-BF16 trains the same config the same way
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
         assert not devices.use_bf16("auto", cpu)
@@ -163,16 +234,28 @@ def test_bf16_auto_means_cuda_only_whatever_the_cpu(monkeypatch):
 
 def test_channels_last_only_where_it_is_safe():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    narrow, wide = models.build(**SPEC), models.build(**{**SPEC, "width": 0.25})  # 4 vs 16 stem channels
+    narrow, wide = (
+        models.build(**SPEC),
+        models.build(**{**SPEC, "width": 0.25}),
+    )  # 4 vs 16 stem channels
     assert not devices.use_channels_last(narrow, cpu) and devices.use_channels_last(wide, cpu)
     assert devices.use_channels_last(narrow, cuda)
 
 
 def test_odd_batches_of_a_narrow_network_train(tmp_path):
-    # 19 = 16 + 3 images: odd last batches, as trigger mixing makes them; crashed oneDNN in channels-last
+    # 19 = 16 + 3 images: odd last batches, as trigger mixing makes them; crashed oneDNN in
+    # channels-last
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (19, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, 19)
     model = models.build(**SPEC)
-    history = training.fit(model, model.parameters(), images, labels, {**RECIPE, "epochs": 6}, tmp_path / "s.pt",
-                           tmp_path / "l.csv", progress=False)
+    history = training.fit(
+        model,
+        model.parameters(),
+        images,
+        labels,
+        {**RECIPE, "epochs": 6},
+        tmp_path / "s.pt",
+        tmp_path / "l.csv",
+        progress=False,
+    )
     assert len(history) == 6 and all(np.isfinite(h["loss"]) for h in history)

@@ -12,8 +12,15 @@ import torch
 from oodrepro import models, outlier_exposure, training, unleashing_mask
 
 SPEC = {"arch": "resnet18", "num_classes": 4, "width": 0.0625, "normalization": "half"}
-RECIPE = {"epochs": 2, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-          "schedule": {"kind": "cosine"}, "augment": {"crop_padding": 2, "flip": True}}
+RECIPE = {
+    "epochs": 2,
+    "batch_size": 16,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": {"kind": "cosine"},
+    "augment": {"crop_padding": 2, "flip": True},
+}
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +28,17 @@ def base(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("um")
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), rng.integers(0, 4, 48)
-    training.train_backbone(SPEC, x, y, RECIPE, tmp / "base.pt", tmp / "s.pt", tmp / "l.csv", device="cpu",
-                            progress=False)
+    training.train_backbone(
+        SPEC,
+        x,
+        y,
+        RECIPE,
+        tmp / "base.pt",
+        tmp / "s.pt",
+        tmp / "l.csv",
+        device="cpu",
+        progress=False,
+    )
     outliers = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
     return tmp, x, y, outliers
 
@@ -46,7 +62,9 @@ def test_random_mask_drops_exactly_the_requested_fraction_of_every_layer():
         torch.nn.init.uniform_(m.weight, 0.1, 1.0)  # no weight starts at zero
     unleashing_mask.random_mask(model, 0.965, torch.Generator().manual_seed(0))
     layers = unleashing_mask.prunable(model)
-    assert [n for n, _ in layers][0] == "stem.0" and layers[-1][0] == "fc"  # first conv and classifier too
+    assert [n for n, _ in layers][0] == "stem.0" and layers[-1][
+        0
+    ] == "fc"  # first conv and classifier too
     for _, m in layers:
         assert (m.weight == 0).sum().item() == math.floor(0.035 * m.weight.numel() + 1e-9)
 
@@ -57,7 +75,9 @@ def test_score_mask_keeps_the_top_fraction_and_passes_the_gradient_straight_thro
     weights = {n: m.weight.detach().clone() for n, m in unleashing_mask.prunable(model)}
     params = unleashing_mask.attach_score_masks(model, keep=0.8)
     assert len(params) == len(weights) and all(p.requires_grad for p in params)
-    assert not any(p.requires_grad for n, p in model.named_parameters() if "scores" not in n)  # weights frozen
+    assert not any(
+        p.requires_grad for n, p in model.named_parameters() if "scores" not in n
+    )  # weights frozen
     for name, m in unleashing_mask.prunable(model):
         mask = m.parametrizations.weight[0].mask()
         n = mask.numel()
@@ -69,7 +89,9 @@ def test_score_mask_keeps_the_top_fraction_and_passes_the_gradient_straight_thro
         assert scores.abs().max() <= bound + 1e-6  # Kaiming-uniform a=√5: U(±1/√fan_in)
     fc = model.fc
     x = torch.rand(4, 3, 32, 32)
-    with torch.nn.utils.parametrize.cached():  # one W ⊙ m(S) tensor, shared by forward and the check
+    with (
+        torch.nn.utils.parametrize.cached()
+    ):  # one W ⊙ m(S) tensor, shared by forward and the check
         effective = fc.weight
         effective.retain_grad()
         model(x).sum().backward()
@@ -82,12 +104,15 @@ def test_score_mask_keeps_the_top_fraction_and_passes_the_gradient_straight_thro
 def test_score_masks_are_drawn_from_the_seed_not_the_global_generator():
     """UMAP's starting scores were drawn from the process's global RNG: two runs of one config
     learned different masks, and a resumed fine-tune never matched its own state."""
+
     def scores(seed, global_seed):
         torch.manual_seed(global_seed)
         model = models.build(**SPEC)
         torch.manual_seed(global_seed + 1)  # whatever ran before in the process
         unleashing_mask.attach_score_masks(model, keep=0.8, seed=seed)
-        return [m.parametrizations.weight[0].scores.detach() for _, m in unleashing_mask.prunable(model)]
+        return [
+            m.parametrizations.weight[0].scores.detach() for _, m in unleashing_mask.prunable(model)
+        ]
 
     same = scores(seed=3, global_seed=0), scores(seed=3, global_seed=10)
     assert all(torch.equal(a, b) for a, b in zip(*same))
@@ -105,7 +130,10 @@ def test_baking_the_mask_leaves_an_ordinary_checkpoint():
 
 def test_oe_term_is_cross_entropy_to_uniform():
     z = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, -2.0]])
-    expected = [math.log(3), math.log(math.exp(2) + 1 + math.exp(-2))]  # logsumexp − mean (mean = 0)
+    expected = [
+        math.log(3),
+        math.log(math.exp(2) + 1 + math.exp(-2)),
+    ]  # logsumexp − mean (mean = 0)
     assert outlier_exposure.oe_term(z).item() == pytest.approx(np.mean(expected))
     uniform_ce = -(torch.log_softmax(z, 1)).mean(1).mean()
     assert outlier_exposure.oe_term(z).item() == pytest.approx(uniform_ce.item())
@@ -113,12 +141,20 @@ def test_oe_term_is_cross_entropy_to_uniform():
 
 def test_energy_term_hinges_on_both_margins():
     # E = −logsumexp(z); a single logit c gives E = −c
-    z_in_ok, z_in_bad = torch.tensor([[30.0]]), torch.tensor([[20.0]])  # E_in = −30 (ok), −20 (> −25 by 5)
-    z_out_ok, z_out_bad = torch.tensor([[5.0]]), torch.tensor([[10.0]])  # E_out = −5 (ok), −10 (< −7 by 3)
+    z_in_ok, z_in_bad = (
+        torch.tensor([[30.0]]),
+        torch.tensor([[20.0]]),
+    )  # E_in = −30 (ok), −20 (> −25 by 5)
+    z_out_ok, z_out_bad = (
+        torch.tensor([[5.0]]),
+        torch.tensor([[10.0]]),
+    )  # E_out = −5 (ok), −10 (< −7 by 3)
     assert outlier_exposure.energy_term(z_in_ok, z_out_ok, -25, -7).item() == 0
     assert outlier_exposure.energy_term(z_in_bad, z_out_ok, -25, -7).item() == pytest.approx(25.0)
     assert outlier_exposure.energy_term(z_in_ok, z_out_bad, -25, -7).item() == pytest.approx(9.0)
-    both = outlier_exposure.energy_term(torch.cat([z_in_ok, z_in_bad]), torch.cat([z_out_ok, z_out_bad]), -25, -7)
+    both = outlier_exposure.energy_term(
+        torch.cat([z_in_ok, z_in_bad]), torch.cat([z_out_ok, z_out_bad]), -25, -7
+    )
     assert both.item() == pytest.approx(25.0 / 2 + 9.0 / 2)  # means over each side
 
 
@@ -131,7 +167,9 @@ def test_doe_proxy_loss_is_the_squared_logit_scale_sensitivity():
     assert loss.item() == pytest.approx(g.item() ** 2, rel=1e-6)
     loss.backward()  # the double backward reaches the logits, hence the proxy's weights
     assert z.grad is not None and z.grad.abs().sum() > 0
-    assert outlier_exposure.doe_proxy_loss(torch.zeros(2, 4)).item() == pytest.approx(0.0)  # uniform: no pull
+    assert outlier_exposure.doe_proxy_loss(torch.zeros(2, 4)).item() == pytest.approx(
+        0.0
+    )  # uniform: no pull
 
 
 def test_poem_posterior_and_boundary_selection():
@@ -154,9 +192,23 @@ def test_each_exposure_method_fine_tunes_and_resumes(base, method, tmp_path, mon
     recipe = {**RECIPE, "epochs": 3}
 
     def run(folder, **kw):
-        return unleashing_mask.finetune(tmp / "base.pt", x, y, recipe, folder / "m.pt", folder / "s.pt",
-                                        folder / "log.csv", level=0.3, exposure=exposure, outliers=outliers,
-                                        device="cpu", progress=False, seed=1, spec=SPEC, **kw)
+        return unleashing_mask.finetune(
+            tmp / "base.pt",
+            x,
+            y,
+            recipe,
+            folder / "m.pt",
+            folder / "s.pt",
+            folder / "log.csv",
+            level=0.3,
+            exposure=exposure,
+            outliers=outliers,
+            device="cpu",
+            progress=False,
+            seed=1,
+            spec=SPEC,
+            **kw,
+        )
 
     (tmp_path / "a").mkdir()
     run(tmp_path / "a")
@@ -181,25 +233,54 @@ def test_each_exposure_method_fine_tunes_and_resumes(base, method, tmp_path, mon
     a = torch.load(tmp_path / "a" / "m.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "m.pt", weights_only=True)["state_dict"]
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k  # a resumed run ends where the uninterrupted one did
+        assert torch.allclose(a[k], b[k], atol=1e-5), (
+            k
+        )  # a resumed run ends where the uninterrupted one did
 
 
 def test_um_and_umap_fine_tune_from_the_checkpoint_and_never_from_scratch(base, tmp_path):
     tmp, x, y, _ = base
-    estimate = unleashing_mask.estimate_constraint(tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu",
-                                                   spec=SPEC)
-    assert len(estimate["draws"]) == 2 and estimate["level"] == pytest.approx(np.mean(estimate["draws"]))
+    estimate = unleashing_mask.estimate_constraint(
+        tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu", spec=SPEC
+    )
+    assert len(estimate["draws"]) == 2 and estimate["level"] == pytest.approx(
+        np.mean(estimate["draws"])
+    )
     assert estimate["draws"][0] != estimate["draws"][1]  # fresh mask per draw
-    again = unleashing_mask.estimate_constraint(tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu", spec=SPEC)
+    again = unleashing_mask.estimate_constraint(
+        tmp / "base.pt", x, y, keep=0.965, draws=2, device="cpu", spec=SPEC
+    )
     assert again["level"] == estimate["level"]  # seeded
-    unleashing_mask.finetune(tmp / "base.pt", x, y, RECIPE, tmp_path / "umap.pt", tmp_path / "s.pt",
-                             tmp_path / "l.csv", level=estimate["level"], mask_keep=0.8, device="cpu", progress=False,
-                             spec=SPEC)
+    unleashing_mask.finetune(
+        tmp / "base.pt",
+        x,
+        y,
+        RECIPE,
+        tmp_path / "umap.pt",
+        tmp_path / "s.pt",
+        tmp_path / "l.csv",
+        level=estimate["level"],
+        mask_keep=0.8,
+        device="cpu",
+        progress=False,
+        spec=SPEC,
+    )
     umap = torch.load(tmp_path / "umap.pt", weights_only=True)
     assert all(0.79 <= k <= 0.82 for k in umap["finetune"]["kept_fraction"].values())
     base_w = torch.load(tmp / "base.pt", weights_only=True)["state_dict"]
     w, w0 = umap["state_dict"]["fc.weight"], base_w["fc.weight"]
     assert torch.equal(w[w != 0], w0[w != 0])  # frozen weights: UMAP only chose which to keep
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        unleashing_mask.finetune(tmp / "missing.pt", x, y, RECIPE, tmp_path / "um.pt", tmp_path / "s.pt",
-                                 tmp_path / "l.csv", level=0.1, device="cpu", progress=False, spec=SPEC)
+        unleashing_mask.finetune(
+            tmp / "missing.pt",
+            x,
+            y,
+            RECIPE,
+            tmp_path / "um.pt",
+            tmp_path / "s.pt",
+            tmp_path / "l.csv",
+            level=0.1,
+            device="cpu",
+            progress=False,
+            spec=SPEC,
+        )

@@ -51,15 +51,29 @@ def test_losses_against_direct_formulas(tiny):
         oe = (-torch.log_softmax(f_n, 1).mean(1)).mean()  # CE to the uniform distribution
         msp = watermark_ood.loss(model, z_id, y, z_noise, w, "msp", beta=3.5)
         assert msp.item() == pytest.approx((ce + 3.5 * oe).item(), rel=1e-5)
-        energy = watermark_ood.loss(model, z_id, y, z_noise, w, "energy", beta=0.1, t_in=0.2, t_out=0.7)
+        energy = watermark_ood.loss(
+            model, z_id, y, z_noise, w, "energy", beta=0.1, t_in=0.2, t_out=0.7
+        )
         penalty = torch.exp(0.7 * f_n).mean() + torch.exp(-0.2 * f_id).mean()
         assert energy.item() == pytest.approx((ce + 0.1 * penalty).item(), rel=1e-5)
     with pytest.raises(FloatingPointError, match="overflow"):
-        watermark_ood.loss(model, z_id, y, z_noise * 1e6, w, "energy", beta=1.0, t_in=1.0, t_out=1e6)
+        watermark_ood.loss(
+            model, z_id, y, z_noise * 1e6, w, "energy", beta=1.0, t_in=1.0, t_out=1e6
+        )
 
 
-PARAMS = {"objective": "msp", "alpha": 0.01, "sigma": 0.4, "rho": 1.0, "beta": 3.5, "epochs": 3, "decay_epoch": 2,
-          "batch_size": 8, "flip": True, "epsilon": None}
+PARAMS = {
+    "objective": "msp",
+    "alpha": 0.01,
+    "sigma": 0.4,
+    "rho": 1.0,
+    "beta": 3.5,
+    "epochs": 3,
+    "decay_epoch": 2,
+    "batch_size": 8,
+    "flip": True,
+    "epsilon": None,
+}
 
 
 def _data():
@@ -70,8 +84,9 @@ def _data():
 def test_learning_never_changes_the_network(tmp_path, tiny):
     model = tiny[0]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    w = watermark_ood.learn(model, *_data(), PARAMS, tmp_path / "s.pt", tmp_path / "l.csv", device="cpu",
-                            progress=False)
+    w = watermark_ood.learn(
+        model, *_data(), PARAMS, tmp_path / "s.pt", tmp_path / "l.csv", device="cpu", progress=False
+    )
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
     assert not model.training
@@ -85,8 +100,9 @@ def test_learning_never_changes_the_network(tmp_path, tiny):
 
 def test_resume_gives_the_same_watermark(tmp_path, tiny, monkeypatch):
     model = tiny[0]
-    full = watermark_ood.learn(model, *_data(), PARAMS, tmp_path / "a.pt", tmp_path / "a.csv", device="cpu",
-                               progress=False)
+    full = watermark_ood.learn(
+        model, *_data(), PARAMS, tmp_path / "a.pt", tmp_path / "a.csv", device="cpu", progress=False
+    )
     real = watermark_ood.sam_sign_step
     calls = {"n": 0}
 
@@ -98,17 +114,32 @@ def test_resume_gives_the_same_watermark(tmp_path, tiny, monkeypatch):
 
     monkeypatch.setattr(watermark_ood, "sam_sign_step", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        watermark_ood.learn(model, *_data(), PARAMS, tmp_path / "b.pt", tmp_path / "b.csv", device="cpu",
-                            progress=False)
+        watermark_ood.learn(
+            model,
+            *_data(),
+            PARAMS,
+            tmp_path / "b.pt",
+            tmp_path / "b.csv",
+            device="cpu",
+            progress=False,
+        )
     monkeypatch.setattr(watermark_ood, "sam_sign_step", real)
-    resumed = watermark_ood.learn(model, *_data(), PARAMS, tmp_path / "b.pt", tmp_path / "b.csv", device="cpu",
-                                  progress=False)
+    resumed = watermark_ood.learn(
+        model, *_data(), PARAMS, tmp_path / "b.pt", tmp_path / "b.csv", device="cpu", progress=False
+    )
     assert torch.equal(full, resumed)
 
 
 def test_epsilon_budget_is_an_option(tmp_path, tiny):
-    w = watermark_ood.learn(tiny[0], *_data(), {**PARAMS, "epsilon": 0.015}, tmp_path / "s.pt", tmp_path / "l.csv",
-                            device="cpu", progress=False)
+    w = watermark_ood.learn(
+        tiny[0],
+        *_data(),
+        {**PARAMS, "epsilon": 0.015},
+        tmp_path / "s.pt",
+        tmp_path / "l.csv",
+        device="cpu",
+        progress=False,
+    )
     assert w.abs().max().item() <= 0.015 + 1e-7
 
 
@@ -121,7 +152,9 @@ def test_watermarked_variant_scores_on_watermarked_inputs(tmp_path, tiny):
     marked = models.load_model(tmp_path / "wm.pt", spec={**spec, "watermark": True})
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(marked(x), model.forward_normalized(model.normalize(x) + w), atol=1e-5)
+        assert torch.allclose(
+            marked(x), model.forward_normalized(model.normalize(x) + w), atol=1e-5
+        )
         assert not torch.allclose(marked(x), model(x))
     images = (np.random.default_rng(1).random((3, 32, 32, 3)) * 255).astype(np.uint8)
     odin_marked = scores.get("odin").score(marked, images, progress=False)

@@ -23,10 +23,26 @@ BASELINES = ["maxlogit", "react", "dice", "ash", "knn", "vim", "rmds", "gen"]
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(ROOT / "profiles" / "local"), "--cores", "2",
-           "--configfile", str(configfile), "--replace-workflow-config", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(ROOT / "profiles" / "local"),
+        "--cores",
+        "2",
+        "--configfile",
+        str(configfile),
+        "--replace-workflow-config",
+        *args,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -35,7 +51,9 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     if "Nothing to be done" in text:
         return {}
     table = text.split("Job stats:")[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
+    }
 
 
 def plan_after(run, name: str, edit) -> dict[str, int]:
@@ -64,7 +82,9 @@ def run(tmp_path_factory):
         config["backbones"]["resnet18-small"]["width"] = 0.125
         config["training"].update(epochs=2, batch_size=128)
         config["scores"]["odin"]["batch_size"] = 128
-        config["watermarks"] = {"wm-energy": {**config["watermarks"]["wm-energy"], "epochs": 2, "decay_epoch": 1}}
+        config["watermarks"] = {
+            "wm-energy": {**config["watermarks"]["wm-energy"], "epochs": 2, "decay_epoch": 1}
+        }
         config["offline"].update(n_triggers=20)
         wnn = config["watermarknn"]
         wnn.update(per_batch=4, null_models=1, pruning=[0.5])
@@ -76,8 +96,10 @@ def run(tmp_path_factory):
         config["scores"]["mahalanobis_ensemble"].update(n_fit=100, magnitudes=[0.0, 0.001])
         config["scores"]["vim"]["dim"] = 32  # of the 64-d penultimate at this width
         config["variants"] = ["base", "base+wm-energy", *SCORED_FINETUNES]
-        config["variant_scores"] = {"base+wm-energy": ["msp", "energy"],
-                                    **{v: ["msp", "odin"] for v in SCORED_FINETUNES}}
+        config["variant_scores"] = {
+            "base+wm-energy": ["msp", "energy"],
+            **{v: ["msp", "odin"] for v in SCORED_FINETUNES},
+        }
         cfgfile = work / "config.yaml"
         cfgfile.write_text(yaml.safe_dump(config))
         result = snakemake(work, cfgfile)
@@ -88,12 +110,32 @@ def run(tmp_path_factory):
 def test_outputs_and_tidy_metrics(run):
     work, _, config = run
     tidy = pd.read_csv(work / "results" / "metrics.csv")
-    assert list(tidy.columns[:8]) == ["benchmark", "arch", "seed", "model", "method", "ood_set", "metric", "value"]
-    assert set(tidy["method"]) == {"msp", "odin", "energy", "mahalanobis", "mahalanobis_ensemble", "featurenorm",
-                                   "laood", *BASELINES}
-    assert set(tidy["model"]) == {"base", "base+wm-energy", *SCORED_FINETUNES} and set(tidy["seed"]) == {0, 1}
+    assert list(tidy.columns[:8]) == [
+        "benchmark",
+        "arch",
+        "seed",
+        "model",
+        "method",
+        "ood_set",
+        "metric",
+        "value",
+    ]
+    assert set(tidy["method"]) == {
+        "msp",
+        "odin",
+        "energy",
+        "mahalanobis",
+        "mahalanobis_ensemble",
+        "featurenorm",
+        "laood",
+        *BASELINES,
+    }
+    assert set(tidy["model"]) == {"base", "base+wm-energy", *SCORED_FINETUNES} and set(
+        tidy["seed"]
+    ) == {0, 1}
     assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
-    # 2 seeds × (7 + 8 baseline scores on base + 2 on the watermarked model + 2 on each scored fine-tune)
+    # 2 seeds × (7 + 8 baseline scores on base + 2 on the watermarked model + 2 on each scored
+    # fine-tune)
     #   × (4 sets incl. mean × 4 metrics + accuracy)
     assert len(tidy) == 2 * (7 + len(BASELINES) + 2 + 2 * 2) * (4 * 4 + 1)
     assert set(tidy[tidy["model"] == "base+wm-energy"]["method"]) == {"msp", "energy"}
@@ -104,23 +146,36 @@ def test_outputs_and_tidy_metrics(run):
     assert (summary["seeds"] == 2).all()
     for f in ("summary.md", "summary.html"):
         text = (work / "results" / f).read_text()
-        assert "mahalanobis" in text and "featurenorm" in text and "FeatureNorm block selection" in text
-        assert "LA-OOD layers" in text and "Watermarking for OOD" in text and "base+wm-energy" in text
+        assert (
+            "mahalanobis" in text
+            and "featurenorm" in text
+            and "FeatureNorm block selection" in text
+        )
+        assert (
+            "LA-OOD layers" in text and "Watermarking for OOD" in text and "base+wm-energy" in text
+        )
     run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
     assert (run_dir / "models" / "base.middle.pt").exists()
     assert (run_dir / "plots" / "base" / "odin.png").stat().st_size > 10_000
     blocks = pd.read_csv(run_dir / "featurenorm" / "base" / "blocks.csv")
     assert len(blocks) == 8 and blocks["selected"].sum() == 1
-    assert blocks.loc[blocks["normratio"].idxmax(), "selected"]  # the selected block is NormRatio's argmax
+    assert blocks.loc[
+        blocks["normratio"].idxmax(), "selected"
+    ]  # the selected block is NormRatio's argmax
     assert (run_dir / "featurenorm" / "base" / "blocks.png").exists()
     assert (run_dir / "watermark" / "base+wm-energy.png").exists()
     wm_log = pd.read_csv(run_dir / "watermark" / "base+wm-energy.csv")
     assert list(wm_log["alpha"]) == pytest.approx([0.01, 0.001])
     layers = pd.read_csv(run_dir / "laood" / "base" / "layers.csv")
     assert len(layers) == 18  # ResNet-18: stem + 16 block convs + logits
-    assert layers["decides OOD"].sum() == pytest.approx(1.0) and layers["decides ID"].sum() == pytest.approx(1.0)
+    assert layers["decides OOD"].sum() == pytest.approx(1.0) and layers[
+        "decides ID"
+    ].sum() == pytest.approx(1.0)
     assert (run_dir / "benchmarks" / "train_backbone.tsv").exists()
-    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "models" / ".resume" / "base.pt").exists()
+    assert (
+        not list(run_dir.rglob("*.tmp"))
+        and not (run_dir / "models" / ".resume" / "base.pt").exists()
+    )
 
 
 def test_report(run):
@@ -128,8 +183,17 @@ def test_report(run):
     result = snakemake(work, cfgfile, "--report", str(work / "report.html"))
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "report.html").read_text()
-    for name in ("summary.html", "odin.png", "training.png", "blocks.png", "layers.png", "base+wm-energy.png",
-                 "attacks.png", "oe+um.png", "umap.png"):
+    for name in (
+        "summary.html",
+        "odin.png",
+        "training.png",
+        "blocks.png",
+        "layers.png",
+        "base+wm-energy.png",
+        "attacks.png",
+        "oe+um.png",
+        "umap.png",
+    ):
         assert name in html, name
 
 
@@ -139,9 +203,17 @@ def test_rerun_does_nothing(run):
 
 
 def test_changing_odin_temperature_reruns_only_odin(run):
-    jobs = plan_after(run, "odin-t100", lambda c: c["scores"]["odin"].update({"temperature": 100.0}))
+    jobs = plan_after(
+        run, "odin-t100", lambda c: c["scores"]["odin"].update({"temperature": 100.0})
+    )
     # 2 seeds × 3 models (base and the scored fine-tunes), one job each for ID test + 3 OOD sets
-    assert jobs == {"score_network": 6, "compute_metrics": 6, "summarize": 1, "write_manifest": 1, "all": 1}
+    assert jobs == {
+        "score_network": 6,
+        "compute_metrics": 6,
+        "summarize": 1,
+        "write_manifest": 1,
+        "all": 1,
+    }
 
 
 def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
@@ -151,27 +223,54 @@ def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
 
 
 def test_pinning_the_featurenorm_block_refits_without_new_features(run):
-    jobs = plan_after(run, "pinned", lambda c: c["scores"]["featurenorm"].update({"block": "layer4.0"}))
-    # per seed: the fit, one score job over the 4 sets from cached features, metrics + plot, block table
-    assert jobs == {"fit_detector": 2, "score_features": 2, "compute_metrics": 2, "analyze_featurenorm_blocks": 2,
-                    "summarize": 1, "write_manifest": 1, "all": 1}
+    jobs = plan_after(
+        run, "pinned", lambda c: c["scores"]["featurenorm"].update({"block": "layer4.0"})
+    )
+    # per seed: the fit, one score job over the 4 sets from cached features, metrics + plot, block
+    # table
+    assert jobs == {
+        "fit_detector": 2,
+        "score_features": 2,
+        "compute_metrics": 2,
+        "analyze_featurenorm_blocks": 2,
+        "summarize": 1,
+        "write_manifest": 1,
+        "all": 1,
+    }
 
 
 def test_changing_a_watermark_relearns_it_and_rescores_its_variant_only(run):
     jobs = plan_after(run, "beta", lambda c: c["watermarks"]["wm-energy"].update({"beta": 0.2}))
-    # per seed: the watermark, one job for the features of the 4 evaluated sets, MSP and energy on them
-    assert jobs == {"learn_watermark": 2, "dump_features": 2, "score_features": 4, "compute_metrics": 4,
-                    "summarize": 1, "write_manifest": 1, "all": 1}
+    # per seed: the watermark, one job for the features of the 4 evaluated sets, MSP and energy on
+    # them
+    assert jobs == {
+        "learn_watermark": 2,
+        "dump_features": 2,
+        "score_features": 4,
+        "compute_metrics": 4,
+        "summarize": 1,
+        "write_manifest": 1,
+        "all": 1,
+    }
 
 
 def test_watermarknn_embeds_attacks_and_verifies(run):
     work, _, _ = run
     run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
     table = pd.read_csv(run_dir / "watermarknn" / "verification.csv").set_index("network")
-    assert sorted(table.index) == ["base", "wnn-pretrained", "wnn-pretrained.ftll", "wnn-pretrained.rtal",
-                                   "wnn-scratch", "wnn-scratch.ftll", "wnn-scratch.rtal"]
+    assert sorted(table.index) == [
+        "base",
+        "wnn-pretrained",
+        "wnn-pretrained.ftll",
+        "wnn-pretrained.rtal",
+        "wnn-scratch",
+        "wnn-scratch.ftll",
+        "wnn-scratch.rtal",
+    ]
     assert not table.loc["base", "claimed"]  # the clean model is not claimed
-    assert table["test_accuracy"].between(0, 1).all() and table["trigger_accuracy"].between(0, 1).all()
+    assert (
+        table["test_accuracy"].between(0, 1).all() and table["trigger_accuracy"].between(0, 1).all()
+    )
     vk = (run_dir / "watermarknn" / "wnn-scratch" / "verification_key.json").read_text()
     assert '"n": 20' in vk
     rtal = pd.read_csv(run_dir / "watermarknn" / "wnn-scratch" / "rtal.csv")
@@ -180,7 +279,12 @@ def test_watermarknn_embeds_attacks_and_verifies(run):
     assert set(attacks["attack"]) == {"-", "ftll", "rtal", "prune 50%"}
     for f in ("summary.md", "summary.html"):
         text = (work / "results" / f).read_text()
-        assert "WatermarkNN" in text and "wnn-pretrained" in text and "rtal" in text and "prune 50%" in text
+        assert (
+            "WatermarkNN" in text
+            and "wnn-pretrained" in text
+            and "rtal" in text
+            and "prune 50%" in text
+        )
     assert (run_dir / "watermarknn" / "attacks.png").stat().st_size > 10_000
 
 
@@ -199,14 +303,22 @@ def test_unleashing_mask_rows_and_artifacts(run):
     tidy = pd.read_csv(work / "results" / "metrics.csv")
     assert set(tidy[tidy["model"] == "oe+um"]["method"]) == {"msp", "odin"}
     manifest = json.loads((work / "results" / "manifest.json").read_text())
-    assert manifest["versions"]["torch"] and manifest["config_sha256"] and manifest["started"] <= manifest["finished"]
+    assert (
+        manifest["versions"]["torch"]
+        and manifest["config_sha256"]
+        and manifest["started"] <= manifest["finished"]
+    )
 
 
 def test_changing_the_mask_ratio_refits_only_what_uses_um(run):
     jobs = plan_after(run, "keep", lambda c: c["unleashing_mask"].update({"keep": 0.9}))
     assert jobs["estimate_loss_constraint"] == 2
     assert jobs["finetune_model"] == 2 * 3  # um, umap, oe+um; not oe
-    assert "train_backbone" not in jobs and "embed_watermark" not in jobs and "learn_watermark" not in jobs
+    assert (
+        "train_backbone" not in jobs
+        and "embed_watermark" not in jobs
+        and "learn_watermark" not in jobs
+    )
 
 
 def test_bad_config_fails_before_any_job(run, tmp_path):
@@ -232,7 +344,12 @@ def test_a_checkpoint_that_is_not_the_configured_model_is_refused(run):
     seed_dir = Path(config["results"]) / "digits" / "resnet18-small" / "seed1"
     base = seed_dir / "models" / "base.pt"
     saved = base.read_bytes()
-    spec = {"arch": "resnet18", "num_classes": 10, "width": 0.25, "normalization": "half"}  # config: 0.125
+    spec = {
+        "arch": "resnet18",
+        "num_classes": 10,
+        "width": 0.25,
+        "normalization": "half",
+    }  # config: 0.125
     try:
         models.save_model(base, models.build(**spec), spec)
         target = seed_dir / "features" / "base" / "digits-test.npz"
@@ -240,7 +357,9 @@ def test_a_checkpoint_that_is_not_the_configured_model_is_refused(run):
         assert result.returncode != 0
         said = (seed_dir / "logs" / "dump_features" / "base.log").read_text()
         assert "CheckpointMismatch" in said and "width=0.25" in said and "width=0.125" in said
-        assert torch.load(base, weights_only=True)["spec"]["width"] == 0.25  # refused, not overwritten
+        assert (
+            torch.load(base, weights_only=True)["spec"]["width"] == 0.25
+        )  # refused, not overwritten
     finally:
         base.write_bytes(saved)
 
@@ -250,7 +369,15 @@ def test_laood_split_into_pieces_gives_the_one_job_detector(run, tmp_path):
     import numpy as np
 
     work, _, config = run
-    detector = Path(config["results"]) / "digits" / "resnet18-small" / "seed0" / "detectors" / "base" / "laood.npz"
+    detector = (
+        Path(config["results"])
+        / "digits"
+        / "resnet18-small"
+        / "seed0"
+        / "detectors"
+        / "base"
+        / "laood.npz"
+    )
     with np.load(detector) as f:
         one_job = {k: f[k] for k in f.files}
     split = copy.deepcopy(config)
@@ -265,4 +392,6 @@ def test_laood_split_into_pieces_gives_the_one_job_detector(run, tmp_path):
         pieces = {k: f[k] for k in f.files}
     assert pieces.keys() == one_job.keys()
     for key in one_job:
-        assert np.array_equal(pieces[key], one_job[key], equal_nan=one_job[key].dtype.kind == "f"), key
+        assert np.array_equal(
+            pieces[key], one_job[key], equal_nan=one_job[key].dtype.kind == "f"
+        ), key

@@ -14,16 +14,34 @@ SNAKEFILES = [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
 
 
 def test_snakemake_lint_passes(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--lint",
-                             "--directory", str(tmp_path), "--configfile", str(ROOT / "config.yaml")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--lint",
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(ROOT / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     said = result.stdout + result.stderr
-    assert result.returncode == 0 and "Congratulations, your workflow is in a good condition" in said, said[-3000:]
+    assert (
+        result.returncode == 0 and "Congratulations, your workflow is in a good condition" in said
+    ), said[-3000:]
 
 
 def test_snakefiles_are_snakefmt_formatted():
-    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *map(str, SNAKEFILES)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *map(str, SNAKEFILES)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -36,7 +54,7 @@ def _requirement(spec: str) -> tuple[str, str]:
 def _env_requirements(path: Path) -> dict[str, str]:
     deps = {}
     for dep in yaml.safe_load(path.read_text())["dependencies"]:
-        for spec in (dep["pip"] if isinstance(dep, dict) else [dep]):
+        for spec in dep["pip"] if isinstance(dep, dict) else [dep]:
             name, version = _requirement(spec)
             if name not in ("python", "pip"):
                 deps[name] = version
@@ -44,14 +62,18 @@ def _env_requirements(path: Path) -> dict[str, str]:
 
 
 def test_rule_environments_pin_what_pyproject_pins():
-    pinned = dict(_requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "dependencies"])
+    pinned = dict(
+        _requirement(d)
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
     used = set()
     for env in ("torch", "analysis"):
         deps = _env_requirements(ROOT / "envs" / f"{env}.yaml")
         for name, version in deps.items():
             assert name in pinned, f"envs/{env}.yaml: {name} is not a dependency in pyproject.toml"
-            assert version == pinned[name], f"envs/{env}.yaml: {name}{version} but pyproject pins {pinned[name]}"
+            assert version == pinned[name], (
+                f"envs/{env}.yaml: {name}{version} but pyproject pins {pinned[name]}"
+            )
         used |= set(deps)
     assert used == set(pinned)  # every dependency is in some rule's environment
     assert "torch" not in _env_requirements(ROOT / "envs" / "analysis.yaml")
@@ -59,7 +81,9 @@ def test_rule_environments_pin_what_pyproject_pins():
 
 def test_the_project_environment_pins_what_pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pinned = dict(_requirement(d) for d in project["dependencies"] + project["optional-dependencies"]["test"])
+    pinned = dict(
+        _requirement(d) for d in project["dependencies"] + project["optional-dependencies"]["test"]
+    )
     assert _env_requirements(ROOT / "envs" / "oodrepro.yaml") == pinned
 
 
@@ -69,7 +93,9 @@ def test_every_rule_names_one_of_the_environments():
         rules = re.findall(r"^rule (\w+):", text, re.M)
         envs = re.findall(r'^    conda:\n        "(?:\.\./)?envs/(\w+)\.yaml"', text, re.M)
         expected = [r for r in rules if r != "all"]
-        assert len(envs) == len(expected), f"{path.name}: {len(expected)} rules, {len(envs)} conda directives"
+        assert len(envs) == len(expected), (
+            f"{path.name}: {len(expected)} rules, {len(envs)} conda directives"
+        )
         assert set(envs) <= {"torch", "analysis"}
 
 
@@ -77,39 +103,87 @@ BASELINES = {"maxlogit", "react", "dice", "ash", "knn", "vim", "rmds", "gen"}
 
 
 def _planned_scores(config: Path, workdir: Path) -> set[str]:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--dry-run",
-                             "--directory", str(workdir), "--configfile", str(config), "--replace-workflow-config"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--dry-run",
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(config),
+            "--replace-workflow-config",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return set(re.findall(r"method=([a-z_]+)", result.stdout))
 
 
 def test_the_default_config_and_both_presets_plan_the_post_hoc_baselines(tmp_path):
     assert BASELINES <= _planned_scores(ROOT / "config.yaml", tmp_path / "default")
-    assert BASELINES <= _planned_scores(ROOT / "presets" / "openood-cifar10-resnet18.yaml", tmp_path / "openood")
-    assert {"react", "dice"} <= _planned_scores(ROOT / "presets" / "featurenorm-cvpr23.yaml", tmp_path / "fn")
+    assert BASELINES <= _planned_scores(
+        ROOT / "presets" / "openood-cifar10-resnet18.yaml", tmp_path / "openood"
+    )
+    assert {"react", "dice"} <= _planned_scores(
+        ROOT / "presets" / "featurenorm-cvpr23.yaml", tmp_path / "fn"
+    )
 
 
 def test_no_file_points_outside_the_repository():
     """A clone has no sibling specification folder and no design document: the project's
     own docs/ say what it needs."""
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     # the names are assembled so that this file does not itself point outside the repository; the
     # specification's conventions.md is refused, docs/conventions.md (and a link beside it) is not
     outside = ["\\.\\./" + "shared", "shared" + "/methods", "design" + "\\.md"]
-    pattern = re.compile("|".join([*outside, r"methods/[a-z-]+\.md", r"(?<![/\[(])conventions\.md", "spec §"]))
-    offenders = [f for f in tracked if (ROOT / f).is_file() and f != "tests/test_workflow_hygiene.py"
-                 and pattern.search((ROOT / f).read_text(errors="ignore"))]
+    pattern = re.compile(
+        "|".join([*outside, r"methods/[a-z-]+\.md", r"(?<![/\[(])conventions\.md", "spec §"])
+    )
+    offenders = [
+        f
+        for f in tracked
+        if (ROOT / f).is_file()
+        and f != "tests/test_workflow_hygiene.py"
+        and pattern.search((ROOT / f).read_text(errors="ignore"))
+    ]
     assert offenders == []
-    for page in re.findall(r"docs/[a-z-]+\.md", "".join((ROOT / f).read_text(errors="ignore") for f in tracked
-                                                         if f.endswith((".py", ".yaml", ".md")))):
+    for page in re.findall(
+        r"docs/[a-z-]+\.md",
+        "".join(
+            (ROOT / f).read_text(errors="ignore")
+            for f in tracked
+            if f.endswith((".py", ".yaml", ".md"))
+        ),
+    ):
         assert (ROOT / page).is_file(), page
 
 
 def test_ruff_finds_nothing():
-    """The linter the project configures (pyproject.toml, [tool.ruff]) passes on every Python file."""
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=ROOT,
-                            capture_output=True, text=True)
+    """The linter the project configures (pyproject.toml, [tool.ruff]) passes on every file."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+
+
+def test_python_files_are_ruff_formatted():
+    """One layout everywhere, 100 columns (`ruff format` fixes what this reports)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
 
 
@@ -133,9 +207,15 @@ def test_every_decision_a_preset_records_is_on_its_method_page():
         if page is None:
             continue
         numbers = {int(n) for n in re.findall(r"^#\s*(\d+)\.\s", header, re.M)}
-        numbers |= {int(n) for n in re.findall(r"\s(\d+)\.\s+[A-Z][^.]*\.", header) if int(n) in range(1, 40)}
+        numbers |= {
+            int(n)
+            for n in re.findall(r"\s(\d+)\.\s+[A-Z][^.]*\.", header)
+            if int(n) in range(1, 40)
+        }
         table = (ROOT / page[1]).read_text().split("## Decisions")[1].split("\n## ")[0]
         rows = {int(n) for n in re.findall(r"^\| (\d+) \|", table, re.M)}
-        assert numbers and numbers <= rows, f"{preset.name}: decisions {sorted(numbers - rows)} missing on {page[1]}"
+        assert numbers and numbers <= rows, (
+            f"{preset.name}: decisions {sorted(numbers - rows)} missing on {page[1]}"
+        )
         checked += 1
     assert checked == 9  # every paper preset except the OpenOOD anchors

@@ -5,9 +5,14 @@ start_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params
 state = io.load_npz(snakemake.input.detector)
 table = featurenorm.block_table(
-    state["normratio"], [str(n) for n in state["block_names"]], int(state["block"]),
+    state["normratio"],
+    [str(n) for n in state["block_names"]],
+    int(state["block"]),
     io.load_npz(snakemake.input.id_features)["featnorm"],
-    {name: io.load_npz(path)["featnorm"] for name, path in zip(p.ood_sets, snakemake.input.ood_features)},
+    {
+        name: io.load_npz(path)["featnorm"]
+        for name, path in zip(p.ood_sets, snakemake.input.ood_features)
+    },
 )
 io.save_csv(snakemake.output.table, table.assign(**p.context))
 io.save_figure(snakemake.output.plot, report.plot_blocks(table, p.title))

@@ -12,7 +12,8 @@ def decisions_of(path):
 
 
 table = laood.layer_table(
-    state, decisions_of(snakemake.input.id_features),
+    state,
+    decisions_of(snakemake.input.id_features),
     {name: decisions_of(path) for name, path in zip(p.ood_sets, snakemake.input.ood_features)},
 )
 io.save_csv(snakemake.output.table, table.assign(**p.context))

@@ -3,5 +3,11 @@ from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params
-data.convert_download(snakemake.wildcards.dataset, list(snakemake.input), snakemake.output[0], p.sample, p.seed,
-                      folder=p.folder)
+data.convert_download(
+    snakemake.wildcards.dataset,
+    list(snakemake.input),
+    snakemake.output[0],
+    p.sample,
+    p.seed,
+    folder=p.folder,
+)

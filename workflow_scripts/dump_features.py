@@ -3,7 +3,9 @@ from oodrepro.runtime import start_job
 from oodrepro.devices import pick_device
 
 start_job(snakemake.log[0], snakemake.threads)
-model = models.load_model(snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec)
+model = models.load_model(
+    snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec
+)
 for dataset, out in zip(snakemake.input.datasets, snakemake.output):
     images, labels = data.load_dataset(dataset)
     features.dump(model, images, labels, out, batch_size=snakemake.params.batch_size)

@@ -3,7 +3,15 @@ from oodrepro.runtime import start_job
 from oodrepro.devices import pick_device
 
 start_job(snakemake.log[0], snakemake.threads)
-model = models.load_model(snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec)
+model = models.load_model(
+    snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec
+)
 images, labels = data.load_dataset(snakemake.input.dataset)
-features.dump(model, images, labels, snakemake.output[0], batch_size=snakemake.params.batch_size,
-              transform=featurenorm.jigsaw_transform(len(images), snakemake.params.seed))
+features.dump(
+    model,
+    images,
+    labels,
+    snakemake.output[0],
+    batch_size=snakemake.params.batch_size,
+    transform=featurenorm.jigsaw_transform(len(images), snakemake.params.seed),
+)

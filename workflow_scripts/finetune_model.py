@@ -10,8 +10,20 @@ if p.flooding:
     level = p.level if p.level is not None else json.loads(open(inp.constraint).read())["level"]
 mask = p.mask or {}
 unleashing_mask.finetune(
-    inp.init, *data.load_dataset(inp.train), p.recipe, out.model, p.state, out.log_csv, level=level, beta=p.beta,
-    mask_keep=mask.get("keep") if p.mask else None, train_weights=mask.get("train_weights", False),
-    exposure=p.exposure, outliers=data.load_dataset(inp.outliers)[0] if p.exposure else None,
-    test=data.load_dataset(inp.test), seed=p.seed, device=p.device, spec=p.spec,
+    inp.init,
+    *data.load_dataset(inp.train),
+    p.recipe,
+    out.model,
+    p.state,
+    out.log_csv,
+    level=level,
+    beta=p.beta,
+    mask_keep=mask.get("keep") if p.mask else None,
+    train_weights=mask.get("train_weights", False),
+    exposure=p.exposure,
+    outliers=data.load_dataset(inp.outliers)[0] if p.exposure else None,
+    test=data.load_dataset(inp.test),
+    seed=p.seed,
+    device=p.device,
+    spec=p.spec,
 )

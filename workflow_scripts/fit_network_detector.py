@@ -6,6 +6,11 @@ start_job(snakemake.log[0], snakemake.threads)
 p, inp = snakemake.params, snakemake.input
 model = models.load_model(inp.model, pick_device(p.device), spec=p.spec)
 state = scores.get(snakemake.wildcards.method).fit(
-    model, data.load_dataset(inp.train), data.load_dataset(inp.tune), augmentation=p.augmentation, seed=p.seed, **p.hp
+    model,
+    data.load_dataset(inp.train),
+    data.load_dataset(inp.tune),
+    augmentation=p.augmentation,
+    seed=p.seed,
+    **p.hp,
 )
 io.save_npz(snakemake.output[0], **state)

@@ -2,4 +2,6 @@ from oodrepro import models
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
-models.import_pretrained(snakemake.input[0], snakemake.output.model, snakemake.params.spec, snakemake.params.key_format)
+models.import_pretrained(
+    snakemake.input[0], snakemake.output.model, snakemake.params.spec, snakemake.params.key_format
+)

@@ -4,6 +4,18 @@ from oodrepro.runtime import start_job
 start_job(snakemake.log[0], snakemake.threads)
 p, out = snakemake.params, snakemake.output
 images, labels = data.load_dataset(snakemake.input.train)
-w = watermark_ood.learn_and_save(snakemake.input.model, out.model, images, labels, p.hp, p.state, out.log_csv,
-                                 seed=p.seed, device=p.device, spec=p.spec)
-io.save_figure(out.plot, watermark_ood.plot_watermark(w, models.load_model(out.model, spec=None), p.title))
+w = watermark_ood.learn_and_save(
+    snakemake.input.model,
+    out.model,
+    images,
+    labels,
+    p.hp,
+    p.state,
+    out.log_csv,
+    seed=p.seed,
+    device=p.device,
+    spec=p.spec,
+)
+io.save_figure(
+    out.plot, watermark_ood.plot_watermark(w, models.load_model(out.model, spec=None), p.title)
+)

@@ -3,7 +3,9 @@ from oodrepro.runtime import start_job
 from oodrepro.devices import pick_device
 
 start_job(snakemake.log[0], snakemake.threads)
-model = models.load_model(snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec)
+model = models.load_model(
+    snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec
+)
 state = io.load_npz(snakemake.input.detector) if "detector" in snakemake.input.keys() else None
 score = scores.get(snakemake.wildcards.method)
 for dataset, out in zip(snakemake.input.datasets, snakemake.output):

@@ -8,10 +8,20 @@ p, out, inp = snakemake.params, snakemake.output, snakemake.input
 networks = dict(zip(p.networks, inp.networks))
 keys = {o: (mk, vk) for o, mk, vk in zip(p.owners, inp.marking_keys, inp.verification_keys)}
 pruning = {o: pd.read_csv(f) for o, f in zip(p.owners, inp.pruning)}
-logs = {f"{o}.{a}": pd.read_csv(f) for (o, a), f in zip([(o, a) for o in p.owners for a in p.attacks],
-                                                         inp.attack_logs)}
-table, threshold, attacks = watermarknn.verify_owners(networks, keys, inp.null, pruning, data.load_dataset(inp.test),
-                                                      p.rule, device=p.device, spec=p.spec)
+logs = {
+    f"{o}.{a}": pd.read_csv(f)
+    for (o, a), f in zip([(o, a) for o in p.owners for a in p.attacks], inp.attack_logs)
+}
+table, threshold, attacks = watermarknn.verify_owners(
+    networks,
+    keys,
+    inp.null,
+    pruning,
+    data.load_dataset(inp.test),
+    p.rule,
+    device=p.device,
+    spec=p.spec,
+)
 io.save_csv(out.table, pd.DataFrame([p.context] * len(table)).join(table))
 io.save_json(out.threshold, threshold)
 io.save_csv(out.attacks, pd.DataFrame([p.context] * len(attacks)).join(attacks))

@@ -28,8 +28,18 @@ MODELS: dict[str, Callable[..., Backbone]] = {
     "vgg16_bn": vgg16_bn,
 }
 
-__all__ = ["MODELS", "NORMALIZATIONS", "Backbone", "BlockOutputs", "CheckpointMismatch", "build", "check_spec",
-           "load_checkpoint", "load_model", "save_model"]
+__all__ = [
+    "MODELS",
+    "NORMALIZATIONS",
+    "Backbone",
+    "BlockOutputs",
+    "CheckpointMismatch",
+    "build",
+    "check_spec",
+    "load_checkpoint",
+    "load_model",
+    "save_model",
+]
 
 
 class CheckpointMismatch(ValueError):
@@ -64,7 +74,9 @@ def check_spec(found: dict, expected: dict, path) -> None:
         differ = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
         raise CheckpointMismatch(
             f"{path} holds a {_describe(found)}, but the config asks for a {_describe(expected)} "
-            f"(differs in: {', '.join(differ)}). Delete the file so the workflow makes it again, or fix the config.")
+            f"(differs in: {', '.join(differ)}). Delete the file so the workflow makes it again, "
+            "or fix the config."
+        )
 
 
 def load_checkpoint(path, device="cpu", *, spec: dict | None) -> tuple[Backbone, dict]:

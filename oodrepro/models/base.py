@@ -14,7 +14,10 @@ from torch import nn
 
 # the input normalisations the reproduced papers use
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "hendrycks-cifar": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
+    "hendrycks-cifar": (
+        (125.3 / 255, 123.0 / 255, 113.9 / 255),
+        (63.0 / 255, 62.1 / 255, 66.7 / 255),
+    ),
     "wrong-std-cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
@@ -43,7 +46,9 @@ class Backbone(nn.Module):
     def __init__(self, normalization: str):
         super().__init__()
         if normalization not in NORMALIZATIONS:
-            raise KeyError(f"unknown normalization {normalization!r}; known: {sorted(NORMALIZATIONS)}")
+            raise KeyError(
+                f"unknown normalization {normalization!r}; known: {sorted(NORMALIZATIONS)}"
+            )
         mean, std = NORMALIZATIONS[normalization]
         self.normalization = normalization
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -56,7 +61,7 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def attach_watermark(self, w: torch.Tensor) -> None:
-        """Add `w` (1×3×32×32) to every input in normalised space from now on (Watermarking for OOD)."""
+        """Add `w` (1×3×32×32) to every input in normalised space from now on (watermarking)."""
         self.register_buffer("watermark", w.reshape(1, 3, 32, 32).clone())
 
     def forward_normalized(self, z: torch.Tensor, return_blocks: bool = False):
@@ -96,7 +101,9 @@ def run_blocks(h: torch.Tensor, blocks) -> tuple[torch.Tensor, list[torch.Tensor
     return h, outs
 
 
-def resnet_stages(block, layers, chans: list[int], cin: int) -> tuple[nn.ModuleList, list[str], int]:
+def resnet_stages(
+    block, layers, chans: list[int], cin: int
+) -> tuple[nn.ModuleList, list[str], int]:
     """ResNet-style stages: `layers[s]` blocks of `chans[s]` channels, stride 2 entering stages
     2.., named layer{stage}.{i}; returns the blocks, their names and the output channels."""
     blocks, names = [], []

@@ -47,8 +47,16 @@ class Transition(nn.Module):
 
 
 class DenseNet(Backbone):
-    def __init__(self, depth=100, growth=12, num_classes=10, width=1.0, dropout=0.0, affine_bn=True,
-                 normalization="hendrycks-cifar"):
+    def __init__(
+        self,
+        depth=100,
+        growth=12,
+        num_classes=10,
+        width=1.0,
+        dropout=0.0,
+        affine_bn=True,
+        normalization="hendrycks-cifar",
+    ):
         super().__init__(normalization)
         n = (depth - 4) // 6
         growth = scaled(growth, width)

@@ -20,7 +20,9 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+        self.shortcut = (
+            nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+        )
 
     def forward(self, x):
         o = F.relu(self.bn1(x))
@@ -30,10 +32,14 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNetHybrid(Backbone):
-    def __init__(self, layers=(2, 2, 2, 2), num_classes=10, width=1.0, normalization="wrong-std-cifar"):
+    def __init__(
+        self, layers=(2, 2, 2, 2), num_classes=10, width=1.0, normalization="wrong-std-cifar"
+    ):
         super().__init__(normalization)
         chans = [scaled(c, width) for c in (64, 128, 256, 512)]
-        self.stem = nn.Sequential(nn.Conv2d(3, chans[0], 3, 1, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, chans[0], 3, 1, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU()
+        )
         self.blocks, self.block_names, cin = resnet_stages(PreActBlock, layers, chans, chans[0])
         self.fc = nn.Linear(cin, num_classes)
 

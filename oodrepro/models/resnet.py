@@ -16,7 +16,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
         self.relu = nn.ReLU()
 
     def forward(self, x):
@@ -28,11 +30,15 @@ class BasicBlock(nn.Module):
 class ResNet(Backbone):
     """`stem_padding` 1 keeps 32×32 maps; FeatureNorm's release used 2 (docs/featurenorm.md)."""
 
-    def __init__(self, layers, num_classes=10, width=1.0, normalization="hendrycks-cifar", stem_padding=1):
+    def __init__(
+        self, layers, num_classes=10, width=1.0, normalization="hendrycks-cifar", stem_padding=1
+    ):
         super().__init__(normalization)
         chans = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.stem = nn.Sequential(
-            nn.Conv2d(3, chans[0], 3, 1, stem_padding, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU()
+            nn.Conv2d(3, chans[0], 3, 1, stem_padding, bias=False),
+            nn.BatchNorm2d(chans[0]),
+            nn.ReLU(),
         )
         self.blocks, self.block_names, cin = resnet_stages(BasicBlock, layers, chans, chans[0])
         self.fc = nn.Linear(cin, num_classes)

@@ -30,8 +30,15 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(Backbone):
-    def __init__(self, depth=40, widen_factor=2, num_classes=10, width=1.0, dropout=0.0,
-                 normalization="hendrycks-cifar"):
+    def __init__(
+        self,
+        depth=40,
+        widen_factor=2,
+        num_classes=10,
+        width=1.0,
+        dropout=0.0,
+        normalization="hendrycks-cifar",
+    ):
         super().__init__(normalization)
         if (depth - 4) % 6:
             raise ValueError("WRN depth must be 6n+4")
@@ -41,7 +48,9 @@ class WideResNet(Backbone):
         blocks, names, cin = [], [], chans[0]
         for stage in range(3):
             for i in range(n):
-                blocks.append(PreActBlock(cin, chans[stage + 1], 2 if (i == 0 and stage > 0) else 1, dropout))
+                blocks.append(
+                    PreActBlock(cin, chans[stage + 1], 2 if (i == 0 and stage > 0) else 1, dropout)
+                )
                 names.append(f"block{stage + 1}.layer.{i}")
                 cin = chans[stage + 1]
         self.blocks = nn.ModuleList(blocks)
