@@ -271,8 +271,8 @@ def react(
 ) -> np.ndarray:
     """score(W·min(h, c) + b), c from `fit_react`; Energy by default (the FeatureNorm paper's
     Energy+ReAct).
-    Reads `penultimate`, `fc_weight`, `fc_bias`. Returns one float64 score per image, higher = more
-    ID.
+    Reads `penultimate`, `fc_weight`, `fc_bias`.
+    Returns one float64 score per image, higher = more ID.
     """
     w, b = _head(features)
     h = np.minimum(features["penultimate"].astype(np.float64), float(state["clip"]))
@@ -298,8 +298,8 @@ def fit_dice(train: dict, sparsity: float = 90.0, score: str = "energy") -> dict
 )
 def dice(features: dict, state: dict, sparsity: float = 90.0, score: str = "energy") -> np.ndarray:
     """score((W ⊙ M)·h + b) with the mask M from `fit_dice`; Energy by default (Energy+DICE).
-    Reads `penultimate`, `fc_weight`, `fc_bias`. Returns one float64 score per image, higher = more
-    ID.
+    Reads `penultimate`, `fc_weight`, `fc_bias`.
+    Returns one float64 score per image, higher = more ID.
     """
     w, b = _head(features)
     return _head_score(
@@ -320,8 +320,8 @@ def ash(
     """Per sample keep the k = n − round(n·percentile/100) largest entries of h and
     `b`: set them to sum(h)/k; `p`: keep them as they are; `s`: scale them by exp(sum(h)/sum(kept));
     the rest are zeroed; then score(W·h' + b). On the pooled penultimate vector, as OpenOOD does.
-    Reads `penultimate`, `fc_weight`, `fc_bias`. Returns one float64 score per image, higher = more
-    ID.
+    Reads `penultimate`, `fc_weight`, `fc_bias`.
+    Returns one float64 score per image, higher = more ID.
     """
     w, b = _head(features)
     h = features["penultimate"].astype(np.float64)
