@@ -52,7 +52,9 @@ test: $(BIN)/.installed
 
 venv: $(BIN)/.installed
 
+# torch from the registry is the CUDA build: the environment takes about 6 GiB of disk.
 $(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c "import shutil; free = shutil.disk_usage('.').free / 2**30; free < 7 and print(f'warning: {free:.1f} GiB free here; the virtual environment needs about 6 GiB (torch and its CUDA libraries): free some space if pip stops with \"No space left on device\"')"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
