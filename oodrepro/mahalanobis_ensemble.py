@@ -95,10 +95,10 @@ def layer_scores(
     magnitudes,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """magnitudes × n × layers array of M_ℓ(x̃) = −½ min_c distance, x̃ = x − m·sign(∇ₓ min_c
-    distance),
-    x in [0,1], for every magnitude m. The gradient does not depend on m, so each layer's is
-    taken once per batch (one forward pass, one backward pass per layer) and serves every m."""
+    """magnitudes × n × layers array of M_ℓ(x̃) = −½ min_c distance,
+    x̃ = x − m·sign(∇ₓ min_c distance), x in [0,1], for every magnitude m. The gradient does not
+    depend on m, so each layer's is taken once per batch (one forward pass, one backward pass per
+    layer) and serves every m."""
     model.eval()
     dev = next(model.parameters()).device
     tensors = [

@@ -38,9 +38,8 @@ def _feed(h, obj: Any) -> None:
     elif isinstance(obj, np.ndarray):
         h.update(f"nd{obj.dtype.str}{obj.shape}".encode())
         h.update(np.ascontiguousarray(obj).tobytes())
-    elif type(obj).__module__.startswith("torch") and hasattr(
-        obj, "detach"
-    ):  # a tensor, without importing torch
+    elif type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
+        # a tensor, recognised without importing torch
         t = obj.detach().cpu().contiguous()
         h.update(f"t{t.dtype}{tuple(t.shape)}".encode())
         half = t.dtype.is_floating_point and t.dtype.itemsize < 4  # numpy has no bfloat16
@@ -91,8 +90,8 @@ class Epochs:
     """The epoch loop every resumable job shares: training (`training.fit`) and watermark
     learning (`watermark_ood.learn`) differ in their update, not in their bookkeeping.
 
-    Creating it loads the state this job wrote (same fingerprint) into `state`, its `history`
-    and the number of epochs done (`start`); iterating yields the epochs still to run under a
+    Creating it loads the state this job wrote (same fingerprint) into `state` and its
+    `history` (one row per epoch done); iterating yields the epochs still to run under a
     progress bar. After each epoch the caller appends that epoch's row to `history` and calls
     `end_epoch(state)`, which saves the state with the history atomically, rewrites the log CSV
     and shows the row's `shown` columns on the bar.
@@ -110,24 +109,20 @@ class Epochs:
         progress: bool = True,
         shown: tuple[str, ...] = ("loss",),
     ):
-        self.state_path, self.job, self.epochs, self.log_csv = (
-            Path(state_path),
-            job,
-            epochs,
-            log_csv,
-        )
+        self.state_path = Path(state_path)
+        self.job, self.epochs, self.log_csv = job, epochs, log_csv
+        self.desc, self.progress, self.shown = desc, progress, shown
         self.state = load(self.state_path, job, map_location)
         self.history: list[dict] = self.state["history"] if self.state else []
-        self.start: int = self.state["epoch"] if self.state else 0
-        self.desc, self.progress, self.shown = desc, progress, shown
         self._bar = None
 
     def __iter__(self):
         from tqdm import tqdm
 
+        done = len(self.history)
         self._bar = tqdm(
-            range(self.start, self.epochs),
-            initial=self.start,
+            range(done, self.epochs),
+            initial=done,
             total=self.epochs,
             desc=self.desc,
             unit="epoch",

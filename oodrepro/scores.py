@@ -404,8 +404,8 @@ def fit_vim(train: dict, dim: int = 256) -> dict[str, np.ndarray]:
     description="ViM: Energy − α·‖residual of h off the principal subspace‖ (Wang et al. 2022)",
 )
 def vim(features: dict, state: dict, dim: int = 256) -> np.ndarray:
-    """Energy(z) − α·‖(h − o) R‖ with the principal-subspace complement R, origin o and α of
-    `fit_vim`.
+    """Energy(z) − α·‖(h − o) R‖, with R the principal-subspace complement, o the origin and α
+    from `fit_vim`.
     Reads `logits`, `penultimate`. Returns one float64 score per image, higher = more ID."""
     h = features["penultimate"].astype(np.float64)
     residual = np.linalg.norm((h - state["origin"]) @ state["residual_space"], axis=1)

@@ -41,8 +41,8 @@ def loss(
     """The watermark objective on normalised ID images z_id and noise z_noise, both shifted by w.
 
     msp:    CE(f(x+w), y) + β · mean_j [logsumexp f(n_j+w) − mean_k f_k(n_j+w)]  (OE to uniform)
-    energy: CE(f(x+w), y) + β · [mean_j mean_k exp(T_out·f_k(n_j+w)) + mean_i mean_k
-    exp(−T_in·f_k(x_i+w))]
+    energy: CE(f(x+w), y) + β · [mean_j mean_k exp(T_out·f_k(n_j+w))
+                                 + mean_i mean_k exp(−T_in·f_k(x_i+w))]
     """
     logits_id = model.forward_normalized(z_id + w).float()  # float32 losses under bf16 autocast too
     logits_noise = model.forward_normalized(z_noise + w).float()
