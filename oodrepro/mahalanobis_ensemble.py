@@ -225,5 +225,6 @@ def score(model, images: np.ndarray, state: dict, batch_size: int = 256) -> np.n
         for i in range(len(layers))
     ]
     s = layer_scores(model, images, stats, layers, [float(state["magnitude"])], batch_size)[0]
-    logit = s @ state["coef"] + state["intercept"][0]
-    return -1.0 / (1.0 + np.exp(-logit))
+    from scipy.special import expit  # 1/(1 + e^−x) without overflow far from the data
+
+    return -expit(s @ state["coef"] + state["intercept"][0])

@@ -49,18 +49,21 @@ class BayesianHead:
 
     As the official code computes it: prior N(0, σ·I); A = I/σ + ΦᵀΦ/σ_n; μ = A⁻¹Φᵀt/σ_n; θ is
     drawn from N(μ, σ·A⁻¹) (not the textbook A⁻¹); every target gets the same noise value
-    ε ~ N(0, σ_n), σ_n a variance, drawn once per update. `id_copies` counts the ID rows as
-    that many repeated rows (the official buffer repeats epoch 0's ID images).
+    ε ~ N(0, σ_n), σ_n a variance, drawn once for the whole run (`draw_noise`, in epoch 0) and
+    passed to every update. `id_copies` counts the ID rows as that many repeated rows (the
+    official buffer repeats epoch 0's ID images).
     """
 
     def __init__(self, sigma: float, sigma_n: float, target: float):
         self.sigma, self.sigma_n, self.target = sigma, sigma_n, target
 
-    def posterior(
-        self, phi_in: np.ndarray, phi_out: np.ndarray, rng: np.random.Generator, id_copies: int = 1
-    ):
+    def draw_noise(self, rng: np.random.Generator) -> float:
+        """The run's one target-noise value ε ~ N(0, σ_n) (official: `torch.normal(0, σ_n**0.5)`
+        inside `if epoch == 0:`, its target vectors repeated in every later epoch)."""
+        return float(rng.normal(0, np.sqrt(self.sigma_n)))
+
+    def posterior(self, phi_in: np.ndarray, phi_out: np.ndarray, eps: float, id_copies: int = 1):
         phi_in, phi_out = phi_in.astype(np.float64), phi_out.astype(np.float64)
-        eps = rng.normal(0, np.sqrt(self.sigma_n))  # one scalar shared by every target
         gram = id_copies * phi_in.T @ phi_in + phi_out.T @ phi_out
         moment = id_copies * phi_in.sum(0) * (-self.target + eps) + phi_out.sum(0) * (
             self.target + eps
@@ -70,8 +73,10 @@ class BayesianHead:
         inv = (inv + inv.T) / 2
         return inv @ moment / self.sigma_n, self.sigma * inv
 
-    def thompson(self, phi_in, phi_out, rng: np.random.Generator, id_copies: int = 1) -> np.ndarray:
-        mu, cov = self.posterior(phi_in, phi_out, rng, id_copies)
+    def thompson(
+        self, phi_in, phi_out, eps: float, rng: np.random.Generator, id_copies: int = 1
+    ) -> np.ndarray:
+        mu, cov = self.posterior(phi_in, phi_out, eps, id_copies)
         return rng.multivariate_normal(mu, cov, method="cholesky")
 
     def prior_sample(self, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -185,8 +190,10 @@ class POEM(EnergyExposure):
     `n_select` candidates nearest the boundary of a Thompson-sampled Bayesian linear head.
 
     Its memory (the inputs as fed: uint8, augmented, featurised again in eval mode after every
-    epoch): epoch 0's ID images, and the outliers of each of the last `buffer` (4) epochs.
-    params: buffer, target, sigma, sigma_n, m_in, m_out.
+    epoch): epoch 0's ID images, and the outliers of each of the last `buffer` (4) epochs; and
+    the run's one target-noise value ε, drawn in epoch 0. The candidates are scored un-augmented
+    (the official loader scores them augmented): a selection that does not depend on
+    augmentation draws. params: buffer, target, sigma, sigma_n, m_in, m_out.
     """
 
     name = "poem"
@@ -197,10 +204,15 @@ class POEM(EnergyExposure):
         self.buffer_out: list[torch.Tensor] = []
         self._fed_in: list[torch.Tensor] = []
         self._fed_out: list[torch.Tensor] = []
+        self.noise: float | None = None
 
     def state_dict(self) -> dict:
         self._close_epoch()  # called after every epoch: the epoch's inputs join the memory
-        state = {**super().state_dict(), "buffer_out": list(self.buffer_out)}
+        state = {
+            **super().state_dict(),
+            "buffer_out": list(self.buffer_out),
+            "noise": torch.tensor(self.noise, dtype=torch.float64),
+        }
         if self.buffer_in is not None:
             state["buffer_in"] = self.buffer_in
         return state
@@ -208,6 +220,7 @@ class POEM(EnergyExposure):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.buffer_in, self.buffer_out = state.get("buffer_in"), list(state["buffer_out"])
+        self.noise = float(state["noise"])
 
     def epoch_start(self, epoch: int, gen: torch.Generator) -> None:
         self._close_epoch()
@@ -240,11 +253,12 @@ class POEM(EnergyExposure):
         phi_pool = pool_features(self.model, self.pool)
         if self.buffer_in is None:
             theta = head.prior_sample(phi_pool.shape[1], rng)
+            self.noise = head.draw_noise(rng)
         else:
             phi_in = pool_features(self.model, self.buffer_in)
             phi_out = np.concatenate([pool_features(self.model, b) for b in self.buffer_out])
             theta = head.thompson(
-                phi_in, phi_out, rng, id_copies=min(epoch, self.params.get("buffer", 4))
+                phi_in, phi_out, self.noise, rng, id_copies=min(epoch, self.params.get("buffer", 4))
             )
         return boundary_outliers(theta, phi_pool, self.n_select)
 

@@ -10,6 +10,8 @@ from sklearn.svm import OneClassSVM
 
 from oodrepro import features, laood, models, scores
 
+pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
+
 
 @pytest.fixture
 def grid():

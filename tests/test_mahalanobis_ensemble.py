@@ -8,6 +8,8 @@ import torch
 from oodrepro import mahalanobis_ensemble as me
 from oodrepro import models, scores, training
 
+pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
+
 SPEC = {"arch": "resnet18", "num_classes": 3, "width": 0.0625, "normalization": "half"}
 LAYERS = ["stem", "blocks.3", "penultimate"]
 
@@ -89,6 +91,9 @@ def test_several_magnitudes_at_once_equal_each_alone(trained):
 
 
 def test_fgsm_copies_stay_in_range_and_step_by_at_most_the_budget(trained):
+    """x + step·sign(∇ₓ CE), clipped, against the same formula computed here. Not asserted: how
+    many pixels move. On a model trained to saturation the softmax rounds to 1 and the gradient
+    to exactly 0 on some CPUs, so that count depends on the rounding."""
     model, images, labels = trained
     adv = me.fgsm(model, images[:8], labels[:8], step=0.05)
     assert (
@@ -99,16 +104,25 @@ def test_fgsm_copies_stay_in_range_and_step_by_at_most_the_budget(trained):
     )
     step = np.abs(adv - images[:8] / 255.0)
     assert step.max() <= 0.05 + 1e-6  # unrounded: exactly the step, or less where [0,1] clips it
-    inside = (images[:8] / 255.0 > 0.05) & (images[:8] / 255.0 < 0.95)
-    moved = np.isclose(step[inside], 0.05, atol=1e-6)
-    assert (
-        moved | (step[inside] < 1e-6)
-    ).all() and moved.mean() > 0.5  # a zero gradient moves nothing
+    x = torch.from_numpy(images[:8]).permute(0, 3, 1, 2).float().div(255).requires_grad_(True)
+    model.eval()
+    torch.nn.functional.cross_entropy(model(x), torch.from_numpy(labels[:8])).backward()
+    direct = (x + 0.05 * x.grad.sign()).clamp(0, 1).detach().permute(0, 2, 3, 1).numpy()
+    # where the gradient is far from 0 (relative to the image's largest), its sign is the same
+    # under any rounding; a near-zero gradient's sign is not
+    g = x.grad.abs().permute(0, 2, 3, 1).numpy()
+    clear = g > 1e-3 * g.reshape(len(g), -1).max(1)[:, None, None, None]
+    np.testing.assert_allclose(adv[clear], direct[clear], atol=1e-6)
 
 
 def test_fitted_ensemble_scores_as_minus_probability_of_adversarial(trained):
+    """The fit's outputs and the score's formula, −σ(wᵀs + b) on the chosen magnitude's
+    pre-processed layer scores. Not asserted: that noise scores below the ID images. A logistic
+    combiner fitted on clean vs FGSM copies extrapolates either way far from both (the default
+    run's noise gets AUROC 8.6 from it), and which way depends on the training's rounding."""
     model, images, labels = trained
-    state = scores.get("mahalanobis_ensemble").fit(
+    ensemble = scores.get("mahalanobis_ensemble")
+    state = ensemble.fit(
         model,
         (images, labels),
         None,
@@ -120,10 +134,18 @@ def test_fitted_ensemble_scores_as_minus_probability_of_adversarial(trained):
         seed=0,
     )
     assert float(state["magnitude"]) in (0.0, 0.001) and len(state["coef"]) == 3
-    s = scores.get("mahalanobis_ensemble").score(model, images[:12], state)
-    assert s.shape == (12,) and ((s <= 0) & (s >= -1)).all()
+    assert 0 <= float(state["validation_fpr"]) <= 1
     noise = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
-    assert np.median(s) > np.median(scores.get("mahalanobis_ensemble").score(model, noise, state))
+    for x in (images[:12], noise):
+        s = ensemble.score(model, x, state)
+        stats = [
+            {"means": state[f"means_{i}"], "precision": state[f"precision_{i}"]}
+            for i in range(len(LAYERS))
+        ]
+        layer = me.layer_scores(model, x, stats, LAYERS, [float(state["magnitude"])])[0]
+        logit = layer @ state["coef"] + state["intercept"][0]
+        assert s.shape == (12,) and ((s <= 0) & (s >= -1)).all()
+        np.testing.assert_allclose(s, -0.5 * (1 + np.tanh(logit / 2)), rtol=1e-6, atol=1e-12)
     with pytest.raises(ValueError, match="tuning images"):
         me.fit(
             model,

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from oodrepro import models, outlier_exposure
 from oodrepro.training import augment
 
+pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
+
 SPEC = {"arch": "resnet18", "num_classes": 4, "width": 0.25, "normalization": "half"}
 SIGMA, SIGMA_N, TARGET = 20.0, 0.5, 3.9
 
@@ -27,12 +29,19 @@ def setup():
     return model, images, labels, outliers
 
 
-def official_posterior(phi_in, phi_out, rng, copies=1):
-    """neural_linear_opt.py as the spec gives it: ID rows repeated, one shared noise value,
+def official_targets(n_in, n_out_per_epoch, noise, copies, epochs_out):
+    """neural_linear_opt.py's targets: in epoch 0 one scalar noise and the vectors −3.9 + noise
+    (ID) and +3.9 + noise (outliers); every later update repeats those epoch-0 vectors."""
+    y_in0 = torch.full((n_in,), -TARGET, dtype=torch.float64) + noise
+    y_out0 = torch.full((n_out_per_epoch,), TARGET, dtype=torch.float64) + noise
+    return torch.cat([y_in0.repeat(copies), y_out0.repeat(epochs_out)]).numpy()
+
+
+def official_posterior(phi_in, phi_out, noise, copies=1, epochs_out=1):
+    """neural_linear_opt.py as the spec gives it: ID rows repeated, the run's targets,
     A = I/σ + ΦᵀΦ/σ_n, μ = A⁻¹Φᵀt/σ_n, sampled covariance σ·A⁻¹."""
     phi = np.concatenate([np.tile(phi_in, (copies, 1)), phi_out]).astype(np.float64)
-    eps = rng.normal(0, np.sqrt(SIGMA_N))
-    t = np.r_[np.full(copies * len(phi_in), -TARGET), np.full(len(phi_out), TARGET)] + eps
+    t = official_targets(len(phi_in), len(phi_out) // epochs_out, noise, copies, epochs_out)
     a_inv = np.linalg.inv(np.eye(phi.shape[1]) / SIGMA + phi.T @ phi / SIGMA_N)
     a_inv = (a_inv + a_inv.T) / 2
     return a_inv @ phi.T @ t / SIGMA_N, SIGMA * a_inv
@@ -43,20 +52,23 @@ def test_posterior_samples_from_sigma_times_a_inverse_with_one_shared_noise_valu
     phi_in, phi_out = rng.normal(-1, 0.3, (50, 3)), rng.normal(1, 0.3, (30, 3))
     head = outlier_exposure.BayesianHead(SIGMA, SIGMA_N, TARGET)
     for copies in (1, 3):
-        mu, cov = head.posterior(phi_in, phi_out, np.random.default_rng(7), id_copies=copies)
-        mu_ref, cov_ref = official_posterior(phi_in, phi_out, np.random.default_rng(7), copies)
+        mu, cov = head.posterior(phi_in, phi_out, 0.42, id_copies=copies)
+        mu_ref, cov_ref = official_posterior(phi_in, phi_out, 0.42, copies)
         assert np.allclose(mu, mu_ref) and np.allclose(cov, cov_ref)
-    _, cov1 = head.posterior(phi_in, phi_out, np.random.default_rng(7))
+    _, cov1 = head.posterior(phi_in, phi_out, 0.42)
     both = np.r_[phi_in, phi_out]
     textbook = np.linalg.inv(np.eye(3) / SIGMA + both.T @ both / SIGMA_N)
     assert np.allclose(cov1, SIGMA * textbook) and not np.allclose(
         cov1, textbook
     )  # 20× wider than A⁻¹
-    # one noise value for every target: μ moves along A⁻¹Φᵀ1 only, whatever the seed
-    mu_a, _ = head.posterior(phi_in, phi_out, np.random.default_rng(1))
-    mu_b, _ = head.posterior(phi_in, phi_out, np.random.default_rng(2))
+    # one noise value for every target: μ moves along A⁻¹Φᵀ1 only, whatever the value
+    mu_a, _ = head.posterior(phi_in, phi_out, -0.4)
+    mu_b, _ = head.posterior(phi_in, phi_out, 0.7)
     direction = textbook @ both.sum(0) / SIGMA_N
     assert np.allclose(np.cross(mu_a - mu_b, direction), 0, atol=1e-9)
+    # the noise is a draw with variance σ_n (std √σ_n), one scalar
+    draws = np.array([head.draw_noise(np.random.default_rng(k)) for k in range(4000)])
+    assert abs(draws.var() / SIGMA_N - 1) < 0.1 and abs(draws.mean()) < 0.05
 
 
 def eval_features(model, uint8_nchw):
@@ -104,38 +116,49 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
         return (torch.cat(batches) * 255).round().to(torch.uint8)
 
     exp.epoch_start(0, torch.Generator().manual_seed(0))
-    theta = np.random.default_rng([seed, 0]).multivariate_normal(
-        np.zeros(dim), SIGMA * np.eye(dim), method="cholesky"
-    )
+    rng0 = np.random.default_rng([seed, 0])
+    theta = rng0.multivariate_normal(np.zeros(dim), SIGMA * np.eye(dim), method="cholesky")
+    noise = rng0.normal(0.0, SIGMA_N**0.5)  # drawn once, in epoch 0, for the whole run
     assert np.array_equal(
         exp.selected, select(model, pool, theta, n_select)
     )  # boundary outliers in epoch 0
+    assert exp.noise == noise
     run_epoch(0)
 
     # after epoch 0: the posterior on epoch 0's inputs, featurised now, in eval mode
     exp.epoch_start(1, torch.Generator().manual_seed(1))
     rng = np.random.default_rng([seed, 1])
     mu, cov = official_posterior(
-        eval_features(model, uint8(fed_in[0])), eval_features(model, uint8(fed_out[0])), rng
+        eval_features(model, uint8(fed_in[0])), eval_features(model, uint8(fed_out[0])), noise
     )
     assert np.array_equal(
         exp.selected,
         select(model, pool, rng.multivariate_normal(mu, cov, method="cholesky"), n_select),
     )
     run_epoch(1)
+    saved = copy.deepcopy(exp.state_dict())  # what a resumable fine-tune keeps after epoch 1
 
-    # after epoch 1: epoch 0's ID images counted twice, the outliers of both epochs
+    # after epoch 1: epoch 0's ID images counted twice, the outliers of both epochs, and the
+    # same noise value: the epoch-0 targets repeated
     exp.epoch_start(2, torch.Generator().manual_seed(2))
     ids, outs = uint8(fed_in[0]), uint8([*fed_out[0], *fed_out[1]])
     assert torch.equal(exp.buffer_in, ids) and len(exp.buffer_out) == 2
     rng = np.random.default_rng([seed, 2])
     mu, cov = official_posterior(
-        eval_features(model, ids), eval_features(model, outs), rng, copies=2
+        eval_features(model, ids), eval_features(model, outs), noise, copies=2, epochs_out=2
     )
     assert np.array_equal(
         exp.selected,
         select(model, pool, rng.multivariate_normal(mu, cov, method="cholesky"), n_select),
     )
+    # resumed between epochs 1 and 2 (a new process): the same noise, the same selection
+    resumed = outlier_exposure.make(
+        "poem", outliers, n_select, {"weight": 0.1}, SPEC, 2, True, seed, "cpu"
+    )
+    resumed.load_state_dict(saved)
+    resumed.bind(model)
+    resumed.epoch_start(2, torch.Generator().manual_seed(2))
+    assert resumed.noise == noise and np.array_equal(resumed.selected, exp.selected)
     # train-mode activations (what the training pass sees) are not what the posterior reads
     with torch.no_grad():
         train_mode = model(ids.float() / 255, return_blocks=True).penultimate.double().numpy()

@@ -15,6 +15,8 @@ import torch
 from oodrepro import models, resume, training, unleashing_mask, watermark_ood, watermarknn
 from oodrepro.data import offline
 
+pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
+
 SPEC = {"arch": "resnet18", "num_classes": 4, "width": 0.0625, "normalization": "half"}
 RECIPE = {
     "epochs": 3,

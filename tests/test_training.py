@@ -7,6 +7,8 @@ import torch
 
 from oodrepro import devices, inference, models, training
 
+pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
+
 SPEC = {"arch": "resnet18", "num_classes": 3, "width": 0.0625, "normalization": "half"}
 RECIPE = {
     "epochs": 4,

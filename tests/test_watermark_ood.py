@@ -6,6 +6,8 @@ import torch
 
 from oodrepro import models, scores, watermark_ood
 
+pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
+
 
 def test_sam_sign_step_by_hand():
     c = torch.tensor([1.0, -2.0, 0.5]).view(1, 3, 1, 1)

@@ -12,6 +12,8 @@ import torch
 from oodrepro import data, models, training, watermarknn
 from oodrepro.data import offline
 
+pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
+
 SPEC = {"arch": "resnet18", "num_classes": 4, "width": 0.0625, "normalization": "half"}
 RECIPE = {
     "epochs": 2,
