@@ -9,6 +9,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
+from oodrepro import claims as claim_checks
 from oodrepro import config as cfg
 from oodrepro import laood, manifest, runtime
 from oodrepro import data as datasets
@@ -69,6 +70,7 @@ ATTACKS = WNN.get("attacks", {}).get("kinds", [])
 TRIGGERS = f"{DATA}/datasets/{WNN['triggers']}.npz" if WNN else None
 FINETUNES = config["finetunes"]
 UM = config["unleashing_mask"]
+CLAIMS = config["claims"]
 
 
 include: "rules/common.smk"
@@ -124,12 +126,14 @@ if WNN:
 
 include: "rules/unleashing_mask.smk"
 include: "rules/report.smk"
+include: "rules/claims.smk"
 
 
 # Everything a run produces; the manifest is written after all of it.
 FINAL = [
     [dataset_file(BENCH["outliers"])] if "outliers" in BENCH else [],
     rules.summarize.output,
+    rules.evaluate_claims.output,
     per_model("plots/{variant}/{method}.png"),
     [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS + LAOOD_LAYERS],
     WATERMARK_PLOTS,

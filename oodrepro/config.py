@@ -376,6 +376,9 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             f"benchmark.outliers: {bench['outliers']!r} is an ID or OOD set; outlier exposure must "
             "train on other data"
         )
+    from .claims import problems as claim_problems  # here: it reads score files, config does not
+
+    problems += claim_problems(config)
     if problems:
         problems = list(dict.fromkeys(problems))  # checks repeated per backbone report once
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))

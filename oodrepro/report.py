@@ -251,10 +251,21 @@ def markdown_summary(
     analyses: dict | None = None,
     banner: str | None = None,
     notes: list[str] = (),
+    claims: pd.DataFrame | None = None,
 ) -> str:
-    """The summary as Markdown; `banner` (a rehearsal's) heads it in bold, `notes` follow it."""
+    """The summary as Markdown; `banner` (a rehearsal's) heads it in bold, the claims' verdicts
+    open it, `notes` follow them."""
     lines = [f"# {title}", ""] if title else []
     lines += [f"**{banner}**", ""] if banner else []
+    if claims is not None and len(claims):
+        lines += [
+            "## Claims",
+            "",
+            claims_caption(claims),
+            "",
+            to_markdown(claims_table(claims)),
+            "",
+        ]
     lines += ["## Reading these tables", "", *(f"- {n}" for n in notes), ""] if notes else []
     for heading, tables in _all_sections(summary, comparison, analyses):
         lines += [f"## {heading}", ""]
@@ -270,12 +281,18 @@ def html_summary(
     analyses: dict | None = None,
     banner: str | None = None,
     notes: list[str] = (),
+    claims: pd.DataFrame | None = None,
 ) -> str:
     parts = [f"<h1>{title}</h1>"] if title else []
     if banner:
         parts.append(
             f"<p style='background:#fde2e1;border:2px solid #c0392b;padding:.6em;font-weight:bold'>"
             f"{html.escape(banner)}</p>"
+        )
+    if claims is not None and len(claims):
+        parts.append(
+            f"<h2>Claims</h2><p>{html.escape(claims_caption(claims))}</p>"
+            + claims_table(claims).to_html(index=False, border=0, float_format="%.2f")
         )
     if notes:
         parts.append(
@@ -298,6 +315,39 @@ def html_summary(
     )
     head = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head>"
     return f"{head}<body>{''.join(parts)}</body></html>\n"
+
+
+def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims' verdicts as a reader wants them: paper and ours, the difference with its
+    interval as one cell."""
+    shown = claims[["claim", "arch", "compares"]].copy()
+    for column in ("paper a", "paper b", "ours a", "ours b"):
+        shown[column] = [
+            v if isinstance(v, str) else ("" if pd.isna(v) else f"{v:.2f}") for v in claims[column]
+        ]
+    shown["difference [95 % CI]"] = [
+        f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        for d, lo, hi in zip(claims["difference"], claims["ci low"], claims["ci high"])
+    ]
+    for column in ("claimed", "seeds", "verdict"):
+        shown[column] = claims[column]
+    return shown
+
+
+def claims_caption(claims: pd.DataFrame) -> str:
+    counts = claims["verdict"].value_counts()
+    seeds = sorted(set(claims["seeds"]))
+    text = (
+        ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "fails", "inconclusive"))
+        + f" — over {'/'.join(map(str, seeds))} seed(s). A difference is signed so that positive "
+        "is the paper's side (lower FPR95 counts as better); `claimed` is the bound its 95 % "
+        "interval must clear. The interval adds training variance over seeds to a paired "
+        "bootstrap over the test images (docs/conventions.md); statements and sources are in "
+        "claims.csv, the forest plot in claims.png."
+    )
+    if min(seeds) < 3:
+        text += " With fewer than 3 seeds the interval holds no training variance."
+    return text
 
 
 def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:

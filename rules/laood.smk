@@ -1,6 +1,6 @@
 # LA-OOD: the fit split into pieces of `layers_per_job` layers when the config asks for it (one
 # cluster job each, sized from n and D), and each layer's own AUROC and how often it decides the
-# combined score, from cached conv features.
+# combined score, from cached conv features; the per-layer decision values are kept for the claims.
 
 
 if LAOOD_SPLIT:
@@ -61,6 +61,7 @@ rule analyze_laood_layers:
         ),
     output:
         table=f"{RUN}/laood/{{variant}}/layers.csv",
+        decisions=f"{RUN}/laood/{{variant}}/decisions.npz",
         plot=report(
             f"{RUN}/laood/{{variant}}/layers.png",
             caption="../report/laood_layers.rst",
@@ -79,6 +80,7 @@ rule analyze_laood_layers:
         runtime=30,
     params:
         ood_sets=BENCH["ood"],
+        id_set=BENCH["id_test"],
         context=run_context,
         title=lambda w: f"LA-OOD layers · {w.arch} · {w.variant} · seed {w.seed}",
     script:

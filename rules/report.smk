@@ -10,6 +10,7 @@ rule summarize:
         laood_layers=LAOOD_LAYERS,
         watermarknn=WATERMARKNN,
         ownership=[f.replace("attacks.csv", "ownership.json") for f in WATERMARKNN],
+        claims=f"{RESULTS}/claims.csv",
     output:
         tidy=f"{RESULTS}/metrics.csv",
         summary=f"{RESULTS}/summary.csv",

@@ -100,6 +100,9 @@ def run(tmp_path_factory):
             "base+wm-energy": ["msp", "energy"],
             **{v: ["msp", "odin"] for v in SCORED_FINETUNES},
         }
+        kept = ("wm-energy", "um-accuracy", "featurenorm", "normratio", "laood", "watermarknn")
+        config["claims"] = [c for c in config["claims"] if c["id"] in kept]
+        config["claims"][-1]["attacks"] = ["ftll"]  # the default's other attacks are not run here
         cfgfile = work / "config.yaml"
         cfgfile.write_text(yaml.safe_dump(config))
         result = snakemake(work, cfgfile)
@@ -178,6 +181,40 @@ def test_outputs_and_tidy_metrics(run):
     )
 
 
+def test_claims_table_summary_and_plot(run):
+    work, _, config = run
+    table = pd.read_csv(work / "results" / "claims.csv")
+    assert list(table["claim"]) == [c["id"] for c in config["claims"]]
+    assert (table["seeds"] == 2).all() and table["verdict"].isin(
+        ["holds", "fails", "inconclusive"]
+    ).all()
+    assert (table["ci low"] <= table["difference"]).all() and (
+        table["difference"] <= table["ci high"]
+    ).all()
+    assert table["note"].str.contains("no training variance").all()  # 2 seeds
+    summary = (work / "results" / "summary.md").read_text()
+    assert summary.index("## Claims") < summary.index("## Reading these tables")
+    assert "wm-energy" in summary and (work / "results" / "claims.png").stat().st_size > 5_000
+    # the claim's own difference equals the metrics table's: energy FPR95, mean over OOD sets
+    tidy = pd.read_csv(work / "results" / "metrics.csv")
+    mean = tidy[(tidy["method"] == "energy") & (tidy["ood_set"] == "mean")]
+    fpr = mean[mean["metric"] == "fpr95"].pivot(index="seed", columns="model", values="value")
+    expected = (fpr["base"] - fpr["base+wm-energy"]).mean()
+    assert table.set_index("claim").at["wm-energy", "difference"] == pytest.approx(expected)
+
+
+def test_editing_a_claim_reruns_only_the_claims_job_and_the_summary(run):
+    def edit(c):
+        c["claims"][0]["margin"] = 5
+
+    assert plan_after(run, "claim", edit) == {
+        "evaluate_claims": 1,
+        "summarize": 1,
+        "write_manifest": 1,
+        "all": 1,
+    }
+
+
 def test_report(run):
     work, cfgfile, _ = run
     result = snakemake(work, cfgfile, "--report", str(work / "report.html"))
@@ -185,6 +222,7 @@ def test_report(run):
     html = (work / "report.html").read_text()
     for name in (
         "summary.html",
+        "claims.png",
         "odin.png",
         "training.png",
         "blocks.png",

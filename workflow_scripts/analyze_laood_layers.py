@@ -11,10 +11,9 @@ def decisions_of(path):
     return laood.decisions(detectors, laood.layers_of(io.load_npz(path)))
 
 
-table = laood.layer_table(
-    state,
-    decisions_of(snakemake.input.id_features),
-    {name: decisions_of(path) for name, path in zip(p.ood_sets, snakemake.input.ood_features)},
-)
+d_id = decisions_of(snakemake.input.id_features)
+d_ood = {name: decisions_of(path) for name, path in zip(p.ood_sets, snakemake.input.ood_features)}
+table = laood.layer_table(state, d_id, d_ood)
+io.save_npz(snakemake.output.decisions, **{p.id_set: d_id}, **d_ood)
 io.save_csv(snakemake.output.table, table.assign(**p.context))
 io.save_figure(snakemake.output.plot, report.plot_layers(table, p.title))

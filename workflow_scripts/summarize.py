@@ -29,6 +29,7 @@ ownership = [
     (pd.read_csv(t).iloc[0].to_dict(), json.loads(Path(o).read_text()))
     for t, o in zip(snakemake.input.watermarknn, snakemake.input.ownership)
 ]
+claims = pd.read_csv(snakemake.input.claims)
 notes = report.notes(
     tidy, summary, analyses["FeatureNorm block selection (NormRatio vs per-block AUROC)"], ownership
 )
@@ -36,6 +37,9 @@ io.save_csv(out.tidy, tidy)
 io.save_csv(out.summary, summary)
 io.save_csv(out.comparison, comparison)
 io.save_text(
-    out.markdown, report.markdown_summary(summary, comparison, p.title, analyses, p.banner, notes)
+    out.markdown,
+    report.markdown_summary(summary, comparison, p.title, analyses, p.banner, notes, claims),
 )
-io.save_text(out.html, report.html_summary(summary, comparison, p.title, analyses, p.banner, notes))
+io.save_text(
+    out.html, report.html_summary(summary, comparison, p.title, analyses, p.banner, notes, claims)
+)
