@@ -257,7 +257,14 @@ def test_changing_odin_temperature_reruns_only_odin(run):
 def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
     jobs = plan_after(run, "closest", lambda c: c["metrics"].update({"fpr_rule": "closest"}))
     metrics_jobs = 2 * (7 + len(BASELINES) + 2 + 2 * 2)
-    assert jobs == {"compute_metrics": metrics_jobs, "summarize": 1, "write_manifest": 1, "all": 1}
+    # the claims are recomputed under the new rule too
+    assert jobs == {
+        "compute_metrics": metrics_jobs,
+        "evaluate_claims": 1,
+        "summarize": 1,
+        "write_manifest": 1,
+        "all": 1,
+    }
 
 
 def test_pinning_the_featurenorm_block_refits_without_new_features(run):
@@ -271,6 +278,7 @@ def test_pinning_the_featurenorm_block_refits_without_new_features(run):
         "score_features": 2,
         "compute_metrics": 2,
         "analyze_featurenorm_blocks": 2,
+        "evaluate_claims": 1,  # FeatureNorm's and NormRatio's claims read them
         "summarize": 1,
         "write_manifest": 1,
         "all": 1,
@@ -286,6 +294,7 @@ def test_changing_a_watermark_relearns_it_and_rescores_its_variant_only(run):
         "dump_features": 2,
         "score_features": 4,
         "compute_metrics": 4,
+        "evaluate_claims": 1,  # the watermark's claim
         "summarize": 1,
         "write_manifest": 1,
         "all": 1,
@@ -352,6 +361,7 @@ def test_changing_the_mask_ratio_refits_only_what_uses_um(run):
     jobs = plan_after(run, "keep", lambda c: c["unleashing_mask"].update({"keep": 0.9}))
     assert jobs["estimate_loss_constraint"] == 2
     assert jobs["finetune_model"] == 2 * 3  # um, umap, oe+um; not oe
+    assert jobs["evaluate_claims"] == 1  # UM's accuracy claim reads the new model's features
     assert (
         "train_backbone" not in jobs
         and "embed_watermark" not in jobs
