@@ -36,6 +36,10 @@ configfile: "config.yaml"
 
 # Fills in defaults; fails before any job, naming the offending key.
 cfg.validate(config, cache_dir=".snakemake/oodrepro")
+# An archive no job could get (offline, its distribution package not installed) fails here.
+UNAVAILABLE = datasets.unavailable(config)
+if UNAVAILABLE:
+    raise cfg.ConfigError("\n".join(UNAVAILABLE))
 
 # Jobs import this checkout's `oodrepro` in whatever environment runs them (a rule's conda
 # env, a cluster node), without installing it there.

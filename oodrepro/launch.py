@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import data
 from .config import ConfigError, read_yaml, validate
 
 
@@ -80,10 +81,13 @@ def main(argv: list[str]) -> int:
             "presets/)"
         )
     try:
-        validate(read_yaml(config_file), cache_dir=".snakemake/oodrepro")
+        config = validate(read_yaml(config_file), cache_dir=".snakemake/oodrepro")
     except ConfigError as err:
         message = str(err) if str(err).startswith(config_file) else f"{config_file}: {err}"
         sys.exit(f"make run: {message}")
+    missing = data.unavailable(config)
+    if missing:
+        sys.exit(f"make run: {config_file}: " + "\n  ".join(missing))
     release_stale_lock(snakemake, Path.cwd().resolve())
     return subprocess.run(snakemake).returncode
 

@@ -172,8 +172,9 @@ def fit(
     """Class statistics from `train`; the first `n_fit` images of `tune` and their FGSM copies fit
     the combiner, the next `n_fit` pairs choose the noise magnitude with the lowest FPR at 95 % TPR.
 
-    `tune` = the ID test set is the paper's protocol (decision 16); `tune` None holds 2·n_fit
-    seeded training images out of the statistics and tunes on them instead.
+    `tune` = the ID test set is the paper's protocol (decision 16 of docs/unleashing-mask.md);
+    `tune` None holds 2·n_fit seeded training images out of the statistics and tunes on them
+    instead.
     """
     from sklearn.linear_model import LogisticRegressionCV
 

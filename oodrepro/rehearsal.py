@@ -305,7 +305,8 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     Each job's time above start-up (the 10th percentile of all jobs, what a job costs that
     computes almost nothing) is scaled by its work, full over rehearsal: for trainers, the
     logged epochs' seconds by images × epochs and the rest (evaluation, saving) by epochs;
-    images for dumps, scores, metrics and conversions; n_train × n_test for exact KNN.
+    images for dumps, scores, metrics and conversions; n_train × n_test for exact KNN's search
+    (its `score` job; its fit only stores the training features).
     LA-OOD's layer fits come from `laood.layer_seconds` (n^2.14 · width). Peak memory grows
     by the images a job holds (3,072 bytes each as uint8 arrays, the feature bytes per image
     the rehearsal wrote for feature jobs).
@@ -358,11 +359,10 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
             held = train if on_train else evaluated + train * job.stem.endswith(CONVS)
         elif job.rule in EVALUATED:
             held, per_image = evaluated, feature_bytes
+            if job.rule == "score" and job.stem == "knn":  # exact search: every test image
+                work = images(train, n_full) / max(1, images(train, n_reh))  # × every train one
         elif job.rule == "fit_detector":
             held, per_image = train, feature_bytes
-            work = (
-                images(evaluated, n_full) / images(evaluated, n_reh) if job.stem == "knn" else 1.0
-            )
         elif job.rule in ("convert_dataset", "generate_offline_dataset") and job.stem in n_reh:
             held = [job.stem]
         if held:

@@ -520,7 +520,7 @@ def plot_layers(table: pd.DataFrame, title: str):
             ("decides on OOD", table["decides OOD"], "tab:red"),
             ("decides on ID", table["decides ID"], "tab:blue"),
         ],
-        "share of inputs where the layer attains the max",
+        "share of inputs where the layer decides (its d is the min over layers)",
         table["auroc mean"],
         "layer's own mean AUROC (line)",
         title,

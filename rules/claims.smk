@@ -3,22 +3,6 @@
 # The claims arrive as params, so editing one reruns this job and the summary, nothing upstream.
 
 
-def claim_runs():
-    """{backbone: {seed: {claim id: the files that claim reads in that run folder}}}."""
-    return {
-        arch: {
-            seed: {
-                c["id"]: claim_checks.files(
-                    c, RUN.format(bench=BENCH["name"], arch=arch, seed=seed), BENCH
-                )
-                for c in CLAIMS
-            }
-            for seed in config["seeds"]
-        }
-        for arch in config["backbones"]
-    }
-
-
 rule evaluate_claims:
     input:
         lambda w: sorted(set(claim_checks.flat(claim_runs()))),

@@ -75,7 +75,13 @@ def archive_params(wildcards):
         sums = {"md5": override.get("md5"), "sha256": override.get("sha256")}
     else:
         sums = {"md5": archive.md5, "sha256": archive.sha256}
-    return {"url": override.get("url", archive.url), **sums}
+    local = None if "url" in override else archive.local_copy  # an explicit url wins
+    return {
+        "url": override.get("url", archive.url),
+        "local": local,
+        "content": archive.content_sha256,
+        **sums,
+    }
 
 
 def detector_of(wildcards):
@@ -181,3 +187,19 @@ def laood_part_cost(wildcards, input):
     memory = max(laood.layer_memory_mb(n, d) for n, d in fit)
     minutes = sum(laood.layer_seconds(n, d) for n, d in fit) / 60
     return memory, max(10, round(2 * minutes + 5))
+
+
+def claim_runs():
+    """{backbone: {seed: {claim id: the files that claim reads in that run folder}}}."""
+    return {
+        arch: {
+            seed: {
+                c["id"]: claim_checks.files(
+                    c, RUN.format(bench=BENCH["name"], arch=arch, seed=seed), BENCH
+                )
+                for c in CLAIMS
+            }
+            for seed in config["seeds"]
+        }
+        for arch in config["backbones"]
+    }

@@ -32,6 +32,8 @@ def test_shapes_and_types(name):
         assert set(np.unique(labels)) == set(range(10))
     elif name == "abstract-triggers":  # secret random labels
         assert len(images) == 30 and labels.min() >= 0 and labels.max() < 10
+    elif name == "mnist-5k":  # real digits keep their labels (unused as OOD); n_ood of them
+        assert set(np.unique(labels)) <= set(range(10)) and len(images) == PARAMS["n_ood"]
     else:
         assert (labels == -1).all()
         assert len(images) == (PARAMS["n_outliers"] if name == "outliers-aux" else PARAMS["n_ood"])

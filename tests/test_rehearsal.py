@@ -220,13 +220,15 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
         "dump_features/base.tsv": 3.0,
         "plot_training.tsv": 1.0,
         "score/base/msp.tsv": 1.0,
+        "score/base/knn.tsv": 3.0,
+        "fit_detector/base/knn.tsv": 3.0,
         "compute_metrics/base/msp.tsv": 1.0,
         "data/benchmarks/convert_dataset/svhn-test.tsv": 1.0,
     }
     _fake_rehearsal(base, seconds)
     per_stage, by_arch, totals = rehearsal.estimate(preset)
     stage = per_stage.set_index("stage")["estimate hours"] * 3600
-    # start-up: the 10th percentile of the six jobs (1 s); training: the logged epochs (1 s each)
+    # start-up: the 10th percentile of the eight jobs (1 s); training: the logged epochs (1 s each)
     # scale with
     # 60 epochs on 50,000 images against the rehearsal's EPOCHS on 320, the other 8 s with the
     # epochs alone
@@ -240,6 +242,12 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
         1.0 + 2.0 * (36_032 / 128)
     )  # CIFAR-10 test + SVHN test
     assert stage["data"] == pytest.approx(1.0)  # svhn-test: 1 s is all start-up
+    # scores: MSP is all start-up; KNN's search (its score job) grows with n_test × n_train, its
+    # fit (storing the training features) with n_train alone
+    train, tested = 50_000 / 320, 36_032 / 128
+    assert stage["scores"] == pytest.approx(
+        1.0 + (1.0 + 2.0 * tested * train) + (1.0 + 2.0 * train)
+    )
     assert by_arch.set_index("rule").loc["train_backbone", "images/s"] == pytest.approx(320)
     assert totals["device"].startswith("CPU test CPU") and totals["wall s"] == 90
     text = rehearsal.render(preset, per_stage, by_arch, totals)

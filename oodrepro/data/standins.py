@@ -110,12 +110,13 @@ def places365(root: Path, n: int = 5, seed: int = 3) -> dict:
     return {"paths": [lists, images], "arrays": arrays}
 
 
-def mnist(root: Path, n: int = 6, seed: int = 4) -> dict:
-    """t10k-images/labels-idx*-ubyte.gz in the IDX format."""
+def mnist(root: Path, n: int = 6, seed: int = 4, prefix: str = "t10k") -> dict:
+    """{prefix}-images/labels-idx*-ubyte.gz in the IDX format (MNIST's names; Fashion-MNIST's with
+    prefix `fashion-mnist-train` or `fashion-mnist-t10k`)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, n).astype(np.uint8)
-    img_path, lbl_path = root / "t10k-images-idx3-ubyte.gz", root / "t10k-labels-idx1-ubyte.gz"
+    img_path, lbl_path = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
     with gzip.open(img_path, "wb") as fh:
         fh.write(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
     with gzip.open(lbl_path, "wb") as fh:
@@ -239,6 +240,14 @@ BUILDERS: dict[str, Callable[[Path, int], dict]] = {
     "val_256.tar": lambda root, n: places365(root, n=n),
     "t10k-images-idx3-ubyte.gz": lambda root, n: mnist(root, n=n),
     "t10k-labels-idx1-ubyte.gz": lambda root, n: mnist(root, n=n),
+    **{
+        f"fashion-mnist-{split}-{part}": (
+            lambda root, n, split=split: mnist(root, n=(4 if split == "train" else 1) * n, seed=11,
+                                               prefix=f"fashion-mnist-{split}")
+        )
+        for split in ("train", "t10k")
+        for part in ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz")
+    },
     "tiny-imagenet-200.zip": lambda root, n: tin200(root, n=n),
     "test_lmdb.zip": lambda root, n: lsun_test_lmdb(root, n=n),
     "300K_random_images.npy": lambda root, n: random_images_npy(root, n=4 * n),
