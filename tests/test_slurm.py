@@ -52,6 +52,16 @@ def tiny_config(work: Path) -> Path:
         config[key] = {}
     config.pop("watermarknn")
     config["variants"] = ["base"]
+    config["claims"] = [  # the default's claims name models this config does not make
+        {
+            "id": "energy",
+            "statement": "energy beats MSP",
+            "source": "this test",
+            "kind": "better",
+            "a": "base/energy",
+            "b": "base/msp",
+        }
+    ]
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
