@@ -16,7 +16,8 @@ The shrink rule (docs/rehearsal.md) changes budgets only, never a method's optio
 - every `batch_size`: at most BATCH;
 - each archive: about STANDIN_IMAGES images (CIFAR-10: 80 training, 16 test; CIFAR-100: 100 of
 each);
-  `dataset_options.*.sample`: at most SAMPLE (an ID training set's: its stand-in's size); offline `n_ood` / `n_outliers`: at most OFFLINE_N;
+  `dataset_options.*.sample`: at most SAMPLE (an ID training set's: its stand-in's size);
+  offline `n_ood` / `n_outliers`: at most OFFLINE_N;
 - LA-OOD `max_fit`: at most MAX_FIT (null = all becomes MAX_FIT); the Mahalanobis ensemble's
   `n_fit`: at most N_FIT; Unleashing Mask's mask `draws`: at most DRAWS;
   `metrics.subsample`: n at most SUBSAMPLE_N, draws at most DRAWS.
