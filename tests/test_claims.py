@@ -105,8 +105,9 @@ def _coverage(seeds: int, tau: float, sims: int, n: int = 200, draws: int = 200)
 
 @pytest.mark.parametrize("seeds, tau", [(1, 0.0), (3, 0.3)])
 def test_the_interval_covers_the_true_difference_about_95_percent_of_the_time(seeds, tau):
-    """Measured 0.96 (one seed, test sampling only) and 0.96 (3 seeds with training variance) of
-    300 simulated runs; a 95 % interval's rate lies in [0.92, 0.98] with about 95 % chance."""
+    """Measured 0.940 (one seed, test sampling only) and 0.967 (3 seeds with training variance) of
+    300 simulated runs; a true 95 % interval's rate over 300 runs lies in [0.92, 0.98] with about
+    95 % chance, so the band below leaves room for the normal approximation."""
     rate = _coverage(seeds, tau, sims=300)
     print(f"coverage with {seeds} seed(s): {rate:.3f}")
     assert 0.91 <= rate <= 0.99
