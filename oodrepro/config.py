@@ -235,6 +235,26 @@ def _layer_problems(config: dict, backbone: str, cache_dir=None) -> list[str]:
     return problems
 
 
+def _poem_pool_problems(config: dict, name: str, exposure: dict) -> list[str]:
+    """POEM selects ood_factor × the ID training set from its pool of outliers; a pool no larger
+    than that is selected whole, and POEM would train exactly as Energy-OE."""
+    bench = config["benchmark"]
+    try:
+        n_id = data.expected_size(config, bench["id_train"])
+        pool = data.expected_size(config, bench["outliers"])
+    except KeyError:  # an unknown dataset, reported on its own
+        return []
+    if n_id is None or pool is None or round(exposure["ood_factor"] * n_id) < pool:
+        return []
+    return [
+        f"finetunes.{name}.exposure: POEM would select {round(exposure['ood_factor'] * n_id)} "
+        f"outliers (ood_factor {exposure['ood_factor']} × {n_id} ID training images) from a "
+        f"pool of {pool} ({bench['outliers']}): the whole pool, so its boundary selection would "
+        "do nothing and it would train as Energy-OE. Lower exposure.ood_factor or give the "
+        "pool more images (the paper selects 50,000 of 400,000)"
+    ]
+
+
 def _check_semantics(config: dict, cache_dir=None) -> None:
     problems = []
     bench = config["benchmark"]
@@ -320,6 +340,8 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             problems.append(
                 f"finetunes.{name}: UMAP inside outlier exposure is not part of the method"
             )
+        if ft.get("exposure", {}).get("method") == "poem" and "outliers" in bench:
+            problems += _poem_pool_problems(config, name, ft["exposure"])
     for group, members in bench.get("groups", {}).items():
         if group in bench["ood"] or group in ("mean", "-"):
             problems.append(

@@ -198,8 +198,14 @@ class POEM(EnergyExposure):
 
     name = "poem"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, outliers: np.ndarray, n_select: int, *args, **kwargs):
+        if n_select >= len(outliers):
+            raise ValueError(
+                f"POEM would select {n_select} outliers from a pool of {len(outliers)}: the "
+                "whole pool, so its boundary selection would do nothing (it would train as "
+                "Energy-OE). Lower exposure.ood_factor or give the pool more images."
+            )
+        super().__init__(outliers, n_select, *args, **kwargs)
         self.buffer_in: torch.Tensor | None = None
         self.buffer_out: list[torch.Tensor] = []
         self._fed_in: list[torch.Tensor] = []

@@ -17,7 +17,8 @@ The shrink rule (docs/rehearsal.md) changes budgets only, never a method's optio
 - each archive: about STANDIN_IMAGES images (CIFAR-10: 80 training, 16 test; CIFAR-100: 100 of
 each);
   `dataset_options.*.sample`: at most SAMPLE (an ID training set's: its stand-in's size);
-  offline `n_ood` / `n_outliers`: at most OFFLINE_N;
+  offline `n_ood` / `n_outliers`: at most OFFLINE_N, the outliers at least twice what POEM
+  selects of them (else it would select the whole pool, which validation refuses);
 - LA-OOD `max_fit`: at most MAX_FIT (null = all becomes MAX_FIT); the Mahalanobis ensemble's
   `n_fit`: at most N_FIT; Unleashing Mask's mask `draws`: at most DRAWS;
   `metrics.subsample`: n at most SUBSAMPLE_N, draws at most DRAWS.
@@ -83,6 +84,20 @@ def _cap(node, key: str, limit: int) -> None:
             _cap(value, key, limit)
 
 
+def _poem_pool(config: dict) -> int:
+    """Twice the most outliers a POEM fine-tune selects from the generated pool (0 without one,
+    where the outliers are downloaded, or where only the files tell the ID set's size)."""
+    if config["benchmark"].get("outliers") != "outliers-aux":
+        return 0
+    n_id = data.expected_size(config, config["benchmark"]["id_train"]) or 0
+    factors = [
+        ft["exposure"]["ood_factor"]
+        for ft in config.get("finetunes", {}).values()
+        if ft.get("exposure", {}).get("method") == "poem"
+    ]
+    return 2 * round(max(factors, default=0) * n_id)
+
+
 def shrink(config: dict) -> dict:
     """The rehearsal's budgets for a validated config, by the rule in this module's docstring."""
     c = copy.deepcopy(config)
@@ -114,7 +129,9 @@ def shrink(config: dict) -> dict:
             options["sample"] = min(options["sample"], SAMPLE)
     for key in ("n_ood", "n_outliers"):
         if key in c.get("offline", {}):
-            c["offline"][key] = min(c["offline"][key], OFFLINE_N)
+            c["offline"][key] = min(
+                c["offline"][key], max(OFFLINE_N, _poem_pool(c) if key == "n_outliers" else 0)
+            )
     scores = c["scores"]
     if "laood" in scores:
         scores["laood"]["max_fit"] = min(scores["laood"].get("max_fit") or MAX_FIT, MAX_FIT)
@@ -205,16 +222,10 @@ def dataset_sizes(data_dir: Path) -> dict[str, int]:
 
 
 def full_size(config: dict, name: str, rehearsed: int) -> int:
-    """Images of dataset `name` in the full run: the registry's count (capped by `sample`) or
-    the offline count the config asks for."""
-    spec, _ = data.get(name)
-    sample = config.get("dataset_options", {}).get(name, {}).get("sample")
-    if spec.offline is not None:
-        key = {"outliers-aux": "n_outliers", "abstract-triggers": "n_triggers"}.get(name, "n_ood")
-        n = config["offline"][key] if name not in ("digits-train", "digits-test") else rehearsed
-    else:
-        n = spec.size or rehearsed
-    return min(n, sample) if sample else n
+    """Images of dataset `name` in the full run (`data.expected_size`), or as rehearsed where only
+    the files tell."""
+    n = data.expected_size(config, name)
+    return rehearsed if n is None else n
 
 
 def _job_epochs(config: dict, rule: str, arch: str, stem: str) -> int:

@@ -27,14 +27,23 @@ def resample_counts(n: int, draws: int, rng: np.random.Generator) -> np.ndarray:
 
 def _weighted_curve(pos, neg, w_pos, w_neg):
     """(false positives, true positives) per draw at each distinct score, highest first — the
-    weighted form of `metrics.binary_curve`."""
+    weighted form of `metrics.binary_curve`. One sort serves every draw; each side's weights are
+    summed cumulatively in that order on their own (integer counts, exact) and read at the
+    position each threshold has reached on that side."""
     s = np.concatenate([pos, neg])
     order = np.argsort(s, kind="stable")[::-1]
     is_pos = order < len(pos)
-    w = np.concatenate([w_pos, w_neg], axis=1)[:, order].astype(np.float64)
     last = np.r_[np.flatnonzero(np.diff(s[order])), len(s) - 1]
-    tps = np.cumsum(w * is_pos, axis=1)[:, last]
-    fps = np.cumsum(w * ~is_pos, axis=1)[:, last]
+    n_pos_seen = np.cumsum(is_pos)[last]
+    n_neg_seen = last + 1 - n_pos_seen
+
+    def cumulative(w, idx, seen):
+        cum = np.zeros((len(w), len(idx) + 1), np.result_type(w.dtype, np.int64))
+        np.cumsum(w[:, idx], axis=1, out=cum[:, 1:])
+        return cum[:, seen].astype(np.float64)
+
+    tps = cumulative(w_pos, order[is_pos], n_pos_seen)
+    fps = cumulative(w_neg, order[~is_pos] - len(pos), n_neg_seen)
     return fps, tps
 
 

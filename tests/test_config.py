@@ -186,6 +186,17 @@ def test_errors_name_the_key(default, edit, fragment):
     assert fragment in str(err.value)
 
 
+def test_a_poem_pool_that_it_would_select_whole_is_refused():
+    """POEM selecting its whole pool trains exactly as Energy-OE: refused at validation."""
+    preset = yaml.safe_load((ROOT / "presets" / "fashion-mnist.yaml").read_text())
+    cfg.validate(copy.deepcopy(preset))  # 3,000 of 24,000
+    preset["offline"]["n_outliers"] = 3000
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate(preset)
+    assert "finetunes.poem.exposure: POEM would select 3000 outliers" in str(err.value)
+    assert "finetunes.energy-oe" not in str(err.value)  # a random subset may be the whole pool
+
+
 def test_recipe_overrides_and_kept_epochs(default):
     default["backbones"]["resnet18-small"]["training"] = {"epochs": 9, "lr": 0.2}
     cfg.validate(default)

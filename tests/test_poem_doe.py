@@ -181,6 +181,18 @@ def _doe(setup, warmup):
     return exp, official, x, x_out, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
 
+def test_poem_refuses_to_select_its_whole_pool(setup):
+    """The whole pool selected is Energy-OE under another name: an error, not a silent run."""
+    outliers = setup[3]
+    with pytest.raises(ValueError, match="whole pool"):
+        outlier_exposure.make(
+            "poem", outliers, len(outliers), {"weight": 0.1}, SPEC, 2, True, 0, "cpu"
+        )
+    outlier_exposure.make(
+        "energy-oe", outliers, len(outliers), {"weight": 0.1}, SPEC, 2, True, 0, "cpu"
+    )
+
+
 def test_doe_warm_up_steps_are_gradient_clipped(setup):  # point 5
     model, _, labels, _ = setup
     exp, official, x, x_out, opt = _doe(setup, warmup=5)

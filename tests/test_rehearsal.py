@@ -113,6 +113,8 @@ def test_the_shrink_rule_changes_budgets_only(preset):
         if key == "milestones":
             assert value == sorted(set(value)) and all(1 <= m <= rehearsal.EPOCHS for m in value)
     assert small["seeds"] == full["seeds"][:1]
+    if small["benchmark"].get("outliers") == "outliers-aux":  # POEM chooses from a larger pool
+        assert small["offline"]["n_outliers"] >= rehearsal._poem_pool(small)
     if "laood" in small["scores"]:
         assert (
             small["scores"]["laood"]["max_fit"] == rehearsal.MAX_FIT

@@ -282,6 +282,22 @@ def archives_of(name: str) -> tuple[str, ...]:
     return get(name)[0].archives
 
 
+def expected_size(config: dict, name: str) -> int | None:
+    """Images of dataset `name` a run of `config` will hold: the registry's count or the offline
+    count the config asks for, capped by `sample`; None where only the files tell (the digits
+    split, a user's folder)."""
+    spec, _ = get(name)
+    sample = config.get("dataset_options", {}).get(name, {}).get("sample")
+    if spec.offline is not None:
+        key = {"outliers-aux": "n_outliers", "abstract-triggers": "n_triggers"}.get(name, "n_ood")
+        n = None if name in ("digits-train", "digits-test") else config["offline"].get(key)
+    else:
+        n = spec.size
+    if n is None:
+        return None
+    return min(n, sample) if sample else n
+
+
 def reachable(url: str, timeout: float = 3.0) -> bool:
     """Whether the host of `url` accepts a connection (nothing is downloaded)."""
     import socket
