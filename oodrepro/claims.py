@@ -436,7 +436,10 @@ def plot(table: pd.DataFrame, title: str):
         ax.plot([r["ci low"] - bound, r["ci high"] - bound], [y, y], color=colour, lw=2)
         ax.plot([r["difference"] - bound], [y], "o", color=colour)
     ax.axvline(0, color="k", lw=0.8, ls="--")
-    ax.set_yticks(range(len(table)), [f"{c} · {a}" for c, a in zip(table["claim"], table["arch"])])
+    ax.set_yticks(
+        range(len(table)),
+        [f"{c} · {a}" for c, a in zip(table["claim"], table["arch"], strict=True)],
+    )
     ax.invert_yaxis()
     ax.set_xlabel("difference − claimed bound (points; right of 0 = the claim's side)")
     handles = [plt.Line2D([], [], color=c, lw=2, label=v) for v, c in COLOURS.items()]

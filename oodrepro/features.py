@@ -12,11 +12,10 @@ import numpy as np
 import torch
 
 from .featurenorm import feature_norm
+from .inference import image_batches
 from .io import save_npz
 from .models import Backbone
 from .models.base import pool
-from .inference import image_batches
-
 
 Transform = Callable[[torch.Tensor, slice], torch.Tensor]
 

@@ -171,7 +171,7 @@ def layers_of(features: dict) -> list[np.ndarray]:
 
 def decisions(detectors: list[LayerDetector], layers: list[np.ndarray]) -> np.ndarray:
     """N×L decision values, positive = inlier for that layer."""
-    return np.stack([det.decision(h) for det, h in zip(detectors, layers)], axis=1)
+    return np.stack([det.decision(h) for det, h in zip(detectors, layers, strict=True)], axis=1)
 
 
 def score(decision_values: np.ndarray) -> np.ndarray:

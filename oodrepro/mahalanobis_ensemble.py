@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import fpr_at_tpr
 from .inference import image_batches
+from .metrics import fpr_at_tpr
 from .training import augment
 
 
@@ -194,7 +194,7 @@ def fit(
     clean_all, adv_all = (
         layer_scores(model, x, stats, layers, magnitudes, batch_size) for x in (x_tune, adv)
     )
-    for m, clean_s, adv_s in zip(magnitudes, clean_all, adv_all):
+    for m, clean_s, adv_s in zip(magnitudes, clean_all, adv_all, strict=True):
         fit_x = np.concatenate([clean_s[:n_fit], adv_s[:n_fit]])
         fit_y = np.r_[np.zeros(n_fit), np.ones(n_fit)]
         lr = LogisticRegressionCV(

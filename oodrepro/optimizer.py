@@ -84,7 +84,7 @@ class SGD:
         ]:
             raise ValueError("the optimiser state belongs to a different set of parameters")
         params = self._params()
-        for group, saved in zip(self.param_groups, state["param_groups"]):
+        for group, saved in zip(self.param_groups, state["param_groups"], strict=True):
             group.update(
                 {k: saved[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov")}
             )

@@ -146,9 +146,9 @@ class Exposure(Trainer):
     def term(self, z_in: torch.Tensor, z_out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def step(self, model, x, y, b, gen, opt, autocast=contextlib.nullcontext()):
+    def step(self, model, x, y, b, gen, opt, autocast=None):
         """One update on the ID batch and its outlier batch, on the bound (uncompiled) model."""
-        with autocast:
+        with autocast or contextlib.nullcontext():
             return self.joint_step(self.model, x, y, self.outlier_batch(b, len(x), gen), opt)
 
     def joint_step(self, model, x, y, x_out, opt, clip: float | None = None):
@@ -268,12 +268,12 @@ class POEM(EnergyExposure):
             )
         return boundary_outliers(theta, phi_pool, self.n_select)
 
-    def step(self, model, x, y, b, gen, opt, autocast=contextlib.nullcontext()):
+    def step(self, model, x, y, b, gen, opt, autocast=None):
         x_out = self.outlier_batch(b, len(x), gen)
         if self.epoch == 0:  # remembered as fed; featurised in eval mode after the epoch
             self._fed_in.append(_as_uint8(x))
         self._fed_out.append(_as_uint8(x_out))
-        with autocast:
+        with autocast or contextlib.nullcontext():
             return self.joint_step(self.model, x, y, x_out, opt)
 
 
@@ -307,9 +307,9 @@ class DOE(Exposure):
     def term(self, z_in, z_out):
         return oe_term(z_out)
 
-    def step(self, model, x, y, b, gen, opt, autocast=contextlib.nullcontext()):
+    def step(self, model, x, y, b, gen, opt, autocast=None):
         x_out = self.outlier_batch(b, len(x), gen)
-        with autocast:
+        with autocast or contextlib.nullcontext():
             if self.epoch >= self.params.get("warmup", 5):
                 return self._doe_step(self.model, x, y, x_out, gen, opt)
             return self.joint_step(

@@ -198,7 +198,7 @@ TRAINERS = {
     "finetune_model",
     "learn_watermark",
 }
-EVALUATED = {"dump_features", "score", "compute_metrics", "fit_network_detector"}
+EVALUATED = {"dump_features", "score", "compute_metrics"}
 STAGES = {
     "download_archive": "data",
     "convert_dataset": "data",
@@ -311,6 +311,17 @@ def _epoch_seconds(run: Path, rule: str, stem: str) -> float | None:
     return float(history["seconds"].sum()) if "seconds" in history and len(history) else None
 
 
+def _ensemble_fit_passes(config: dict, n: dict[str, int]) -> float:
+    """Forward-pass equivalents of the Mahalanobis ensemble's fit (a backward counts as two):
+    class statistics, one pass per training image; FGSM copies of the 2·n_fit tuning images, a
+    forward and a backward each; then layer scores of both at every magnitude, per image one
+    pass, a backward per layer and a pass per layer and non-zero magnitude."""
+    e = config["scores"]["mahalanobis_ensemble"]
+    layers, moved = len(e["layers"]), sum(m != 0 for m in e["magnitudes"])
+    tuning = 2 * e["n_fit"]
+    return n[config["benchmark"]["id_train"]] + 3 * tuning + 2 * tuning * (1 + layers * (2 + moved))
+
+
 def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     """The full preset's cost from what its rehearsal measured, per stage; plus training
     throughput per architecture and the totals (docs/rehearsal.md states the model).
@@ -319,7 +330,8 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     computes almost nothing) is scaled by its work, full over rehearsal: for trainers, the
     logged epochs' seconds by images × epochs and the rest (evaluation, saving) by epochs;
     images for dumps, scores, metrics and conversions; n_train × n_test for exact KNN's search
-    (its `score` job; its fit only stores the training features).
+    (its `score` job; its fit only stores the training features); the Mahalanobis ensemble's fit
+    by its forward passes (`_ensemble_fit_passes`: training images, n_fit, layers, magnitudes).
     LA-OOD's layer fits come from `laood.layer_seconds` (n^2.14 · width). Peak memory grows
     by the images a job holds (3,072 bytes each as uint8 arrays, the feature bytes per image
     the rehearsal wrote for feature jobs).
@@ -348,6 +360,7 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     rows, throughput = [], []
     for job in jobs.itertuples():
         copies, work, held, per_image, epoch_s = (seeds if job.arch else 1.0), 1.0, [], 3072, None
+        by_images = True  # the work grows with the images the job holds
         stage = STAGES.get(job.rule, "training" if job.rule in TRAINERS else "analysis and plots")
         if job.rule in TRAINERS:
             epochs_r, epochs_f = (_job_epochs(c, job.rule, job.arch, job.stem) for c in (reh, full))
@@ -374,11 +387,14 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
             held, per_image = evaluated, feature_bytes
             if job.rule == "score" and job.stem == "knn":  # exact search: every test image
                 work = images(train, n_full) / max(1, images(train, n_reh))  # × every train one
+        elif job.rule == "fit_detector" and job.stem == "mahalanobis_ensemble":
+            held, by_images = train, False
+            work = _ensemble_fit_passes(full, n_full) / _ensemble_fit_passes(reh, n_reh)
         elif job.rule == "fit_detector":
             held, per_image = train, feature_bytes
         elif job.rule in ("convert_dataset", "generate_offline_dataset") and job.stem in n_reh:
             held = [job.stem]
-        if held:
+        if held and by_images:
             work *= images(held, n_full) / max(1, images(held, n_reh))
         grown = job.rss_mb + (images(held, n_full) - images(held, n_reh)) * per_image / 2**20
         seconds = startup + max(0.0, job.seconds - startup) * work
@@ -441,7 +457,7 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
         "estimate hours": float(per_stage["estimate hours"].sum()),
         "download bytes": _download_bytes(full),
         "disk bytes": _disk_bytes(base, n_reh, n_full, seeds),
-        **dict(zip(("device", "wall s"), _manifest(base, reh))),
+        **dict(zip(("device", "wall s"), _manifest(base, reh), strict=True)),
     }
     by_arch = (
         pd.DataFrame(throughput).groupby(["arch", "rule"]).median().reset_index()

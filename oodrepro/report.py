@@ -327,7 +327,7 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
         ]
     shown["difference [95 % CI]"] = [
         f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-        for d, lo, hi in zip(claims["difference"], claims["ci low"], claims["ci high"])
+        for d, lo, hi in zip(claims["difference"], claims["ci low"], claims["ci high"], strict=True)
     ]
     for column in ("claimed", "seeds", "verdict"):
         shown[column] = claims[column]
@@ -406,7 +406,7 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
     everything = np.concatenate([s_id, *s_ood.values()])
     lo, hi = np.percentile(everything, [0.5, 99.5])
     bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
-    for ax, (name, s) in zip(axes, s_ood.items()):
+    for ax, (name, s) in zip(axes, s_ood.items(), strict=False):
         ax.hist(
             np.clip(s_id, bins[0], bins[-1]),
             bins,

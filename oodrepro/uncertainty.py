@@ -66,7 +66,7 @@ def _fpr(fps, tps, rule: str, tpr: float = 0.95):
     elif rule == "interp":
         fpr = np.c_[np.zeros(len(fps)), fps / total_neg[:, None]]
         tprs = np.c_[np.zeros(len(tps)), tps / total_pos[:, None]]
-        return np.array([np.interp(tpr, t, f) for t, f in zip(tprs, fpr)])
+        return np.array([np.interp(tpr, t, f) for t, f in zip(tprs, fpr, strict=True)])
     else:
         raise ValueError(f"unknown FPR rule {rule!r}")
     return fps[np.arange(len(fps)), i] / total_neg

@@ -11,6 +11,7 @@ docs/unleashing-mask.md.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -175,6 +176,16 @@ class IdLoss(training.Trainer):
     def loss(self, model, x, y, b, gen):
         logits = model(x)
         return self.id_loss(logits, y), logits
+
+
+def flooding_level(flooding: bool, configured: float | None, constraint) -> float | None:
+    """The level a fine-tune floods at: none without flooding, else the configured level, else
+    the one `estimate_constraint` wrote to the `constraint` file."""
+    if not flooding:
+        return None
+    if configured is not None:
+        return configured
+    return json.loads(Path(constraint).read_text())["level"]
 
 
 def finetune(

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from . import models, resume
-from .io import load_torch, save_torch
 from .devices import bf16_autocast, pick_device, use_channels_last
 from .inference import to_tensor
+from .io import load_torch, save_torch
 from .training import epoch_generator
 
 OBJECTIVES = ("msp", "energy")
@@ -155,7 +155,7 @@ def learn(
             z_noise = params["sigma"] * torch.randn(z_id.shape, generator=gen).to(dev)
             y = y_all[idx]
 
-            def loss_at(v):
+            def loss_at(v, z_id=z_id, y=y, z_noise=z_noise):  # this batch's, bound now
                 with autocast:
                     return loss(
                         model, z_id, y, z_noise, v, params["objective"], params["beta"], **extra

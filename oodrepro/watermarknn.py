@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from . import models, training
-from .io import load_npz, save_json, save_npz
 from .devices import pick_device
 from .inference import accuracy, predict, to_tensor
+from .io import load_npz, save_json, save_npz
 from .sampling import sample_indices
 
 ATTACKS = {
@@ -501,12 +501,12 @@ def plot_attacks(
     start = verification.set_index("network").to_dict("index")
     owners = sorted({name.partition(".")[0] for name in curves})
     fig, axes = plt.subplots(len(owners), 2, figsize=(9, 2.8 * len(owners)), squeeze=False)
-    for row, owner in zip(axes, owners):
+    for row, owner in zip(axes, owners, strict=True):
         for name, log in curves.items():
             if name.partition(".")[0] != owner:
                 continue
             attack_name = name.partition(".")[2]
-            for ax, col in zip(row, ("test_accuracy", "trigger_accuracy")):
+            for ax, col in zip(row, ("test_accuracy", "trigger_accuracy"), strict=True):
                 epochs = [0, *log["epoch"]]
                 ax.plot(
                     epochs,

@@ -1,9 +1,5 @@
 # Backbone training: one job per (backbone, seed), resumable, with named extra checkpoints.
 
-KEEP = list(config["training"].get("keep", {}))
-PRETRAINED = [name for name, b in config["backbones"].items() if "pretrained" in b]
-TRAINED = [name for name in config["backbones"] if name not in PRETRAINED]
-
 
 rule train_backbone:
     input:

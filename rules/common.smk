@@ -1,5 +1,11 @@
 # Helpers shared by the rules: file names, per-job parameters and wildcard constraints.
 
+# Names from the config that several rule files read.
+KEEP = list(config["training"].get("keep", {}))  # the base run's extra checkpoints
+PRETRAINED = [name for name, b in config["backbones"].items() if "pretrained" in b]
+TRAINED = [name for name in config["backbones"] if name not in PRETRAINED]
+TITLE = config["report"]["title"]
+
 
 def one_of(names):
     """A regex matching exactly these names (longest first, so no name matches a prefix)."""

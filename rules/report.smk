@@ -1,7 +1,5 @@
 # Plots and the summary that `snakemake --report` gathers into one HTML report.
 
-TITLE = config["report"]["title"]
-
 
 rule summarize:
     input:

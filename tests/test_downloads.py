@@ -2,11 +2,11 @@
 
 import hashlib
 
+import fixtures
 import numpy as np
 import pytest
 from PIL import Image
 
-import fixtures
 from oodrepro import data
 from oodrepro.data import download as dl
 from oodrepro.sampling import sample_indices
@@ -144,7 +144,7 @@ def test_image_folder_releases(served, tmp_path, name, filename, top, sizes):
     assert images.shape == (len(sizes), 32, 32, 3) and images.dtype == np.uint8
     assert (labels == -1).all()
     _, recipe = data.get(name)
-    for got, src in zip(images, fx["arrays"]):
+    for got, src in zip(images, fx["arrays"], strict=True):
         np.testing.assert_array_equal(got, dl.to_rgb32(Image.fromarray(src), recipe))
         if src.shape[:2] == (32, 32):
             np.testing.assert_array_equal(got, src)  # 32×32 releases pass unchanged
@@ -175,7 +175,7 @@ def test_places365_seeded_sample(served, tmp_path):
     assert images.shape == (3, 32, 32, 3)
     expected = [dl.to_rgb32(Image.fromarray(a), "crop32") for a in fx["arrays"]]
     idx = np.sort(np.random.default_rng(0).choice(5, size=3, replace=False))
-    for got, i in zip(images, idx):
+    for got, i in zip(images, idx, strict=True):
         np.testing.assert_array_equal(got, expected[i])
 
 
@@ -219,7 +219,7 @@ def test_outliers_from_a_users_folder(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "imgs" / "nested").mkdir(parents=True)
     arrays = {}
-    for i, name in enumerate(["b.png", "a.png", "nested/c.png"]):
+    for name in ["b.png", "a.png", "nested/c.png"]:
         arrays[name] = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
         Image.fromarray(arrays[name]).save(tmp_path / "imgs" / name)
     (tmp_path / "imgs" / "notes.txt").write_text("not an image")
@@ -244,7 +244,7 @@ def test_lsun_test_lmdb(served, tmp_path):
     archive = _fetch(server, fx["paths"][0], tmp_path)
     images, _ = _convert("lsun-test", [archive], tmp_path)
     assert images.shape == (4, 32, 32, 3)
-    for got, src in zip(images, fx["arrays"]):  # LMDB keys are sorted, as written
+    for got, src in zip(images, fx["arrays"], strict=True):  # LMDB keys are sorted, as written
         np.testing.assert_array_equal(
             got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS))
         )
@@ -256,8 +256,8 @@ def test_tin200_test_split(served, tmp_path):
     archive = _fetch(server, fx["paths"][0], tmp_path)
     images, _ = _convert("tin200-test", [archive], tmp_path)
     assert images.shape == (5, 32, 32, 3)  # the test split only, the train image ignored
-    expected = sorted(zip([f"test_{i}.JPEG" for i in range(5)], fx["arrays"]))
-    for got, (_, src) in zip(images, expected):
+    expected = sorted(zip([f"test_{i}.JPEG" for i in range(5)], fx["arrays"], strict=True))
+    for got, (_, src) in zip(images, expected, strict=True):
         np.testing.assert_array_equal(
             got, np.asarray(Image.fromarray(src).resize((32, 32), Image.LANCZOS))
         )

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fixtures
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
-import fixtures
 from oodrepro import data
 from oodrepro.data import bundled
 from oodrepro.data import download as dl

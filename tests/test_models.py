@@ -43,7 +43,7 @@ def test_width_shrinks_every_block(arch):
     with torch.no_grad():
         s = small(torch.rand(1, 3, 32, 32), return_blocks=True)
         b = big(torch.rand(1, 3, 32, 32), return_blocks=True)
-    for bs, bb in zip(s.blocks, b.blocks):
+    for bs, bb in zip(s.blocks, b.blocks, strict=True):
         assert bs.shape[1] < bb.shape[1] and bs.shape[2:] == bb.shape[2:]
 
 

@@ -40,7 +40,9 @@ def test_same_parameters_as_torch_sgd_after_every_step(options):
     for step in range(4):
         _steps(ours, opt_ours, 1, seed=step)
         _steps(theirs, opt_theirs, 1, seed=step)
-        for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+        for (name, a), b in zip(
+            ours.state_dict().items(), theirs.state_dict().values(), strict=True
+        ):
             assert torch.equal(a, b), (step, name)
 
 
@@ -56,7 +58,10 @@ def test_state_dicts_load_across_implementations():
     assert ours.param_groups[0]["lr"] == pytest.approx(0.1)
     _steps(a, torch_opt, 2, seed=5)
     _steps(b, ours, 2, seed=5)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     back = torch.optim.SGD(copy.deepcopy(b).parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     back.load_state_dict(ours.state_dict())  # and the other way round
     assert len(back.state_dict()["state"]) == len(ours.state_dict()["state"]) > 0

@@ -208,7 +208,9 @@ def test_doe_warm_up_steps_are_gradient_clipped(setup):  # point 5
     norm = torch.nn.utils.clip_grad_norm_(official.parameters(), 1.0)
     assert norm > 1  # the clip acts on this batch
     ref_opt.step()
-    for (name, a), b in zip(model.state_dict().items(), official.state_dict().values()):
+    for (name, a), b in zip(
+        model.state_dict().items(), official.state_dict().values(), strict=True
+    ):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
@@ -253,5 +255,7 @@ def test_doe_step_after_warm_up_as_the_official_code(setup):  # points 6, 7
     torch.nn.utils.clip_grad_norm_(official.parameters(), 1.0)
     ref_opt.step()
     assert set(exp.direction) == set(diff)
-    for (name, a), b in zip(model.state_dict().items(), official.state_dict().values()):
+    for (name, a), b in zip(
+        model.state_dict().items(), official.state_dict().values(), strict=True
+    ):
         assert torch.allclose(a, b, atol=1e-6), name

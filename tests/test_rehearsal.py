@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from oodrepro import config as cfg
 from oodrepro import data, manifest, models, rehearsal, report
@@ -257,6 +258,31 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
         "job-hours on this device" in text
         and "WatermarkNN-448bf51.zip (sizes not recorded)" in text
     )
+
+
+def test_the_ensemble_fit_scales_by_its_forward_passes(tmp_path, monkeypatch):
+    """Not by images alone: its FGSM copies and layer scores grow with n_fit × layers ×
+    magnitudes, which the shrink rule caps while the training set stays."""
+    monkeypatch.chdir(tmp_path)
+    text = yaml.safe_load((ROOT / "presets" / "watermarknn-usenix18.yaml").read_text())
+    text["scores"]["mahalanobis_ensemble"] = {
+        "layers": ["blocks.1", "penultimate"],
+        "n_fit": 500,
+        "magnitudes": [0.0, 0.01, 0.001],
+    }
+    preset = tmp_path / "wnn-ensemble.yaml"
+    preset.write_text(yaml.safe_dump(text))
+    base = rehearsal.prepare(preset).parent
+    seconds = {"train_backbone.tsv": 11.0, "plot_training.tsv": 1.0}
+    _fake_rehearsal(base, {**seconds, "fit_detector/base/mahalanobis_ensemble.tsv": 3.0})
+    stage = rehearsal.estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
+    startup = float(np.quantile([11.0, 1.0, 3.0], 0.1))
+
+    def passes(n_train, n_fit):  # 2 layers, 2 non-zero magnitudes: 1 + 2·(2 + 2) per image
+        return n_train + 3 * 2 * n_fit + 2 * 2 * n_fit * (1 + 2 * (2 + 2))
+
+    work = passes(50_000, 500) / passes(320, min(500, rehearsal.N_FIT))
+    assert stage["scores"] == pytest.approx(startup + (3.0 - startup) * work)
 
 
 def _makefile_list(name: str) -> list[str]:

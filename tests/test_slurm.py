@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from slurm_cluster import ClusterUnavailable, SingleNodeCluster
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -229,8 +229,10 @@ def test_bf16_auto_means_cuda_only_whatever_the_cpu(monkeypatch):
         False,
         True,
     ):  # a CPU with or without AMX / AVX512-BF16 trains the same config the same way
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
+        monkeypatch.setattr(
+            torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n, raising=False
+        )
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda n=native: n, raising=False)
         assert not devices.use_bf16("auto", cpu)
 
 

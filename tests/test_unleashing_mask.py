@@ -80,7 +80,7 @@ def test_score_mask_keeps_the_top_fraction_and_passes_the_gradient_straight_thro
     assert not any(
         p.requires_grad for n, p in model.named_parameters() if "scores" not in n
     )  # weights frozen
-    for name, m in unleashing_mask.prunable(model):
+    for _, m in unleashing_mask.prunable(model):
         mask = m.parametrizations.weight[0].mask()
         n = mask.numel()
         assert mask.sum().item() == n - math.floor(0.2 * n + 1e-9)
@@ -117,7 +117,7 @@ def test_score_masks_are_drawn_from_the_seed_not_the_global_generator():
         ]
 
     same = scores(seed=3, global_seed=0), scores(seed=3, global_seed=10)
-    assert all(torch.equal(a, b) for a, b in zip(*same))
+    assert all(torch.equal(a, b) for a, b in zip(*same, strict=True))
     assert not torch.equal(scores(seed=4, global_seed=0)[0], same[0][0])
 
 

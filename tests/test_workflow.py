@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fixtures
 import pandas as pd
 import pytest
 import yaml
-
-import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow

@@ -11,7 +11,7 @@ table = featurenorm.block_table(
     io.load_npz(snakemake.input.id_features)["featnorm"],
     {
         name: io.load_npz(path)["featnorm"]
-        for name, path in zip(p.ood_sets, snakemake.input.ood_features)
+        for name, path in zip(p.ood_sets, snakemake.input.ood_features, strict=True)
     },
 )
 io.save_csv(snakemake.output.table, table.assign(**p.context))

@@ -12,7 +12,10 @@ def decisions_of(path):
 
 
 d_id = decisions_of(snakemake.input.id_features)
-d_ood = {name: decisions_of(path) for name, path in zip(p.ood_sets, snakemake.input.ood_features)}
+d_ood = {
+    name: decisions_of(path)
+    for name, path in zip(p.ood_sets, snakemake.input.ood_features, strict=True)
+}
 table = laood.layer_table(state, d_id, d_ood)
 io.save_npz(snakemake.output.decisions, **{p.id_set: d_id}, **d_ood)
 io.save_csv(snakemake.output.table, table.assign(**p.context))

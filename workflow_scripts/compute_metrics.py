@@ -6,7 +6,9 @@ from oodrepro.runtime import start_job
 start_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params
 id_scores = np.load(snakemake.input.id_scores)
-ood_scores = {name: np.load(path) for name, path in zip(p.ood_sets, snakemake.input.ood_scores)}
+ood_scores = {
+    name: np.load(path) for name, path in zip(p.ood_sets, snakemake.input.ood_scores, strict=True)
+}
 id_feats = io.load_npz(snakemake.input.id_features)
 accuracy = metrics.accuracy(id_feats["logits"], id_feats["labels"])
 table = metrics.metrics_table(id_scores, ood_scores, accuracy, p.context, p.groups, **p.settings)

@@ -1,6 +1,6 @@
-from oodrepro import data, features, featurenorm, models
-from oodrepro.runtime import start_job
+from oodrepro import data, featurenorm, features, models
 from oodrepro.devices import pick_device
+from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 model = models.load_model(

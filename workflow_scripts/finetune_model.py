@@ -1,13 +1,9 @@
-import json
-
 from oodrepro import data, unleashing_mask
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p, inp, out = snakemake.params, snakemake.input, snakemake.output
-level = None
-if p.flooding:
-    level = p.level if p.level is not None else json.loads(open(inp.constraint).read())["level"]
+level = unleashing_mask.flooding_level(p.flooding, p.level, inp.get("constraint"))
 mask = p.mask or {}
 unleashing_mask.finetune(
     inp.init,

@@ -1,6 +1,6 @@
 from oodrepro import data, io, models, scores
-from oodrepro.runtime import start_job
 from oodrepro.devices import pick_device
+from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p, inp = snakemake.params, snakemake.input

@@ -4,5 +4,5 @@ from oodrepro.runtime import start_job
 start_job(snakemake.log[0], snakemake.threads)
 score = scores.get(snakemake.wildcards.method)
 state = io.load_npz(snakemake.input.detector) if snakemake.input.get("detector") else None
-for features, out in zip(snakemake.input.features, snakemake.output):
+for features, out in zip(snakemake.input.features, snakemake.output, strict=True):
     io.save_npy(out, score.score(io.load_npz(features), state, **snakemake.params.hp))

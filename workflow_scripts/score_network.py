@@ -1,6 +1,6 @@
 from oodrepro import data, io, models, scores
-from oodrepro.runtime import start_job
 from oodrepro.devices import pick_device
+from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 model = models.load_model(
@@ -8,6 +8,6 @@ model = models.load_model(
 )
 state = io.load_npz(snakemake.input.detector) if "detector" in snakemake.input.keys() else None
 score = scores.get(snakemake.wildcards.method)
-for dataset, out in zip(snakemake.input.datasets, snakemake.output):
+for dataset, out in zip(snakemake.input.datasets, snakemake.output, strict=True):
     images, _ = data.load_dataset(dataset)
     io.save_npy(out, score.score(model, images, state, **snakemake.params.hp))

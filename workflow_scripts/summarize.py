@@ -27,7 +27,7 @@ analyses["Watermarking for OOD: each watermarked model beside its unwatermarked 
 ]
 ownership = [
     (pd.read_csv(t).iloc[0].to_dict(), json.loads(Path(o).read_text()))
-    for t, o in zip(snakemake.input.watermarknn, snakemake.input.ownership)
+    for t, o in zip(snakemake.input.watermarknn, snakemake.input.ownership, strict=True)
 ]
 claims = pd.read_csv(snakemake.input.claims)
 notes = report.notes(

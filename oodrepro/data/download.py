@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import zipfile
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,16 +39,23 @@ class Archive:
     md5: str | None = None
     sha256: str | None = None
     unverified: bool = False  # no checksum is published: the config must pin one
-    size: int | None = None  # bytes of the released file, where recorded (a rehearsal's download estimate)
+    # bytes of the released file, where recorded (a rehearsal's download estimate)
+    size: int | None = None
     # sha256 of the gunzipped content: a recompressed copy of the same data (a distribution's
     # package) verifies by it when the release's own checksum cannot match
     content_sha256: str | None = None
-    # where a distribution package installs a copy, read instead of the network when present
+    # where a distribution package installs a copy, read instead of the network when present,
+    # and how to install that package (said when neither the copy nor the network is there)
     local_copy: str | None = None
+    local_package: str | None = None
 
     def __post_init__(self):
         if not (self.md5 or self.sha256 or self.unverified):
             raise ValueError(f"archive {self.filename} has no checksum")
+        if (self.local_copy is None) != (self.local_package is None):
+            raise ValueError(
+                f"archive {self.filename}: a local copy needs the package that installs it"
+            )
 
 
 def file_digest(path, algorithm: str) -> str:
@@ -70,7 +77,9 @@ def content_digest(path) -> str:
     return h.hexdigest()
 
 
-def verify(path, md5: str | None = None, sha256: str | None = None, content_sha256: str | None = None) -> None:
+def verify(
+    path, md5: str | None = None, sha256: str | None = None, content_sha256: str | None = None
+) -> None:
     """Raise ChecksumError naming `path` (and delete it) when a checksum does not match.
 
     With `content_sha256`, a file whose own checksum differs still verifies when its gunzipped
@@ -97,30 +106,40 @@ class DownloadError(OSError):
     """An archive could not be fetched; the message names the archive, the URL and the way out."""
 
 
-def download(url: str, dest, md5: str | None = None, sha256: str | None = None, progress: bool = True,
-             content_sha256: str | None = None) -> Path:
+def download(
+    url: str,
+    dest,
+    md5: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    content_sha256: str | None = None,
+) -> Path:
     """Download `url` to `dest`, verifying the checksum before the file takes its final name."""
     if not (md5 or sha256):
         raise ValueError(
             f"refusing to download {url} without a checksum: no checksum is published for "
-            f"{Path(dest).name}; pin the sha256 of a copy you trust under downloads.{Path(dest).name}.sha256"
+            f"{Path(dest).name}; pin the sha256 of a copy you trust under "
+            f"downloads.{Path(dest).name}.sha256"
         )
     dest = Path(dest)
     with atomic_path(dest) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as fh:
                 total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
+                ) as bar:
                     for chunk in iter(lambda: response.read(1 << 20), b""):
                         fh.write(chunk)
                         bar.update(len(chunk))
         except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts, a malformed URL
             reason = getattr(err, "reason", None) or err
             raise DownloadError(
-                f"could not download {dest.name} from {url}: {reason}. Point the config at a mirror or a local "
-                f"copy: downloads: {{{dest.name}: {{url: 'https://mirror/{dest.name}'}}}} (file:///path/to/"
-                f"{dest.name} works too), or put the file at {dest} yourself; its checksum is verified "
-                "either way") from None
+                f"could not download {dest.name} from {url}: {reason}. Point the config at a "
+                f"mirror or a local copy: downloads: {{{dest.name}: {{url: "
+                f"'https://mirror/{dest.name}'}}}} (file:///path/to/{dest.name} works too), or put "
+                f"the file at {dest} yourself; its checksum is verified either way"
+            ) from None
         try:
             verify(tmp, md5=md5, sha256=sha256, content_sha256=content_sha256)
         except ChecksumError as err:
@@ -142,7 +161,9 @@ def to_rgb32(img: Image.Image, recipe: str) -> np.ndarray:
     if recipe == "crop32":
         if (w, h) != (SIZE, SIZE):
             scale = SIZE / min(w, h)
-            img = img.resize((max(SIZE, round(w * scale)), max(SIZE, round(h * scale))), Image.BILINEAR)
+            img = img.resize(
+                (max(SIZE, round(w * scale)), max(SIZE, round(h * scale))), Image.BILINEAR
+            )
             w, h = img.size
             left, top = (w - SIZE) // 2, (h - SIZE) // 2
             img = img.crop((left, top, left + SIZE, top + SIZE))
@@ -170,16 +191,24 @@ def _extract(archive: Path, into: Path) -> None:
 
 
 def _stack(images) -> np.ndarray:
-    return np.stack(list(images)).astype(np.uint8) if images else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+    return (
+        np.stack(list(images)).astype(np.uint8)
+        if images
+        else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+    )
 
 
-def _image_folder(root: Path, recipe: str, sample: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _image_folder(
+    root: Path, recipe: str, sample: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """All images under `root` (torchvision's ImageFolder order), converted by `recipe`."""
     from torchvision.datasets import ImageFolder
 
     folder = ImageFolder(str(root))
     idx = sample_indices(len(folder.samples), sample, seed)
-    images = [to_rgb32(folder.loader(folder.samples[i][0]), recipe) for i in tqdm(idx, desc=root.name)]
+    images = [
+        to_rgb32(folder.loader(folder.samples[i][0]), recipe) for i in tqdm(idx, desc=root.name)
+    ]
     return _stack(images), np.full(len(idx), -1, np.int64)
 
 
@@ -190,7 +219,9 @@ def _verified(dataset_class):
     Our archives were verified by checksum at download; torchvision's md5s of the official
     files would only reject the small copies in the real format that the tests build.
     """
-    return type(dataset_class.__name__, (dataset_class,), {"_check_integrity": lambda self, *args: True})
+    return type(
+        dataset_class.__name__, (dataset_class,), {"_check_integrity": lambda self, *args: True}
+    )
 
 
 def convert_cifar(archives: list[Path], work: Path, *, classes: int, train: bool, **_) -> tuple:
@@ -213,7 +244,9 @@ def convert_cifar(archives: list[Path], work: Path, *, classes: int, train: bool
     for name in names:
         with open(folder / name, "rb") as fh:
             batch = pickle.load(fh, encoding="latin1")
-        images.append(np.asarray(batch["data"], np.uint8).reshape(-1, 3, SIZE, SIZE).transpose(0, 2, 3, 1))
+        images.append(
+            np.asarray(batch["data"], np.uint8).reshape(-1, 3, SIZE, SIZE).transpose(0, 2, 3, 1)
+        )
         labels.append(np.asarray(batch[key], np.int64))
     return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
 
@@ -228,7 +261,8 @@ def convert_svhn(archives: list[Path], work: Path, **_) -> tuple:
 
 
 def convert_mnist(archives: list[Path], work: Path, *, recipe: str, sample=None, seed=0, **_):
-    """MNIST test (10,000, 28×28 grey) through torchvision's class, brought to 32×32 RGB by `recipe`."""
+    """MNIST test (10,000, 28×28 grey) through torchvision's class, brought to 32×32 RGB by
+    `recipe`."""
     import gzip
     import shutil
 
@@ -240,7 +274,9 @@ def convert_mnist(archives: list[Path], work: Path, *, recipe: str, sample=None,
         with gzip.open(archive) as src, open(raw / archive.name.removesuffix(".gz"), "wb") as dst:
             shutil.copyfileobj(src, dst)
     # Only the test files are fetched; the subclass keeps the name torchvision's folder layout uses.
-    test_only = type("MNIST", (MNIST,), {"resources": [r for r in MNIST.resources if r[0].startswith("t10k")]})
+    test_only = type(
+        "MNIST", (MNIST,), {"resources": [r for r in MNIST.resources if r[0].startswith("t10k")]}
+    )
     ds = test_only(str(work), train=False, download=False)
     idx = sample_indices(len(ds), sample, seed)
     images = [to_rgb32(Image.fromarray(ds.data[i].numpy()), recipe) for i in idx]
@@ -265,10 +301,14 @@ def convert_idx(archives: list[Path], work: Path, *, recipe: str, sample=None, s
     if len(images) != len(labels):
         raise ValueError(f"{archives[0].name}: {len(images)} images but {len(labels)} labels")
     idx = sample_indices(len(images), sample, seed)
-    return _stack([to_rgb32(Image.fromarray(images[i]), recipe) for i in idx]), labels[idx].astype(np.int64)
+    return _stack([to_rgb32(Image.fromarray(images[i]), recipe) for i in idx]), labels[idx].astype(
+        np.int64
+    )
 
 
-def convert_folder(archives: list[Path], work: Path, *, subdir: str, recipe: str, sample=None, seed=0, **_):
+def convert_folder(
+    archives: list[Path], work: Path, *, subdir: str, recipe: str, sample=None, seed=0, **_
+):
     """An archive of image files (DTD, the ODIN releases) read as one ImageFolder."""
     _extract(archives[0], work)
     return _image_folder(work / subdir, recipe, sample, seed)
@@ -285,11 +325,16 @@ def convert_lsun_test(archives: list[Path], work: Path, *, recipe: str, sample=N
     import lmdb
 
     _extract(archives[0], work)
-    env = lmdb.open(str(work / "test_lmdb"), readonly=True, lock=False, readahead=False, meminit=False)
+    env = lmdb.open(
+        str(work / "test_lmdb"), readonly=True, lock=False, readahead=False, meminit=False
+    )
     with env.begin(write=False) as txn:
         keys = [k for k in txn.cursor().iternext(keys=True, values=False)]
         idx = sample_indices(len(keys), sample, seed)
-        images = [to_rgb32(Image.open(io.BytesIO(txn.get(keys[i]))), recipe) for i in tqdm(idx, desc="lsun test")]
+        images = [
+            to_rgb32(Image.open(io.BytesIO(txn.get(keys[i]))), recipe)
+            for i in tqdm(idx, desc="lsun test")
+        ]
     env.close()
     return _stack(images), np.full(len(idx), -1, np.int64)
 
@@ -311,7 +356,9 @@ def convert_npy_images(archives: list[Path], work: Path, *, sample=None, seed=0,
     read memory-mapped so that only the sampled images are loaded."""
     array = np.load(archives[0], mmap_mode="r", allow_pickle=False)
     if array.dtype != np.uint8 or array.shape[1:] != (SIZE, SIZE, 3):
-        raise ValueError(f"{archives[0].name}: expected uint8 N×32×32×3 images, got {array.dtype} {array.shape}")
+        raise ValueError(
+            f"{archives[0].name}: expected uint8 N×32×32×3 images, got {array.dtype} {array.shape}"
+        )
     idx = sample_indices(len(array), sample, seed)
     return np.ascontiguousarray(array[idx]), np.full(len(idx), -1, np.int64)
 
@@ -319,8 +366,16 @@ def convert_npy_images(archives: list[Path], work: Path, *, sample=None, seed=0,
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def convert_user_folder(archives: list[Path], work: Path, *, recipe: str, folder: str | None = None, sample=None,
-                        seed=0, **_):
+def convert_user_folder(
+    archives: list[Path],
+    work: Path,
+    *,
+    recipe: str,
+    folder: str | None = None,
+    sample=None,
+    seed=0,
+    **_,
+):
     """Every image file under a user's `folder` (any nesting, sorted by path), by `recipe`."""
     if folder is None:
         raise ValueError("this dataset is read from a folder: set dataset_options.<name>.folder")
@@ -332,7 +387,9 @@ def convert_user_folder(archives: list[Path], work: Path, *, recipe: str, folder
     return _stack(images), np.full(len(idx), -1, np.int64)
 
 
-def convert_triggers(archives: list[Path], work: Path, *, recipe: str, folder: str | None = None, **_):
+def convert_triggers(
+    archives: list[Path], work: Path, *, recipe: str, folder: str | None = None, **_
+):
     """WatermarkNN's 100 trigger images and their secret labels (docs/watermarknn.md).
 
     From the repository archive, or from a `folder` holding `labels-cifar.txt` and the
@@ -353,7 +410,9 @@ def convert_triggers(archives: list[Path], work: Path, *, recipe: str, folder: s
     files = sorted(f.name for f in pics.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
     labels = np.array([int(float(v)) for v in labels_file.read_text().split()], np.int64)
     if len(labels) != len(files):
-        raise ValueError(f"{labels_file} has {len(labels)} labels for {len(files)} images in {pics}")
+        raise ValueError(
+            f"{labels_file} has {len(labels)} labels for {len(files)} images in {pics}"
+        )
     images = [to_rgb32(Image.open(pics / name), recipe) for name in files]
     return _stack(images), labels
 

@@ -21,7 +21,9 @@ GLYPH_LETTERS = "ACEFHJKMNPRUVWXY"
 
 def _rng(seed: int, stream: str) -> np.random.Generator:
     """One independent random stream per (seed, dataset), so sets never share draws."""
-    return np.random.default_rng([seed, int.from_bytes(stream.encode()[:8].ljust(8, b"\0"), "little")])
+    return np.random.default_rng(
+        [seed, int.from_bytes(stream.encode()[:8].ljust(8, b"\0"), "little")]
+    )
 
 
 def _upsample_grey8(images8: np.ndarray) -> np.ndarray:
@@ -59,7 +61,9 @@ def photo_sources() -> dict[str, np.ndarray]:
     from sklearn.datasets import load_sample_images
 
     sample = load_sample_images()
-    photos = {Path(name).stem: img for name, img in zip(sample.filenames, sample.images)}
+    photos = {
+        Path(name).stem: img for name, img in zip(sample.filenames, sample.images, strict=True)
+    }
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
         photos["grace_hopper"] = np.asarray(Image.open(fh).convert("RGB"))
     return photos
@@ -134,7 +138,9 @@ def procedural_textures(n: int, seed: int) -> np.ndarray:
         elif kind == 2:  # hard stripes of random duty cycle
             t = ((u / rng.uniform(3, 10)) % 1.0 < rng.uniform(0.2, 0.8)).astype(np.float32)
         else:  # plasma: smoothed noise, rescaled to [0,1]
-            f = gaussian_filter(rng.normal(size=(SIZE, SIZE)), sigma=rng.uniform(1.5, 4), mode="wrap")
+            f = gaussian_filter(
+                rng.normal(size=(SIZE, SIZE)), sigma=rng.uniform(1.5, 4), mode="wrap"
+            )
             t = (f - f.min()) / (np.ptp(f) + 1e-8)
         out[i] = np.clip(_two_colour(t, rng), 0, 255).round().astype(np.uint8)
     return out
@@ -168,7 +174,9 @@ def glyphs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         y = (big - (bottom - top)) / 2 - top + rng.uniform(-3, 3)
         draw.text((x, y), letter, fill=255, font=font)
         shear = rng.uniform(-0.25, 0.25)
-        canvas = canvas.transform((big, big), Image.AFFINE, (1, shear, -shear * big / 2, 0, 1, 0), Image.BILINEAR)
+        canvas = canvas.transform(
+            (big, big), Image.AFFINE, (1, shear, -shear * big / 2, 0, 1, 0), Image.BILINEAR
+        )
         small = np.asarray(canvas, np.float32).reshape(8, 8, 8, 8).mean(axis=(1, 3)) / 255.0
         images8[i] = np.round(small / max(small.max(), 1e-6) * 16)
     return _upsample_grey8(images8), labels.astype(np.int64)
@@ -183,7 +191,10 @@ def _shapes(n: int, seed: int) -> np.ndarray:
         draw = ImageDraw.Draw(img)
         for _ in range(int(rng.integers(1, 5))):
             colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            pts = [tuple(float(c) for c in p) for p in rng.uniform(-4, SIZE + 4, (int(rng.integers(3, 6)), 2))]
+            pts = [
+                tuple(float(c) for c in p)
+                for p in rng.uniform(-4, SIZE + 4, (int(rng.integers(3, 6)), 2))
+            ]
             if rng.random() < 0.5:
                 x0, y0 = rng.uniform(-4, SIZE - 8, 2)
                 w, h = rng.uniform(6, 24, 2)
@@ -219,12 +230,22 @@ def abstract_triggers(n: int, seed: int, classes: int) -> tuple[np.ndarray, np.n
     out = np.empty((n, SIZE, SIZE, 3), np.uint8)
     for i in range(n):
         sigma = rng.uniform(1.0, 5.0)
-        field = np.stack([gaussian_filter(rng.normal(size=(SIZE, SIZE)), sigma, mode="wrap") for _ in range(3)], -1)
+        field = np.stack(
+            [gaussian_filter(rng.normal(size=(SIZE, SIZE)), sigma, mode="wrap") for _ in range(3)],
+            -1,
+        )
         field = (field - field.min()) / (np.ptp(field) + 1e-8) * 255
         img = Image.fromarray(field.round().astype(np.uint8))
         draw = ImageDraw.Draw(img)
         for _ in range(int(rng.integers(1, 4))):
-            pts = [tuple(float(c) for c in p) for p in rng.uniform(0, SIZE, (int(rng.integers(2, 5)), 2))]
-            draw.line(pts, fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=int(rng.integers(1, 4)))
+            pts = [
+                tuple(float(c) for c in p)
+                for p in rng.uniform(0, SIZE, (int(rng.integers(2, 5)), 2))
+            ]
+            draw.line(
+                pts,
+                fill=tuple(int(c) for c in rng.integers(0, 256, 3)),
+                width=int(rng.integers(1, 4)),
+            )
         out[i] = np.asarray(img)
     return out, rng.integers(0, classes, n).astype(np.int64)

@@ -46,7 +46,11 @@ def cifar(root: Path, classes: int, n_per_file: int = 6, seed: int = 0) -> dict:
     """cifar-10-python.tar.gz / cifar-100-python.tar.gz: pickled batches of random images."""
     rng = np.random.default_rng(seed)
     if classes == 10:
-        folder, names, key = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels"
+        folder, names, key = (
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+            "labels",
+        )
         filename = "cifar-10-python.tar.gz"
     else:
         folder, names, key = "cifar-100-python", ["train", "test"], "fine_labels"
@@ -62,7 +66,10 @@ def cifar(root: Path, classes: int, n_per_file: int = 6, seed: int = 0) -> dict:
             split = "test" if "test" in name else "train"
             expected[split][0].append(images)
             expected[split][1].append(np.array(labels))
-    return {"paths": [path], **{s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in expected.items()}}
+    return {
+        "paths": [path],
+        **{s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in expected.items()},
+    }
 
 
 def svhn(root: Path, n: int = 7, seed: int = 1) -> dict:
@@ -77,7 +84,9 @@ def svhn(root: Path, n: int = 7, seed: int = 1) -> dict:
     return {"paths": [path], "images": images, "labels": np.where(labels == 10, 0, labels)}
 
 
-def image_folder_tar(root: Path, filename: str, top: str, sizes: list[tuple[int, int]], seed: int = 2) -> dict:
+def image_folder_tar(
+    root: Path, filename: str, top: str, sizes: list[tuple[int, int]], seed: int = 2
+) -> dict:
     """A tar.gz of PNG images under `top/` (two class folders), like DTD and the ODIN releases;
     `arrays` in torchvision's ImageFolder order (folder a, then b)."""
     rng = np.random.default_rng(seed)
@@ -88,7 +97,9 @@ def image_folder_tar(root: Path, filename: str, top: str, sizes: list[tuple[int,
             img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             arrays.append(img)
             _add_bytes(tar, f"{top}/{'ab'[i % 2]}/img_{i:03d}.png", _png(img))
-    order = [i for i in range(len(sizes)) if i % 2 == 0] + [i for i in range(len(sizes)) if i % 2 == 1]
+    order = [i for i in range(len(sizes)) if i % 2 == 0] + [
+        i for i in range(len(sizes)) if i % 2 == 1
+    ]
     return {"paths": [path], "arrays": [arrays[i] for i in order]}
 
 
@@ -99,14 +110,20 @@ def places365(root: Path, n: int = 5, seed: int = 3) -> dict:
     names = [f"Places365_val_{i + 1:08d}.jpg" for i in range(n)]
     with tarfile.open(lists, "w") as tar:
         _add_bytes(tar, "categories_places365.txt", b"/a/abbey 0\n/b/beach 1\n")
-        _add_bytes(tar, "places365_val.txt", "".join(f"{m} {i % 2}\n" for i, m in enumerate(names)).encode())
+        _add_bytes(
+            tar,
+            "places365_val.txt",
+            "".join(f"{m} {i % 2}\n" for i, m in enumerate(names)).encode(),
+        )
     images = root / "val_256.tar"
     arrays = []
     with tarfile.open(images, "w") as tar:
         for m in names:
             img = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
             arrays.append(img)
-            _add_bytes(tar, f"val_256/{m}", _png(img))  # PNG bytes under a .jpg name: PIL reads by content
+            _add_bytes(
+                tar, f"val_256/{m}", _png(img)
+            )  # PNG bytes under a .jpg name: PIL reads by content
     return {"paths": [lists, images], "arrays": arrays}
 
 
@@ -116,7 +133,10 @@ def mnist(root: Path, n: int = 6, seed: int = 4, prefix: str = "t10k") -> dict:
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, n).astype(np.uint8)
-    img_path, lbl_path = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+    img_path, lbl_path = (
+        root / f"{prefix}-images-idx3-ubyte.gz",
+        root / f"{prefix}-labels-idx1-ubyte.gz",
+    )
     with gzip.open(img_path, "wb") as fh:
         fh.write(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
     with gzip.open(lbl_path, "wb") as fh:
@@ -169,7 +189,10 @@ def watermarknn_repository(root: Path, n: int = 20, seed: int = 8) -> dict:
     labels-cifar.txt (one label per line, for the files in string order)."""
     rng = np.random.default_rng(seed)
     names = sorted(f"{i}.jpg" for i in range(1, n + 1))
-    arrays = {m: rng.integers(0, 256, (48 + 4 * (i % 3), 64, 3), dtype=np.uint8) for i, m in enumerate(names)}
+    arrays = {
+        m: rng.integers(0, 256, (48 + 4 * (i % 3), 64, 3), dtype=np.uint8)
+        for i, m in enumerate(names)
+    }
     labels = rng.integers(0, 10, n)
     path = root / "WatermarkNN-448bf51.zip"
     top = "WatermarkNN-448bf51/data/trigger_set"
@@ -181,7 +204,7 @@ def watermarknn_repository(root: Path, n: int = 20, seed: int = 8) -> dict:
 
 
 def to_hendrycks_wrn_keys(state: dict, per_stage: int) -> dict:
-    """Our WRN names → the Hendrycks release's names (the inverse of `models.hendrycks_wrn_keys`)."""
+    """Our WRN names → the Hendrycks release's names (inverse of `models.hendrycks_wrn_keys`)."""
     out = {}
     for key, value in state.items():
         parts = key.split(".")
@@ -207,7 +230,9 @@ def hendrycks_wrn(root: Path, filename: str, classes: int, seed: int = 9) -> dic
     from .. import models
 
     torch.manual_seed(seed)
-    model = models.build("wrn40_2", num_classes=classes, dropout=0.3, normalization="hendrycks-cifar")
+    model = models.build(
+        "wrn40_2", num_classes=classes, dropout=0.3, normalization="hendrycks-cifar"
+    )
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # a cumulative average over the calibration batches
@@ -222,7 +247,9 @@ def hendrycks_wrn(root: Path, filename: str, classes: int, seed: int = 9) -> dic
 
 def _odin(filename: str, top: str, size: int) -> Callable[[Path, int], dict]:
     def build(root: Path, n: int) -> dict:
-        return image_folder_tar(root, filename, top, [(size, size)] * n, seed=zlib.crc32(filename.encode()) % 1000)
+        return image_folder_tar(
+            root, filename, top, [(size, size)] * n, seed=zlib.crc32(filename.encode()) % 1000
+        )
 
     return build
 
@@ -231,19 +258,28 @@ def _odin(filename: str, top: str, size: int) -> Callable[[Path, int], dict]:
 # Two archives written by one builder (Places365's lists and images, MNIST's images and labels)
 # share an entry; `build` writes it once.
 BUILDERS: dict[str, Callable[[Path, int], dict]] = {
-    "cifar-10-python.tar.gz": lambda root, n: cifar(root, 10, n_per_file=max(2, n // 2)),  # 5 training batches
-    "cifar-100-python.tar.gz": lambda root, n: cifar(root, 100, n_per_file=max(100, 5 * n // 2), seed=10),
+    "cifar-10-python.tar.gz": lambda root, n: cifar(
+        root, 10, n_per_file=max(2, n // 2)
+    ),  # 5 training batches
+    "cifar-100-python.tar.gz": lambda root, n: cifar(
+        root, 100, n_per_file=max(100, 5 * n // 2), seed=10
+    ),
     "test_32x32.mat": lambda root, n: svhn(root, n=n),
     "dtd-r1.0.1.tar.gz": lambda root, n: image_folder_tar(
-        root, "dtd-r1.0.1.tar.gz", "dtd/images", [(64 + 8 * (i % 5), 48 + 8 * (i % 3)) for i in range(n)]),
+        root,
+        "dtd-r1.0.1.tar.gz",
+        "dtd/images",
+        [(64 + 8 * (i % 5), 48 + 8 * (i % 3)) for i in range(n)],
+    ),
     "filelist_places365-standard.tar": lambda root, n: places365(root, n=n),
     "val_256.tar": lambda root, n: places365(root, n=n),
     "t10k-images-idx3-ubyte.gz": lambda root, n: mnist(root, n=n),
     "t10k-labels-idx1-ubyte.gz": lambda root, n: mnist(root, n=n),
     **{
         f"fashion-mnist-{split}-{part}": (
-            lambda root, n, split=split: mnist(root, n=(4 if split == "train" else 1) * n, seed=11,
-                                               prefix=f"fashion-mnist-{split}")
+            lambda root, n, split=split: mnist(
+                root, n=(4 if split == "train" else 1) * n, seed=11, prefix=f"fashion-mnist-{split}"
+            )
         )
         for split in ("train", "t10k")
         for part in ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz")
@@ -252,9 +288,12 @@ BUILDERS: dict[str, Callable[[Path, int], dict]] = {
     "test_lmdb.zip": lambda root, n: lsun_test_lmdb(root, n=n),
     "300K_random_images.npy": lambda root, n: random_images_npy(root, n=4 * n),
     "WatermarkNN-448bf51.zip": lambda root, n: watermarknn_repository(root, n=20),
-    "cifar10_wrn_pretrained_epoch_99.pt": lambda root, n: hendrycks_wrn(root, "cifar10_wrn_pretrained_epoch_99.pt", 10),
+    "cifar10_wrn_pretrained_epoch_99.pt": lambda root, n: hendrycks_wrn(
+        root, "cifar10_wrn_pretrained_epoch_99.pt", 10
+    ),
     "cifar100_wrn_pretrained_epoch_99.pt": lambda root, n: hendrycks_wrn(
-        root, "cifar100_wrn_pretrained_epoch_99.pt", 100),
+        root, "cifar100_wrn_pretrained_epoch_99.pt", 100
+    ),
     "LSUN.tar.gz": _odin("LSUN.tar.gz", "LSUN", 36),
     "LSUN_resize.tar.gz": _odin("LSUN_resize.tar.gz", "LSUN_resize", 32),
     "iSUN.tar.gz": _odin("iSUN.tar.gz", "iSUN", 32),

@@ -107,7 +107,7 @@ def resnet_stages(
     """ResNet-style stages: `layers[s]` blocks of `chans[s]` channels, stride 2 entering stages
     2.., named layer{stage}.{i}; returns the blocks, their names and the output channels."""
     blocks, names = [], []
-    for stage, (n, cout) in enumerate(zip(layers, chans), start=1):
+    for stage, (n, cout) in enumerate(zip(layers, chans, strict=True), start=1):
         for i in range(n):
             blocks.append(block(cin, cout, 2 if (i == 0 and stage > 1) else 1))
             names.append(f"layer{stage}.{i}")
