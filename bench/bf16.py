@@ -22,7 +22,7 @@ import torch
 
 from oodrepro import config as cfg
 from oodrepro import data, inference, training
-from oodrepro.report import pyplot
+from oodrepro.plots import pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results"

@@ -416,34 +416,3 @@ def _compares(claim: dict) -> str:
     if what == "trigger-accuracy":
         return "attacked owners' trigger accuracy − threshold; threshold − null models (points)"
     return f"{claim['a']} vs {claim['b']}: ID accuracy lost ≤ {claim['at_most']:g} points"
-
-
-# --------------------------------------------------------------------------- display
-COLOURS = {"holds": "#1a7f37", "fails": "#c0392b", "inconclusive": "#7f7f7f"}
-
-
-def plot(table: pd.DataFrame, title: str):
-    """A forest plot: each claim's difference with its 95 % interval, coloured by verdict,
-    against the bound it must clear."""
-    from .report import pyplot
-
-    plt = pyplot()
-    n = max(1, len(table))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.4))
-    for y, (_, r) in enumerate(table.iterrows()):
-        bound = float(r["claimed"].split()[-1])
-        colour = COLOURS[r["verdict"]]
-        ax.plot([r["ci low"] - bound, r["ci high"] - bound], [y, y], color=colour, lw=2)
-        ax.plot([r["difference"] - bound], [y], "o", color=colour)
-    ax.axvline(0, color="k", lw=0.8, ls="--")
-    ax.set_yticks(
-        range(len(table)),
-        [f"{c} · {a}" for c, a in zip(table["claim"], table["arch"], strict=True)],
-    )
-    ax.invert_yaxis()
-    ax.set_xlabel("difference − claimed bound (points; right of 0 = the claim's side)")
-    handles = [plt.Line2D([], [], color=c, lw=2, label=v) for v, c in COLOURS.items()]
-    ax.legend(handles=handles, fontsize=7, loc="best")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig

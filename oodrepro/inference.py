@@ -50,8 +50,8 @@ def predict(
     return np.concatenate(out)
 
 
-def accuracy(
+def accuracy_fraction(
     model: models.Backbone, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
 ) -> float:
-    """Top-1 accuracy of uint8 images, in eval mode (training mode is restored)."""
+    """Top-1 accuracy of uint8 images as a fraction, in eval mode (training mode is restored)."""
     return float((predict(model, images, batch_size=batch_size) == np.asarray(labels)).mean())

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augmentation import augment
 from .inference import image_batches
 from .metrics import fpr_at_tpr
-from .training import augment
 
 
 def _pooled(t: torch.Tensor) -> torch.Tensor:

@@ -128,7 +128,8 @@ def ood_metrics(s_id, s_ood, fpr_rule="first_ge", fpr_positive="id", aupr="ap") 
     }
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+def accuracy_percent(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in percent, as the metrics tables report it."""
     return 100 * float(np.mean(np.asarray(logits).argmax(1) == np.asarray(labels)))
 
 

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from . import models
+from .augmentation import augment
 from .inference import to_tensor
 from .optimizer import SGD
-from .training import Trainer, augment
+from .training import Trainer
 
 
 def oe_term(z_out: torch.Tensor) -> torch.Tensor:
@@ -100,6 +101,9 @@ class Exposure(Trainer):
     """
 
     name = ""
+    # the method's constants where a config leaves them out (the schema's descriptions quote
+    # them; tests/test_unleashing_mask.py compares)
+    DEFAULTS: dict = {}
 
     def __init__(
         self,
@@ -112,7 +116,7 @@ class Exposure(Trainer):
         seed: int,
         device,
     ):
-        self.params, self.spec = dict(params), dict(spec)
+        self.params, self.spec = {**self.DEFAULTS, **params}, dict(spec)
         self.pool = to_tensor(outliers, device)
         self.n_select = min(n_select, len(outliers))
         self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
@@ -178,11 +182,10 @@ class EnergyExposure(Exposure):
     outlier energy above `m_out` (−7)."""
 
     name = "energy-oe"
+    DEFAULTS = {"m_in": -25.0, "m_out": -7.0}
 
     def term(self, z_in, z_out):
-        return energy_term(
-            z_in, z_out, self.params.get("m_in", -25.0), self.params.get("m_out", -7.0)
-        )
+        return energy_term(z_in, z_out, self.params["m_in"], self.params["m_out"])
 
 
 class POEM(EnergyExposure):
@@ -197,6 +200,13 @@ class POEM(EnergyExposure):
     """
 
     name = "poem"
+    DEFAULTS = {
+        **EnergyExposure.DEFAULTS,
+        "buffer": 4,
+        "target": 3.9,
+        "sigma": 20.0,
+        "sigma_n": 0.5,
+    }
 
     def __init__(self, outliers: np.ndarray, n_select: int, *args, **kwargs):
         if n_select >= len(outliers):
@@ -238,9 +248,7 @@ class POEM(EnergyExposure):
         if self._fed_out:
             if self.buffer_in is None:
                 self.buffer_in = torch.cat(self._fed_in)
-            self.buffer_out = [*self.buffer_out, torch.cat(self._fed_out)][
-                -self.params.get("buffer", 4) :
-            ]
+            self.buffer_out = [*self.buffer_out, torch.cat(self._fed_out)][-self.params["buffer"] :]
         self._fed_in, self._fed_out = [], []
 
     def _thompson_selection(self, epoch: int) -> np.ndarray:
@@ -250,11 +258,7 @@ class POEM(EnergyExposure):
         in eval mode, of the memory: epoch 0's ID images counted min(e, buffer) times (the
         official buffer repeats them) and the outliers fed in each of the last `buffer` epochs.
         """
-        head = BayesianHead(
-            self.params.get("sigma", 20.0),
-            self.params.get("sigma_n", 0.5),
-            self.params.get("target", 3.9),
-        )
+        head = BayesianHead(self.params["sigma"], self.params["sigma_n"], self.params["target"])
         rng = np.random.default_rng([self.seed, epoch])
         phi_pool = pool_features(self.model, self.pool)
         if self.buffer_in is None:
@@ -264,7 +268,7 @@ class POEM(EnergyExposure):
             phi_in = pool_features(self.model, self.buffer_in)
             phi_out = np.concatenate([pool_features(self.model, b) for b in self.buffer_out])
             theta = head.thompson(
-                phi_in, phi_out, self.noise, rng, id_copies=min(epoch, self.params.get("buffer", 4))
+                phi_in, phi_out, self.noise, rng, id_copies=min(epoch, self.params["buffer"])
             )
         return boundary_outliers(theta, phi_pool, self.n_select)
 
@@ -286,6 +290,13 @@ class DOE(Exposure):
     """
 
     name = "doe"
+    DEFAULTS = {
+        "warmup": 5,
+        "gammas": [1e-1, 1e-2, 1e-3, 1e-4],
+        "ema": 0.6,
+        "proxy_lr": 1.0,
+        "clip": 1.0,
+    }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -310,10 +321,10 @@ class DOE(Exposure):
     def step(self, model, x, y, b, gen, opt, autocast=None):
         x_out = self.outlier_batch(b, len(x), gen)
         with autocast or contextlib.nullcontext():
-            if self.epoch >= self.params.get("warmup", 5):
+            if self.epoch >= self.params["warmup"]:
                 return self._doe_step(self.model, x, y, x_out, gen, opt)
             return self.joint_step(
-                self.model, x, y, x_out, opt, clip=self.params.get("clip", 1.0)
+                self.model, x, y, x_out, opt, clip=self.params["clip"]
             )  # doe_final.py
 
     def _doe_step(self, model, x, y, x_out, gen, opt):
@@ -325,13 +336,13 @@ class DOE(Exposure):
         conv and linear weight matrices are perturbed (`*weight*` entries of more than one
         dimension), not biases or BatchNorm parameters."""
         p = self.params
-        gammas = p.get("gammas", [1e-1, 1e-2, 1e-3, 1e-4])
+        gammas = p["gammas"]
         gamma = gammas[int(torch.randint(len(gammas), (1,), generator=gen))]
         if self.proxy is None:
             spec = {**self.spec, **({"dropout": 0.0} if "dropout" in self.spec else {})}
             self.proxy = models.build(**spec).to(x.device)
             self.proxy_opt = SGD(
-                self.proxy.parameters(), lr=p.get("proxy_lr", 1.0), momentum=0.9, weight_decay=1e-4
+                self.proxy.parameters(), lr=p["proxy_lr"], momentum=0.9, weight_decay=1e-4
             )
             if self._pending_proxy_opt:
                 self.proxy_opt.load_state_dict(self._pending_proxy_opt)
@@ -350,12 +361,12 @@ class DOE(Exposure):
                 d = q - w
                 d = d / (d.norm() + 1e-12) * w.norm()
                 prev = self.direction.get(name)
-                ema = p.get("ema", 0.6)
+                ema = p["ema"]
                 self.direction[name] = (
                     d if prev is None else ema * prev.to(d.device) + (1 - ema) * d
                 )
                 w.add_(gamma * self.direction[name])
-        clip = p.get("clip", 1.0)
+        clip = p["clip"]
         loss_out = p["weight"] * oe_term(model(both)[n:])
         opt.zero_grad(set_to_none=True)
         loss_out.backward()

@@ -198,7 +198,7 @@ TRAINERS = {
     "finetune_model",
     "learn_watermark",
 }
-EVALUATED = {"dump_features", "score", "compute_metrics"}
+EVALUATED = {"score", "compute_metrics"}  # dumps have their own branch: what they read
 STAGES = {
     "download_archive": "data",
     "convert_dataset": "data",

@@ -1,4 +1,4 @@
-"""Metrics tables, summaries over seeds, the paper-comparison table and plots.
+"""Metrics tables, summaries over seeds, the paper-comparison table and the summary files.
 
 The tidy table has one row per (benchmark, backbone, seed, model, method, ood_set,
 metric); everything else (Markdown summaries, the report) is derived from it.
@@ -7,11 +7,14 @@ metric); everything else (Markdown summaries, the report) is derived from it.
 from __future__ import annotations
 
 import html
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from . import io
+from . import scores as score_registry
 from .metrics import KEYS
 
 METRIC_LABELS = {
@@ -237,11 +240,69 @@ def analysis_sections(
     return out
 
 
-def _all_sections(summary, comparison, analyses):
+def score_glossary(names: list[str]) -> pd.DataFrame:
+    """What each score of the run is, from the registry's descriptions."""
+    rows = [score_registry.get(n) for n in names]
+    return pd.DataFrame(
+        {
+            "score": [s.name for s in rows],
+            "reads": ["the network" if s.needs == "network" else "cached features" for s in rows],
+            "what it is": [s.description for s in rows],
+        }
+    )
+
+
+def _all_sections(summary, comparison, analyses, glossary=None):
     out = sections(summary) + analysis_sections(dict(analyses or {}))
     if comparison is not None and len(comparison):
         out.append(("Paper vs ours", [("", comparison)]))
+    if glossary is not None and len(glossary):
+        out.append(("Scores", [("", glossary)]))
     return out
+
+
+WATERMARK_EFFECT = (
+    "Watermarking for OOD: each watermarked model beside its unwatermarked checkpoint"
+)
+
+
+def write_summary(
+    out,
+    *,
+    metrics_files: list,
+    tables: dict[str, list],
+    titles: dict[str, str],
+    ownership: list,
+    claims,
+    title: str,
+    banner: str | None,
+    reference: dict,
+    watermarks: dict[str, str],
+    score_names: list[str],
+) -> None:
+    """The run's summary files (`out`: tidy, summary, comparison, markdown, html) from its
+    outputs: the per-model metric files, each method's per-model tables (`tables`, key → files;
+    a section each, headed `titles[key]`), WatermarkNN's ownership decisions and the claims."""
+    tidy = pd.concat([pd.read_csv(f) for f in metrics_files], ignore_index=True)
+    frames = {key: [pd.read_csv(f) for f in files] for key, files in tables.items()}
+    summary = summarize(tidy)
+    comparison = comparison_table(summary, reference)
+    analyses = {titles[key]: frames[key] for key in titles}
+    analyses[WATERMARK_EFFECT] = [watermark_effect(summary, watermarks)]
+    owned = [
+        (table.iloc[0].to_dict(), json.loads(Path(decision).read_text()))
+        for table, decision in zip(frames.get("watermarknn", []), ownership, strict=True)
+    ]
+    said = notes(tidy, summary, frames.get("featurenorm_blocks", []), owned)
+    claims = pd.read_csv(claims)
+    glossary = score_glossary(score_names)
+    io.save_csv(out.tidy, tidy)
+    io.save_csv(out.summary, summary)
+    io.save_csv(out.comparison, comparison)
+    for path, render in ((out.markdown, markdown_summary), (out.html, html_summary)):
+        io.save_text(
+            path, render(summary, comparison, title, analyses, banner, said, claims, glossary)
+        )
 
 
 def markdown_summary(
@@ -252,9 +313,10 @@ def markdown_summary(
     banner: str | None = None,
     notes: list[str] = (),
     claims: pd.DataFrame | None = None,
+    glossary: pd.DataFrame | None = None,
 ) -> str:
     """The summary as Markdown; `banner` (a rehearsal's) heads it in bold, the claims' verdicts
-    open it, `notes` follow them."""
+    open it, `notes` follow them, the scores' `glossary` closes it."""
     lines = [f"# {title}", ""] if title else []
     lines += [f"**{banner}**", ""] if banner else []
     if claims is not None and len(claims):
@@ -267,7 +329,7 @@ def markdown_summary(
             "",
         ]
     lines += ["## Reading these tables", "", *(f"- {n}" for n in notes), ""] if notes else []
-    for heading, tables in _all_sections(summary, comparison, analyses):
+    for heading, tables in _all_sections(summary, comparison, analyses, glossary):
         lines += [f"## {heading}", ""]
         for caption, table in tables:
             lines += ([f"**{caption}**", ""] if caption else []) + [to_markdown(table), ""]
@@ -282,6 +344,7 @@ def html_summary(
     banner: str | None = None,
     notes: list[str] = (),
     claims: pd.DataFrame | None = None,
+    glossary: pd.DataFrame | None = None,
 ) -> str:
     parts = [f"<h1>{title}</h1>"] if title else []
     if banner:
@@ -300,7 +363,7 @@ def html_summary(
             + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
             + "</ul>"
         )
-    for heading, tables in _all_sections(summary, comparison, analyses):
+    for heading, tables in _all_sections(summary, comparison, analyses, glossary):
         parts.append(f"<h2>{heading}</h2>")
         for caption, table in tables:
             parts.append(
@@ -373,156 +436,3 @@ def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["arch", "method", "ood_set", "metric", "paper", "ours"])
     frame["difference"] = frame["ours"] - frame["paper"]
     return frame
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (jobs have no display); imported late
-    because most jobs draw nothing."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _confidence(s: np.ndarray) -> np.ndarray:
-    return -np.log10(np.clip(1.0 - s, 1e-12, None))
-
-
-def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
-    """Score histograms of ID against each OOD set, and the ROC curves, in one figure."""
-    plt = pyplot()
-    xlabel = "score"
-    if all(np.all((v >= 0) & (v <= 1)) for v in (s_id, *s_ood.values())):
-        # Probabilities pile up at 1: show −log10(1 − s) so that the confident end is readable.
-        s_id, s_ood = _confidence(s_id), {k: _confidence(v) for k, v in s_ood.items()}
-        xlabel = "−log₁₀(1 − score)"
-    n = len(s_ood)
-    cols = min(4, n + 1)
-    rows = int(np.ceil((n + 1) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
-    axes = axes.ravel()
-    everything = np.concatenate([s_id, *s_ood.values()])
-    lo, hi = np.percentile(everything, [0.5, 99.5])
-    bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
-    for ax, (name, s) in zip(axes, s_ood.items(), strict=False):
-        ax.hist(
-            np.clip(s_id, bins[0], bins[-1]),
-            bins,
-            alpha=0.55,
-            density=True,
-            label="ID",
-            color="tab:blue",
-            histtype="stepfilled",
-        )  # one patch a histogram, not one a bin: quicker to build and draw
-        ax.hist(
-            np.clip(s, bins[0], bins[-1]),
-            bins,
-            alpha=0.55,
-            density=True,
-            label=name,
-            color="tab:red",
-            histtype="stepfilled",
-        )
-        ax.set_title(f"{name} (AUROC {100 * metrics.auroc(s_id, s):.1f})", fontsize=9)
-        ax.set_xlabel(xlabel, fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-    roc = axes[n]
-    for name, s in s_ood.items():
-        fpr, tpr = metrics.roc_curve(s_id, s)
-        roc.plot(fpr, tpr, label=name, lw=1.2)
-    roc.plot([0, 1], [0, 1], "k:", lw=0.8)
-    roc.set_xlabel("FPR (OOD accepted)", fontsize=8)
-    roc.set_ylabel("TPR (ID accepted)", fontsize=8)
-    roc.set_title("ROC, ID positive", fontsize=9)
-    roc.legend(fontsize=6)
-    for ax in axes[n + 1 :]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_training(log: pd.DataFrame, title: str):
-    plt = pyplot()
-
-    fig, ax = plt.subplots(1, 2, figsize=(8, 2.8))
-    ax[0].plot(log["epoch"], log["loss"])
-    ax[0].set_title("training loss", fontsize=9)
-    ax[1].plot(log["epoch"], 100 * log["accuracy"])
-    ax[1].set_title("training accuracy (%)", fontsize=9)
-    for a in ax:
-        a.set_xlabel("epoch", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def _per_layer(
-    names,
-    bars: list[tuple[str, np.ndarray, object]],
-    bar_label: str,
-    line: np.ndarray,
-    line_label: str,
-    title: str,
-    width: float,
-):
-    """Bars per layer (one or more series) with a line on a second axis: the shape of the
-    FeatureNorm block and LA-OOD layer plots."""
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(max(5, width * len(names) + 2.5), 3.3))
-    x = np.arange(len(names))
-    step = 0.8 / len(bars)
-    for i, (label, values, colour) in enumerate(bars):
-        ax.bar(
-            x + (i - (len(bars) - 1) / 2) * step, values, step, label=label, color=colour, alpha=0.8
-        )
-    ax.set_ylabel(bar_label, fontsize=8)
-    ax.set_xticks(
-        x,
-        names,
-        rotation=90 if len(names) > 12 else 45,
-        ha="center" if len(names) > 12 else "right",
-        fontsize=6 if len(names) > 12 else 7,
-    )
-    if len(bars) > 1:
-        ax.legend(fontsize=7, loc="upper left")
-    twin = ax.twinx()
-    twin.plot(x, line, "k.-", lw=1)
-    twin.set_ylabel(line_label, fontsize=8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_blocks(table: pd.DataFrame, title: str):
-    """NormRatio per block (the selected one highlighted) beside FeatureNorm's mean AUROC."""
-    colours = ["tab:orange" if sel else "tab:blue" for sel in table["selected"]]
-    return _per_layer(
-        table["block"],
-        [("NormRatio", table["normratio"], colours)],
-        "NormRatio (bars; orange = selected)",
-        table["auroc mean"],
-        "FeatureNorm mean AUROC (line)",
-        title,
-        0.55,
-    )
-
-
-def plot_layers(table: pd.DataFrame, title: str):
-    """LA-OOD: each layer's own AUROC (line) and how often it decides the combined score (bars)."""
-    return _per_layer(
-        table["layer"],
-        [
-            ("decides on OOD", table["decides OOD"], "tab:red"),
-            ("decides on ID", table["decides ID"], "tab:blue"),
-        ],
-        "share of inputs where the layer decides (its d is the min over layers)",
-        table["auroc mean"],
-        "layer's own mean AUROC (line)",
-        title,
-        0.18,
-    )

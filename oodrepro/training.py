@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from . import models, resume
+from .augmentation import augment, epoch_generator
 from .devices import bf16_autocast, pick_device, use_channels_last
-from .inference import accuracy, to_tensor
+from .inference import accuracy_fraction, to_tensor
 from .optimizer import SGD
 
 
@@ -38,31 +39,8 @@ def lr_at(epoch: int, recipe: dict) -> float:
     raise ValueError(f"unknown schedule {kind!r}")
 
 
-def augment(batch: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip, for a whole float batch at once."""
-    n, _, h, w = batch.shape
-    if padding:
-        padded = F.pad(batch, (padding,) * 4)
-        oy = torch.randint(0, 2 * padding + 1, (n,), generator=gen).to(batch.device)
-        ox = torch.randint(0, 2 * padding + 1, (n,), generator=gen).to(batch.device)
-        rows = (oy[:, None] + torch.arange(h, device=batch.device))[:, :, None]  # n×h×1
-        cols = (ox[:, None] + torch.arange(w, device=batch.device))[:, None, :]  # n×1×w
-        batch = padded[
-            torch.arange(n, device=batch.device)[:, None, None], :, rows, cols
-        ]  # n×h×w×c
-        batch = batch.permute(0, 3, 1, 2)
-    if flip:
-        mask = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
-        batch = torch.where(mask[:, None, None, None], batch.flip(3), batch)
-    return batch.contiguous()
-
-
 def _kept(state_path: Path, name: str) -> Path:
     return state_path.with_name(f"{state_path.stem}.{name}.pt")
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 class Trainer:
@@ -225,7 +203,7 @@ def fit(
             }
         )
         if test is not None:
-            history[-1]["test_accuracy"] = accuracy(model, *test)
+            history[-1]["test_accuracy"] = accuracy_fraction(model, *test)
         history[-1].update(trainer.evaluate(model))
         if after_epoch is not None:
             after_epoch(epoch, model, history)

@@ -22,9 +22,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import models, outlier_exposure, training
+from .augmentation import augment
 from .devices import pick_device
 from .inference import to_tensor
-from .training import augment
+
+OOD_FACTOR = 1.0  # outliers selected per ID training image where an exposure leaves it out
 
 
 def flooding(ce: torch.Tensor, level: float, beta: float = 1.0) -> torch.Tensor:
@@ -234,7 +236,7 @@ def finetune(
         trainer = outlier_exposure.make(
             exposure["method"],
             outliers,
-            round(exposure.get("ood_factor", 1.0) * len(labels)),
+            round(exposure.get("ood_factor", OOD_FACTOR) * len(labels)),
             exposure,
             spec,
             aug.get("crop_padding", 4),

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from . import models, resume
+from .augmentation import epoch_generator
 from .devices import bf16_autocast, pick_device, use_channels_last
 from .inference import to_tensor
 from .io import load_torch, save_torch
-from .training import epoch_generator
 
 OBJECTIVES = ("msp", "energy")
 
@@ -225,24 +225,3 @@ def save_watermarked(path, base_path, w: torch.Tensor, params: dict) -> None:
             **{k: v for k, v in ckpt.items() if k not in ("spec", "state_dict")},
         },
     )
-
-
-def plot_watermark(w: torch.Tensor, model: models.Backbone, title: str):
-    """w in pixel units (×std), amplified to the full range, per channel and as colour."""
-    from .report import pyplot
-
-    plt = pyplot()
-
-    pixel = (w.reshape(3, 32, 32) * model.std.reshape(3, 1, 1).cpu()).numpy()
-    scale = np.abs(pixel).max() or 1.0
-    fig, axes = plt.subplots(1, 4, figsize=(9, 2.6))
-    axes[0].imshow(np.clip(0.5 + 0.5 * pixel.transpose(1, 2, 0) / scale, 0, 1))
-    axes[0].set_title("w (amplified)", fontsize=8)
-    for c, ax in enumerate(axes[1:]):
-        im = ax.imshow(pixel[c], cmap="coolwarm", vmin=-scale, vmax=scale)
-        ax.set_title("RGB"[c] + " channel", fontsize=8)
-    for ax in axes:
-        ax.axis("off")
-    fig.colorbar(im, ax=axes, fraction=0.02, label="pixel units")
-    fig.suptitle(f"{title} · max |w| = {scale:.3f} pixel units", fontsize=9)
-    return fig

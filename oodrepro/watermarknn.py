@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import models, training
 from .devices import pick_device
-from .inference import accuracy, predict, to_tensor
+from .inference import accuracy_fraction, predict, to_tensor
 from .io import load_npz, save_json, save_npz
 from .sampling import sample_indices
 
@@ -295,7 +295,7 @@ def verify(
         rows.append(
             {
                 "network": name,
-                "test_accuracy": accuracy(model, *test),
+                "test_accuracy": accuracy_fraction(model, *test),
                 "trigger_accuracy": acc,
                 "trigger_accuracy_own_head": own,
                 "claimed": acc >= threshold["threshold"],
@@ -450,7 +450,7 @@ def pruning_curve(
         rows.append(
             {
                 "prune_rate": rate,
-                "test_accuracy": accuracy(model, *test),
+                "test_accuracy": accuracy_fraction(model, *test),
                 "trigger_accuracy": trigger_accuracy(model, *triggers),
             }
         )
@@ -489,38 +489,3 @@ def attack_table(
                     }
                 )
     return pd.DataFrame(rows)
-
-
-def plot_attacks(
-    curves: dict[str, pd.DataFrame], verification: pd.DataFrame, threshold: float, title: str
-):
-    """Per owner model: test and trigger accuracy after each attack epoch (epoch 0 = before)."""
-    from .report import pyplot
-
-    plt = pyplot()
-    start = verification.set_index("network").to_dict("index")
-    owners = sorted({name.partition(".")[0] for name in curves})
-    fig, axes = plt.subplots(len(owners), 2, figsize=(9, 2.8 * len(owners)), squeeze=False)
-    for row, owner in zip(axes, owners, strict=True):
-        for name, log in curves.items():
-            if name.partition(".")[0] != owner:
-                continue
-            attack_name = name.partition(".")[2]
-            for ax, col in zip(row, ("test_accuracy", "trigger_accuracy"), strict=True):
-                epochs = [0, *log["epoch"]]
-                ax.plot(
-                    epochs,
-                    [100 * start[owner][col], *(100 * log[col])],
-                    marker=".",
-                    label=attack_name,
-                )
-        row[0].set_title(f"{owner}: test accuracy (%)", fontsize=9)
-        row[1].set_title(f"{owner}: trigger accuracy (%)", fontsize=9)
-        row[1].axhline(100 * threshold, color="k", ls="--", lw=0.8, label="ownership threshold")
-        row[1].set_ylim(0, 102)
-        for ax in row:
-            ax.set_xlabel("attack epoch", fontsize=8)
-            ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig

@@ -5,6 +5,9 @@ KEEP = list(config["training"].get("keep", {}))  # the base run's extra checkpoi
 PRETRAINED = [name for name, b in config["backbones"].items() if "pretrained" in b]
 TRAINED = [name for name in config["backbones"] if name not in PRETRAINED]
 TITLE = config["report"]["title"]
+# The per-model tables a method adds to the summary, one section each, in include order:
+# key → (section title, the CSV files; each has the columns arch and seed, then the method's own).
+SUMMARY_TABLES = {}
 
 
 def one_of(names):

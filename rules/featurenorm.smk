@@ -1,5 +1,10 @@
 # FeatureNorm: NormRatio per block beside FeatureNorm's AUROC on every block, from cached features.
 
+SUMMARY_TABLES["featurenorm_blocks"] = (
+    "FeatureNorm block selection (NormRatio vs per-block AUROC)",
+    FEATURENORM_BLOCKS,
+)
+
 
 rule analyze_featurenorm_blocks:
     input:

@@ -74,7 +74,7 @@ rule dump_jigsaw_features:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
         spec=expected_spec,
-        seed=config["scores"].get("featurenorm", {}).get("jigsaw_seed", 0),
+        seed=lambda w: config["scores"]["featurenorm"]["jigsaw_seed"],
     script:
         "../workflow_scripts/dump_jigsaw_features.py"
 

@@ -2,6 +2,11 @@
 # cluster job each, sized from n and D), and each layer's own AUROC and how often it decides the
 # combined score, from cached conv features; the per-layer decision values are kept for the claims.
 
+SUMMARY_TABLES["laood_layers"] = (
+    "LA-OOD layers (γ, per-layer AUROC, how often each layer decides)",
+    LAOOD_LAYERS,
+)
+
 
 if LAOOD_SPLIT:
 

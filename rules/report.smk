@@ -3,10 +3,8 @@
 
 rule summarize:
     input:
+        unpack(lambda w: {key: files for key, (_, files) in SUMMARY_TABLES.items()}),
         metrics=per_model("metrics/{variant}/{method}.csv"),
-        featurenorm_blocks=FEATURENORM_BLOCKS,
-        laood_layers=LAOOD_LAYERS,
-        watermarknn=WATERMARKNN,
         ownership=[f.replace("attacks.csv", "ownership.json") for f in WATERMARKNN],
         claims=f"{RESULTS}/claims.csv",
     output:
@@ -35,5 +33,7 @@ rule summarize:
         banner=config.get("rehearsal", {}).get("banner"),
         reference=config["report"].get("reference", {}),
         watermarks={name: wm["objective"] for name, wm in config["watermarks"].items()},
+        tables={key: title for key, (title, _) in SUMMARY_TABLES.items()},
+        scores=list(config["scores"]),
     script:
         "../workflow_scripts/summarize.py"

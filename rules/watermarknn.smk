@@ -2,6 +2,11 @@
 # from a clean checkpoint; each owner is attacked (fine-tuning, pruning); verification opens
 # the commitments and decides ownership against clean null models of other seeds.
 
+SUMMARY_TABLES["watermarknn"] = (
+    "WatermarkNN: test and trigger accuracy per model and attack (✓ = ownership claimed)",
+    WATERMARKNN,
+)
+
 
 rule embed_watermark:
     input:

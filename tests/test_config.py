@@ -1,6 +1,7 @@
 """Configuration validation: every error names the offending key."""
 
 import copy
+import inspect
 from pathlib import Path
 
 import pytest
@@ -315,3 +316,34 @@ def test_the_schemas_enums_are_the_registries():
     assert _enum([*m, "fpr_rule"]) == set(metrics.FPR_RULES)
     assert _enum([*m, "fpr_positive"]) == set(metrics.POSITIVES)
     assert _enum([*m, "aupr"]) == set(metrics.AUPR_MODES)
+
+
+def _default(function, name: str):
+    return inspect.signature(function).parameters[name].default
+
+
+def test_each_schema_default_is_the_librarys_own():
+    """A default lives in the library (used alone) and the schema fills it in (so the config
+    records it): where both hold one, they agree."""
+    from oodrepro import features, unleashing_mask
+
+    props = cfg.schema()["properties"]
+    um = props["unleashing_mask"]["properties"]
+    finetune = props["finetunes"]["additionalProperties"]["properties"]
+    pairs = [
+        (um["keep"], _default(unleashing_mask.estimate_constraint, "keep")),
+        (um["draws"], _default(unleashing_mask.estimate_constraint, "draws")),
+        (um["batch_size"], _default(unleashing_mask.estimate_constraint, "batch_size")),
+        (um["beta"], _default(unleashing_mask.flooding, "beta")),
+        (
+            finetune["mask"]["properties"]["train_weights"],
+            _default(unleashing_mask.attach_score_masks, "train_weights"),
+        ),
+        (finetune["exposure"]["properties"]["ood_factor"], unleashing_mask.OOD_FACTOR),
+        *(
+            (props["features"]["properties"]["batch_size"], _default(fn, "batch_size"))
+            for fn in (features.dump, features.dump_convs)
+        ),
+    ]
+    for prop, value in pairs:
+        assert prop["default"] == value, prop

@@ -83,7 +83,7 @@ def test_bad_inputs():
 
 
 def test_accuracy():
-    assert metrics.accuracy(
+    assert metrics.accuracy_percent(
         np.array([[1, 0], [0, 1], [1, 0]]), np.array([0, 1, 1])
     ) == pytest.approx(200 / 3)
 

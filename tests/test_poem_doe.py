@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from oodrepro import models, outlier_exposure
-from oodrepro.training import augment
+from oodrepro.augmentation import augment
 
 pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
 

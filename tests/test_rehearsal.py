@@ -355,3 +355,20 @@ def test_the_rehearsals_ci_runs_cover_every_presets_rules_archives_architectures
             - {("archive", "cifar100_wrn_pretrained_epoch_99.pt")}
         )
         assert not missing, f"{preset.name} exercises what no CI rehearsal does: {sorted(missing)}"
+
+
+def test_the_estimates_rule_names_and_log_paths_are_the_rules_own():
+    """The estimate names jobs by their benchmark folder and reads trainers' epoch logs: each
+    name and path it knows is one that a rule file writes (a renamed rule fails here)."""
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
+    folders = set(re.findall(r"/benchmarks/(\w+)(?:/|\.tsv)", text)) | {"laood"}  # LA-OOD's fits
+    named = set(rehearsal.TRAINERS) | set(rehearsal.STAGES) | rehearsal.EVALUATED
+    assert named <= folders, named - folders
+    outputs = [  # each rule file's path below a run folder, its wildcards as regexes
+        re.sub(r"\\\{\\\{\w+\\\}\\\}", "[^/]+", re.escape(m))
+        for m in re.findall(r'f"\{RUN\}/([^"]+)"', text)
+    ]
+    for rule, log in rehearsal.TRAIN_LOGS.items():
+        path = log.format(stem="base+wm-x", owner="owner", attack="ftll")
+        assert rule in rehearsal.TRAINERS
+        assert any(re.fullmatch(o, path) for o in outputs), (rule, log)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from oodrepro import devices, inference, models, training
+from oodrepro import augmentation, devices, inference, models, training
 
 pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
 
@@ -167,10 +167,10 @@ def test_schedules():
 def test_augment_crops_and_flips_whole_batches():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
     gen = torch.Generator().manual_seed(0)
-    out = training.augment(x, padding=0, flip=True, gen=gen)
+    out = augmentation.augment(x, padding=0, flip=True, gen=gen)
     for i in range(2):
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(2))
-    shifted = training.augment(x, padding=2, flip=False, gen=torch.Generator().manual_seed(3))
+    shifted = augmentation.augment(x, padding=2, flip=False, gen=torch.Generator().manual_seed(3))
     assert shifted.shape == x.shape
     # each output is a window of the zero-padded input
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
@@ -201,7 +201,7 @@ def test_best_on_test_checkpoint_keeps_the_best_epoch_after_the_first(tmp_path, 
     log = pd.read_csv(tmp_path / "l.csv")
     best_row = log["test_accuracy"].iloc[1:].idxmax()  # first epoch excluded; ties → the earliest
     assert torch.load(tmp_path / "m.pt", weights_only=True)["epoch"] == log.loc[best_row, "epoch"]
-    assert inference.accuracy(model, images[:20], labels[:20]) == pytest.approx(
+    assert inference.accuracy_fraction(model, images[:20], labels[:20]) == pytest.approx(
         log["test_accuracy"][1:].max()
     )
     with pytest.raises(ValueError, match="test set"):

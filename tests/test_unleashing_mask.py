@@ -286,3 +286,26 @@ def test_um_and_umap_fine_tune_from_the_checkpoint_and_never_from_scratch(base, 
             progress=False,
             spec=SPEC,
         )
+
+
+def test_each_exposure_default_has_one_home_that_the_schema_quotes():
+    """A method's constants live in its class's DEFAULTS; each option's schema description
+    names its methods and quotes the value in parentheses, and the two agree."""
+    import re
+
+    import yaml
+
+    from oodrepro import config as cfg
+
+    schema = cfg.schema()["properties"]["finetunes"]["additionalProperties"]
+    options = schema["properties"]["exposure"]["properties"]
+    quoted = {}
+    for key, prop in options.items():
+        m = re.fullmatch(r"([\w /-]+): .*\((.+)\)", prop.get("description", ""))
+        if m:
+            for method in m[1].split(" / "):
+                quoted[(method, key)] = yaml.safe_load(m[2].replace("−", "-"))
+    for method, cls in outlier_exposure.METHODS.items():
+        for key, value in cls.DEFAULTS.items():
+            assert quoted.pop((method, key)) == value, (method, key)
+    assert not quoted, f"quoted in the schema but no class default: {quoted}"

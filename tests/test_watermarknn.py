@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from oodrepro import data, models, training, watermarknn
+from oodrepro import augmentation, data, models, training, watermarknn
 from oodrepro.data import offline
 
 pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
@@ -86,7 +86,7 @@ def test_shuffle_and_offset_change_per_epoch_and_repeat_per_seed(triggers):
     a = watermarknn.TriggerMixer(*triggers, per_batch=2, device="cpu")
     orders = []
     for epoch in (0, 1, 0):
-        a.epoch_start(epoch, training.epoch_generator(7, epoch))
+        a.epoch_start(epoch, augmentation.epoch_generator(7, epoch))
         orders.append([a.batch(b).tolist() for b in range(5)])
     assert orders[0] == orders[2] and orders[0] != orders[1]
 

@@ -1,4 +1,4 @@
-from oodrepro import featurenorm, io, report
+from oodrepro import featurenorm, io, plots
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
@@ -15,4 +15,4 @@ table = featurenorm.block_table(
     },
 )
 io.save_csv(snakemake.output.table, table.assign(**p.context))
-io.save_figure(snakemake.output.plot, report.plot_blocks(table, p.title))
+io.save_figure(snakemake.output.plot, plots.plot_blocks(table, p.title))

@@ -1,4 +1,4 @@
-from oodrepro import io, laood, report
+from oodrepro import io, laood, plots
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
@@ -19,4 +19,4 @@ d_ood = {
 table = laood.layer_table(state, d_id, d_ood)
 io.save_npz(snakemake.output.decisions, **{p.id_set: d_id}, **d_ood)
 io.save_csv(snakemake.output.table, table.assign(**p.context))
-io.save_figure(snakemake.output.plot, report.plot_layers(table, p.title))
+io.save_figure(snakemake.output.plot, plots.plot_layers(table, p.title))

@@ -1,4 +1,4 @@
-from oodrepro import data, io, models, watermark_ood
+from oodrepro import data, io, models, plots, watermark_ood
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
@@ -16,6 +16,4 @@ w = watermark_ood.learn_and_save(
     device=p.device,
     spec=p.spec,
 )
-io.save_figure(
-    out.plot, watermark_ood.plot_watermark(w, models.load_model(out.model, spec=None), p.title)
-)
+io.save_figure(out.plot, plots.plot_watermark(w, models.load_model(out.model, spec=None), p.title))

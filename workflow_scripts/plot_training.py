@@ -1,10 +1,10 @@
 import pandas as pd
 
-from oodrepro import io, report
+from oodrepro import io, plots
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 io.save_figure(
     snakemake.output[0],
-    report.plot_training(pd.read_csv(snakemake.input[0]), snakemake.params.title),
+    plots.plot_training(pd.read_csv(snakemake.input[0]), snakemake.params.title),
 )

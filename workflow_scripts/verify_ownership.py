@@ -1,6 +1,6 @@
 import pandas as pd
 
-from oodrepro import data, io, watermarknn
+from oodrepro import data, io, plots, watermarknn
 from oodrepro.runtime import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
@@ -29,4 +29,4 @@ table, threshold, attacks = watermarknn.verify_owners(
 io.save_csv(out.table, pd.DataFrame([p.context] * len(table)).join(table))
 io.save_json(out.threshold, threshold)
 io.save_csv(out.attacks, pd.DataFrame([p.context] * len(attacks)).join(attacks))
-io.save_figure(out.plot, watermarknn.plot_attacks(logs, table, threshold["threshold"], p.title))
+io.save_figure(out.plot, plots.plot_attacks(logs, table, threshold["threshold"], p.title))

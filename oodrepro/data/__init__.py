@@ -494,6 +494,14 @@ _SPECS = [
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in _SPECS}
 
 
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset to the registry (docs/extending.md); a name is registered once."""
+    if spec.name in DATASETS:
+        raise KeyError(f"dataset {spec.name!r} registered twice")
+    DATASETS[spec.name] = spec
+    return spec
+
+
 def get(name: str) -> tuple[DatasetSpec, str | None]:
     """Look up `base@recipe`; returns the spec and the recipe (the default when omitted)."""
     base, _, recipe = name.partition("@")
