@@ -67,10 +67,10 @@ NETWORK_SCORES = [
 FITTED_SCORES = [n for n in config["scores"] if score_registry.get(n).fit is not None]
 NETWORK_FITS = [n for n in FITTED_SCORES if n in NETWORK_SCORES]
 # LA-OOD's fit as pieces of this many layers, gathered into one detector (rules/laood.smk)
-LAOOD_SPLIT = config["scores"].get("laood", {}).get("layers_per_job")
+LAOOD_SPLIT = lookup(dpath="scores/laood/layers_per_job", within=config, default=None)
 WNN = config.get("watermarknn", {})
 OWNERS = list(WNN.get("owners", {}))
-ATTACKS = WNN.get("attacks", {}).get("kinds", [])
+ATTACKS = lookup(dpath="attacks/kinds", within=WNN, default=[])
 TRIGGERS = f"{DATA}/datasets/{WNN['triggers']}.npz" if WNN else None
 FINETUNES = config["finetunes"]
 UM = config["unleashing_mask"]

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import jsonschema
@@ -106,11 +107,38 @@ def _where(err: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in err.absolute_path) or "(top level)"
 
 
+# keys renamed since a release, old → new, under each training recipe: configs written for the
+# old name keep working, with a warning saying the new one
+RENAMED_RECIPE_KEYS = {"keep": "snapshots"}
+
+
+def _rename_old_keys(config: dict) -> None:
+    recipes = [("training", config.get("training"))] + [
+        (f"backbones.{name}.training", b.get("training"))
+        for name, b in (config.get("backbones") or {}).items()
+        if isinstance(b, dict)
+    ]
+    for where, recipe in recipes:
+        for old, new in RENAMED_RECIPE_KEYS.items():
+            if isinstance(recipe, dict) and old in recipe:
+                if new in recipe:
+                    raise ConfigError(
+                        f"{where}: both {old!r} and its new name {new!r}; give only {new!r}"
+                    )
+                recipe[new] = recipe.pop(old)
+                warnings.warn(
+                    f"{where}.{old} is now {where}.{new}; the old name still works",
+                    FutureWarning,
+                    stacklevel=3,
+                )
+
+
 def validate(config: dict, cache_dir=None) -> dict:
     """Validate `config` in place (filling defaults) and return it; raise ConfigError naming the
     key.
 
     `cache_dir` keeps the backbones' layer names between runs (see `architecture_names`)."""
+    _rename_old_keys(config)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     lines = []
@@ -276,7 +304,7 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             problems.append(
                 f"scores.{name}: unknown score; known: {', '.join(sorted(scores.SCORES))}"
             )
-    keep_names = set(config["training"].get("keep", {}))
+    snapshot_names = set(config["training"].get("snapshots", {}))
     for name, bb in config["backbones"].items():
         if "pretrained" in bb and bb["pretrained"]["archive"] not in data.ARCHIVES:
             problems.append(
@@ -284,9 +312,10 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
                 f"{bb['pretrained']['archive']!r}"
             )
         recipe = recipe_of(config, name)
-        if set(recipe.get("keep", {})) != keep_names:
+        if set(recipe.get("snapshots", {})) != snapshot_names:
             problems.append(
-                f"backbones.{name}.training.keep: must name the same checkpoints as training.keep"
+                f"backbones.{name}.training.snapshots: must name the same checkpoints as "
+                "training.snapshots"
             )
         where = (
             f"backbones.{name}.training" if "training" in config["backbones"][name] else "training"
@@ -330,9 +359,9 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             problems.append(f"finetunes.{name}: reserved or already used name")
         if name.rpartition("+")[2] in config["watermarks"]:
             problems.append(f"finetunes.{name}: must not end in '+<watermark>'")
-        if ft["from"] != "base" and ft["from"].removeprefix("base.") not in keep_names:
+        if ft["from"] != "base" and ft["from"].removeprefix("base.") not in snapshot_names:
             problems.append(
-                f"finetunes.{name}.from: {ft['from']!r} is not base or base.<keep name>"
+                f"finetunes.{name}.from: {ft['from']!r} is not base or base.<snapshot name>"
             )
         if "exposure" in ft and "outliers" not in bench:
             problems.append(f"finetunes.{name}.exposure: needs benchmark.outliers")
@@ -378,11 +407,11 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             if (
                 source != "scratch"
                 and source != "base"
-                and source.removeprefix("base.") not in keep_names
+                and source.removeprefix("base.") not in snapshot_names
             ):
                 problems.append(
                     f"watermarknn.owners.{name}.from: {source!r} is not scratch, base or "
-                    "base.<keep name>"
+                    "base.<snapshot name>"
                 )
         if wnn["ownership"]["rule"] == "fixed" and "min_accuracy" not in wnn["ownership"]:
             problems.append("watermarknn.ownership: the fixed rule needs min_accuracy")
@@ -421,7 +450,7 @@ def recipe_of(config: dict, backbone: str) -> dict:
 def model_names(config: dict) -> list[str]:
     """Every checkpoint the DAG can make in a run folder: the base model and its kept epochs,
     WatermarkNN owners and their attacked copies, fine-tuned models."""
-    names = ["base", *(f"base.{k}" for k in config["training"].get("keep", {}))]
+    names = ["base", *(f"base.{k}" for k in config["training"].get("snapshots", {}))]
     wnn = config.get("watermarknn")
     if wnn:
         owners = list(wnn["owners"])
@@ -433,7 +462,7 @@ def derived_recipe(config: dict, backbone: str, overrides: dict) -> dict:
     """The recipe of a model trained from or beside the backbone (a fine-tune, a watermark
     owner): the backbone's recipe without its checkpoint options, updated by `overrides`."""
     recipe = recipe_of(config, backbone)
-    recipe.pop("keep", None)
+    recipe.pop("snapshots", None)
     recipe.pop("checkpoint", None)
     recipe.update(copy.deepcopy(overrides))
     return recipe
@@ -487,7 +516,7 @@ def kept_epochs(recipe: dict) -> dict[str, int]:
     """Named checkpoints' epochs: a fraction of the run, rounded, at least epoch 1."""
     return {
         name: max(1, round(frac * recipe["epochs"]))
-        for name, frac in recipe.get("keep", {}).items()
+        for name, frac in recipe.get("snapshots", {}).items()
     }
 
 

@@ -161,6 +161,7 @@ def fit(
     model,
     train: tuple[np.ndarray, np.ndarray],
     tune: tuple[np.ndarray, np.ndarray] | None,
+    *,
     layers: list[str],
     magnitudes,
     n_fit: int,

@@ -142,6 +142,7 @@ def metrics_table(
     s_ood: dict[str, np.ndarray],
     id_accuracy: float,
     context: dict,
+    *,
     groups: dict[str, list[str]] | None = None,
     fpr_rule: str = "first_ge",
     fpr_positive: str = "id",

@@ -91,8 +91,9 @@ def boundary_outliers(theta: np.ndarray, phi_pool: np.ndarray, n: int) -> np.nda
 
 
 class Exposure(Trainer):
-    """A `training.fit` objective that adds one outlier-exposure term; `id_loss(logits, y)` is
-    set by the caller (plain CE or Unleashing Mask's flooding loss).
+    """A `training.fit` objective that adds one outlier-exposure term, built whole: the network
+    it fine-tunes, its `id_loss(logits, y)` (plain CE or Unleashing Mask's flooding loss), the
+    outlier pool and the method's options, all as keywords.
 
     One class per method (below); this base draws one fixed subset of `n_select` outliers,
     pairs each ID batch with an equally large, augmented outlier batch and takes one optimiser
@@ -108,6 +109,9 @@ class Exposure(Trainer):
     def __init__(
         self,
         outliers: np.ndarray,
+        *,
+        model,
+        id_loss,
         n_select: int,
         params: dict,
         spec: dict,
@@ -116,20 +120,16 @@ class Exposure(Trainer):
         seed: int,
         device,
     ):
+        # the network being fine-tuned (uncompiled): steps run on it, POEM scores the pool with it
+        self.model, self.id_loss = model, id_loss
         self.params, self.spec = {**self.DEFAULTS, **params}, dict(spec)
         self.pool = to_tensor(outliers, device)
         self.n_select = min(n_select, len(outliers))
         self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
-        self.id_loss = None
         self.epoch = 0
         rng = np.random.default_rng(seed)
         self.selected = np.sort(rng.choice(len(outliers), self.n_select, replace=False))
         self.order = torch.arange(self.n_select)
-        # the network being fine-tuned, set by `bind`: steps run on it, POEM scores the pool with it
-        self.model = None
-
-    def bind(self, model) -> None:
-        self.model = model
 
     def state_dict(self) -> dict:
         return {"selected": torch.from_numpy(self.selected)}
@@ -151,9 +151,10 @@ class Exposure(Trainer):
         raise NotImplementedError
 
     def step(self, model, x, y, b, gen, opt, autocast=None):
-        """One update on the ID batch and its outlier batch, on the bound (uncompiled) model."""
+        """One update on the ID batch and its outlier batch, through `model` as `fit` runs it
+        (compiled where the recipe asks)."""
         with autocast or contextlib.nullcontext():
-            return self.joint_step(self.model, x, y, self.outlier_batch(b, len(x), gen), opt)
+            return self.joint_step(model, x, y, self.outlier_batch(b, len(x), gen), opt)
 
     def joint_step(self, model, x, y, x_out, opt, clip: float | None = None):
         """One pass over ID + outliers, one optimiser step (gradient norm clipped to `clip`)."""
@@ -208,14 +209,14 @@ class POEM(EnergyExposure):
         "sigma_n": 0.5,
     }
 
-    def __init__(self, outliers: np.ndarray, n_select: int, *args, **kwargs):
+    def __init__(self, outliers: np.ndarray, *, n_select: int, **kwargs):
         if n_select >= len(outliers):
             raise ValueError(
                 f"POEM would select {n_select} outliers from a pool of {len(outliers)}: the "
                 "whole pool, so its boundary selection would do nothing (it would train as "
                 "Energy-OE). Lower exposure.ood_factor or give the pool more images."
             )
-        super().__init__(outliers, n_select, *args, **kwargs)
+        super().__init__(outliers, n_select=n_select, **kwargs)
         self.buffer_in: torch.Tensor | None = None
         self.buffer_out: list[torch.Tensor] = []
         self._fed_in: list[torch.Tensor] = []
@@ -278,7 +279,7 @@ class POEM(EnergyExposure):
             self._fed_in.append(_as_uint8(x))
         self._fed_out.append(_as_uint8(x_out))
         with autocast or contextlib.nullcontext():
-            return self.joint_step(self.model, x, y, x_out, opt)
+            return self.joint_step(model, x, y, x_out, opt)
 
 
 class DOE(Exposure):
@@ -298,8 +299,8 @@ class DOE(Exposure):
         "clip": 1.0,
     }
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, outliers: np.ndarray, **kwargs):
+        super().__init__(outliers, **kwargs)
         self.proxy = self.proxy_opt = None
         self.direction: dict[str, torch.Tensor] = {}
         self._pending_proxy_opt = None  # a resumed proxy optimiser, restored once the proxy exists
@@ -319,13 +320,13 @@ class DOE(Exposure):
         return oe_term(z_out)
 
     def step(self, model, x, y, b, gen, opt, autocast=None):
+        """Warm-up steps through `model` as `fit` runs it; the perturbed steps on the network
+        itself (uncompiled), whose parameters they copy, move and restore by name."""
         x_out = self.outlier_batch(b, len(x), gen)
         with autocast or contextlib.nullcontext():
             if self.epoch >= self.params["warmup"]:
                 return self._doe_step(self.model, x, y, x_out, gen, opt)
-            return self.joint_step(
-                self.model, x, y, x_out, opt, clip=self.params["clip"]
-            )  # doe_final.py
+            return self.joint_step(model, x, y, x_out, opt, clip=self.params["clip"])
 
     def _doe_step(self, model, x, y, x_out, gen, opt):
         """Perturb θ toward the proxy's worst-case OE direction, take an OE step there, undo the
@@ -389,11 +390,11 @@ METHODS: dict[str, type[Exposure]] = {
 }
 
 
-def make(method: str, *args, **kwargs) -> Exposure:
-    """The exposure step of `method` (a `METHODS` name); arguments as `Exposure`'s."""
+def make(method: str, outliers: np.ndarray, **kwargs) -> Exposure:
+    """The exposure step of `method` (a `METHODS` name); keywords as `Exposure`'s."""
     if method not in METHODS:
         raise KeyError(f"unknown outlier-exposure method {method!r}; known: {', '.join(METHODS)}")
-    return METHODS[method](*args, **kwargs)
+    return METHODS[method](outliers, **kwargs)
 
 
 def _as_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -9,21 +10,38 @@ import subprocess
 import sys
 
 
-def start_job(log_path: str | None, threads: int = 1) -> None:
-    """Send stdout/stderr (progress bars included) to the rule's log; use the rule's threads.
+def start_job(job) -> None:
+    """Start a workflow script's job (`job` is the `snakemake` object): send stdout/stderr
+    (progress bars included) to the rule's log, use the rule's threads, and log first one line
+    saying what the job ran on (`job_line`).
 
     Jobs on cached arrays never import torch; the thread count reaches it only if loaded.
     """
-    if log_path:
-        stream = open(log_path, "w", buffering=1)
+    if job.log:
+        stream = open(job.log[0], "w", buffering=1)
         sys.stdout = sys.stderr = stream
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", force=True
     )
-    threads = max(1, int(threads))
+    threads = max(1, int(job.threads))
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+    logging.info("%s", job_line(job.rule, list(job.input), dict(job.params.items()), threads))
+
+
+def job_line(rule: str, inputs: list, params: dict, threads: int, shown: int = 4) -> str:
+    """One line: the rule, its threads, the device it was told to use, its inputs (the first
+    `shown` and a count) and every parameter, as JSON."""
+    files = [str(f) for f in inputs]
+    listed = ", ".join(files[:shown]) + (
+        f" and {len(files) - shown} more" if len(files) > shown else ""
+    )
+    device = params.get("device", "none (no network)")
+    hp = json.dumps(params, default=str, sort_keys=True, ensure_ascii=False)
+    return (
+        f"job {rule}: {threads} thread(s), device {device}; inputs {listed or 'none'}; params {hp}"
+    )
 
 
 def put_on_pythonpath(directory: str) -> None:

@@ -508,13 +508,13 @@ def fit_mahalanobis_ensemble(
         model,
         train,
         tune if tune_on == "id_test" else None,
-        list(layers),
-        list(magnitudes),
-        n_fit,
-        fgsm_step,
-        augmentation if augment_train else None,
-        seed,
-        batch_size,
+        layers=list(layers),
+        magnitudes=list(magnitudes),
+        n_fit=n_fit,
+        fgsm_step=fgsm_step,
+        augmentation=augmentation if augment_train else None,
+        seed=seed,
+        batch_size=batch_size,
     )
 
 

@@ -225,6 +225,7 @@ def train_backbone(
     out: str | Path,
     state_path: str | Path,
     log_csv: str | Path,
+    *,
     keep: dict[str, tuple[int, str | Path]] | None = None,
     seed: int = 0,
     device: str = "auto",

@@ -236,16 +236,16 @@ def finetune(
         trainer = outlier_exposure.make(
             exposure["method"],
             outliers,
-            round(exposure.get("ood_factor", OOD_FACTOR) * len(labels)),
-            exposure,
-            spec,
-            aug.get("crop_padding", 4),
-            aug.get("flip", True),
-            seed,
-            dev,
+            model=model,
+            id_loss=id_loss,
+            n_select=round(exposure.get("ood_factor", OOD_FACTOR) * len(labels)),
+            params=exposure,
+            spec=spec,
+            crop_padding=aug.get("crop_padding", 4),
+            flip=aug.get("flip", True),
+            seed=seed,
+            device=dev,
         )
-        trainer.id_loss = id_loss
-        trainer.bind(model)
     else:
         trainer = IdLoss(id_loss)
     identity = {

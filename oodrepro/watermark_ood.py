@@ -33,6 +33,7 @@ def loss(
     y: torch.Tensor,
     z_noise: torch.Tensor,
     w: torch.Tensor,
+    *,
     objective: str,
     beta: float,
     t_in: float = 1.0,
@@ -158,7 +159,14 @@ def learn(
             def loss_at(v, z_id=z_id, y=y, z_noise=z_noise):  # this batch's, bound now
                 with autocast:
                     return loss(
-                        model, z_id, y, z_noise, v, params["objective"], params["beta"], **extra
+                        model,
+                        z_id,
+                        y,
+                        z_noise,
+                        v,
+                        objective=params["objective"],
+                        beta=params["beta"],
+                        **extra,
                     )
 
             w, value = sam_sign_step(w, loss_at, params["rho"], alpha)

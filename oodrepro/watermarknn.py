@@ -335,6 +335,31 @@ def verify_owners(
 
 
 # --------------------------------------------------------------------------- attacks
+class Attacker(training.Trainer):
+    """The fine-tuning attack's objective: plain cross-entropy without triggers, logging the
+    trigger accuracy every epoch — with the owner's `original_head` where the attack replaced
+    it (RT*), and with the attacker's own head. `frozen_eval` puts the layers that do not train
+    in eval mode (their BatchNorm statistics then stay)."""
+
+    def __init__(self, triggers, *, original_head: dict | None, frozen_eval: bool):
+        self.triggers, self.original_head, self.frozen_eval = triggers, original_head, frozen_eval
+
+    def train_mode(self, model) -> None:
+        if self.frozen_eval:
+            for module in model.modules():
+                module.train(False)
+            model.fc.train(True)
+
+    def evaluate(self, model) -> dict:
+        own = trigger_accuracy(model, *self.triggers)
+        judged = (
+            own
+            if self.original_head is None
+            else trigger_accuracy(model, *self.triggers, self.original_head)
+        )
+        return {"trigger_accuracy": judged, "trigger_accuracy_own_head": own}
+
+
 def attack(
     owner_path,
     kind: str,
@@ -375,20 +400,6 @@ def attack(
     for p in model.fc.parameters():
         p.requires_grad_(True)
 
-    class Attacker(training.Trainer):
-        def train_mode(self, m):
-            if frozen == "eval" and not all_layers:
-                for module in m.modules():
-                    module.train(False)
-                m.fc.train(True)
-
-        def evaluate(self, m):
-            own = trigger_accuracy(m, *triggers)
-            return {
-                "trigger_accuracy": trigger_accuracy(m, *triggers, head0) if reinit else own,
-                "trigger_accuracy_own_head": own,
-            }
-
     training.fit(
         model,
         [p for p in model.parameters() if p.requires_grad],
@@ -398,7 +409,11 @@ def attack(
         state_path,
         log_csv,
         seed=seed,
-        trainer=Attacker(),
+        trainer=Attacker(
+            triggers,
+            original_head=head0 if reinit else None,
+            frozen_eval=frozen == "eval" and not all_layers,
+        ),
         test=test,
         desc=kind,
         progress=progress,

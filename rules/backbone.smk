@@ -6,7 +6,7 @@ rule train_backbone:
         unpack(selection_set),
         train=dataset_file(BENCH["id_train"]),
     output:
-        **{f"kept_{name}": f"{RUN}/models/base.{name}.pt" for name in KEEP},
+        **{f"kept_{name}": f"{RUN}/models/base.{name}.pt" for name in SNAPSHOTS},
         model=f"{RUN}/models/base.pt",
         log_csv=f"{RUN}/train_log.csv",
     log:

@@ -1,7 +1,7 @@
 # Helpers shared by the rules: file names, per-job parameters and wildcard constraints.
 
 # Names from the config that several rule files read.
-KEEP = list(config["training"].get("keep", {}))  # the base run's extra checkpoints
+SNAPSHOTS = list(config["training"].get("snapshots", {}))  # the base run's extra checkpoints
 PRETRAINED = [name for name, b in config["backbones"].items() if "pretrained" in b]
 TRAINED = [name for name in config["backbones"] if name not in PRETRAINED]
 TITLE = config["report"]["title"]
@@ -136,7 +136,9 @@ def selection_set(wildcards):
 
 def dataset_folder(wildcards):
     """An unpacked copy named in `dataset_options`, read instead of the dataset's archive."""
-    return config["dataset_options"].get(wildcards.dataset, {}).get("folder")
+    return lookup(
+        dpath=f"dataset_options/{wildcards.dataset}/folder", within=config, default=None
+    )
 
 
 def owner_init(wildcards):

@@ -65,8 +65,10 @@ rule convert_dataset:
         mem_mb=8000,
         runtime=60,
     params:
-        sample=lambda w: config["dataset_options"].get(w.dataset, {}).get("sample"),
-        seed=lambda w: config["dataset_options"].get(w.dataset, {}).get("seed", 0),
+        sample=lookup(
+            dpath="dataset_options/{dataset}/sample", within=config, default=None
+        ),
+        seed=lookup(dpath="dataset_options/{dataset}/seed", within=config, default=0),
         folder=dataset_folder,
     script:
         "../workflow_scripts/convert_dataset.py"

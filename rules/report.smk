@@ -30,7 +30,7 @@ rule summarize:
         runtime=10,
     params:
         title=TITLE,
-        banner=config.get("rehearsal", {}).get("banner"),
+        banner=lookup(dpath="rehearsal/banner", within=config, default=None),
         reference=config["report"].get("reference", {}),
         watermarks={name: wm["objective"] for name, wm in config["watermarks"].items()},
         tables={key: title for key, (title, _) in SUMMARY_TABLES.items()},

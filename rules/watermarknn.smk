@@ -102,8 +102,8 @@ rule attack_watermark:
         gpu=GPU,
     params:
         recipe=lambda w: cfg.attack_recipe(config, w.arch),
-        data_fraction=WNN.get("attacks", {}).get("data_fraction"),
-        frozen=WNN.get("attacks", {}).get("frozen"),
+        data_fraction=lookup(dpath="attacks/data_fraction", within=WNN, default=None),
+        frozen=lookup(dpath="attacks/frozen", within=WNN, default=None),
         seed=lambda w: int(w.seed),
         device=config["device"],
         spec=expected_spec,

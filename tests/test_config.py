@@ -347,3 +347,18 @@ def test_each_schema_default_is_the_librarys_own():
     ]
     for prop, value in pairs:
         assert prop["default"] == value, prop
+
+
+def test_the_old_name_of_a_renamed_key_still_works_with_a_warning(default):
+    """`training.keep` (named checkpoints) is now `training.snapshots`, apart from the masks'
+    `keep` (a fraction of weights): a config written for the old name runs, and says so."""
+    old = copy.deepcopy(default)
+    old["training"]["keep"] = old["training"].pop("snapshots")
+    with pytest.warns(FutureWarning, match="training.keep is now training.snapshots"):
+        cfg.validate(old)
+    assert old["training"]["snapshots"] == default["training"]["snapshots"]
+    assert cfg.model_names(old) == cfg.model_names(cfg.validate(copy.deepcopy(default)))
+    both = copy.deepcopy(default)
+    both["training"]["keep"] = {"middle": 0.5}
+    with pytest.raises(cfg.ConfigError, match="both 'keep' and its new name 'snapshots'"):
+        cfg.validate(both)

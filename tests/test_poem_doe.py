@@ -79,6 +79,23 @@ def eval_features(model, uint8_nchw):
     return out
 
 
+def _make(method, model, outliers, n_select, params, seed):
+    """An exposure step with plain CE on the ID batch, crop padding 2 and flips, on the CPU."""
+    return outlier_exposure.make(
+        method,
+        outliers,
+        model=model,
+        id_loss=lambda z, y: F.cross_entropy(z, y),
+        n_select=n_select,
+        params=params,
+        spec=SPEC,
+        crop_padding=2,
+        flip=True,
+        seed=seed,
+        device="cpu",
+    )
+
+
 def select(model, pool, theta, n):
     return np.sort(np.argsort(np.abs(eval_features(model, pool) @ theta), kind="stable")[:n])
 
@@ -88,11 +105,7 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
 ):  # points 1, 4
     model, images, labels, outliers = setup
     n_select, seed, dim = 16, 5, model.fc.in_features
-    exp = outlier_exposure.make(
-        "poem", outliers, n_select, {"weight": 0.1}, SPEC, 2, True, seed, "cpu"
-    )
-    exp.id_loss = lambda z, y: F.cross_entropy(z, y)
-    exp.bind(model)
+    exp = _make("poem", model, outliers, n_select, {"weight": 0.1}, seed)
     pool = torch.from_numpy(outliers).permute(0, 3, 1, 2)
     fed_in, fed_out, real = {0: [], 1: []}, {0: [], 1: []}, exp.outlier_batch
 
@@ -152,11 +165,8 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
         select(model, pool, rng.multivariate_normal(mu, cov, method="cholesky"), n_select),
     )
     # resumed between epochs 1 and 2 (a new process): the same noise, the same selection
-    resumed = outlier_exposure.make(
-        "poem", outliers, n_select, {"weight": 0.1}, SPEC, 2, True, seed, "cpu"
-    )
+    resumed = _make("poem", model, outliers, n_select, {"weight": 0.1}, seed)
     resumed.load_state_dict(saved)
-    resumed.bind(model)
     resumed.epoch_start(2, torch.Generator().manual_seed(2))
     assert resumed.noise == noise and np.array_equal(resumed.selected, exp.selected)
     # train-mode activations (what the training pass sees) are not what the posterior reads
@@ -169,11 +179,7 @@ def _doe(setup, warmup):
     """A DOE exposure on one fixed ID and outlier batch, and a model copy for the official step."""
     model, images, labels, outliers = setup
     official = copy.deepcopy(model)
-    exp = outlier_exposure.make(
-        "doe", outliers, 16, {"weight": 1.0, "warmup": warmup}, SPEC, 2, True, 0, "cpu"
-    )
-    exp.id_loss = lambda z, y: F.cross_entropy(z, y)
-    exp.bind(model)
+    exp = _make("doe", model, outliers, 16, {"weight": 1.0, "warmup": warmup}, 0)
     exp.epoch_start(0, torch.Generator().manual_seed(0))
     x = torch.from_numpy(images[:8]).permute(0, 3, 1, 2).float() / 255
     x_out = torch.from_numpy(outliers[:8]).permute(0, 3, 1, 2).float() / 255
@@ -183,14 +189,10 @@ def _doe(setup, warmup):
 
 def test_poem_refuses_to_select_its_whole_pool(setup):
     """The whole pool selected is Energy-OE under another name: an error, not a silent run."""
-    outliers = setup[3]
+    model, outliers = setup[0], setup[3]
     with pytest.raises(ValueError, match="whole pool"):
-        outlier_exposure.make(
-            "poem", outliers, len(outliers), {"weight": 0.1}, SPEC, 2, True, 0, "cpu"
-        )
-    outlier_exposure.make(
-        "energy-oe", outliers, len(outliers), {"weight": 0.1}, SPEC, 2, True, 0, "cpu"
-    )
+        _make("poem", model, outliers, len(outliers), {"weight": 0.1}, 0)
+    _make("energy-oe", model, outliers, len(outliers), {"weight": 0.1}, 0)
 
 
 def test_doe_warm_up_steps_are_gradient_clipped(setup):  # point 5

@@ -51,16 +51,16 @@ def test_losses_against_direct_formulas(tiny):
         f_id, f_n = model.forward_normalized(z_id + w), model.forward_normalized(z_noise + w)
         ce = torch.nn.functional.cross_entropy(f_id, y)
         oe = (-torch.log_softmax(f_n, 1).mean(1)).mean()  # CE to the uniform distribution
-        msp = watermark_ood.loss(model, z_id, y, z_noise, w, "msp", beta=3.5)
+        msp = watermark_ood.loss(model, z_id, y, z_noise, w, objective="msp", beta=3.5)
         assert msp.item() == pytest.approx((ce + 3.5 * oe).item(), rel=1e-5)
         energy = watermark_ood.loss(
-            model, z_id, y, z_noise, w, "energy", beta=0.1, t_in=0.2, t_out=0.7
+            model, z_id, y, z_noise, w, objective="energy", beta=0.1, t_in=0.2, t_out=0.7
         )
         penalty = torch.exp(0.7 * f_n).mean() + torch.exp(-0.2 * f_id).mean()
         assert energy.item() == pytest.approx((ce + 0.1 * penalty).item(), rel=1e-5)
     with pytest.raises(FloatingPointError, match="overflow"):
         watermark_ood.loss(
-            model, z_id, y, z_noise * 1e6, w, "energy", beta=1.0, t_in=1.0, t_out=1e6
+            model, z_id, y, z_noise * 1e6, w, objective="energy", beta=1.0, t_in=1.0, t_out=1e6
         )
 
 

@@ -3,6 +3,7 @@ training, features, scores, metrics, report; then reruns that must do nothing or
 what a parameter change requires."""
 
 import copy
+import json
 import os
 import re
 import subprocess
@@ -442,3 +443,21 @@ def test_laood_split_into_pieces_gives_the_one_job_detector(run, tmp_path):
         assert np.array_equal(
             pieces[key], one_job[key], equal_nan=one_job[key].dtype.kind == "f"
         ), key
+
+
+def test_each_jobs_log_opens_with_what_it_ran_on(run):
+    """One line per job: its rule, threads, device, inputs and every parameter (as JSON)."""
+    work, _, config = run
+    logs = work / "results" / config["benchmark"]["name"] / "resnet18-small" / "seed0" / "logs"
+    said = {}
+    for log, rule in (
+        (logs / "train_backbone.log", "train_backbone"),
+        (logs / "metrics" / "base" / "msp.log", "compute_metrics"),
+    ):
+        first = log.read_text().splitlines()[0]
+        pattern = rf"job {rule}: \d+ thread\(s\), device (.+); inputs (.+); params (\{{.*\}})$"
+        m = re.search(pattern, first)
+        assert m and m[2] != "none", first
+        said[rule] = json.loads(m[3])
+    assert said["train_backbone"]["recipe"]["epochs"] == config["training"]["epochs"]
+    assert said["train_backbone"]["device"] == config["device"]

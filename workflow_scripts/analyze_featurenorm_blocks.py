@@ -1,7 +1,7 @@
 from oodrepro import featurenorm, io, plots
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p = snakemake.params
 state = io.load_npz(snakemake.input.detector)
 table = featurenorm.block_table(

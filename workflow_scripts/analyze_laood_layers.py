@@ -1,7 +1,7 @@
 from oodrepro import io, laood, plots
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p = snakemake.params
 state = io.load_npz(snakemake.input.detector)
 detectors = laood.from_arrays(state)

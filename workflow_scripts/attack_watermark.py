@@ -1,7 +1,7 @@
 from oodrepro import data, io, watermarknn
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, out, inp = snakemake.params, snakemake.output, snakemake.input
 images, labels = data.load_dataset(inp.train)
 share = watermarknn.attacker_share(len(labels), p.data_fraction, p.seed)

@@ -1,7 +1,7 @@
 from oodrepro import data
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p = snakemake.params
 data.convert_download(
     snakemake.wildcards.dataset,

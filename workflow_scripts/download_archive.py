@@ -4,7 +4,7 @@ from pathlib import Path
 from oodrepro import data
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 a = snakemake.params.archive
 # a distribution's copy (Debian's dataset-fashion-mnist) is read when installed, and verified
 url = Path(a["local"]).as_uri() if a["local"] and Path(a["local"]).is_file() else a["url"]

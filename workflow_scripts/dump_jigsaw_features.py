@@ -2,7 +2,7 @@ from oodrepro import data, featurenorm, features, models
 from oodrepro.devices import pick_device
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 model = models.load_model(
     snakemake.input.model, pick_device(snakemake.params.device), spec=snakemake.params.spec
 )

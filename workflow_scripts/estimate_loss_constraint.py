@@ -1,7 +1,7 @@
 from oodrepro import data, io, unleashing_mask
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, inp = snakemake.params, snakemake.input
 images, labels = data.load_dataset(inp.train)
 estimate = unleashing_mask.estimate_constraint(

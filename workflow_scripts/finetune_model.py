@@ -1,7 +1,7 @@
 from oodrepro import data, unleashing_mask
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, inp, out = snakemake.params, snakemake.input, snakemake.output
 level = unleashing_mask.flooding_level(p.flooding, p.level, inp.get("constraint"))
 mask = p.mask or {}

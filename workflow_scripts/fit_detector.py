@@ -1,7 +1,7 @@
 from oodrepro import io, scores
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 score = scores.get(snakemake.wildcards.method)
 inputs = [io.load_npz(snakemake.input[name]) for name in score.fit_inputs]
 io.save_npz(

@@ -1,7 +1,7 @@
 from oodrepro import io, scores
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p = snakemake.params
 keys = ["layer_names", *(f"layer_{j}" for j in p.layers)]  # only this piece's layers are read
 train = io.load_npz(snakemake.input.train_convs, keys)

@@ -2,7 +2,7 @@ from oodrepro import data, io, models, scores
 from oodrepro.devices import pick_device
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, inp = snakemake.params, snakemake.input
 model = models.load_model(inp.model, pick_device(p.device), spec=p.spec)
 state = scores.get(snakemake.wildcards.method).fit(

@@ -1,5 +1,5 @@
 from oodrepro import io, laood
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 io.save_npz(snakemake.output[0], **laood.merge_arrays([io.load_npz(f) for f in snakemake.input]))

@@ -1,5 +1,5 @@
 from oodrepro import data
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 data.build_offline(snakemake.wildcards.dataset, snakemake.params.offline, snakemake.output[0])

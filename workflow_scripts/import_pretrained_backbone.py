@@ -1,7 +1,7 @@
 from oodrepro import models
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 models.import_pretrained(
     snakemake.input[0], snakemake.output.model, snakemake.params.spec, snakemake.params.key_format
 )

@@ -1,7 +1,7 @@
 from oodrepro import data, io, models, plots, watermark_ood
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, out = snakemake.params, snakemake.output
 images, labels = data.load_dataset(snakemake.input.train)
 w = watermark_ood.learn_and_save(

@@ -1,7 +1,7 @@
 from oodrepro import data, io, watermarknn
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, inp = snakemake.params, snakemake.input
 key = io.load_npz(inp.marking_key)
 curve = watermarknn.pruning_curve(

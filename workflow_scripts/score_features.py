@@ -1,7 +1,7 @@
 from oodrepro import io, scores
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 score = scores.get(snakemake.wildcards.method)
 state = io.load_npz(snakemake.input.detector) if snakemake.input.get("detector") else None
 for features, out in zip(snakemake.input.features, snakemake.output, strict=True):

@@ -1,7 +1,7 @@
 from oodrepro import report
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, inp = snakemake.params, snakemake.input
 report.write_summary(
     snakemake.output,

@@ -1,7 +1,7 @@
 from oodrepro import data, training
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, out = snakemake.params, snakemake.output
 images, labels = data.load_dataset(snakemake.input.train)
 test = data.load_dataset(snakemake.input.test) if "test" in snakemake.input.keys() else None

@@ -3,7 +3,7 @@ import pandas as pd
 from oodrepro import data, io, plots, watermarknn
 from oodrepro.runtime import start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake)
 p, out, inp = snakemake.params, snakemake.output, snakemake.input
 networks = dict(zip(p.networks, inp.networks, strict=True))
 keys = {
