@@ -1,7 +1,9 @@
 # Helpers shared by the rules: file names, per-job parameters and wildcard constraints.
 
 # Names from the config that several rule files read.
-SNAPSHOTS = list(config["training"].get("snapshots", {}))  # the base run's extra checkpoints
+SNAPSHOTS = list(
+    config["training"].get("snapshots", {})
+)  # the base run's extra checkpoints
 PRETRAINED = [name for name, b in config["backbones"].items() if "pretrained" in b]
 TRAINED = [name for name in config["backbones"] if name not in PRETRAINED]
 TITLE = config["report"]["title"]
