@@ -326,8 +326,9 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     """The full preset's cost from what its rehearsal measured, per stage; plus training
     throughput per architecture and the totals (docs/rehearsal.md states the model).
 
-    Each job's time above start-up (the 10th percentile of all jobs, what a job costs that
-    computes almost nothing) is scaled by its work, full over rehearsal: for trainers, the
+    Each job's time above start-up (what a job costs that computes almost nothing: its rule's
+    fastest rehearsed job, or the 10th percentile of all jobs for a rule run once) is scaled by
+    its work, full over rehearsal: for trainers, the
     logged epochs' seconds by images × epochs and the rest (evaluation, saving) by epochs;
     images for dumps, scores, metrics and conversions; n_train × n_test for exact KNN's search
     (its `score` job; its fit only stores the training features); the Mahalanobis ensemble's fit
@@ -356,6 +357,13 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
         return sum(table[n] for n in names)
 
     startup = float(jobs["seconds"].quantile(0.1))
+    # a rule's own start-up: its fastest rehearsed job (imports, loading a model), where it ran
+    # at least twice; every rehearsed job computes almost nothing, so what they share is overhead
+    fastest = jobs.groupby("rule")["seconds"].agg(["min", "count"])
+    own_startup = {
+        rule: max(startup, row["min"]) if row["count"] > 1 else startup
+        for rule, row in fastest.iterrows()
+    }
     seeds = len(full["seeds"]) / len(reh["seeds"])
     rows, throughput = [], []
     for job in jobs.itertuples():
@@ -397,13 +405,14 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
         if held and by_images:
             work *= images(held, n_full) / max(1, images(held, n_reh))
         grown = job.rss_mb + (images(held, n_full) - images(held, n_reh)) * per_image / 2**20
-        seconds = startup + max(0.0, job.seconds - startup) * work
+        base_s = own_startup[job.rule]
+        seconds = base_s + max(0.0, job.seconds - base_s) * work
         if (
             job.rule in TRAINERS and epoch_s
         ):  # the logged epochs scale with the work, the rest with epochs
             seconds = (
-                startup
-                + max(0.0, job.seconds - startup - epoch_s) * epochs_f / epochs_r
+                base_s
+                + max(0.0, job.seconds - base_s - epoch_s) * epochs_f / epochs_r
                 + epoch_s * work
             )
         if stage == "LA-OOD fits":

@@ -372,3 +372,15 @@ def test_the_estimates_rule_names_and_log_paths_are_the_rules_own():
         path = log.format(stem="base+wm-x", owner="owner", attack="ftll")
         assert rule in rehearsal.TRAINERS
         assert any(re.fullmatch(o, path) for o in outputs), (rule, log)
+
+
+def test_a_rule_run_several_times_has_its_own_start_up(tmp_path, monkeypatch):
+    """Two feature dumps of 5 s and 6 s: 5 s is the dump's own start-up (imports, the model),
+    and only the other's extra second grows with the images."""
+    monkeypatch.chdir(tmp_path)
+    preset = ROOT / "presets" / "watermarknn-usenix18.yaml"
+    base = rehearsal.prepare(preset).parent
+    seconds = {"train_backbone.tsv": 11.0, "plot_training.tsv": 1.0}
+    _fake_rehearsal(base, {**seconds, "dump_features/a.tsv": 5.0, "dump_features/b.tsv": 6.0})
+    stage = rehearsal.estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
+    assert stage["features"] == pytest.approx(5.0 + 5.0 + 1.0 * 36_032 / 128)
