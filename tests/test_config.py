@@ -190,11 +190,15 @@ def test_errors_name_the_key(default, edit, fragment):
 def test_a_poem_pool_that_it_would_select_whole_is_refused():
     """POEM selecting its whole pool trains exactly as Energy-OE: refused at validation."""
     preset = yaml.safe_load((ROOT / "presets" / "fashion-mnist.yaml").read_text())
-    cfg.validate(copy.deepcopy(preset))  # 3,000 of 24,000
-    preset["offline"]["n_outliers"] = 3000
+    cfg.validate(copy.deepcopy(preset))  # 2,000 of 16,000
+    selected = round(
+        preset["finetunes"]["poem"]["exposure"]["ood_factor"]
+        * preset["dataset_options"]["fashion-mnist-train"]["sample"]
+    )
+    preset["offline"]["n_outliers"] = selected
     with pytest.raises(cfg.ConfigError) as err:
         cfg.validate(preset)
-    assert "finetunes.poem.exposure: POEM would select 3000 outliers" in str(err.value)
+    assert f"finetunes.poem.exposure: POEM would select {selected} outliers" in str(err.value)
     assert "finetunes.energy-oe" not in str(err.value)  # a random subset may be the whole pool
 
 
