@@ -134,13 +134,15 @@ def notes(
     summary: pd.DataFrame,
     blocks: list[pd.DataFrame] = (),
     ownership: list[tuple[dict, dict]] = (),
+    groups: list[str] = (),
 ) -> list[str]:
     """Short, data-driven sentences that say how to read the tables: conventions and sample
     counts, AUROCs below 50, what each fine-tune or watermark cost in ID accuracy, the block
-    NormRatio chose and WatermarkNN's ownership threshold."""
+    NormRatio chose and WatermarkNN's ownership threshold. `groups` names the rows that average
+    a group of OOD sets (near, far), which are not sets themselves."""
     out = []
     first = tidy.iloc[0]
-    sets = [s for s in tidy["ood_set"].unique() if s not in ("mean", "-")]
+    sets = [s for s in tidy["ood_set"].unique() if s not in ("mean", "-", *groups)]
     counts = tidy[tidy["ood_set"].isin(sets)].groupby("ood_set", sort=False)["n_ood"].first()
     out.append(
         f"Values in percent. FPR95: rule `{first['fpr_rule']}`, {first['fpr_positive'].upper()} as "
@@ -279,6 +281,7 @@ def write_summary(
     reference: dict,
     watermarks: dict[str, str],
     score_names: list[str],
+    groups: list[str] = (),
 ) -> None:
     """The run's summary files (`out`: tidy, summary, comparison, markdown, html) from its
     outputs: the per-model metric files, each method's per-model tables (`tables`, key → files;
@@ -293,7 +296,7 @@ def write_summary(
         (table.iloc[0].to_dict(), json.loads(Path(decision).read_text()))
         for table, decision in zip(frames.get("watermarknn", []), ownership, strict=True)
     ]
-    said = notes(tidy, summary, frames.get("featurenorm_blocks", []), owned)
+    said = notes(tidy, summary, frames.get("featurenorm_blocks", []), owned, groups)
     claims = pd.read_csv(claims)
     glossary = score_glossary(score_names)
     io.save_csv(out.tidy, tidy)

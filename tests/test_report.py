@@ -176,3 +176,9 @@ def test_the_watermark_effect_table_is_per_model_and_rounded():
     assert "seed" not in effect.columns and effect.loc[0, "watermarked model"] == "base+wm"
     value = effect.loc[0, "AUROC ↑ with"]
     assert value == round(value, 2)
+
+
+def test_notes_count_the_ood_sets_not_the_groups_that_average_them(table):
+    _, _, t = table
+    said = report.notes(t, report.summarize(t), groups=["near", "far"])[0]
+    assert "over the 3 OOD sets" in said and "near" not in said

@@ -15,4 +15,5 @@ report.write_summary(
     reference=p.reference,
     watermarks=p.watermarks,
     score_names=p.scores,
+    groups=p.groups,
 )
