@@ -28,7 +28,8 @@ def recipe_blocks() -> list[tuple[str, str, str, str]]:
     out = []
     for m in BLOCK.finditer(text):
         indent = len(m[1])
-        code = "".join(line[indent:] for line in m[6].splitlines(keepends=True))
+        lines = m[6].splitlines(keepends=True)
+        code = "".join(line[indent:] if line.strip() else "\n" for line in lines)
         out.append((m[3], m[4], m[5] or "", code))
     return out
 
@@ -74,6 +75,9 @@ def extended(tmp_path_factory):
         shutil.copy2(ROOT / name, copy / name)
     for block in recipe_blocks():
         apply(copy, *block)
+    # a repository of its own, as a clone is: the hygiene tests list its files with git
+    for cmd in (["init", "-q"], ["add", "-A"]):
+        subprocess.run(["git", *cmd], cwd=copy, check=True, capture_output=True)
     return copy
 
 
