@@ -263,23 +263,37 @@ def _layer_problems(config: dict, backbone: str, cache_dir=None) -> list[str]:
     return problems
 
 
-def _poem_pool_problems(config: dict, name: str, exposure: dict) -> list[str]:
-    """POEM selects ood_factor × the ID training set from its pool of outliers; a pool no larger
-    than that is selected whole, and POEM would train exactly as Energy-OE."""
+def poem_selections(config: dict) -> dict[str, int]:
+    """Outliers each POEM fine-tune selects, ood_factor × the ID training set, where that set's
+    size is known before any job (validation and the rehearsal's pool size read it)."""
+    try:
+        n_id = data.expected_size(config, config["benchmark"]["id_train"])
+    except KeyError:  # an unknown dataset, reported on its own
+        return {}
+    if n_id is None:
+        return {}
+    return {
+        name: round(ft["exposure"]["ood_factor"] * n_id)
+        for name, ft in config.get("finetunes", {}).items()
+        if ft.get("exposure", {}).get("method") == "poem"
+    }
+
+
+def _poem_pool_problems(config: dict) -> list[str]:
+    """A pool no larger than POEM's selection is selected whole: POEM would train as Energy-OE."""
     bench = config["benchmark"]
     try:
-        n_id = data.expected_size(config, bench["id_train"])
         pool = data.expected_size(config, bench["outliers"])
     except KeyError:  # an unknown dataset, reported on its own
         return []
-    if n_id is None or pool is None or round(exposure["ood_factor"] * n_id) < pool:
-        return []
     return [
-        f"finetunes.{name}.exposure: POEM would select {round(exposure['ood_factor'] * n_id)} "
-        f"outliers (ood_factor {exposure['ood_factor']} × {n_id} ID training images) from a "
+        f"finetunes.{name}.exposure: POEM would select {selected} outliers (ood_factor "
+        f"{config['finetunes'][name]['exposure']['ood_factor']} × the ID training images) from a "
         f"pool of {pool} ({bench['outliers']}): the whole pool, so its boundary selection would "
         "do nothing and it would train as Energy-OE. Lower exposure.ood_factor or give the "
         "pool more images (the paper selects 50,000 of 400,000)"
+        for name, selected in poem_selections(config).items()
+        if pool is not None and selected >= pool
     ]
 
 
@@ -369,8 +383,8 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             problems.append(
                 f"finetunes.{name}: UMAP inside outlier exposure is not part of the method"
             )
-        if ft.get("exposure", {}).get("method") == "poem" and "outliers" in bench:
-            problems += _poem_pool_problems(config, name, ft["exposure"])
+    if "outliers" in bench:
+        problems += _poem_pool_problems(config)
     for group, members in bench.get("groups", {}).items():
         if group in bench["ood"] or group in ("mean", "-"):
             problems.append(

@@ -89,13 +89,7 @@ def _poem_pool(config: dict) -> int:
     where the outliers are downloaded, or where only the files tell the ID set's size)."""
     if config["benchmark"].get("outliers") != "outliers-aux":
         return 0
-    n_id = data.expected_size(config, config["benchmark"]["id_train"]) or 0
-    factors = [
-        ft["exposure"]["ood_factor"]
-        for ft in config.get("finetunes", {}).values()
-        if ft.get("exposure", {}).get("method") == "poem"
-    ]
-    return 2 * round(max(factors, default=0) * n_id)
+    return 2 * max(cfg.poem_selections(config).values(), default=0)
 
 
 def shrink(config: dict) -> dict:
