@@ -57,13 +57,13 @@ def _scale(value: int, factor: float, top: int, bottom: int = 1) -> int:
     return min(top, max(bottom, round(value * factor)))
 
 
-def _shrink_recipe(recipe: dict, factor_if_no_epochs: float) -> float:
+def _shrink_recipe(recipe: dict, factor_if_no_epochs: float, epochs: int = EPOCHS) -> float:
     """Cap `epochs` in one recipe-like dict and scale its epoch-valued keys; returns the factor."""
     factor = factor_if_no_epochs
     if "epochs" in recipe:
-        new = min(recipe["epochs"], EPOCHS)
+        new = min(recipe["epochs"], epochs)
         factor, recipe["epochs"] = new / recipe["epochs"], new
-    top = recipe.get("epochs", EPOCHS)
+    top = recipe.get("epochs", epochs)
     schedule = recipe.get("schedule", {})
     if "milestones" in schedule:
         schedule["milestones"] = sorted({_scale(m, factor, top) for m in schedule["milestones"]})
@@ -92,39 +92,45 @@ def _poem_pool(config: dict) -> int:
     return 2 * max(cfg.poem_selections(config).values(), default=0)
 
 
-def shrink(config: dict) -> dict:
-    """The rehearsal's budgets for a validated config, by the rule in this module's docstring."""
+def shrink(config: dict, scale: int = 1) -> dict:
+    """The rehearsal's budgets for a validated config, by the rule in this module's docstring.
+
+    `scale` multiplies the caps on epochs and images (EPOCHS, SAMPLE, OFFLINE_N): the larger
+    budgets that `bench/estimate_check.py` runs to measure the cost estimate's error.
+    """
     c = copy.deepcopy(config)
     c["seeds"] = c["seeds"][:1]
-    base = _shrink_recipe(c["training"], 1.0)
+    epochs = EPOCHS * scale
+    base = _shrink_recipe(c["training"], 1.0, epochs)
     for backbone in c["backbones"].values():
         if "training" in backbone:
-            _shrink_recipe(backbone["training"], base)
+            _shrink_recipe(backbone["training"], base, epochs)
     for finetune in c.get("finetunes", {}).values():
-        _shrink_recipe(finetune.get("training", {}), base)
+        _shrink_recipe(finetune.get("training", {}), base, epochs)
         if "warmup" in finetune.get("exposure", {}):
             finetune["exposure"]["warmup"] = min(finetune["exposure"]["warmup"], WARMUP)
     for watermark in c.get("watermarks", {}).values():
-        _shrink_recipe(watermark, 1.0)
+        _shrink_recipe(watermark, 1.0, epochs)
     wnn = c.get("watermarknn")
     if wnn:
         for owner in wnn["owners"].values():
-            _shrink_recipe(owner.get("training", {}), base)
+            _shrink_recipe(owner.get("training", {}), base, epochs)
             if "first_epoch" in owner:
                 owner["first_epoch"] = _scale(
                     owner["first_epoch"], base, c["training"]["epochs"] - 1, 0
                 )
-        wnn["attacks"]["epochs"] = min(wnn["attacks"]["epochs"], EPOCHS)
+        wnn["attacks"]["epochs"] = min(wnn["attacks"]["epochs"], epochs)
         wnn["null_models"] = min(wnn["null_models"], NULL_MODELS)
     _cap(c, "batch_size", BATCH)
     for name, options in c.get("dataset_options", {}).items():
         # a sampled ID training set keeps its whole stand-in: held-out tuning images need some
         if "sample" in options and name != c["benchmark"]["id_train"]:
-            options["sample"] = min(options["sample"], SAMPLE)
+            options["sample"] = min(options["sample"], SAMPLE * scale)
     for key in ("n_ood", "n_outliers"):
         if key in c.get("offline", {}):
             c["offline"][key] = min(
-                c["offline"][key], max(OFFLINE_N, _poem_pool(c) if key == "n_outliers" else 0)
+                c["offline"][key],
+                max(OFFLINE_N * scale, _poem_pool(c) if key == "n_outliers" else 0),
             )
     scores = c["scores"]
     if "laood" in scores:
@@ -151,21 +157,22 @@ def archives_needed(config: dict) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def folder(preset) -> Path:
-    return Path(ROOT) / Path(preset).stem
+def folder(preset, scale: int = 1) -> Path:
+    return Path(ROOT) / (Path(preset).stem + (f"-x{scale}" if scale != 1 else ""))
 
 
-def prepare(preset) -> Path:
-    """Write the stand-in archives and rehearsal config of `preset`; returns the config's path."""
+def prepare(preset, scale: int = 1) -> Path:
+    """Write the stand-in archives and rehearsal config of `preset`; returns the config's path.
+    `scale` (see `shrink`) also multiplies the stand-ins' images."""
     full = cfg.load(preset, cache_dir=".snakemake/oodrepro")
-    base = folder(preset)
-    c = shrink(full)
+    base = folder(preset, scale)
+    c = shrink(full, scale)
     c["results"], c["data"] = str(base / "results"), str(base / "data")
     c["report"]["title"] = "REHEARSAL · " + c["report"]["title"]
     c["rehearsal"] = {"of": str(preset), "banner": BANNER.format(of=preset)}
     names = archives_needed(full)
     missing = [n for n in names if not (base / "standins" / n).exists()]
-    standins.build(missing, base / "standins", STANDIN_IMAGES)
+    standins.build(missing, base / "standins", STANDIN_IMAGES * scale)
     c["downloads"] = {
         n: {
             "url": (base / "standins" / n).resolve().as_uri(),
@@ -316,7 +323,133 @@ def _ensemble_fit_passes(config: dict, n: dict[str, int]) -> float:
     return n[config["benchmark"]["id_train"]] + 3 * tuning + 2 * tuning * (1 + layers * (2 + moved))
 
 
-def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
+def stage_of(rule: str) -> str:
+    """The stage of the cost table a rule's jobs count in."""
+    return STAGES.get(rule, "training" if rule in TRAINERS else "analysis and plots")
+
+
+class _Scaling:
+    """How each rehearsed job's seconds and memory grow to the full run (see `estimate`)."""
+
+    def __init__(self, full: dict, reh: dict, base: Path, n_full: dict, jobs: pd.DataFrame):
+        self.full, self.reh, self.base = full, reh, base
+        self.n_reh = dataset_sizes(Path(reh["data"]))
+        self.n_full = n_full or {k: full_size(full, k, v) for k, v in self.n_reh.items()}
+        bench = full["benchmark"]
+        self.train, self.evaluated = [bench["id_train"]], [bench["id_test"], *bench["ood"]]
+        shapes = {f: npz_shapes(f) for f in base.rglob("features/*/*.npz")}  # headers read once
+        rows = sum(shape["logits"][0] for shape in shapes.values() if "logits" in shape)
+        self.feature_bytes = sum(f.stat().st_size for f in shapes) / max(1, rows)
+        self.startup = float(jobs["seconds"].quantile(0.1))
+        # a rule's own start-up: its fastest rehearsed job (imports, loading a model), where it
+        # ran at least twice; every rehearsed job computes almost nothing, so what they share is
+        # overhead
+        fastest = jobs.groupby("rule")["seconds"].agg(["min", "count"])
+        self.own_startup = {
+            rule: max(self.startup, row["min"]) if row["count"] > 1 else self.startup
+            for rule, row in fastest.iterrows()
+        }
+        self.seeds = len(full["seeds"]) / len(reh["seeds"])
+        self.run = base / "results" / bench["name"]
+
+    def images(self, names, full: bool) -> int:
+        return sum((self.n_full if full else self.n_reh)[n] for n in names)
+
+    def work(self, job) -> tuple[float, list[str], float, bool]:
+        """(work full over rehearsal before the image ratio, the datasets the job holds, bytes
+        per held image, whether the work grows with those images)."""
+        full, reh = self.full, self.reh
+        if job.rule in TRAINERS:
+            return 1.0, self.train, 3072, True  # epochs: `trainer_seconds`
+        if job.rule == "estimate_loss_constraint":
+            draws = full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"]
+            return draws, self.train, 3072, True
+        if job.rule == "dump_features":
+            on_train = job.stem.endswith((".train", JIGSAW))
+            held = (
+                self.train if on_train else self.evaluated + self.train * job.stem.endswith(CONVS)
+            )
+            return 1.0, held, 3072, True
+        if job.rule in EVALUATED:
+            work = 1.0
+            if job.rule == "score" and job.stem == "knn":  # exact search: every test image
+                work = self.images(self.train, True) / max(1, self.images(self.train, False))
+            return work, self.evaluated, self.feature_bytes, True
+        if job.rule == "fit_detector" and job.stem == "mahalanobis_ensemble":
+            passes = _ensemble_fit_passes(full, self.n_full) / _ensemble_fit_passes(reh, self.n_reh)
+            return passes, self.train, 3072, False
+        if job.rule == "fit_detector":
+            return 1.0, self.train, self.feature_bytes, True
+        if job.rule in ("convert_dataset", "generate_offline_dataset") and job.stem in self.n_reh:
+            return 1.0, [job.stem], 3072, True
+        return 1.0, [], 3072, True
+
+    def job(self, job) -> dict:
+        """One rehearsed job's row of the cost table at full scale."""
+        work, held, per_image, by_images = self.work(job)
+        if held and by_images:
+            work *= self.images(held, True) / max(1, self.images(held, False))
+        copies = self.seeds if job.arch else 1.0
+        if job.rule == "train_null_model":
+            copies *= (
+                self.full["watermarknn"]["null_models"] / self.reh["watermarknn"]["null_models"]
+            )
+        base_s = self.own_startup[job.rule]
+        if job.rule in TRAINERS:
+            seconds = self.trainer_seconds(job, base_s, work)
+        else:
+            seconds = base_s + max(0.0, job.seconds - base_s) * work
+        grown = (
+            job.rss_mb + (self.images(held, True) - self.images(held, False)) * per_image / 2**20
+        )
+        stage = stage_of(job.rule)
+        if stage == "LA-OOD fits":
+            seconds, grown = 0.0, job.rss_mb  # replaced by the fit-time model (`_laood_estimate`)
+        return {
+            "stage": stage,
+            "jobs": copies,
+            "rehearsal s": job.seconds,
+            "estimate s": seconds * copies,
+            "peak MB (rehearsal)": job.rss_mb,
+            "peak MB (estimate)": grown,
+        }
+
+    def trainer_seconds(self, job, base_s: float, images: float) -> float:
+        """A trainer's logged epochs scale with images × epochs, the rest of it (evaluation,
+        saving) with epochs; without a log, the whole job above start-up with images × epochs."""
+        epochs_r, epochs_f = (
+            _job_epochs(c, job.rule, job.arch, job.stem) for c in (self.reh, self.full)
+        )
+        epochs = epochs_f / epochs_r
+        epoch_s = _epoch_seconds(
+            self.run / job.arch / f"seed{self.reh['seeds'][0]}", job.rule, job.stem
+        )
+        if not epoch_s:
+            return base_s + max(0.0, job.seconds - base_s) * images * epochs
+        return (
+            base_s + max(0.0, job.seconds - base_s - epoch_s) * epochs + epoch_s * images * epochs
+        )
+
+    def throughput(self, job) -> dict | None:
+        """Training images per second of a trainer's logged epochs in the rehearsal."""
+        if job.rule not in TRAINERS:
+            return None
+        epoch_s = _epoch_seconds(
+            self.run / job.arch / f"seed{self.reh['seeds'][0]}", job.rule, job.stem
+        )
+        if not epoch_s:
+            return None
+        epochs = _job_epochs(self.reh, job.rule, job.arch, job.stem)
+        return {
+            "rule": job.rule,
+            "arch": job.arch,
+            "images/s": self.images(self.train, False) * epochs / epoch_s,
+        }
+
+
+def estimate(
+    preset, *, target=None, target_sizes: dict[str, int] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     """The full preset's cost from what its rehearsal measured, per stage; plus training
     throughput per architecture and the totals (docs/rehearsal.md states the model).
 
@@ -330,8 +463,12 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     LA-OOD's layer fits come from `laood.layer_seconds` (n^2.14 · width). Peak memory grows
     by the images a job holds (3,072 bytes each as uint8 arrays, the feature bytes per image
     the rehearsal wrote for feature jobs).
+
+    `target` (a config) is predicted instead of the preset, with `target_sizes` (dataset →
+    images) where the registry does not know its sizes: how `bench/estimate_check.py` predicts
+    a run at larger budgets from the rehearsal, to compare with that run.
     """
-    full = cfg.load(preset, cache_dir=".snakemake/oodrepro")
+    full = cfg.load(target or preset, cache_dir=".snakemake/oodrepro")
     base = folder(preset)
     reh = cfg.load(base / "config.yaml", cache_dir=".snakemake/oodrepro")
     jobs = benchmark_records(base)
@@ -339,108 +476,41 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
         raise FileNotFoundError(
             f"no benchmark records under {base}: run `make rehearse CONFIG={preset}` first"
         )
-    n_reh = dataset_sizes(Path(reh["data"]))
-    n_full = {k: full_size(full, k, v) for k, v in n_reh.items()}
-    bench = full["benchmark"]
-    train, evaluated = [bench["id_train"]], [bench["id_test"], *bench["ood"]]
-    shapes = {f: npz_shapes(f) for f in base.rglob("features/*/*.npz")}  # headers read once each
-    rows = sum(shape["logits"][0] for shape in shapes.values() if "logits" in shape)
-    feature_bytes = sum(f.stat().st_size for f in shapes) / max(1, rows)
-
-    def images(names, table) -> int:
-        return sum(table[n] for n in names)
-
-    startup = float(jobs["seconds"].quantile(0.1))
-    # a rule's own start-up: its fastest rehearsed job (imports, loading a model), where it ran
-    # at least twice; every rehearsed job computes almost nothing, so what they share is overhead
-    fastest = jobs.groupby("rule")["seconds"].agg(["min", "count"])
-    own_startup = {
-        rule: max(startup, row["min"]) if row["count"] > 1 else startup
-        for rule, row in fastest.iterrows()
-    }
-    seeds = len(full["seeds"]) / len(reh["seeds"])
-    rows, throughput = [], []
-    for job in jobs.itertuples():
-        copies, work, held, per_image, epoch_s = (seeds if job.arch else 1.0), 1.0, [], 3072, None
-        by_images = True  # the work grows with the images the job holds
-        stage = STAGES.get(job.rule, "training" if job.rule in TRAINERS else "analysis and plots")
-        if job.rule in TRAINERS:
-            epochs_r, epochs_f = (_job_epochs(c, job.rule, job.arch, job.stem) for c in (reh, full))
-            held = train
-            work = epochs_f / epochs_r
-            if job.rule == "train_null_model":
-                copies *= full["watermarknn"]["null_models"] / reh["watermarknn"]["null_models"]
-            run = base / "results" / bench["name"] / job.arch / f"seed{reh['seeds'][0]}"
-            epoch_s = _epoch_seconds(run, job.rule, job.stem)
-            if epoch_s:
-                throughput.append(
-                    {
-                        "rule": job.rule,
-                        "arch": job.arch,
-                        "images/s": n_reh[bench["id_train"]] * epochs_r / epoch_s,
-                    }
-                )
-        elif job.rule == "estimate_loss_constraint":
-            held, work = train, full["unleashing_mask"]["draws"] / reh["unleashing_mask"]["draws"]
-        elif job.rule == "dump_features":
-            on_train = job.stem.endswith((".train", JIGSAW))
-            held = train if on_train else evaluated + train * job.stem.endswith(CONVS)
-        elif job.rule in EVALUATED:
-            held, per_image = evaluated, feature_bytes
-            if job.rule == "score" and job.stem == "knn":  # exact search: every test image
-                work = images(train, n_full) / max(1, images(train, n_reh))  # × every train one
-        elif job.rule == "fit_detector" and job.stem == "mahalanobis_ensemble":
-            held, by_images = train, False
-            work = _ensemble_fit_passes(full, n_full) / _ensemble_fit_passes(reh, n_reh)
-        elif job.rule == "fit_detector":
-            held, per_image = train, feature_bytes
-        elif job.rule in ("convert_dataset", "generate_offline_dataset") and job.stem in n_reh:
-            held = [job.stem]
-        if held and by_images:
-            work *= images(held, n_full) / max(1, images(held, n_reh))
-        grown = job.rss_mb + (images(held, n_full) - images(held, n_reh)) * per_image / 2**20
-        base_s = own_startup[job.rule]
-        seconds = base_s + max(0.0, job.seconds - base_s) * work
-        if (
-            job.rule in TRAINERS and epoch_s
-        ):  # the logged epochs scale with the work, the rest with epochs
-            seconds = (
-                base_s
-                + max(0.0, job.seconds - base_s - epoch_s) * epochs_f / epochs_r
-                + epoch_s * work
-            )
-        if stage == "LA-OOD fits":
-            seconds, grown = 0.0, job.rss_mb  # replaced by the fit-time model below
-        rows.append(
-            {
-                "stage": stage,
-                "jobs": copies,
-                "rehearsal s": job.seconds,
-                "estimate s": seconds * copies,
-                "peak MB (rehearsal)": job.rss_mb,
-                "peak MB (estimate)": grown,
-            }
-        )
-    table = pd.DataFrame(rows)
+    scaling = _Scaling(full, reh, base, target_sizes, jobs)
+    table = pd.DataFrame([scaling.job(job) for job in jobs.itertuples()])
     if (table["stage"] == "LA-OOD fits").any():
-        seconds, memory = _laood_estimate(full, base, n_full[bench["id_train"]])
-        table = pd.concat(
-            [
-                table,
-                pd.DataFrame(
-                    [
-                        {
-                            "stage": "LA-OOD fits",
-                            "jobs": 0,
-                            "rehearsal s": 0.0,
-                            "estimate s": seconds * seeds,
-                            "peak MB (rehearsal)": 0.0,
-                            "peak MB (estimate)": memory,
-                        }
-                    ]
-                ),
-            ]
-        )
+        n_train = scaling.images(scaling.train, True)
+        seconds, memory = _laood_estimate(full, base, n_train)
+        laood_row = {
+            "stage": "LA-OOD fits",
+            "jobs": 0,
+            "rehearsal s": 0.0,
+            "estimate s": seconds * scaling.seeds,
+            "peak MB (rehearsal)": 0.0,
+            "peak MB (estimate)": memory,
+        }
+        table = pd.concat([table, pd.DataFrame([laood_row])])
+    per_stage = _per_stage(table)
+    throughput = [t for t in map(scaling.throughput, jobs.itertuples()) if t]
+    totals = {
+        "rehearsal jobs": len(jobs),
+        "rehearsal job-seconds": float(jobs["seconds"].sum()),
+        "start-up s": scaling.startup,
+        "estimate hours": float(per_stage["estimate hours"].sum()),
+        "download bytes": _download_bytes(full),
+        "disk bytes": _disk_bytes(base, scaling.n_reh, scaling.n_full, scaling.seeds),
+        **dict(zip(("device", "wall s"), _manifest(base, reh), strict=True)),
+    }
+    by_arch = (
+        pd.DataFrame(throughput).groupby(["arch", "rule"]).median().reset_index()
+        if throughput
+        else None
+    )
+    return per_stage, by_arch, totals
+
+
+def _per_stage(table: pd.DataFrame) -> pd.DataFrame:
+    """The job rows summed per stage, in pipeline order; seconds as hours."""
     per_stage = table.groupby("stage").agg(
         {
             "jobs": "sum",
@@ -453,21 +523,7 @@ def estimate(preset) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     per_stage = per_stage.reindex([s for s in STAGE_ORDER if s in per_stage.index]).reset_index()
     per_stage["jobs"] = per_stage["jobs"].round().astype(int)
     per_stage["estimate hours"] = per_stage.pop("estimate s") / 3600
-    totals = {
-        "rehearsal jobs": len(jobs),
-        "rehearsal job-seconds": float(jobs["seconds"].sum()),
-        "start-up s": startup,
-        "estimate hours": float(per_stage["estimate hours"].sum()),
-        "download bytes": _download_bytes(full),
-        "disk bytes": _disk_bytes(base, n_reh, n_full, seeds),
-        **dict(zip(("device", "wall s"), _manifest(base, reh), strict=True)),
-    }
-    by_arch = (
-        pd.DataFrame(throughput).groupby(["arch", "rule"]).median().reset_index()
-        if throughput
-        else None
-    )
-    return per_stage, by_arch, totals
+    return per_stage
 
 
 def _laood_estimate(full: dict, base: Path, n_train: int) -> tuple[float, float]:
