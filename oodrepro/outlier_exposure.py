@@ -12,8 +12,6 @@ main_OE.py), which differs from the papers' text in the ways the docstrings say.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,7 +20,7 @@ from . import models
 from .augmentation import augment
 from .inference import to_tensor
 from .optimizer import SGD
-from .training import Trainer
+from .training import Batch, Trainer
 
 
 def oe_term(z_out: torch.Tensor) -> torch.Tensor:
@@ -91,7 +89,7 @@ def boundary_outliers(theta: np.ndarray, phi_pool: np.ndarray, n: int) -> np.nda
 
 
 class Exposure(Trainer):
-    """A `training.fit` objective that adds one outlier-exposure term, built whole: the network
+    """A `training.Run` objective that adds one outlier-exposure term, built whole: the network
     it fine-tunes, its `id_loss(logits, y)` (plain CE or Unleashing Mask's flooding loss), the
     outlier pool and the method's options, all as keywords.
 
@@ -141,20 +139,21 @@ class Exposure(Trainer):
         self.epoch = epoch
         self.order = torch.randperm(len(self.selected), generator=gen)
 
-    def outlier_batch(self, b: int, size: int, gen: torch.Generator) -> torch.Tensor:
-        n = len(self.selected)
-        rows = self.order[(b * size + torch.arange(size)) % n]
+    def outlier_batch(self, batch: Batch) -> torch.Tensor:
+        """The outliers paired with `batch`: as many as its ID images, augmented alike."""
+        n, size = len(self.selected), len(batch.x)
+        rows = self.order[(batch.index * size + torch.arange(size)) % n]
         idx = torch.from_numpy(self.selected)[rows].to(self.pool.device)
-        return augment(self.pool[idx].float() / 255.0, self.crop_padding, self.flip, gen)
+        return augment(self.pool[idx].float() / 255.0, self.crop_padding, self.flip, batch.gen)
 
     def term(self, z_in: torch.Tensor, z_out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def step(self, model, x, y, b, gen, opt, autocast=None):
-        """One update on the ID batch and its outlier batch, through `model` as `fit` runs it
-        (compiled where the recipe asks)."""
-        with autocast or contextlib.nullcontext():
-            return self.joint_step(model, x, y, self.outlier_batch(b, len(x), gen), opt)
+    def step(self, model, batch: Batch, opt, autocast):
+        """One update on the ID batch and its outlier batch, through `model` as the run trains
+        it (compiled where the recipe asks)."""
+        with autocast:
+            return self.joint_step(model, batch.x, batch.y, self.outlier_batch(batch), opt)
 
     def joint_step(self, model, x, y, x_out, opt, clip: float | None = None):
         """One pass over ID + outliers, one optimiser step (gradient norm clipped to `clip`)."""
@@ -273,13 +272,13 @@ class POEM(EnergyExposure):
             )
         return boundary_outliers(theta, phi_pool, self.n_select)
 
-    def step(self, model, x, y, b, gen, opt, autocast=None):
-        x_out = self.outlier_batch(b, len(x), gen)
+    def step(self, model, batch: Batch, opt, autocast):
+        x_out = self.outlier_batch(batch)
         if self.epoch == 0:  # remembered as fed; featurised in eval mode after the epoch
-            self._fed_in.append(_as_uint8(x))
+            self._fed_in.append(_as_uint8(batch.x))
         self._fed_out.append(_as_uint8(x_out))
-        with autocast or contextlib.nullcontext():
-            return self.joint_step(model, x, y, x_out, opt)
+        with autocast:
+            return self.joint_step(model, batch.x, batch.y, x_out, opt)
 
 
 class DOE(Exposure):
@@ -319,14 +318,14 @@ class DOE(Exposure):
     def term(self, z_in, z_out):
         return oe_term(z_out)
 
-    def step(self, model, x, y, b, gen, opt, autocast=None):
-        """Warm-up steps through `model` as `fit` runs it; the perturbed steps on the network
+    def step(self, model, batch: Batch, opt, autocast):
+        """Warm-up steps through `model` as the run trains it; the perturbed steps on the network
         itself (uncompiled), whose parameters they copy, move and restore by name."""
-        x_out = self.outlier_batch(b, len(x), gen)
-        with autocast or contextlib.nullcontext():
+        x_out = self.outlier_batch(batch)
+        with autocast:
             if self.epoch >= self.params["warmup"]:
-                return self._doe_step(self.model, x, y, x_out, gen, opt)
-            return self.joint_step(model, x, y, x_out, opt, clip=self.params["clip"])
+                return self._doe_step(self.model, batch.x, batch.y, x_out, batch.gen, opt)
+            return self.joint_step(model, batch.x, batch.y, x_out, opt, clip=self.params["clip"])
 
     def _doe_step(self, model, x, y, x_out, gen, opt):
         """Perturb θ toward the proxy's worst-case OE direction, take an OE step there, undo the

@@ -87,7 +87,7 @@ def save(path, expected: str, state: dict) -> None:
 
 
 class Epochs:
-    """The epoch loop every resumable job shares: training (`training.fit`) and watermark
+    """The epoch loop every resumable job shares: training (`training.Run`) and watermark
     learning (`watermark_ood.learn`) differ in their update, not in their bookkeeping.
 
     Creating it loads the state this job wrote (same fingerprint) into `state` and its

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -43,25 +44,37 @@ def _kept(state_path: Path, name: str) -> Path:
     return state_path.with_name(f"{state_path.stem}.{name}.pt")
 
 
-class Trainer:
-    """The objective `fit` trains with; this one is plain cross-entropy.
+@dataclass
+class Batch:
+    """One training batch as the loop hands it to a trainer: the augmented images `x`, their
+    labels `y`, the batch's `index` in the epoch and the epoch's generator `gen` (a trainer's
+    own draws come from it, so a resumed run draws the same)."""
 
-    A method overrides what differs: `loss(model, x, y, b, gen) -> (loss, logits of x)` for the
-    batch (it may add inputs of its own, e.g. trigger images); `step` for the whole update
-    (outlier exposure adds its batch, DOE takes two optimiser steps); `epoch_start(epoch, gen)`
-    for per-epoch draws; `train_mode(model)` for module modes after `model.train()`;
-    `evaluate(model) -> dict` for extra log columns; `state_dict` / `load_state_dict` for what
-    a resumed run must remember (saved and restored with the model, e.g. POEM's memory).
+    x: torch.Tensor
+    y: torch.Tensor
+    index: int
+    gen: torch.Generator
+
+
+class Trainer:
+    """The objective `Run` trains with; this one is plain cross-entropy.
+
+    A method overrides what differs: `loss(model, batch) -> (loss, logits of batch.x)` (it may
+    add inputs of its own, e.g. trigger images); `step` for the whole update (outlier exposure
+    adds its batch, DOE takes two optimiser steps); `epoch_start(epoch, gen)` for per-epoch
+    draws; `train_mode(model)` for module modes after `model.train()`; `evaluate(model) -> dict`
+    for extra log columns; `state_dict` / `load_state_dict` for what a resumed run must
+    remember (saved and restored with the model, e.g. POEM's memory).
     """
 
-    def loss(self, model, x, y, b: int, gen: torch.Generator):
-        logits = model(x)
-        return F.cross_entropy(logits.float(), y), logits
+    def loss(self, model, batch: Batch):
+        logits = model(batch.x)
+        return F.cross_entropy(logits.float(), batch.y), logits
 
-    def step(self, model, x, y, b: int, gen: torch.Generator, opt, autocast):
-        """One update on batch b; returns (loss, logits of x)."""
+    def step(self, model, batch: Batch, opt, autocast):
+        """One update on the batch under the `autocast` context; returns (loss, logits of x)."""
         with autocast:
-            loss, logits = self.loss(model, x, y, b, gen)
+            loss, logits = self.loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -83,52 +96,15 @@ class Trainer:
         pass
 
 
-def fit(
-    model: models.Backbone,
-    params,
-    images: np.ndarray,
-    labels: np.ndarray,
-    recipe: dict,
-    state_path: str | Path,
-    log_csv: str | Path,
-    *,
-    seed: int = 0,
-    trainer: Trainer | None = None,
-    test: tuple[np.ndarray, np.ndarray] | None = None,
-    after_epoch: Callable | None = None,
-    first_epoch: int = 0,
-    identity: dict | None = None,
-    desc: str = "train",
-    progress: bool = True,
-) -> list[dict]:
-    """The SGD loop every trainer here shares; returns the per-epoch history.
-
-    `params` are the trainable parameters, `trainer` the objective (default: cross-entropy);
-    with `test` its accuracy is logged every epoch, before the trainer's own columns.
-    `after_epoch(epoch, model, history)` saves extras (kept checkpoints). The learning rate of
-    epoch e is `lr_at(first_epoch + e)`: a continuation can resume an earlier run's schedule.
-    The full state (model, optimiser, history, the trainer's state) is saved after every epoch
-    and resumed from, but only by the same job: its fingerprint covers the recipe, seed,
-    starting weights, which parameters train, the data and `identity` (whatever else the
-    trainer depends on); a state that does not match is discarded (see `resume`).
-    """
-    trainer = trainer or Trainer()
-    params = list(params)
-    dev = next(model.parameters()).device
-    opt = SGD(
-        params,
-        lr=recipe["lr"],
-        momentum=recipe.get("momentum", 0.9),
-        weight_decay=recipe.get("weight_decay", 5e-4),
-        nesterov=recipe.get("nesterov", False),
-    )
-    state_path = Path(state_path)
+def _fingerprint(model, params, images, labels, recipe, seed, first_epoch, identity) -> str:
+    """What a saved state must match to be resumed: the recipe, seed, starting weights, which
+    parameters train, the data and `identity` (whatever else the trainer depends on)."""
     trained = {id(p) for p in params}
-    job = resume.fingerprint(
+    return resume.fingerprint(
         recipe=recipe,
         seed=seed,
         first_epoch=first_epoch,
-        identity=identity or {},
+        identity=identity,
         model={
             "class": type(model).__name__,
             "arch": model.arch,
@@ -139,82 +115,141 @@ def fit(
         images=np.asarray(images),
         labels=np.asarray(labels, np.int64),
     )
-    # a discarded state's kept checkpoints (`_kept`) need no cleaning: every run rewrites them
-    # before use
-    loop = resume.Epochs(
-        state_path,
-        job,
-        recipe["epochs"],
-        log_csv,
-        map_location=dev,
-        desc=desc,
-        progress=progress,
-        shown=("loss", "accuracy"),
-    )
-    if loop.state is not None:
-        model.load_state_dict(loop.state["model"])
-        opt.load_state_dict(loop.state["optimizer"])
-        trainer.load_state_dict(loop.state["extra"])
-    history = loop.history
 
-    x_all, y_all = to_tensor(images, dev), torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
-    n, bs = len(y_all), recipe["batch_size"]
-    aug = recipe.get("augment", {})
-    # Channels-last layout where it is fast and safe (`use_channels_last`); bf16 autocast on CUDA
-    # (`use_bf16`); `compile: true` runs the forward through torch.compile.
-    layout = torch.channels_last if use_channels_last(model, dev) else torch.contiguous_format
-    model.to(memory_format=layout)
-    net = torch.compile(model) if recipe.get("compile", False) else model
-    autocast = bf16_autocast(recipe.get("bf16", "auto"), dev)
-    for epoch in loop:
+
+class Run:
+    """One resumable SGD run, the loop every trainer here shares; iterate it to train.
+
+    `params` are the trainable parameters, `trainer` the objective (default: cross-entropy);
+    with `test` its accuracy is logged every epoch, before the trainer's own columns. The
+    learning rate of epoch e is `lr_at(first_epoch + e)`: a continuation can resume an earlier
+    run's schedule. The full state (model, optimiser, history, the trainer's state) is saved
+    after every epoch and resumed from, but only by the same job (`_fingerprint`); a state that
+    does not match is discarded (see `resume`).
+
+    Iterating runs the epochs still to run and yields each (0-based) once its row is in
+    `history` and before its state is saved: what the caller saves then (kept checkpoints) is
+    on disk before the state that skips the epoch is.
+    """
+
+    def __init__(
+        self,
+        model: models.Backbone,
+        params,
+        images: np.ndarray,
+        labels: np.ndarray,
+        recipe: dict,
+        state_path: str | Path,
+        log_csv: str | Path,
+        *,
+        seed: int = 0,
+        trainer: Trainer | None = None,
+        test: tuple[np.ndarray, np.ndarray] | None = None,
+        first_epoch: int = 0,
+        identity: dict | None = None,
+        desc: str = "train",
+        progress: bool = True,
+    ):
+        self.model, self.recipe, self.seed, self.test = model, recipe, seed, test
+        self.trainer, self.first_epoch = trainer or Trainer(), first_epoch
+        params = list(params)
+        dev = next(model.parameters()).device
+        self.opt = SGD(
+            params,
+            lr=recipe["lr"],
+            momentum=recipe.get("momentum", 0.9),
+            weight_decay=recipe.get("weight_decay", 5e-4),
+            nesterov=recipe.get("nesterov", False),
+        )
+        job = _fingerprint(model, params, images, labels, recipe, seed, first_epoch, identity or {})
+        self.loop = resume.Epochs(
+            state_path,
+            job,
+            recipe["epochs"],
+            log_csv,
+            map_location=dev,
+            desc=desc,
+            progress=progress,
+            shown=("loss", "accuracy"),
+        )
+        if self.loop.state is not None:
+            model.load_state_dict(self.loop.state["model"])
+            self.opt.load_state_dict(self.loop.state["optimizer"])
+            self.trainer.load_state_dict(self.loop.state["extra"])
+        self.history = self.loop.history
+        self.images = to_tensor(images, dev)
+        self.labels = torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
+        # Channels-last layout where it is fast and safe (`use_channels_last`); bf16 autocast on
+        # CUDA (`use_bf16`); `compile: true` runs the forward through torch.compile.
+        self.layout = (
+            torch.channels_last if use_channels_last(model, dev) else torch.contiguous_format
+        )
+        model.to(memory_format=self.layout)
+        self.net = torch.compile(model) if recipe.get("compile", False) else model
+        self.autocast = bf16_autocast(recipe.get("bf16", "auto"), dev)
+
+    def __iter__(self) -> Iterator[int]:
+        for epoch in self.loop:
+            self.history.append(self._train_epoch(epoch))
+            if self.test is not None:
+                self.history[-1]["test_accuracy"] = accuracy_fraction(self.model, *self.test)
+            self.history[-1].update(self.trainer.evaluate(self.model))
+            yield epoch
+            self.loop.end_epoch(
+                {
+                    "model": self.model.state_dict(),
+                    "optimizer": self.opt.state_dict(),
+                    "extra": self.trainer.state_dict(),
+                }
+            )
+
+    def _train_epoch(self, epoch: int) -> dict:
+        """One pass over the training set in the epoch's seeded order; returns its log row."""
         t0 = time.time()
-        gen = epoch_generator(seed, epoch)
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout draws
-        lr = lr_at(first_epoch + epoch, recipe)
-        for group in opt.param_groups:
+        gen = epoch_generator(self.seed, epoch)
+        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout draws
+        lr = lr_at(self.first_epoch + epoch, self.recipe)
+        for group in self.opt.param_groups:
             group["lr"] = lr
-        trainer.epoch_start(epoch, gen)
-        model.train()
-        trainer.train_mode(model)
-        perm = torch.randperm(n, generator=gen).to(dev)
-        total_loss = torch.zeros((), device=dev)  # summed on the device: no host sync per batch
-        correct = torch.zeros((), device=dev, dtype=torch.long)
+        self.trainer.epoch_start(epoch, gen)
+        self.model.train()
+        self.trainer.train_mode(self.model)
+        n, bs = len(self.labels), self.recipe["batch_size"]
+        aug = self.recipe.get("augment", {})
+        perm = torch.randperm(n, generator=gen).to(self.labels.device)
+        total_loss = torch.zeros((), device=self.labels.device)  # no host sync per batch
+        correct = torch.zeros((), device=self.labels.device, dtype=torch.long)
         seen = 0
         for b, i in enumerate(range(0, n, bs)):
             idx = perm[i : i + bs]
             if len(idx) < 2:  # BatchNorm cannot train on one image
                 continue
             x = augment(
-                x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen
+                self.images[idx].float() / 255.0,
+                aug.get("crop_padding", 4),
+                aug.get("flip", True),
+                gen,
             )
-            x = x.contiguous(memory_format=layout)
-            y = y_all[idx]
-            loss, logits = trainer.step(net, x, y, b, gen, opt, autocast)
+            batch = Batch(x.contiguous(memory_format=self.layout), self.labels[idx], b, gen)
+            loss, logits = self.trainer.step(self.net, batch, self.opt, self.autocast)
             total_loss += loss.detach().float() * len(idx)
-            correct += (logits.argmax(1) == y).sum()
+            correct += (logits.argmax(1) == batch.y).sum()
             seen += len(idx)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "lr": lr,
-                "loss": total_loss.item() / seen,
-                "accuracy": correct.item() / seen,
-                "seconds": time.time() - t0,
-            }
-        )
-        if test is not None:
-            history[-1]["test_accuracy"] = accuracy_fraction(model, *test)
-        history[-1].update(trainer.evaluate(model))
-        if after_epoch is not None:
-            after_epoch(epoch, model, history)
-        loop.end_epoch(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "extra": trainer.state_dict(),
-            }
-        )
-    return history
+        return {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "loss": total_loss.item() / seen,
+            "accuracy": correct.item() / seen,
+            "seconds": time.time() - t0,
+        }
+
+
+def fit(*args, **kwargs) -> list[dict]:
+    """A `Run` (same arguments) to its last epoch; returns the per-epoch history."""
+    run = Run(*args, **kwargs)
+    for _ in run:
+        pass
+    return run.history
 
 
 def train_backbone(
@@ -244,7 +279,7 @@ def train_backbone(
     checkpoints: {name: (epoch, path)} saves the weights after that (1-based) epoch.
     `state_path` holds the full training state after every epoch; when it exists the run
     continues from it, and it is removed once `out` is written. `first_epoch`, `trainer` and
-    `identity` are `fit`'s.
+    `identity` are `Run`'s.
     """
     best_test = recipe.get("checkpoint", "last") == "best_test"
     if best_test and test is None:
@@ -262,18 +297,7 @@ def train_backbone(
         model.load_state_dict(models.load_checkpoint(init, dev, spec=spec)[1]["state_dict"])
     state_path = Path(state_path)
 
-    def save_extras(epoch, m, history):
-        if best_test:
-            earlier = [h["test_accuracy"] for h in history[1:-1]]
-            if epoch > 0 and history[-1]["test_accuracy"] > max(earlier, default=-1.0):
-                models.save_model(_kept(state_path, "best"), m, spec, epoch=epoch + 1)
-        for name, (at, _) in keep.items():
-            if (
-                at == epoch + 1
-            ):  # kept beside the state until the run ends, so a kill cannot lose it
-                models.save_model(_kept(state_path, name), m, spec, epoch=epoch + 1)
-
-    fit(
+    run = Run(
         model,
         model.parameters(),
         images,
@@ -284,7 +308,6 @@ def train_backbone(
         seed=seed,
         trainer=trainer,
         test=test,
-        after_epoch=save_extras,
         first_epoch=first_epoch,
         progress=progress,
         identity={
@@ -294,6 +317,14 @@ def train_backbone(
             **(identity or {}),
         },
     )
+    for epoch in run:  # kept beside the state until the run ends, so a kill cannot lose them
+        if best_test and epoch > 0:
+            earlier = [h["test_accuracy"] for h in run.history[1:-1]]
+            if run.history[-1]["test_accuracy"] > max(earlier, default=-1.0):
+                models.save_model(_kept(state_path, "best"), model, spec, epoch=epoch + 1)
+        for name, (at, _) in keep.items():
+            if at == epoch + 1:
+                models.save_model(_kept(state_path, name), model, spec, epoch=epoch + 1)
     for name, (_, path) in keep.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(_kept(state_path, name), path)

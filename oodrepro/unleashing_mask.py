@@ -175,9 +175,9 @@ class IdLoss(training.Trainer):
     def __init__(self, id_loss):
         self.id_loss = id_loss
 
-    def loss(self, model, x, y, b, gen):
-        logits = model(x)
-        return self.id_loss(logits, y), logits
+    def loss(self, model, batch):
+        logits = model(batch.x)
+        return self.id_loss(logits, batch.y), logits
 
 
 def flooding_level(flooding: bool, configured: float | None, constraint) -> float | None:

@@ -144,12 +144,12 @@ class TriggerMixer(training.Trainer):
     def batch(self, b: int) -> torch.Tensor:
         return self.batches[(self.offset + b) % len(self.batches)]
 
-    def loss(self, model, x, y, b, gen):
+    def loss(self, model, batch):
         """One mean cross-entropy over the ID batch and its trigger batch; logits of the ID part."""
-        t = self.batch(b)
-        logits = model(torch.cat([x, self.x[t]]))
-        loss = F.cross_entropy(logits, torch.cat([y, self.y[t]]))
-        return loss, logits[: len(x)]
+        t = self.batch(batch.index)
+        logits = model(torch.cat([batch.x, self.x[t]]))
+        loss = F.cross_entropy(logits, torch.cat([batch.y, self.y[t]]))
+        return loss, logits[: len(batch.x)]
 
     def evaluate(self, model) -> dict:
         return {"trigger_accuracy": trigger_accuracy(model, self.x_uint8, self.labels)}

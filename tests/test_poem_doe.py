@@ -2,6 +2,7 @@
 here directly on a tiny model and compared (POEM's neural_linear_opt.py, DOE's doe_final.py
 and utils_awp.py, Unleashing-Mask's main_OE.py)."""
 
+import contextlib
 import copy
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from oodrepro import models, outlier_exposure
 from oodrepro.augmentation import augment
+from oodrepro.training import Batch
 
 pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
 
@@ -109,8 +111,8 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
     pool = torch.from_numpy(outliers).permute(0, 3, 1, 2)
     fed_in, fed_out, real = {0: [], 1: []}, {0: [], 1: []}, exp.outlier_batch
 
-    def recording(b, size, gen):
-        out = real(b, size, gen)
+    def recording(batch):
+        out = real(batch)
         fed_out[exp.epoch].append(out.clone())
         return out
 
@@ -123,7 +125,8 @@ def test_poem_selects_from_the_prior_in_epoch_0_and_from_eval_mode_features_afte
         for b in range(3):
             x = augment(x_all[b * 8 : (b + 1) * 8], 2, True, gen)
             fed_in[epoch].append(x.clone())
-            exp.step(model, x, labels[b * 8 : (b + 1) * 8], b, gen, opt)
+            batch = Batch(x, labels[b * 8 : (b + 1) * 8], b, gen)
+            exp.step(model, batch, opt, contextlib.nullcontext())
 
     def uint8(batches):
         return (torch.cat(batches) * 255).round().to(torch.uint8)
@@ -183,7 +186,7 @@ def _doe(setup, warmup):
     exp.epoch_start(0, torch.Generator().manual_seed(0))
     x = torch.from_numpy(images[:8]).permute(0, 3, 1, 2).float() / 255
     x_out = torch.from_numpy(outliers[:8]).permute(0, 3, 1, 2).float() / 255
-    exp.outlier_batch = lambda b, size, gen: x_out
+    exp.outlier_batch = lambda batch: x_out
     return exp, official, x, x_out, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
 
@@ -198,7 +201,8 @@ def test_poem_refuses_to_select_its_whole_pool(setup):
 def test_doe_warm_up_steps_are_gradient_clipped(setup):  # point 5
     model, _, labels, _ = setup
     exp, official, x, x_out, opt = _doe(setup, warmup=5)
-    exp.step(model, x, labels[:8], 0, torch.Generator().manual_seed(1), opt)
+    batch = Batch(x, labels[:8], 0, torch.Generator().manual_seed(1))
+    exp.step(model, batch, opt, contextlib.nullcontext())
 
     ref_opt = torch.optim.SGD(official.parameters(), lr=0.1, momentum=0.9)
     z = official(torch.cat([x, x_out]))
@@ -222,7 +226,7 @@ def test_doe_step_after_warm_up_as_the_official_code(setup):  # points 6, 7
     gen = torch.Generator().manual_seed(3)
     gammas = [1e-1, 1e-2, 1e-3, 1e-4]
     gamma = gammas[int(torch.randint(4, (1,), generator=torch.Generator().manual_seed(3)))]
-    exp.step(model, x, labels[:8], 0, gen, opt)
+    exp.step(model, Batch(x, labels[:8], 0, gen), opt, contextlib.nullcontext())
 
     # doe_final.py, one step: proxy step, perturbed OE step, restored ID step, all on the joint
     # batch

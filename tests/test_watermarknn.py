@@ -11,6 +11,7 @@ import torch
 
 from oodrepro import augmentation, data, models, training, watermarknn
 from oodrepro.data import offline
+from oodrepro.training import Batch
 
 pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
 
@@ -57,7 +58,7 @@ def test_every_batch_carries_per_batch_triggers_and_an_epoch_cycles_the_set(trig
     model, x, y = Recorder(), torch.rand(5, 3, 32, 32), torch.zeros(5, dtype=torch.long)
     used = []
     for b in range(5):  # 10 triggers in batches of 2: 5 training batches see each trigger once
-        _, logits = mixer.loss(model, x, y, b, None)
+        _, logits = mixer.loss(model, Batch(x, y, b, None))
         seen = model.seen[-1]
         assert seen.shape[0] == 7 and logits.shape[0] == 5  # ID accuracy reads the ID part only
         assert torch.equal(seen[:5], x)
@@ -74,7 +75,7 @@ def test_the_joint_loss_is_one_mean_over_id_and_trigger_images(triggers):
     torch.manual_seed(0)
     model = models.build(**SPEC)
     x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 4, (6,))
-    loss, _ = mixer.loss(model, x, y, 0, None)
+    loss, _ = mixer.loss(model, Batch(x, y, 0, None))
     t = mixer.batch(0)
     expected = torch.nn.functional.cross_entropy(
         model(torch.cat([x, mixer.x[t]])), torch.cat([y, mixer.y[t]])
