@@ -29,7 +29,7 @@ rehearse: $(BIN)/.installed
 
 # Every preset, one after another; CI rehearses the CIFAR-10 presets, whose CIFAR-100 twins run
 # the same rules, converters, architectures and scores (tests/test_rehearsal.py checks it).
-REHEARSE_CI = presets/fashion-mnist.yaml presets/featurenorm-cvpr23.yaml presets/la-ood-pakdd22.yaml presets/openood-cifar10-resnet18.yaml presets/unleashing-mask-icml23.yaml presets/watermarking-neurips22.yaml presets/watermarknn-usenix18.yaml
+REHEARSE_CI = presets/fashion-mnist.yaml presets/featurenorm-cvpr23.yaml presets/la-ood-pakdd22.yaml presets/openood-cifar10-resnet18.yaml presets/openood-v15-cifar10.yaml presets/unleashing-mask-icml23.yaml presets/watermarking-neurips22.yaml presets/watermarknn-usenix18.yaml
 PRESETS ?= $(wildcard presets/*.yaml)
 rehearse-all: $(BIN)/.installed
 	@for preset in $(PRESETS); do $(MAKE) --no-print-directory rehearse CONFIG=$$preset ARGS="$(ARGS)" || exit 1; done

@@ -297,7 +297,8 @@ def _poem_pool_problems(config: dict) -> list[str]:
     ]
 
 
-def _check_semantics(config: dict, cache_dir=None) -> None:
+def _name_problems(config: dict) -> list[str]:
+    """Datasets, archives and scores the registries do not know."""
     problems = []
     bench = config["benchmark"]
     named = [("benchmark.id_train", bench["id_train"]), ("benchmark.id_test", bench["id_test"])]
@@ -318,22 +319,62 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             problems.append(
                 f"scores.{name}: unknown score; known: {', '.join(sorted(scores.SCORES))}"
             )
+    return problems
+
+
+def _benchmark_problems(config: dict) -> list[str]:
+    """ID, OOD and outlier sets that overlap; groups and per-variant scores that name nothing."""
+    problems = []
+    bench = config["benchmark"]
+    for group, members in bench.get("groups", {}).items():
+        if group in bench["ood"] or group in ("mean", "-"):
+            problems.append(
+                f"benchmark.groups.{group}: a group name must not be an OOD set or 'mean'"
+            )
+        for m in members:
+            if m not in bench["ood"]:
+                problems.append(f"benchmark.groups.{group}: {m!r} is not in benchmark.ood")
+    for variant, names in config.get("variant_scores", {}).items():
+        if variant not in config["variants"]:
+            problems.append(f"variant_scores.{variant}: not one of the variants")
+        for name in names:
+            if name not in config["scores"]:
+                problems.append(
+                    f"variant_scores.{variant}: {name!r} is not configured under scores"
+                )
+    for role in ("id_test", "id_train"):
+        if bench[role] in bench["ood"]:
+            problems.append(
+                f"benchmark.ood: must not contain the ID set benchmark.{role} ({bench[role]!r})"
+            )
+    if bench.get("outliers") in (bench["id_train"], bench["id_test"], *bench["ood"]):
+        problems.append(
+            f"benchmark.outliers: {bench['outliers']!r} is an ID or OOD set; outlier exposure must "
+            "train on other data"
+        )
+    return problems
+
+
+def _backbone_problems(config: dict, cache_dir) -> list[str]:
+    """Per backbone: its imported archive, its snapshots, every recipe it trains under and the
+    layers the scores name."""
+    problems = []
     snapshot_names = set(config["training"].get("snapshots", {}))
     for name, bb in config["backbones"].items():
-        if "pretrained" in bb and bb["pretrained"]["archive"] not in data.ARCHIVES:
+        pretrained = bb.get("pretrained", {})
+        if "archive" in pretrained and pretrained["archive"] not in data.ARCHIVES:
             problems.append(
-                f"backbones.{name}.pretrained.archive: unknown archive "
-                f"{bb['pretrained']['archive']!r}"
+                f"backbones.{name}.pretrained.archive: unknown archive {pretrained['archive']!r}"
             )
+        if pretrained.get("format") == "openood":
+            problems += _openood_backbone_problems(config, name)
         recipe = recipe_of(config, name)
         if set(recipe.get("snapshots", {})) != snapshot_names:
             problems.append(
                 f"backbones.{name}.training.snapshots: must name the same checkpoints as "
                 "training.snapshots"
             )
-        where = (
-            f"backbones.{name}.training" if "training" in config["backbones"][name] else "training"
-        )
+        where = f"backbones.{name}.training" if "training" in bb else "training"
         problems += _recipe_problems(where, recipe)
         for ft in config["finetunes"]:
             problems += _recipe_problems(
@@ -346,6 +387,33 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
                 spec.get("first_epoch", 0),
             )
         problems += _layer_problems(config, name, cache_dir)
+    return problems
+
+
+def _openood_backbone_problems(config: dict, name: str) -> list[str]:
+    """An OpenOOD checkpoint is its ResNet18_32x32 (3×3 stem, padding 1) and must see the inputs
+    OpenOOD gives it: its benchmark's normalisation, images made by its lists."""
+    bb, where = config["backbones"][name], f"backbones.{name}"
+    problems = []
+    if bb["arch"] != "resnet18" or bb.get("stem_padding", 1) != 1:
+        problems.append(f"{where}: OpenOOD's checkpoints are resnet18 with stem_padding 1")
+    bench = config["benchmark"]["id_test"].removeprefix("openood-").partition("-")[0]
+    if not config["benchmark"]["id_test"].startswith("openood-"):
+        problems.append(
+            f"{where}.pretrained: an OpenOOD checkpoint is evaluated on OpenOOD's lists "
+            "(benchmark.id_test: openood-cifar10-test or openood-cifar100-test)"
+        )
+    elif bb.get("normalization") != f"openood-{bench}":
+        problems.append(
+            f"{where}.normalization: OpenOOD's {bench} checkpoints expect openood-{bench} "
+            f"(its test preprocessing), not {bb.get('normalization')!r}"
+        )
+    return problems
+
+
+def _watermark_problems(config: dict) -> list[str]:
+    """OOD watermarks' schedules and objectives, and variants that name a model or watermark."""
+    problems = []
     for name, wm in config["watermarks"].items():
         if wm["decay_epoch"] > wm["epochs"]:
             problems.append(
@@ -364,6 +432,13 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
                 f"variants[{i}]: {variant!r} is neither a model ({', '.join(known)}) nor "
                 "'<model>+<watermark>'"
             )
+    return problems
+
+
+def _finetune_problems(config: dict) -> list[str]:
+    """Fine-tunes' names, starting checkpoints and method combinations, and POEM's pool."""
+    problems = []
+    snapshot_names = set(config["training"].get("snapshots", {}))
     for name, ft in config["finetunes"].items():
         if (
             name in ("base",)
@@ -377,76 +452,74 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
             problems.append(
                 f"finetunes.{name}.from: {ft['from']!r} is not base or base.<snapshot name>"
             )
-        if "exposure" in ft and "outliers" not in bench:
+        if "exposure" in ft and "outliers" not in config["benchmark"]:
             problems.append(f"finetunes.{name}.exposure: needs benchmark.outliers")
         if "exposure" in ft and "mask" in ft:
             problems.append(
                 f"finetunes.{name}: UMAP inside outlier exposure is not part of the method"
             )
-    if "outliers" in bench:
+    if "outliers" in config["benchmark"]:
         problems += _poem_pool_problems(config)
-    for group, members in bench.get("groups", {}).items():
-        if group in bench["ood"] or group in ("mean", "-"):
-            problems.append(
-                f"benchmark.groups.{group}: a group name must not be an OOD set or 'mean'"
-            )
-        for m in members:
-            if m not in bench["ood"]:
-                problems.append(f"benchmark.groups.{group}: {m!r} is not in benchmark.ood")
-    for variant, names in config.get("variant_scores", {}).items():
-        if variant not in config["variants"]:
-            problems.append(f"variant_scores.{variant}: not one of the variants")
-        for name in names:
-            if name not in config["scores"]:
-                problems.append(
-                    f"variant_scores.{variant}: {name!r} is not configured under scores"
-                )
+    return problems
+
+
+def _watermarknn_problems(config: dict) -> list[str]:
+    """The trigger set's labels, the owners' names and starting points, the ownership rule."""
     wnn = config.get("watermarknn")
-    if wnn:
-        try:
-            spec, _ = data.get(wnn["triggers"])
-            classes = (
-                config["offline"]["trigger_classes"]
-                if spec.offline is not None
-                else spec.num_classes
-            )
-            if classes > data.get(bench["id_train"])[0].num_classes:
-                problems.append("watermarknn.triggers: trigger labels exceed the ID classes")
-        except KeyError as err:
-            problems.append(f"watermarknn.triggers: {err.args[0]}")
-        for name, owner in wnn["owners"].items():
-            source = owner["from"]
-            if name in ("base", "scratch") or name.startswith("null"):
-                problems.append(f"watermarknn.owners.{name}: reserved name")
-            if (
-                source != "scratch"
-                and source != "base"
-                and source.removeprefix("base.") not in snapshot_names
-            ):
-                problems.append(
-                    f"watermarknn.owners.{name}.from: {source!r} is not scratch, base or "
-                    "base.<snapshot name>"
-                )
-        if wnn["ownership"]["rule"] == "fixed" and "min_accuracy" not in wnn["ownership"]:
-            problems.append("watermarknn.ownership: the fixed rule needs min_accuracy")
-        if wnn["ownership"]["rule"] == "null-models" and "alpha" not in wnn["ownership"]:
-            problems.append("watermarknn.ownership: the null-models rule needs alpha")
-    for role in ("id_test", "id_train"):
-        if bench[role] in bench["ood"]:
-            problems.append(
-                f"benchmark.ood: must not contain the ID set benchmark.{role} ({bench[role]!r})"
-            )
-    if bench.get("outliers") in (bench["id_train"], bench["id_test"], *bench["ood"]):
-        problems.append(
-            f"benchmark.outliers: {bench['outliers']!r} is an ID or OOD set; outlier exposure must "
-            "train on other data"
+    if not wnn:
+        return []
+    problems = []
+    try:
+        spec, _ = data.get(wnn["triggers"])
+        classes = (
+            config["offline"]["trigger_classes"] if spec.offline is not None else spec.num_classes
         )
+        if classes > data.get(config["benchmark"]["id_train"])[0].num_classes:
+            problems.append("watermarknn.triggers: trigger labels exceed the ID classes")
+    except KeyError as err:
+        problems.append(f"watermarknn.triggers: {err.args[0]}")
+    snapshot_names = set(config["training"].get("snapshots", {}))
+    for name, owner in wnn["owners"].items():
+        source = owner["from"]
+        if name in ("base", "scratch") or name.startswith("null"):
+            problems.append(f"watermarknn.owners.{name}: reserved name")
+        if source not in ("scratch", "base") and source.removeprefix("base.") not in snapshot_names:
+            problems.append(
+                f"watermarknn.owners.{name}.from: {source!r} is not scratch, base or "
+                "base.<snapshot name>"
+            )
+    if wnn["ownership"]["rule"] == "fixed" and "min_accuracy" not in wnn["ownership"]:
+        problems.append("watermarknn.ownership: the fixed rule needs min_accuracy")
+    if wnn["ownership"]["rule"] == "null-models" and "alpha" not in wnn["ownership"]:
+        problems.append("watermarknn.ownership: the null-models rule needs alpha")
+    return problems
+
+
+def _check_semantics(config: dict, cache_dir=None) -> None:
+    """What the schema cannot say, one check per concern; every problem reported at once."""
     from .claims import problems as claim_problems  # here: it reads score files, config does not
 
-    problems += claim_problems(config)
+    problems = [
+        *_name_problems(config),
+        *_backbone_problems(config, cache_dir),
+        *_watermark_problems(config),
+        *_finetune_problems(config),
+        *_benchmark_problems(config),
+        *_watermarknn_problems(config),
+        *claim_problems(config),
+    ]
     if problems:
         problems = list(dict.fromkeys(problems))  # checks repeated per backbone report once
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def pretrained_file(config: dict, arch: str, seed) -> str:
+    """The released weights backbone `arch` imports for `seed`: its downloaded archive, or the
+    user's file (`pretrained.path`, `{seed}` replaced: OpenOOD's s0, s1, s2 checkpoints)."""
+    pretrained = config["backbones"][arch]["pretrained"]
+    if "archive" in pretrained:
+        return str(Path(config["data"]) / "raw" / pretrained["archive"])
+    return pretrained["path"].format(seed=seed)
 
 
 def scores_of(config: dict, variant: str) -> list[str]:

@@ -87,6 +87,17 @@ def mark_start(path) -> None:
     save_text(path, now() + "\n")
 
 
+def local_sources(config: dict) -> list[dict]:
+    """The sha256 of each file of the user's own the run read (`data.local_sources`)."""
+    from .data import local_sources as sources
+    from .data.download import file_digest
+
+    return [
+        {"path": path, "what": what, "sha256": file_digest(path, "sha256")}
+        for path, what in sources(config).items()
+    ]
+
+
 def build(config: dict, repo: Path, started: str | None) -> dict:
     marks = (
         {"REHEARSAL": config["rehearsal"]} if "rehearsal" in config else {}
@@ -96,6 +107,7 @@ def build(config: dict, repo: Path, started: str | None) -> dict:
         "started": started,
         "finished": now(),
         "config_sha256": config_hash(config),
+        "local_sources": local_sources(config),
         "git": git_state(repo),
         "device": devices(config.get("device", "auto")),
         "versions": versions(),

@@ -147,14 +147,52 @@ def shrink(config: dict, scale: int = 1) -> dict:
     return c
 
 
-def archives_needed(config: dict) -> list[str]:
-    """Every archive the preset's DAG downloads: its datasets' and its imported checkpoints'."""
+def datasets_used(config: dict) -> list[str]:
+    """Every dataset the preset's DAG makes."""
     bench = config["benchmark"]
     names = [bench["id_train"], bench["id_test"], *bench["ood"], bench.get("outliers")]
     names.append(config.get("watermarknn", {}).get("triggers"))
-    found = [a for n in names if n and not data.is_offline(n) for a in data.archives_of(n)]
-    found += [b["pretrained"]["archive"] for b in config["backbones"].values() if "pretrained" in b]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def archives_needed(config: dict) -> list[str]:
+    """Every archive the preset's DAG downloads: its datasets' and its imported checkpoints'."""
+    names = datasets_used(config)
+    found = [a for n in names if not data.is_offline(n) for a in data.archives_of(n)]
+    found += [
+        b["pretrained"]["archive"]
+        for b in config["backbones"].values()
+        if "archive" in b.get("pretrained", {})
+    ]
     return list(dict.fromkeys(found))
+
+
+def _openood_standins(c: dict, root: Path, n: int) -> None:
+    """OpenOOD's own files as stand-ins, and `c` pointed at them: a data folder holding the lists
+    the config reads (and their images), and each imported backbone's checkpoint per seed in
+    OpenOOD's key layout (docs/openood-v15.md)."""
+    lists = [data.imglist_of(name) for name in datasets_used(c) if data.imglist_of(name)]
+    if lists:
+        classes = {
+            bench: spec.num_classes
+            for bench in data.OPENOOD_LISTS
+            for spec in [data.get(f"openood-{bench}-train")[0]]
+        }
+        missing = [x for x in lists if not (root / "data" / "benchmark_imglist" / x).exists()]
+        standins.openood_data(root / "data", missing, n, classes)  # kept: a rerun reuses its sets
+        c["openood"] = {"data": str((root / "data").resolve())}
+    for arch, backbone in c["backbones"].items():
+        pretrained = backbone.get("pretrained", {})
+        if "path" not in pretrained:
+            continue
+        if pretrained["format"] != "openood":
+            raise ValueError(f"no stand-in for a {pretrained['format']!r} checkpoint file")
+        classes = data.get(c["benchmark"]["id_train"])[0].num_classes
+        path = root / "results" / arch / "s{seed}" / "best.ckpt"
+        for seed in c["seeds"]:
+            if not Path(str(path).format(seed=seed)).exists():
+                standins.openood_checkpoint(Path(str(path).format(seed=seed)), classes, seed)
+        pretrained["path"] = str(path.resolve())
 
 
 def folder(preset, scale: int = 1) -> Path:
@@ -173,6 +211,7 @@ def prepare(preset, scale: int = 1) -> Path:
     names = archives_needed(full)
     missing = [n for n in names if not (base / "standins" / n).exists()]
     standins.build(missing, base / "standins", STANDIN_IMAGES * scale)
+    _openood_standins(c, base / "standins" / "openood", STANDIN_IMAGES * scale)
     c["downloads"] = {
         n: {
             "url": (base / "standins" / n).resolve().as_uri(),

@@ -417,7 +417,9 @@ def claims_caption(claims: pd.DataFrame) -> str:
 
 
 def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
-    """Ours beside the paper's numbers, for every reference row we can match."""
+    """Ours beside the paper's numbers, for every reference row we can match. Where the paper
+    gives its std (over its seeds or checkpoints), ours is flagged when its mean is farther from
+    the paper's than that std."""
     rows = []
     for ref in reference.get("rows", []):
         mask = (
@@ -433,9 +435,20 @@ def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
             {
                 **{k: ref.get(k, "") for k in ("arch", "method", "ood_set", "metric")},
                 "paper": ref["value"],
+                "paper std": ref.get("std", np.nan),
                 "ours": ours["mean"].iloc[0] if len(ours) else np.nan,
+                "ours std": ours["std"].iloc[0] if len(ours) else np.nan,
+                "seeds": int(ours["seeds"].iloc[0]) if len(ours) else 0,
             }
         )
-    frame = pd.DataFrame(rows, columns=["arch", "method", "ood_set", "metric", "paper", "ours"])
+    columns = ["arch", "method", "ood_set", "metric", "paper", "paper std", "ours", "ours std"]
+    frame = pd.DataFrame(rows, columns=[*columns, "seeds"])
     frame["difference"] = frame["ours"] - frame["paper"]
+    frame["beyond paper std"] = np.where(
+        frame["paper std"].notna() & frame["ours"].notna(),
+        np.where(frame["difference"].abs() > frame["paper std"], "yes", "no"),
+        "",
+    )
+    if frame["paper std"].isna().all():
+        frame = frame.drop(columns=["paper std", "beyond paper std"])
     return frame

@@ -38,7 +38,7 @@ rule train_backbone:
 
 rule import_pretrained_backbone:
     input:
-        lambda w: f"{DATA}/raw/{config['backbones'][w.arch]['pretrained']['archive']}",
+        lambda w: cfg.pretrained_file(config, w.arch, w.seed),
     output:
         model=f"{RUN}/models/base.pt",
     log:

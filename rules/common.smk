@@ -136,13 +136,6 @@ def selection_set(wildcards):
     return {}
 
 
-def dataset_folder(wildcards):
-    """An unpacked copy named in `dataset_options`, read instead of the dataset's archive."""
-    return lookup(
-        dpath=f"dataset_options/{wildcards.dataset}/folder", within=config, default=None
-    )
-
-
 def owner_init(wildcards):
     """The clean checkpoint an owner continues, if it does not start from scratch."""
     source = WNN["owners"][wildcards.owner]["from"]

@@ -45,11 +45,7 @@ rule download_archive:
 
 rule convert_dataset:
     input:
-        lambda w: (
-            []
-            if dataset_folder(w)
-            else [f"{DATA}/raw/{a}" for a in datasets.archives_of(w.dataset)]
-        ),
+        lambda w: datasets.source_files(config, w.dataset),
     output:
         f"{DATA}/datasets/{{dataset}}.npz",
     log:
@@ -69,6 +65,6 @@ rule convert_dataset:
             dpath="dataset_options/{dataset}/sample", within=config, default=None
         ),
         seed=lookup(dpath="dataset_options/{dataset}/seed", within=config, default=0),
-        folder=dataset_folder,
+        folder=lambda w: datasets.source_folder(config, w.dataset),
     script:
         "../workflow_scripts/convert_dataset.py"

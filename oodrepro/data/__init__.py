@@ -491,6 +491,52 @@ _SPECS = [
         size=10_000,
     ),
 ]
+# OpenOOD v1.5's CIFAR benchmarks, exactly the images of its lists, read from OpenOOD's data
+# folder (`openood.data`: benchmark_imglist/ and images_classic/; docs/openood-v15.md). Each
+# benchmark has its own lists (its TIN list drops the classes that overlap its ID set), so each
+# set is named per benchmark. name suffix → (list under benchmark_imglist/<benchmark>/, images
+# in the list as OpenOOD v1.5's paper gives them: the cost estimate's scale, the list decides)
+OPENOOD_LISTS = {
+    "cifar10": {
+        "train": ("train_cifar10.txt", 50_000),
+        "val": ("val_cifar10.txt", 1_000),
+        "test": ("test_cifar10.txt", 9_000),
+        "ood-val": ("val_tin.txt", 1_000),
+        "cifar100": ("test_cifar100.txt", 9_000),
+        "tin": ("test_tin.txt", 7_793),
+        "mnist": ("test_mnist.txt", 70_000),
+        "svhn": ("test_svhn.txt", 26_032),
+        "texture": ("test_texture.txt", 5_640),
+        "places365": ("test_places365.txt", 35_195),
+    },
+    "cifar100": {
+        "train": ("train_cifar100.txt", 50_000),
+        "val": ("val_cifar100.txt", 1_000),
+        "test": ("test_cifar100.txt", 9_000),
+        "ood-val": ("val_tin.txt", 1_000),
+        "cifar10": ("test_cifar10.txt", 9_000),
+        "tin": ("test_tin.txt", 7_793),
+        "mnist": ("test_mnist.txt", 70_000),
+        "svhn": ("test_svhn.txt", 26_032),
+        "texture": ("test_texture.txt", 5_640),
+        "places365": ("test_places365.txt", 35_195),
+    },
+}
+_SPECS += [
+    DatasetSpec(
+        f"openood-{bench}-{part}",
+        f"OpenOOD v1.5 {bench} benchmark: benchmark_imglist/{bench}/{filename}",
+        converter=dl.convert_imglist,
+        converter_args={"imglist": f"{bench}/{filename}"},
+        recipes=("openood",),
+        num_classes={"cifar10": 10, "cifar100": 100}[bench]
+        if part in ("train", "val", "test")
+        else 0,
+        size=size,
+    )
+    for bench, lists in OPENOOD_LISTS.items()
+    for part, (filename, size) in lists.items()
+]
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in _SPECS}
 
 
@@ -575,7 +621,70 @@ def unavailable(config: dict) -> list[str]:
             f"release file at {Path(config['data']) / 'raw' / name}, or point "
             f"downloads.{name}.url at a copy (file:// works)"
         )
-    return lines
+    return lines + _missing_local_files(config, names)
+
+
+def local_sources(config: dict) -> dict[str, str]:
+    """The user's own files a run reads, no checksum published for them, each with what it is:
+    OpenOOD's image lists and the released checkpoints given by `pretrained.path` (their sha256
+    goes into the manifest, so two runs can prove they read the same files)."""
+    bench = config["benchmark"]
+    names = [bench["id_train"], bench["id_test"], *bench["ood"], bench.get("outliers")]
+    found = {}
+    for name in dict.fromkeys(n for n in names if n and imglist_of(n)):
+        folder = source_folder(config, name)
+        if folder is not None:
+            found[str(Path(folder) / "benchmark_imglist" / imglist_of(name))] = (
+                f"image list of {name}"
+            )
+    for arch, backbone in config["backbones"].items():
+        path = backbone.get("pretrained", {}).get("path")
+        for seed in config["seeds"] if path else []:
+            found[path.format(seed=seed)] = f"checkpoint of backbone {arch}, seed {seed}"
+    return found
+
+
+def _missing_local_files(config: dict, names) -> list[str]:
+    """One line per file of the user's own that the run reads and that is not there: OpenOOD's
+    data folder or lists, released checkpoints (docs/openood-v15.md)."""
+    if any(imglist_of(n) for n in names if n) and not config.get("openood", {}).get("data"):
+        return ["the openood-* datasets are read from OpenOOD's data folder: set openood.data"]
+    folder = config.get("openood", {}).get("data")
+    if folder and any(imglist_of(n) for n in names if n) and not Path(folder).is_dir():
+        return [
+            f"openood.data: no folder {folder}: download OpenOOD v1.5's data with its "
+            "scripts/download/download.py and point openood.data at it (docs/openood-v15.md)"
+        ]
+    return [
+        f"{what}: no file {path}; download OpenOOD v1.5's files (docs/openood-v15.md)"
+        for path, what in local_sources(config).items()
+        if not Path(path).is_file()
+    ]
+
+
+def imglist_of(name: str) -> str | None:
+    """The OpenOOD image list a dataset is read by (under benchmark_imglist/), if it is one."""
+    return get(name)[0].converter_args.get("imglist")
+
+
+def source_folder(config: dict, name: str) -> str | None:
+    """The folder a dataset is read from instead of its archives: `dataset_options.<name>.folder`,
+    or OpenOOD's data folder (`openood.data`) for a set of its image lists."""
+    own = config.get("dataset_options", {}).get(name, {}).get("folder")
+    if own is None and imglist_of(name):
+        return config.get("openood", {}).get("data")
+    return own
+
+
+def source_files(config: dict, name: str) -> list[str]:
+    """What converting a dataset reads, as files a job can depend on: its image list in OpenOOD's
+    folder (an edited list makes the set again), nothing else for a folder of one's own, else the
+    archives under `<data>/raw/`."""
+    folder = source_folder(config, name)
+    if folder is not None:
+        listed = imglist_of(name)
+        return [str(Path(folder) / "benchmark_imglist" / listed)] if listed else []
+    return [str(Path(config["data"]) / "raw" / a) for a in archives_of(name)]
 
 
 def build_offline(name: str, params: dict, out) -> None:

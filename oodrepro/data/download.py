@@ -155,6 +155,8 @@ def to_rgb32(img: Image.Image, recipe: str) -> np.ndarray:
     centre32: centre-crop 32×32 without resizing (LSUN-crop's 36×36 copies, WatermarkNN's
     triggers), the origin rounded as torchvision's CenterCrop rounds it.
     squash-bilinear / squash-lanczos: resize to 32×32, aspect ratio not kept.
+    openood: OpenOOD v1.5's test transform for 32×32 benchmarks, torchvision's
+    Resize(32, bilinear) then CenterCrop(32) (crop32 up to rounding); 32×32 passes as is.
     """
     img = img.convert("RGB")
     w, h = img.size
@@ -172,6 +174,11 @@ def to_rgb32(img: Image.Image, recipe: str) -> np.ndarray:
             raise ValueError(f"centre32 needs images of at least 32×32, got {w}×{h}")
         left, top = int(round((w - SIZE) / 2.0)), int(round((h - SIZE) / 2.0))
         img = img.crop((left, top, left + SIZE, top + SIZE))
+    elif recipe == "openood":
+        from torchvision import transforms
+
+        resize = transforms.Resize(SIZE, interpolation=transforms.InterpolationMode.BILINEAR)
+        img = transforms.CenterCrop(SIZE)(resize(img))
     elif recipe == "squash-bilinear":
         img = img.resize((SIZE, SIZE), Image.BILINEAR)
     elif recipe == "squash-lanczos":
@@ -385,6 +392,55 @@ def convert_user_folder(
     idx = sample_indices(len(files), sample, seed)
     images = [to_rgb32(Image.open(files[i]), recipe) for i in tqdm(idx, desc=Path(folder).name)]
     return _stack(images), np.full(len(idx), -1, np.int64)
+
+
+def read_imglist(path) -> list[tuple[str, int]]:
+    """OpenOOD's image list: one `relative/path label` line per image (label −1 for OOD)."""
+    entries = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, _, label = line.strip().partition(" ")
+        if not label or name.startswith("/"):
+            raise ValueError(
+                f"{path}, line {n}: expected '<path under images_classic/> <label>', got {line!r}"
+            )
+        entries.append((name, int(label)))
+    return entries
+
+
+def convert_imglist(
+    archives: list[Path],
+    work: Path,
+    *,
+    recipe: str,
+    imglist: str,
+    folder: str | None = None,
+    sample=None,
+    seed=0,
+    **_,
+):
+    """Exactly the images an OpenOOD v1.5 image list names, in its order, with its labels.
+
+    `folder` is OpenOOD's data folder: the list is `benchmark_imglist/<imglist>`, its paths are
+    under `images_classic/`. A named image that is missing is an error, not a shorter set."""
+    if folder is None:
+        raise ValueError("OpenOOD's image lists are read from its data folder: set openood.data")
+    root = Path(folder)
+    entries = read_imglist(root / "benchmark_imglist" / imglist)
+    missing = [name for name, _ in entries if not (root / "images_classic" / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(entries)} images of {imglist} are not under "
+            f"{root / 'images_classic'} (first: {missing[0]}); download the images with "
+            "OpenOOD's scripts/download/download.py (docs/openood-v15.md)"
+        )
+    idx = sample_indices(len(entries), sample, seed)
+    images = [
+        to_rgb32(Image.open(root / "images_classic" / entries[i][0]), recipe)
+        for i in tqdm(idx, desc=imglist)
+    ]
+    return _stack(images), np.array([entries[i][1] for i in idx], np.int64)
 
 
 def convert_triggers(

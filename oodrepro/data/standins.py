@@ -245,6 +245,74 @@ def hendrycks_wrn(root: Path, filename: str, classes: int, seed: int = 9) -> dic
     return {"paths": [path]}
 
 
+def to_openood_keys(state: dict, per_stage: int) -> dict:
+    """Our ResNet names → OpenOOD's ResNet18_32x32 names (inverse of `models.openood_keys`)."""
+    out = {}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head == "stem":
+            index, _, rest = rest.partition(".")
+            key = f"{'conv1' if index == '0' else 'bn1'}.{rest}"
+        elif head == "blocks":
+            index, _, rest = rest.partition(".")
+            stage, block = divmod(int(index), per_stage)
+            key = f"layer{stage + 1}.{block}.{rest}"
+        out[key] = value
+    return out
+
+
+def openood_checkpoint(path: Path, classes: int, seed: int) -> dict:
+    """A seeded ResNet-18 saved as OpenOOD v1.5 saves its checkpoints: a state dict under its
+    ResNet18_32x32 key names (`best.ckpt`), BatchNorm statistics calibrated on random images."""
+    import torch
+
+    from .. import models
+
+    torch.manual_seed(seed)
+    model = models.build("resnet18", num_classes=classes, normalization=f"openood-cifar{classes}")
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(32, 3, 32, 32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(to_openood_keys(model.eval().state_dict(), per_stage=2), path)
+    return {"paths": [path]}
+
+
+def openood_data(root: Path, imglists: list[str], n: int, classes: dict[str, int]) -> dict:
+    """OpenOOD's data folder for the given lists (`<benchmark>/<file>` under benchmark_imglist/):
+    each list names its own PNG files under images_classic/ (sizes vary, as the real sets' do:
+    32×32, 64×64, 28×28 grey, larger photos), labelled 0.. for an ID list of a benchmark with
+    `classes[benchmark]` classes (every class at least twice), −1 for an OOD list. A training list
+    holds 2.5 n images, as the CIFAR stand-in's five training batches do."""
+    written = {}
+    for k, listed in enumerate(imglists):
+        bench, filename = listed.split("/")
+        split, _, source = filename.removesuffix(".txt").partition("_")
+        rng = np.random.default_rng(zlib.crc32(listed.encode()))
+        is_id = source == bench
+        # a training list as large as the CIFAR stand-in's (KNN's k = 50 needs more than 50)
+        count = max(5 * (n // 2), 2 * classes[bench]) if is_id and split == "train" else n
+        labels = _balanced_labels(rng, count, classes[bench]) if is_id else np.full(count, -1)
+        shape = {"tin": (64, 64, 3), "mnist": (28, 28), "texture": (48, 40, 3)}.get(
+            source, (32, 32, 3)
+        )
+        lines = []
+        for i in range(count):
+            name = f"{source}/{split}/{bench}_{k}_{i:05d}.png"
+            image = rng.integers(0, 256, shape, dtype=np.uint8)
+            (root / "images_classic" / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / "images_classic" / name).write_bytes(_png(image))
+            lines.append(f"{name} {int(labels[i])}\n")
+        path = root / "benchmark_imglist" / listed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(lines))
+        written[listed] = path
+    return written
+
+
 def _odin(filename: str, top: str, size: int) -> Callable[[Path, int], dict]:
     def build(root: Path, n: int) -> dict:
         return image_folder_tar(

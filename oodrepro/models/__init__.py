@@ -116,14 +116,49 @@ def hendrycks_wrn_keys(state_dict: dict) -> dict:
     return out
 
 
-PRETRAINED_FORMATS = {"hendrycks-wrn": hendrycks_wrn_keys}
+def openood_keys(state_dict: dict) -> dict:
+    """Rename an OpenOOD v1.5 ResNet18_32x32 state dict to this package's ResNet names.
+
+    Theirs: conv1, bn1, layer{s}.{i}.{conv1,bn1,conv2,bn2,shortcut.0,shortcut.1}, fc.
+    Ours:   stem.0, stem.1, blocks.{blocks before stage s + i}.(same), fc.
+    """
+    per_stage: dict[int, int] = {}
+    for key in state_dict:
+        if key.startswith("layer"):
+            stage, block = key.split(".")[:2]
+            per_stage[int(stage[5:])] = max(per_stage.get(int(stage[5:]), 0), int(block) + 1)
+    out = {}
+    for key, value in state_dict.items():
+        head, _, rest = key.partition(".")
+        if head in ("conv1", "bn1"):
+            key = f"stem.{0 if head == 'conv1' else 1}.{rest}"
+        elif head.startswith("layer"):
+            stage = int(head[5:])
+            block, _, rest = rest.partition(".")
+            index = sum(per_stage.get(s, 0) for s in range(1, stage)) + int(block)
+            key = f"blocks.{index}.{rest}"
+        out[key] = value
+    return out
+
+
+PRETRAINED_FORMATS = {"hendrycks-wrn": hendrycks_wrn_keys, "openood": openood_keys}
 
 
 def import_pretrained(weights_path, out, spec: dict, key_format: str) -> Backbone:
-    """Load released weights strictly into `build(**spec)` and save them as our checkpoint."""
+    """Load released weights strictly into `build(**spec)` and save them as our checkpoint: a key
+    the model lacks or a key of the model the file lacks is an error naming them."""
     model = build(**spec)
     state = load_torch(weights_path)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    model.load_state_dict(PRETRAINED_FORMATS[key_format](dict(state)), strict=True)
+    mapped = PRETRAINED_FORMATS[key_format](dict(state))
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(mapped)), sorted(set(mapped) - expected)
+    if missing or unexpected:
+        raise KeyError(
+            f"{weights_path} does not hold a {spec['arch']} in the {key_format!r} format: "
+            f"{len(missing)} of the model's weights missing {missing[:5]}, {len(unexpected)} "
+            f"unexpected {unexpected[:5]} (names after mapping to this package's)"
+        )
+    model.load_state_dict(mapped, strict=True)
     save_model(out, model, spec, pretrained=str(weights_path))
     return model.eval()
