@@ -66,6 +66,11 @@ NETWORK_SCORES = [
 ]
 FITTED_SCORES = [n for n in config["scores"] if score_registry.get(n).fit is not None]
 NETWORK_FITS = [n for n in FITTED_SCORES if n in NETWORK_SCORES]
+# OpenOOD-style hyper-parameter search (oodrepro/search.py): the scores it tunes and the
+# validation sets it tunes on, dumped with the evaluated sets
+SEARCH = config.get("search", {})
+SEARCHED = list(SEARCH.get("grids", {}))
+TUNING = [SEARCH["id_val"], SEARCH["ood_val"]] if SEARCH else []
 # LA-OOD's fit as pieces of this many layers, gathered into one detector (rules/laood.smk)
 LAOOD_SPLIT = lookup(dpath="scores/laood/layers_per_job", within=config, default=None)
 WNN = config.get("watermarknn", {})
@@ -89,6 +94,11 @@ wildcard_constraints:
 
 
 FEATURENORM_BLOCKS = per_model("featurenorm/{variant}/blocks.csv", method="featurenorm")
+SEARCH_TABLES = [
+    f
+    for name in SEARCHED
+    for f in per_model("search/{variant}/{method}.csv", method=name)
+]
 LAOOD_LAYERS = per_model("laood/{variant}/layers.csv", method="laood")
 WATERMARK_PLOTS = [
     f

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -495,6 +496,43 @@ def _watermarknn_problems(config: dict) -> list[str]:
     return problems
 
 
+def _search_problems(config: dict) -> list[str]:
+    """A hyper-parameter search tunes configured feature scores by their own parameters, on
+    validation sets kept apart from every set the run tests on."""
+    search = config.get("search")
+    if not search:
+        return []
+    problems = []
+    bench = config["benchmark"]
+    for key in ("id_val", "ood_val"):
+        try:
+            data.get(search[key])
+        except KeyError as err:
+            problems.append(f"search.{key}: {err.args[0]}")
+        if search[key] in (bench["id_train"], bench["id_test"], *bench["ood"]):
+            problems.append(
+                f"search.{key}: {search[key]!r} is a set the run trains or tests on; tuning must "
+                "not see it"
+            )
+    for name, grid in search["grids"].items():
+        if name not in config["scores"]:
+            problems.append(f"search.grids.{name}: not configured under scores")
+            continue
+        score = scores.get(name)
+        if score.needs != "features":
+            problems.append(
+                f"search.grids.{name}: only feature-based scores are searched ({name} runs the "
+                "network)"
+            )
+        known = set(inspect.signature(score.score).parameters) - {"features", "state"}
+        for key in set(grid) - known:
+            problems.append(
+                f"search.grids.{name}.{key}: not a hyper-parameter of {name} "
+                f"({', '.join(sorted(known)) or 'it has none'})"
+            )
+    return problems
+
+
 def _check_semantics(config: dict, cache_dir=None) -> None:
     """What the schema cannot say, one check per concern; every problem reported at once."""
     from .claims import problems as claim_problems  # here: it reads score files, config does not
@@ -506,6 +544,7 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
         *_finetune_problems(config),
         *_benchmark_problems(config),
         *_watermarknn_problems(config),
+        *_search_problems(config),
         *claim_problems(config),
     ]
     if problems:

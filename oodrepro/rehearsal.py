@@ -147,17 +147,9 @@ def shrink(config: dict, scale: int = 1) -> dict:
     return c
 
 
-def datasets_used(config: dict) -> list[str]:
-    """Every dataset the preset's DAG makes."""
-    bench = config["benchmark"]
-    names = [bench["id_train"], bench["id_test"], *bench["ood"], bench.get("outliers")]
-    names.append(config.get("watermarknn", {}).get("triggers"))
-    return list(dict.fromkeys(n for n in names if n))
-
-
 def archives_needed(config: dict) -> list[str]:
     """Every archive the preset's DAG downloads: its datasets' and its imported checkpoints'."""
-    names = datasets_used(config)
+    names = data.datasets_of(config)
     found = [a for n in names if not data.is_offline(n) for a in data.archives_of(n)]
     found += [
         b["pretrained"]["archive"]
@@ -171,7 +163,7 @@ def _openood_standins(c: dict, root: Path, n: int) -> None:
     """OpenOOD's own files as stand-ins, and `c` pointed at them: a data folder holding the lists
     the config reads (and their images), and each imported backbone's checkpoint per seed in
     OpenOOD's key layout (docs/openood-v15.md)."""
-    lists = [data.imglist_of(name) for name in datasets_used(c) if data.imglist_of(name)]
+    lists = [data.imglist_of(name) for name in data.datasets_of(c) if data.imglist_of(name)]
     if lists:
         classes = {
             bench: spec.num_classes
@@ -248,6 +240,7 @@ STAGES = {
     "dump_features": "features",
     "fit_detector": "scores",
     "score": "scores",
+    "search_hyperparameters": "scores",
     "compute_metrics": "metrics and report",
     "laood": "LA-OOD fits",
 }

@@ -242,13 +242,29 @@ def analysis_sections(
     return out
 
 
-def score_glossary(names: list[str]) -> pd.DataFrame:
-    """What each score of the run is, from the registry's descriptions."""
+def score_glossary(
+    names: list[str], hyperparameters: dict | None = None, search: dict | None = None
+) -> pd.DataFrame:
+    """What each score of the run is, from the registry's descriptions, and the hyper-parameters
+    it ran with: the config's, or a search's (OpenOOD's automatic mode) over its grid."""
     rows = [score_registry.get(n) for n in names]
+    hyperparameters, grids = hyperparameters or {}, (search or {}).get("grids", {})
+
+    def used(name: str) -> str:
+        fixed = ", ".join(f"{k}={v}" for k, v in hyperparameters.get(name, {}).items())
+        if name not in grids:
+            return fixed or "none"
+        tried = "; ".join(f"{k} in {v}" for k, v in grids[name].items())
+        return (
+            f"searched: {tried}, by AUROC on {search['id_val']} vs {search['ood_val']} "
+            f"(per run: Hyper-parameter search){'; otherwise ' + fixed if fixed else ''}"
+        )
+
     return pd.DataFrame(
         {
             "score": [s.name for s in rows],
             "reads": ["the network" if s.needs == "network" else "cached features" for s in rows],
+            "hyper-parameters": [used(s.name) for s in rows],
             "what it is": [s.description for s in rows],
         }
     )
@@ -282,6 +298,8 @@ def write_summary(
     watermarks: dict[str, str],
     score_names: list[str],
     groups: list[str] = (),
+    hyperparameters: dict | None = None,
+    search: dict | None = None,
 ) -> None:
     """The run's summary files (`out`: tidy, summary, comparison, markdown, html) from its
     outputs: the per-model metric files, each method's per-model tables (`tables`, key → files;
@@ -298,7 +316,7 @@ def write_summary(
     ]
     said = notes(tidy, summary, frames.get("featurenorm_blocks", []), owned, groups)
     claims = pd.read_csv(claims)
-    glossary = score_glossary(score_names)
+    glossary = score_glossary(score_names, hyperparameters, search)
     io.save_csv(out.tidy, tidy)
     io.save_csv(out.summary, summary)
     io.save_csv(out.comparison, comparison)

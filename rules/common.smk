@@ -113,6 +113,27 @@ def fit_inputs(wildcards):
     }
 
 
+def search_inputs(wildcards):
+    """What a score's search reads: its fit's training features (if it has a fit), and the
+    validation sets' features."""
+    features_dir = f"{run_dir(wildcards)}/features/{wildcards.variant}"
+    fitted = fit_inputs(wildcards) if wildcards.method in FITTED_SCORES else {}
+    return {
+        **fitted,
+        "id_val": f"{features_dir}/{SEARCH['id_val']}.npz",
+        "ood_val": f"{features_dir}/{SEARCH['ood_val']}.npz",
+    }
+
+
+def search_result(wildcards):
+    """The values a search chose for this score, where the config searches it."""
+    if wildcards.method in SEARCHED:
+        return {
+            "search": f"{run_dir(wildcards)}/search/{wildcards.variant}/{wildcards.method}.json"
+        }
+    return {}
+
+
 def score_files(wildcards):
     """One score's files for the ID test set and for every OOD set."""
     scores_dir = f"{run_dir(wildcards)}/scores/{wildcards.variant}/{wildcards.method}"

@@ -6,9 +6,9 @@
 rule dump_features:
     input:
         model=f"{RUN}/models/{{variant}}.pt",
-        datasets=[dataset_file(name) for name in EVALUATED],
+        datasets=[dataset_file(name) for name in [*EVALUATED, *TUNING]],
     output:
-        [f"{RUN}/features/{{variant}}/{name}.npz" for name in EVALUATED],
+        [f"{RUN}/features/{{variant}}/{name}.npz" for name in [*EVALUATED, *TUNING]],
     log:
         f"{RUN}/logs/dump_features/{{variant}}.log",
     benchmark:

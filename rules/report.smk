@@ -35,6 +35,8 @@ rule summarize:
         watermarks={name: wm["objective"] for name, wm in config["watermarks"].items()},
         tables={key: title for key, (title, _) in SUMMARY_TABLES.items()},
         scores=list(config["scores"]),
+        hyperparameters=config["scores"],
+        search=SEARCH,
         groups=list(BENCH.get("groups", {})),
     script:
         "../workflow_scripts/summarize.py"

@@ -7,6 +7,7 @@
 rule fit_detector:
     input:
         unpack(fit_inputs),
+        unpack(search_result),
     output:
         f"{RUN}/detectors/{{variant}}/{{method}}.npz",
     log:
@@ -66,6 +67,7 @@ rule fit_network_detector:
 rule score_features:
     input:
         unpack(detector_of),
+        unpack(search_result),
         features=features_read,
     output:
         [f"{RUN}/scores/{{variant}}/{{method}}/{name}.npy" for name in EVALUATED],
@@ -85,6 +87,41 @@ rule score_features:
         hp=method_params,
     script:
         "../workflow_scripts/score_features.py"
+
+
+# OpenOOD's automatic mode, where `search` asks for it: every grid combination fitted on the
+# training features and scored on ID-val vs OOD-val; the best AUROC's values go to the score's
+# fit and evaluation (oodrepro/search.py).
+SUMMARY_TABLES["search"] = (
+    "Hyper-parameter search (OpenOOD's automatic mode): validation AUROC of each combination",
+    SEARCH_TABLES,
+)
+
+
+rule search_hyperparameters:
+    input:
+        unpack(search_inputs),
+    output:
+        table=f"{RUN}/search/{{variant}}/{{method}}.csv",
+        chosen=f"{RUN}/search/{{variant}}/{{method}}.json",
+    log:
+        f"{RUN}/logs/search/{{variant}}/{{method}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/search_hyperparameters/{{variant}}/{{method}}.tsv"
+    wildcard_constraints:
+        method=constraint(SEARCHED),
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        hp=method_params,
+        grid=lambda w: SEARCH["grids"][w.method],
+        context=lambda w: {**run_context(w), "score": w.method},
+    script:
+        "../workflow_scripts/search_hyperparameters.py"
 
 
 rule score_network:

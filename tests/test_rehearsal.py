@@ -176,7 +176,8 @@ def test_summary_report_and_manifest_say_rehearsal(tmp_path):
     banner = rehearsal.BANNER.format(of="presets/x.yaml")
     assert f"**{banner}**" in report.markdown_summary(summary, title="t", banner=banner)
     assert banner in report.html_summary(summary, title="t", banner=banner)
-    config = {"rehearsal": {"of": "presets/x.yaml", "banner": banner}}
+    config = cfg.load(ROOT / "config.yaml", cache_dir=tmp_path / "cache")
+    config["rehearsal"] = {"of": "presets/x.yaml", "banner": banner}
     assert manifest.build(config, ROOT, None)["REHEARSAL"]["of"] == "presets/x.yaml"
 
 
@@ -295,9 +296,14 @@ def _makefile_list(name: str) -> list[str]:
 def _footprint(preset: Path, tmp_path: Path) -> set[tuple[str, str]]:
     """What a rehearsal of `preset` exercises: its rules (a dry run's job stats), archives,
     architectures, scores, fine-tune kinds, watermark objectives and attacks."""
+    import contextlib
     import subprocess
     import sys
 
+    config_file = preset
+    if data.local_sources(cfg.load(preset)):  # the user's own files (OpenOOD's): the stand-ins
+        with contextlib.chdir(tmp_path):
+            config_file = (tmp_path / rehearsal.prepare(preset)).resolve()
     result = subprocess.run(
         [
             sys.executable,
@@ -308,7 +314,7 @@ def _footprint(preset: Path, tmp_path: Path) -> set[tuple[str, str]]:
             "--directory",
             str(tmp_path / preset.stem),
             "--configfile",
-            str(preset),
+            str(config_file),
             "--replace-workflow-config",
             "--dry-run",
             "--cores",

@@ -106,6 +106,8 @@ def test_an_empty_comparison_still_has_its_header(table):
         "metric",
         "paper",
         "ours",
+        "ours std",
+        "seeds",
         "difference",
     ]
 

@@ -218,4 +218,4 @@ def test_every_decision_a_preset_records_is_on_its_method_page():
             f"{preset.name}: decisions {sorted(numbers - rows)} missing on {page[1]}"
         )
         checked += 1
-    assert checked == 9  # every paper preset except the OpenOOD anchors
+    assert checked == 11  # every paper preset except the OpenOOD anchors

@@ -16,4 +16,6 @@ report.write_summary(
     watermarks=p.watermarks,
     score_names=p.scores,
     groups=p.groups,
+    hyperparameters=p.hyperparameters,
+    search=p.search,
 )

@@ -585,6 +585,16 @@ def expected_size(config: dict, name: str) -> int | None:
     return min(n, sample) if sample else n
 
 
+def datasets_of(config: dict) -> list[str]:
+    """Every dataset a run of `config` makes: train, test, OOD, outliers, triggers and the
+    validation sets of a hyper-parameter search."""
+    bench = config["benchmark"]
+    names = [bench["id_train"], bench["id_test"], *bench["ood"], bench.get("outliers")]
+    names.append(config.get("watermarknn", {}).get("triggers"))
+    names += [config.get("search", {}).get(k) for k in ("id_val", "ood_val")]
+    return list(dict.fromkeys(n for n in names if n))
+
+
 def reachable(url: str, timeout: float = 3.0) -> bool:
     """Whether the host of `url` accepts a connection (nothing is downloaded)."""
     import socket
@@ -604,9 +614,8 @@ def unavailable(config: dict) -> list[str]:
     run could not get: not in the data folder yet, the package's copy not installed, no url of the
     config's own, and the release's host unreachable. Checked before any job, so an offline run
     fails at once, saying what to install, instead of in a download job."""
-    bench = config["benchmark"]
-    names = [bench["id_train"], bench["id_test"], *bench["ood"], bench.get("outliers")]
-    needed = dict.fromkeys(a for n in names if n and not is_offline(n) for a in archives_of(n))
+    names = datasets_of(config)
+    needed = dict.fromkeys(a for n in names if not is_offline(n) for a in archives_of(n))
     lines = []
     for name in needed:
         archive = ARCHIVES[name]
@@ -628,10 +637,8 @@ def local_sources(config: dict) -> dict[str, str]:
     """The user's own files a run reads, no checksum published for them, each with what it is:
     OpenOOD's image lists and the released checkpoints given by `pretrained.path` (their sha256
     goes into the manifest, so two runs can prove they read the same files)."""
-    bench = config["benchmark"]
-    names = [bench["id_train"], bench["id_test"], *bench["ood"], bench.get("outliers")]
     found = {}
-    for name in dict.fromkeys(n for n in names if n and imglist_of(n)):
+    for name in (n for n in datasets_of(config) if imglist_of(n)):
         folder = source_folder(config, name)
         if folder is not None:
             found[str(Path(folder) / "benchmark_imglist" / imglist_of(name))] = (
