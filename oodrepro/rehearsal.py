@@ -30,6 +30,7 @@ each);
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -334,14 +335,27 @@ def _manifest(base: Path, config: dict) -> tuple[str, float | None]:
     ).total_seconds()
 
 
-def _epoch_seconds(run: Path, rule: str, stem: str) -> float | None:
-    """Seconds of a trainer's logged epochs (its start-up, evaluation and saving excluded)."""
+def _epoch_seconds(run: Path, rule: str, stem: str) -> tuple[float, float] | None:
+    """Seconds of a trainer's logged epochs (its start-up, evaluation and saving excluded): all
+    of them, and the last one's, the steady state after the first epoch's warm-up."""
     owner, _, attack = stem.partition(".")
     log = run / TRAIN_LOGS[rule].format(stem=stem, owner=owner, attack=attack)
     if not log.exists():
         return None
     history = pd.read_csv(log)
-    return float(history["seconds"].sum()) if "seconds" in history and len(history) else None
+    if "seconds" not in history or not len(history) or not history["seconds"].sum() > 0:
+        return None
+    return float(history["seconds"].sum()), float(history["seconds"].iloc[-1])
+
+
+def _conversion_seconds(data_dir: Path, stem: str) -> float | None:
+    """Seconds a conversion job spent converting (its log line, `data.CONVERTED`), its start-up
+    excluded."""
+    log = data_dir / "logs" / f"convert_{stem}.log"
+    if not log.exists():
+        return None
+    found = re.search(rf"{data.CONVERTED} \d+ images in ([0-9.]+) s", log.read_text())
+    return float(found[1]) if found else None
 
 
 def _ensemble_fit_passes(config: dict, n: dict[str, int]) -> float:
@@ -427,8 +441,12 @@ class _Scaling:
                 self.full["watermarknn"]["null_models"] / self.reh["watermarknn"]["null_models"]
             )
         base_s = self.own_startup[job.rule]
+        converting = _conversion_seconds(Path(self.reh["data"]), job.stem)
         if job.rule in TRAINERS:
             seconds = self.trainer_seconds(job, base_s, work)
+        elif job.rule == "convert_dataset" and converting is not None:
+            # the logged conversion scales with the images, the rest (imports) stays
+            seconds = max(0.0, job.seconds - converting) + converting * work
         else:
             seconds = base_s + max(0.0, job.seconds - base_s) * work
         grown = (
@@ -447,35 +465,37 @@ class _Scaling:
         }
 
     def trainer_seconds(self, job, base_s: float, images: float) -> float:
-        """A trainer's logged epochs scale with images × epochs, the rest of it (evaluation,
-        saving) with epochs; without a log, the whole job above start-up with images × epochs."""
+        """A trainer's logged epochs scale with images × epochs from the last one's seconds (the
+        steady state; what the first epochs took beyond it is warm-up, paid once), the rest of
+        the job (evaluation, saving) with epochs; without a log, the whole job above start-up
+        with images × epochs."""
         epochs_r, epochs_f = (
             _job_epochs(c, job.rule, job.arch, job.stem) for c in (self.reh, self.full)
         )
         epochs = epochs_f / epochs_r
-        epoch_s = _epoch_seconds(
+        logged = _epoch_seconds(
             self.run / job.arch / f"seed{self.reh['seeds'][0]}", job.rule, job.stem
         )
-        if not epoch_s:
+        if not logged:
             return base_s + max(0.0, job.seconds - base_s) * images * epochs
-        return (
-            base_s + max(0.0, job.seconds - base_s - epoch_s) * epochs + epoch_s * images * epochs
-        )
+        total, last = logged
+        warm_up = max(0.0, total - last * epochs_r)
+        other = max(0.0, job.seconds - base_s - total)
+        return base_s + other * epochs + warm_up + last * epochs_f * images
 
     def throughput(self, job) -> dict | None:
         """Training images per second of a trainer's logged epochs in the rehearsal."""
         if job.rule not in TRAINERS:
             return None
-        epoch_s = _epoch_seconds(
+        logged = _epoch_seconds(
             self.run / job.arch / f"seed{self.reh['seeds'][0]}", job.rule, job.stem
         )
-        if not epoch_s:
+        if not logged:
             return None
-        epochs = _job_epochs(self.reh, job.rule, job.arch, job.stem)
-        return {
+        return {  # the steady state: the last epoch
             "rule": job.rule,
             "arch": job.arch,
-            "images/s": self.images(self.train, False) * epochs / epoch_s,
+            "images/s": self.images(self.train, False) / logged[1],
         }
 
 
@@ -487,10 +507,11 @@ def estimate(
 
     Each job's time above start-up (what a job costs that computes almost nothing: its rule's
     fastest rehearsed job, or the 10th percentile of all jobs for a rule run once) is scaled by
-    its work, full over rehearsal: for trainers, the
-    logged epochs' seconds by images × epochs and the rest (evaluation, saving) by epochs;
-    images for dumps, scores, metrics and conversions; n_train × n_test for exact KNN's search
-    (its `score` job; its fit only stores the training features); the Mahalanobis ensemble's fit
+    its work, full over rehearsal: for trainers, the last logged epoch's seconds (the steady
+    state; the first epochs' warm-up is paid once) by images × epochs and the rest (evaluation,
+    saving) by epochs; for conversions, the seconds their log says they converted, by images
+    (their imports stay); images for dumps, scores and metrics; n_train × n_test for exact KNN's
+    search (its `score` job; its fit only stores the training features); the ensemble's fit
     by its forward passes (`_ensemble_fit_passes`: training images, n_fit, layers, magnitudes).
     LA-OOD's layer fits come from `laood.layer_seconds` (n^2.14 · width). Peak memory grows
     by the images a job holds (3,072 bytes each as uint8 arrays, the feature bytes per image
@@ -618,8 +639,9 @@ def render(preset, per_stage: pd.DataFrame, by_arch: pd.DataFrame | None, totals
         f"{totals['rehearsal job-seconds']:.0f} job-seconds"
         + (f", {totals['wall s']:.0f} s wall" if totals["wall s"] else "")
         + f"; a job's start-up ≈ {totals['start-up s']:.1f} s.",
-        "Each job's time above start-up is scaled by its work (trainers: logged epochs by images × "
-        "epochs, the rest by epochs; images for feature dumps, scores, metrics and conversions; "
+        "Each job's time above start-up is scaled by its work (trainers: the last logged epoch by "
+        "images × epochs, the first epochs' warm-up once, the rest by epochs; conversions: their "
+        "logged conversion by images; images for feature dumps, scores and metrics; "
         "n_train × n_test for exact KNN; the Mahalanobis ensemble's fit by its passes); LA-OOD "
         "fits come from the fit-time model n^2.14 · width; seeds and null models multiply "
         "(docs/rehearsal.md).",

@@ -261,6 +261,34 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
     )
 
 
+def test_a_trainer_scales_its_steady_epoch_and_a_conversion_its_logged_work(tmp_path, monkeypatch):
+    """The first epoch's warm-up is paid once, not per epoch and image; a conversion's imports
+    are paid once, its logged conversion grows with the images (both measured at 4× and 16×
+    budgets, docs/rehearsal.md)."""
+    monkeypatch.chdir(tmp_path)
+    preset = ROOT / "presets" / "watermarknn-usenix18.yaml"
+    base = rehearsal.prepare(preset).parent
+    seconds = {
+        "train_backbone.tsv": 11.0,
+        "plot_training.tsv": 1.0,
+        "data/benchmarks/convert_dataset/svhn-test.tsv": 4.0,
+    }
+    _fake_rehearsal(base, seconds)
+    run = base / "results" / "cifar10" / "preact-resnet18" / "seed0"
+    (run / "train_log.csv").write_text("epoch,seconds\n1,3.0\n2,1.0\n")  # warm-up: 2 s
+    logs = base / "data" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "convert_svhn-test.log").write_text("10:00 job\n10:00 converted 64 images in 0.5 s\n")
+    stage = rehearsal.estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
+    startup = float(np.quantile([11.0, 1.0, 4.0], 0.1))
+    epochs_f = 60  # the preset's
+    other = 11.0 - startup - 4.0  # evaluation and saving: with the epochs
+    assert stage["training"] == pytest.approx(
+        startup + other * epochs_f / 2 + 2.0 + 1.0 * epochs_f * 50_000 / 320
+    )
+    assert stage["data"] == pytest.approx(3.5 + 0.5 * 26_032 / 64)
+
+
 def test_the_ensemble_fit_scales_by_its_forward_passes(tmp_path, monkeypatch):
     """Not by images alone: its FGSM copies and layer scores grow with n_fit × layers ×
     magnitudes, which the shrink rule caps while the training set stays."""

@@ -9,6 +9,8 @@ a source is its own cached file (docs/README.md, conventions).
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -700,6 +702,9 @@ def build_offline(name: str, params: dict, out) -> None:
     save_dataset(out, images, labels)
 
 
+CONVERTED = "converted"  # a conversion's log line: "converted <n> images in <seconds> s"
+
+
 def convert_download(
     name: str,
     archives: list,
@@ -716,8 +721,13 @@ def convert_download(
         args["folder"] = folder
     if recipe is not None:
         args["recipe"] = recipe
+    started = time.perf_counter()
     images, labels = dl.convert(
         spec.converter, [Path(a) for a in archives], sample=sample, seed=seed, **args
+    )
+    # the conversion's own work, apart from the job's start-up (what the cost estimate scales)
+    logging.getLogger(__name__).info(
+        "%s %d images in %.3f s", CONVERTED, len(images), time.perf_counter() - started
     )
     if (
         sample is not None and len(images) > sample
