@@ -498,31 +498,23 @@ _SPECS = [
 # benchmark has its own lists (its TIN list drops the classes that overlap its ID set), so each
 # set is named per benchmark. name suffix → (list under benchmark_imglist/<benchmark>/, images
 # in the list as OpenOOD v1.5's paper gives them: the cost estimate's scale, the list decides)
+_OPENOOD_FAR = {  # the same file names under either benchmark's folder (their contents differ)
+    "ood-val": ("val_tin.txt", 1_000),
+    "tin": ("test_tin.txt", 7_793),
+    "mnist": ("test_mnist.txt", 70_000),
+    "svhn": ("test_svhn.txt", 26_032),
+    "texture": ("test_texture.txt", 5_640),
+    "places365": ("test_places365.txt", 35_195),
+}
 OPENOOD_LISTS = {
-    "cifar10": {
-        "train": ("train_cifar10.txt", 50_000),
-        "val": ("val_cifar10.txt", 1_000),
-        "test": ("test_cifar10.txt", 9_000),
-        "ood-val": ("val_tin.txt", 1_000),
-        "cifar100": ("test_cifar100.txt", 9_000),
-        "tin": ("test_tin.txt", 7_793),
-        "mnist": ("test_mnist.txt", 70_000),
-        "svhn": ("test_svhn.txt", 26_032),
-        "texture": ("test_texture.txt", 5_640),
-        "places365": ("test_places365.txt", 35_195),
-    },
-    "cifar100": {
-        "train": ("train_cifar100.txt", 50_000),
-        "val": ("val_cifar100.txt", 1_000),
-        "test": ("test_cifar100.txt", 9_000),
-        "ood-val": ("val_tin.txt", 1_000),
-        "cifar10": ("test_cifar10.txt", 9_000),
-        "tin": ("test_tin.txt", 7_793),
-        "mnist": ("test_mnist.txt", 70_000),
-        "svhn": ("test_svhn.txt", 26_032),
-        "texture": ("test_texture.txt", 5_640),
-        "places365": ("test_places365.txt", 35_195),
-    },
+    bench: {
+        "train": (f"train_{bench}.txt", 50_000),
+        "val": (f"val_{bench}.txt", 1_000),
+        "test": (f"test_{bench}.txt", 9_000),
+        other: (f"test_{other}.txt", 9_000),  # the other CIFAR: near-OOD
+        **_OPENOOD_FAR,
+    }
+    for bench, other in (("cifar10", "cifar100"), ("cifar100", "cifar10"))
 }
 _SPECS += [
     DatasetSpec(
