@@ -713,6 +713,7 @@ def convert_download(
         args["folder"] = folder
     if recipe is not None:
         args["recipe"] = recipe
+    dl.preload(spec.converter)
     started = time.perf_counter()
     images, labels = dl.convert(
         spec.converter, [Path(a) for a in archives], sample=sample, seed=seed, **args
