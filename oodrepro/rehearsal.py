@@ -618,12 +618,11 @@ def _disk_bytes(base: Path, n_reh: dict, n_full: dict, seeds: float) -> int:
 # the estimate's error where it was measured (docs/rehearsal.md)
 MEASURED_ERROR = (
     "Checked against runs at 4 and 16 times the rehearsal's images and epochs (the FeatureNorm "
-    "preset on a 2-core CPU, bench/estimate_check.py): the estimate was 1.29 and 1.09 times the "
-    "measured job-seconds in total; per stage training 1.06 and 0.94, scores 1.00 and 0.77, "
-    "feature dumps 0.58 and 0.34 (under), data 3.2 and 9.0 (over: a conversion's lazy imports "
-    "are scaled as work). Earlier, before the steady-epoch rule, against a full Fashion-MNIST run "
-    "it was 9.7 times over. Read it as an order of magnitude (docs/rehearsal.md, 'Measured at "
-    "larger budgets')."
+    "preset on a 2-core CPU, bench/estimate_check.py): the estimate was 0.94 and 0.88 times the "
+    "measured job-seconds in total; per stage training 1.06 and 0.94, data 0.96 and 0.99, scores "
+    "1.00 and 0.77, feature dumps 0.58 and 0.34 (too low). A full preset's image ratios are far "
+    "larger than 16; read it as an order of magnitude (docs/rehearsal.md, 'Measured at larger "
+    "budgets')."
 )
 
 
