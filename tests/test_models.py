@@ -114,8 +114,9 @@ def test_hendrycks_wrn_checkpoint_imports_strictly(tmp_path):
         assert torch.equal(loaded(x), source(x))
     del released["fc.bias"]
     torch.save(released, tmp_path / "broken.pt")
-    with pytest.raises(RuntimeError, match="fc.bias"):
+    with pytest.raises(KeyError, match=r"1 of the model's weights missing \['fc.bias'\]"):
         models.import_pretrained(tmp_path / "broken.pt", tmp_path / "x.pt", spec, "hendrycks-wrn")
+    assert not (tmp_path / "x.pt").exists()
 
 
 @pytest.mark.parametrize(
