@@ -167,9 +167,7 @@ def _openood_standins(c: dict, root: Path, n: int) -> None:
     lists = [data.imglist_of(name) for name in data.datasets_of(c) if data.imglist_of(name)]
     if lists:
         classes = {
-            bench: spec.num_classes
-            for bench in data.OPENOOD_LISTS
-            for spec in [data.get(f"openood-{bench}-train")[0]]
+            bench: data.get(f"openood-{bench}-train")[0].num_classes for bench in data.OPENOOD_LISTS
         }
         missing = [x for x in lists if not (root / "data" / "benchmark_imglist" / x).exists()]
         standins.openood_data(root / "data", missing, n, classes)  # kept: a rerun reuses its sets
@@ -397,6 +395,7 @@ class _Scaling:
         }
         self.seeds = len(full["seeds"]) / len(reh["seeds"])
         self.run = base / "results" / bench["name"]
+        self._logged: dict[tuple, tuple[float, float] | None] = {}
 
     def images(self, names, full: bool) -> int:
         return sum((self.n_full if full else self.n_reh)[n] for n in names)
@@ -441,10 +440,14 @@ class _Scaling:
                 self.full["watermarknn"]["null_models"] / self.reh["watermarknn"]["null_models"]
             )
         base_s = self.own_startup[job.rule]
-        converting = _conversion_seconds(Path(self.reh["data"]), job.stem)
+        converting = (
+            _conversion_seconds(Path(self.reh["data"]), job.stem)
+            if job.rule == "convert_dataset"
+            else None
+        )
         if job.rule in TRAINERS:
             seconds = self.trainer_seconds(job, base_s, work)
-        elif job.rule == "convert_dataset" and converting is not None:
+        elif converting is not None:
             # the logged conversion scales with the images, the rest (imports) stays
             seconds = max(0.0, job.seconds - converting) + converting * work
         else:
@@ -464,6 +467,14 @@ class _Scaling:
             "peak MB (estimate)": grown,
         }
 
+    def logged_epochs(self, job) -> tuple[float, float] | None:
+        """A trainer job's logged epoch seconds (`_epoch_seconds`), read once per job."""
+        key = (job.rule, job.arch, job.stem)
+        if key not in self._logged:
+            run = self.run / job.arch / f"seed{self.reh['seeds'][0]}"
+            self._logged[key] = _epoch_seconds(run, job.rule, job.stem)
+        return self._logged[key]
+
     def trainer_seconds(self, job, base_s: float, images: float) -> float:
         """A trainer's logged epochs scale with images × epochs from the last one's seconds (the
         steady state; what the first epochs took beyond it is warm-up, paid once), the rest of
@@ -473,9 +484,7 @@ class _Scaling:
             _job_epochs(c, job.rule, job.arch, job.stem) for c in (self.reh, self.full)
         )
         epochs = epochs_f / epochs_r
-        logged = _epoch_seconds(
-            self.run / job.arch / f"seed{self.reh['seeds'][0]}", job.rule, job.stem
-        )
+        logged = self.logged_epochs(job)
         if not logged:
             return base_s + max(0.0, job.seconds - base_s) * images * epochs
         total, last = logged
@@ -485,11 +494,7 @@ class _Scaling:
 
     def throughput(self, job) -> dict | None:
         """Training images per second of a trainer's logged epochs in the rehearsal."""
-        if job.rule not in TRAINERS:
-            return None
-        logged = _epoch_seconds(
-            self.run / job.arch / f"seed{self.reh['seeds'][0]}", job.rule, job.stem
-        )
+        logged = self.logged_epochs(job) if job.rule in TRAINERS else None
         if not logged:
             return None
         return {  # the steady state: the last epoch

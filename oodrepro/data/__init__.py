@@ -631,13 +631,12 @@ def local_sources(config: dict) -> dict[str, str]:
     """The user's own files a run reads, no checksum published for them, each with what it is:
     OpenOOD's image lists and the released checkpoints given by `pretrained.path` (their sha256
     goes into the manifest, so two runs can prove they read the same files)."""
-    found = {}
-    for name in (n for n in datasets_of(config) if imglist_of(n)):
-        folder = source_folder(config, name)
-        if folder is not None:
-            found[str(Path(folder) / "benchmark_imglist" / imglist_of(name))] = (
-                f"image list of {name}"
-            )
+    found = {
+        path: f"image list of {name}"
+        for name in datasets_of(config)
+        if imglist_of(name)
+        for path in source_files(config, name)
+    }
     for arch, backbone in config["backbones"].items():
         path = backbone.get("pretrained", {}).get("path")
         for seed in config["seeds"] if path else []:
@@ -648,10 +647,10 @@ def local_sources(config: dict) -> dict[str, str]:
 def _missing_local_files(config: dict, names) -> list[str]:
     """One line per file of the user's own that the run reads and that is not there: OpenOOD's
     data folder or lists, released checkpoints (docs/openood-v15.md)."""
-    if any(imglist_of(n) for n in names if n) and not config.get("openood", {}).get("data"):
-        return ["the openood-* datasets are read from OpenOOD's data folder: set openood.data"]
     folder = config.get("openood", {}).get("data")
-    if folder and any(imglist_of(n) for n in names if n) and not Path(folder).is_dir():
+    if any(imglist_of(n) for n in names) and not folder:
+        return ["the openood-* datasets are read from OpenOOD's data folder: set openood.data"]
+    if any(imglist_of(n) for n in names) and not Path(folder).is_dir():
         return [
             f"openood.data: no folder {folder}: download OpenOOD v1.5's data with its "
             "scripts/download/download.py and point openood.data at it (docs/openood-v15.md)"
