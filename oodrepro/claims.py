@@ -1,155 +1,27 @@
 """The papers' headline claims as checked statements (docs/claims.md).
 
-A claim is one difference whose sign is what the paper says, measured per seed and given a
-95 % interval (`uncertainty.interval`: seeds plus a paired bootstrap over the test images):
-
-- `better`: model/method `a` beats `b` on a metric, mean over a set of OOD sets, by `margin`;
-  difference = a − b (b − a for FPR95, lower is better), claimed > margin.
-- `rank` `featurenorm-block`: the block NormRatio chose is among the `top` blocks by the metric;
-  difference = the chosen block's value − the `top`-th best block's, claimed ≥ 0.
-- `rank` `laood-layer`: LA-OOD's max over layers beats the single layer one would pick without
-  OOD data (the smallest SDS validation error); difference = combined − that layer, claimed > 0.
-- `bound` `trigger-accuracy`: every attacked owner keeps trigger accuracy at or above the
-  ownership threshold and every null model stays below it; difference = the smaller of the two
-  margins in points, claimed ≥ 0.
-- `bound` `accuracy-cost`: model `a` loses at most `at_most` points of ID accuracy against `b`;
-  difference = at_most − (acc_b − acc_a), claimed ≥ 0.
-
-Each kind says which files of a run it reads (`files`), so the workflow can declare them and
-the claims job never guesses a path.
+A claim is one difference whose sign is what the paper says, measured per seed on the run's
+files, with paired bootstrap draws over the test images; `decision` turns the seeds and draws
+into an interval and a verdict under the seed schedule. One class per kind of claim says what
+its difference is, what it asks of the config, which files of a run it reads (so the workflow
+declares them and the claims job never guesses a path), and where the paper's effect comes from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from . import io, laood
-from .uncertainty import HIGHER_IS_BETTER, interval, resample_counts, verdict, weighted_metric
+from .decision import NO_VERDICT, Schedule, sigma_upper
+from .scores import scores_of
+from .uncertainty import HIGHER_IS_BETTER, resample_counts, weighted_metric
 
 
-def label(claim: dict) -> str:
-    return claim["kind"] if claim["kind"] == "better" else claim["of"]
-
-
-def sets_of(claim: dict, ood: list[str], groups: dict[str, list[str]]) -> list[str]:
-    """The OOD sets a claim's `over` names: all of them (`mean`), a group's, or one set."""
-    over = claim.get("over", "mean")
-    return list(ood) if over == "mean" else list(groups.get(over, [over]))
-
-
-def problems(config: dict) -> list[str]:
-    """What a config's claims name that the config does not produce, each naming its key."""
-    from .config import scores_of
-
-    out, seen = [], set()
-    bench, variants = config["benchmark"], config["variants"]
-    overs = {"mean", *bench["ood"], *bench.get("groups", {})}
-    wnn = config.get("watermarknn", {})
-    for i, claim in enumerate(config.get("claims", [])):
-        key = f"claims[{i}] ({claim['id']})"
-        if claim["id"] in seen:
-            out.append(f"{key}.id: used by an earlier claim")
-        seen.add(claim["id"])
-        what = label(claim)
-        if claim.get("over", "mean") not in overs:
-            out.append(f"{key}.over: {claim['over']!r} is not 'mean', a group or an OOD set")
-        if what == "better":
-            for side in ("a", "b"):
-                model, _, method = claim[side].partition("/")
-                if model not in variants:
-                    out.append(f"{key}.{side}: model {model!r} is not one of the variants")
-                elif method not in scores_of(config, model):
-                    out.append(f"{key}.{side}: method {method!r} is not scored on {model!r}")
-        elif what in ("featurenorm-block", "laood-layer"):
-            method = what.partition("-")[0]
-            if claim["model"] not in variants:
-                out.append(f"{key}.model: {claim['model']!r} is not one of the variants")
-            elif method not in scores_of(config, claim["model"]):
-                out.append(f"{key}.of: {method} is not scored on {claim['model']!r}")
-        elif what == "trigger-accuracy":
-            if not wnn:
-                out.append(f"{key}.of: trigger-accuracy needs watermarknn")
-                continue
-            for field, known in (("owners", wnn["owners"]), ("attacks", wnn["attacks"]["kinds"])):
-                for name in claim.get(field, []):
-                    if name not in known:
-                        out.append(f"{key}.{field}: {name!r} is not configured")
-        elif what == "accuracy-cost":
-            for side in ("a", "b"):
-                if claim[side] not in variants:
-                    out.append(f"{key}.{side}: model {claim[side]!r} is not one of the variants")
-        out += _paper_disagreements(key, claim, config["report"].get("reference", {}))
-    return out
-
-
-def _paper_disagreements(key: str, claim: dict, reference: dict) -> list[str]:
-    """A claim's paper values must equal the reference rows printed in comparison.csv."""
-    out = []
-    for side, value in claim.get("paper", {}).items():
-        if label(claim) == "better":
-            model, _, method = claim[side].partition("/")
-            where = {"model": model, "method": method, "ood_set": claim["over"]}
-            where["metric"] = claim["metric"]
-        elif label(claim) == "accuracy-cost":
-            where = {"model": claim[side], "ood_set": "-", "metric": "id_accuracy"}
-        else:
-            continue
-        rows = [
-            r["value"]
-            for r in reference.get("rows", [])
-            if all(r.get(k, "base" if k == "model" else None) == v for k, v in where.items())
-        ]
-        if rows and value not in rows:
-            out.append(
-                f"{key}.paper.{side}: {value} differs from report.reference's {rows[0]} for "
-                + ", ".join(f"{k} {v}" for k, v in where.items())
-            )
-    return out
-
-
-def files(claim: dict, run: str, bench: dict) -> dict:
-    """The files of one run folder (one backbone, one seed) that a claim reads."""
-    what, id_test = label(claim), bench["id_test"]
-    sets = [id_test, *sets_of(claim, bench["ood"], bench.get("groups", {}))]
-    if what == "better":
-        return {
-            side: {
-                "metrics": f"{run}/metrics/{model}/{method}.csv",
-                "scores": {s: f"{run}/scores/{model}/{method}/{s}.npy" for s in sets},
-            }
-            for side, (model, _, method) in (
-                (side, claim[side].partition("/")) for side in ("a", "b")
-            )
-        }
-    if what == "featurenorm-block":
-        return {
-            "detector": f"{run}/detectors/{claim['model']}/featurenorm.npz",
-            "features": {s: f"{run}/features/{claim['model']}/{s}.npz" for s in sets},
-        }
-    if what == "laood-layer":
-        return {
-            "detector": f"{run}/detectors/{claim['model']}/laood.npz",
-            "decisions": f"{run}/laood/{claim['model']}/decisions.npz",
-        }
-    if what == "trigger-accuracy":
-        return {
-            "verification": f"{run}/watermarknn/verification.csv",
-            "ownership": f"{run}/watermarknn/ownership.json",
-        }
-    return {side: f"{run}/features/{claim[side]}/{id_test}.npz" for side in ("a", "b")}
-
-
-def flat(tree) -> list[str]:
-    """Every path in a nested `files` mapping."""
-    if isinstance(tree, dict):
-        return [p for v in tree.values() for p in flat(v)]
-    return [tree]
-
-
-# --------------------------------------------------------------------------- per seed
 class Draws:
     """One paired bootstrap of the test images, shared by every claim, side and seed: count
     vectors per evaluated set (index 0 of each row is the observed data, all ones)."""
@@ -165,156 +37,380 @@ class Draws:
         return self._counts[name, n]
 
 
-def _set_metric(metric, s_id, s_ood, name, id_name, draws, settings):
-    """A metric on the observed data and on every draw, under the run's metric settings."""
-    if settings.get("balance") == "first_n":
-        n = min(len(s_id), len(s_ood))
-        s_id, s_ood = s_id[:n], s_ood[:n]
-    w_id = draws.counts(id_name, len(s_id))
-    w_ood = draws.counts(name, len(s_ood))
-    return weighted_metric(
-        metric,
-        s_id,
-        s_ood,
-        w_id,
-        w_ood,
-        settings.get("fpr_rule", "first_ge"),
-        settings.get("fpr_positive", "id"),
-        settings.get("aupr", "ap"),
-    )
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a claim's evaluation needs beyond its files: the shared draws, the run's metric
+    settings, the sets it averages over, WatermarkNN's owners and attacks, and the seed."""
+
+    draws: Draws
+    metrics: dict
+    id_test: str
+    sets: list[str]
+    owners: list[str]
+    attacks: list[str]
+    seed: int = 0
+
+    def metric(self, metric: str, s_id, s_ood, name: str) -> np.ndarray:
+        """A metric on the observed data and on every draw, under the run's metric settings."""
+        if self.metrics.get("balance") == "first_n":
+            n = min(len(s_id), len(s_ood))
+            s_id, s_ood = s_id[:n], s_ood[:n]
+        return weighted_metric(
+            metric,
+            s_id,
+            s_ood,
+            self.draws.counts(self.id_test, len(s_id)),
+            self.draws.counts(name, len(s_ood)),
+            self.metrics.get("fpr_rule", "first_ge"),
+            self.metrics.get("fpr_positive", "id"),
+            self.metrics.get("aupr", "ap"),
+        )
+
+    def mean_over_sets(self, metric: str, id_scores, ood_scores: dict) -> np.ndarray:
+        return np.mean(
+            [self.metric(metric, id_scores, ood_scores[s], s) for s in self.sets], axis=0
+        )
 
 
 def _signed(metric: str, value):
     return value if HIGHER_IS_BETTER[metric] else -value
 
 
-def _better(claim, paths, ctx):
-    metric, sets, id_name = claim["metric"], ctx["sets"], ctx["id_test"]
-    values, seen = {}, {}
-    for side in ("a", "b"):
-        scores = {s: np.load(p) for s, p in paths[side]["scores"].items()}
-        per_set = [
-            _set_metric(
-                metric, scores[id_name], scores[s], s, id_name, ctx["draws"], ctx["metrics"]
-            )
-            for s in sets
-        ]
-        values[side] = np.mean(per_set, axis=0)
-        table = pd.read_csv(paths[side]["metrics"])
-        row = table[(table["ood_set"] == claim.get("over", "mean")) & (table["metric"] == metric)]
-        seen[side] = float(row["value"].iloc[0]) if len(row) else float(values[side][0])
-    diff = _signed(metric, values["a"] - values["b"])
-    point = _signed(metric, seen["a"] - seen["b"])  # the metrics table's own values
-    return point, diff[1:], seen
+def sets_of(claim: dict, ood: list[str], groups: dict[str, list[str]]) -> list[str]:
+    """The OOD sets a claim's `over` names: all of them (`mean`), a group's, or one set."""
+    over = claim.get("over", "mean")
+    return list(ood) if over == "mean" else list(groups.get(over, [over]))
 
 
-def _featurenorm_block(claim, paths, ctx):
-    chosen = int(io.load_npz(paths["detector"], ["block"])["block"])
-    norms = {s: io.load_npz(p, ["featnorm"])["featnorm"] for s, p in paths["features"].items()}
-    id_name, metric = ctx["id_test"], claim["metric"]
-    blocks = norms[id_name].shape[1]
-    per_block = np.stack(
-        [
-            np.mean(
-                [
-                    _set_metric(
-                        metric,
-                        norms[id_name][:, j],
-                        norms[s][:, j],
-                        s,
-                        id_name,
-                        ctx["draws"],
-                        ctx["metrics"],
-                    )
-                    for s in ctx["sets"]
-                ],
-                axis=0,
-            )
-            for j in range(blocks)
-        ],
-        axis=1,
-    )
-    signed = _signed(metric, per_block)
-    kth = np.sort(signed, axis=1)[:, -min(claim["top"], blocks)]
-    diff = signed[:, chosen] - kth
-    return float(diff[0]), diff[1:], {"a": float(per_block[0, chosen])}
+# --------------------------------------------------------------------------- the kinds
+class Kind:
+    """One kind of claim, bound to one claim of the config. `evaluate` returns, for one run
+    folder, the observed difference, the difference on every bootstrap draw and the sides'
+    own values (`a`, `b`) for the table."""
+
+    name: ClassVar[str]
+    strict: ClassVar[bool] = False  # claimed: difference > bound; otherwise ≥
+
+    def __init__(self, claim: dict):
+        self.claim = claim
+
+    @property
+    def bound(self) -> float:
+        return 0.0
+
+    def effect(self) -> float | None:
+        """The paper's effect in the difference's units: `min_effect`, else from its values."""
+        if "min_effect" in self.claim:
+            return float(self.claim["min_effect"])
+        paper = self.claim.get("paper", {})
+        return self._paper_effect(paper["a"], paper["b"]) if {"a", "b"} <= set(paper) else None
+
+    def _paper_effect(self, a: float, b: float) -> float | None:
+        return None
+
+    def reference(self, side: str) -> dict | None:
+        """The `report.reference` row a paper value of `side` must equal, as column values."""
+        return None
+
+    def compares(self) -> str:
+        raise NotImplementedError
+
+    def problems(self, config: dict) -> list[str]:
+        """What the claim names that the config does not produce, as (key suffix, message)."""
+        raise NotImplementedError
+
+    def files(self, run: str, bench: dict) -> dict:
+        raise NotImplementedError
+
+    def evaluate(self, paths: dict, ctx: Context) -> tuple[float, np.ndarray, dict]:
+        raise NotImplementedError
+
+    def _on(self) -> str:
+        return f"{self.claim.get('metric')} ({self.claim.get('over', 'mean')})"
 
 
-def _laood_layer(claim, paths, ctx):
-    state = io.load_npz(paths["detector"], ["error_grid", "layer_names"])
-    single = int(np.argmin(np.nanmin(state["error_grid"], axis=1)))  # no OOD data used
-    decisions = io.load_npz(paths["decisions"])
-    id_name, metric = ctx["id_test"], claim["metric"]
+class Better(Kind):
+    """`a` (model/method) beats `b` on a metric, mean over the OOD sets of `over`, by `margin`:
+    difference a − b (b − a for FPR95, where lower is better), claimed > margin."""
 
-    def value(column):
-        return np.mean(
+    name, strict = "better", True
+
+    @property
+    def bound(self) -> float:
+        return float(self.claim.get("margin", 0.0))
+
+    def _paper_effect(self, a, b):
+        return float(_signed(self.claim["metric"], a - b))
+
+    def reference(self, side):
+        model, _, method = self.claim[side].partition("/")
+        return {
+            "model": model,
+            "method": method,
+            "ood_set": self.claim["over"],
+            "metric": self.claim["metric"],
+        }
+
+    def compares(self):
+        return f"{self.claim['a']} vs {self.claim['b']}, {self._on()}"
+
+    def problems(self, config):
+        out = []
+        for side in ("a", "b"):
+            model, _, method = self.claim[side].partition("/")
+            if model not in config["variants"]:
+                out.append((side, f"model {model!r} is not one of the variants"))
+            elif method not in scores_of(config, model):
+                out.append((side, f"method {method!r} is not scored on {model!r}"))
+        return out
+
+    def files(self, run, bench):
+        sets = [bench["id_test"], *sets_of(self.claim, bench["ood"], bench.get("groups", {}))]
+        out = {}
+        for side in ("a", "b"):
+            model, _, method = self.claim[side].partition("/")
+            out[side] = {
+                "metrics": f"{run}/metrics/{model}/{method}.csv",
+                "scores": {s: f"{run}/scores/{model}/{method}/{s}.npy" for s in sets},
+            }
+        return out
+
+    def evaluate(self, paths, ctx):
+        metric = self.claim["metric"]
+        values, seen = {}, {}
+        for side in ("a", "b"):
+            scores = {s: np.load(p) for s, p in paths[side]["scores"].items()}
+            values[side] = ctx.mean_over_sets(metric, scores[ctx.id_test], scores)
+            table = pd.read_csv(paths[side]["metrics"])
+            over = self.claim.get("over", "mean")
+            row = table[(table["ood_set"] == over) & (table["metric"] == metric)]
+            seen[side] = float(row["value"].iloc[0]) if len(row) else float(values[side][0])
+        diff = _signed(metric, values["a"] - values["b"])
+        point = _signed(metric, seen["a"] - seen["b"])  # the metrics table's own values
+        return point, diff[1:], seen
+
+
+class Rank(Kind):
+    """A method's own choice (a block, a layer) of `model` against the alternatives."""
+
+    method: ClassVar[str]
+
+    def problems(self, config):
+        model = self.claim["model"]
+        if model not in config["variants"]:
+            return [("model", f"{model!r} is not one of the variants")]
+        if self.method not in scores_of(config, model):
+            return [("of", f"{self.method} is not scored on {model!r}")]
+        return []
+
+
+class FeatureNormBlock(Rank):
+    """The block NormRatio chose is among the `top` blocks by the metric: difference = the
+    chosen block's value − the `top`-th best block's, claimed ≥ 0."""
+
+    name, method = "featurenorm-block", "featurenorm"
+
+    def compares(self):
+        c = self.claim
+        return f"{c['model']}: NormRatio's block vs the top {c['top']} blocks, {self._on()}"
+
+    def files(self, run, bench):
+        model = self.claim["model"]
+        sets = [bench["id_test"], *sets_of(self.claim, bench["ood"], bench.get("groups", {}))]
+        return {
+            "detector": f"{run}/detectors/{model}/featurenorm.npz",
+            "features": {s: f"{run}/features/{model}/{s}.npz" for s in sets},
+        }
+
+    def evaluate(self, paths, ctx):
+        chosen = int(io.load_npz(paths["detector"], ["block"])["block"])
+        norms = {s: io.load_npz(p, ["featnorm"])["featnorm"] for s, p in paths["features"].items()}
+        metric, blocks = self.claim["metric"], norms[ctx.id_test].shape[1]
+        per_block = np.stack(
             [
-                _set_metric(
-                    metric,
-                    column(decisions[id_name]),
-                    column(decisions[s]),
-                    s,
-                    id_name,
-                    ctx["draws"],
-                    ctx["metrics"],
+                ctx.mean_over_sets(
+                    metric, norms[ctx.id_test][:, j], {s: v[:, j] for s, v in norms.items()}
                 )
-                for s in ctx["sets"]
+                for j in range(blocks)
             ],
-            axis=0,
+            axis=1,
         )
-
-    combined, alone = value(laood.score), value(lambda d: d[:, single])
-    diff = _signed(metric, combined - alone)
-    return float(diff[0]), diff[1:], {"a": float(combined[0]), "b": float(alone[0])}
-
-
-def _trigger_accuracy(claim, paths, ctx):
-    table = pd.read_csv(paths["verification"]).set_index("network")
-    rule = json.loads(open(paths["ownership"]).read())
-    n, threshold = int(rule["n_triggers"]), float(rule["threshold"])
-    owners = claim.get("owners") or ctx["owners"]
-    attacks = claim.get("attacks") or ctx["attacks"]
-    networks = [f"{o}.{a}" for o in owners for a in attacks]
-    rng = np.random.default_rng([ctx["draws"].seed, ctx["seed"], 7])
-    # the bootstrap of an accuracy over n triggers is a binomial draw at the observed rate
-    acc = np.array([float(table.at[name, "trigger_accuracy"]) for name in networks])
-    boot = rng.binomial(n, acc[:, None], size=(len(acc), ctx["draws"].draws)) / n
-    null = rng.binomial(n, float(rule["null_max"]), size=ctx["draws"].draws) / n
-    step = 1.0 / n  # null models must stay strictly below the threshold: one trigger under it
-
-    def margin(lowest, null_max):
-        return 100 * np.minimum(lowest - threshold, threshold - step - null_max)
-
-    point = float(margin(acc.min(), float(rule["null_max"])))
-    return point, margin(boot.min(axis=0), null), {"a": 100 * float(acc.min())}
+        signed = _signed(metric, per_block)
+        kth = np.sort(signed, axis=1)[:, -min(self.claim["top"], blocks)]
+        diff = signed[:, chosen] - kth
+        kth_value = float(_signed(metric, kth[0]))
+        return float(diff[0]), diff[1:], {"a": float(per_block[0, chosen]), "b": kth_value}
 
 
-def _accuracy_cost(claim, paths, ctx):
-    correct = {}
-    for side in ("a", "b"):
-        feats = io.load_npz(paths[side], ["logits", "labels"])
-        correct[side] = (feats["logits"].argmax(1) == feats["labels"]).astype(np.float64)
-    w = ctx["draws"].counts(ctx["id_test"], len(correct["a"]))
-    acc = {side: 100 * (w @ c) / w.sum(axis=1) for side, c in correct.items()}
-    diff = claim["at_most"] - (acc["b"] - acc["a"])
-    return float(diff[0]), diff[1:], {side: float(v[0]) for side, v in acc.items()}
+class LaoodLayer(Rank):
+    """LA-OOD's max over layers beats the single layer one would pick without OOD data (the
+    smallest SDS validation error): difference = combined − that layer, claimed > 0."""
+
+    name, method, strict = "laood-layer", "laood", True
+
+    def compares(self):
+        return f"{self.claim['model']}: max over layers vs the lowest-SDS-error layer, {self._on()}"
+
+    def files(self, run, bench):
+        model = self.claim["model"]
+        return {
+            "detector": f"{run}/detectors/{model}/laood.npz",
+            "decisions": f"{run}/laood/{model}/decisions.npz",
+        }
+
+    def evaluate(self, paths, ctx):
+        state = io.load_npz(paths["detector"], ["error_grid", "layer_names"])
+        single = int(np.argmin(np.nanmin(state["error_grid"], axis=1)))  # no OOD data used
+        decisions = io.load_npz(paths["decisions"])
+        metric = self.claim["metric"]
+
+        def value(column):
+            return ctx.mean_over_sets(
+                metric, column(decisions[ctx.id_test]), {s: column(decisions[s]) for s in ctx.sets}
+            )
+
+        combined, alone = value(laood.score), value(lambda d: d[:, single])
+        diff = _signed(metric, combined - alone)
+        return float(diff[0]), diff[1:], {"a": float(combined[0]), "b": float(alone[0])}
 
 
-EVALUATE = {
-    "better": _better,
-    "featurenorm-block": _featurenorm_block,
-    "laood-layer": _laood_layer,
-    "trigger-accuracy": _trigger_accuracy,
-    "accuracy-cost": _accuracy_cost,
-}
-STRICT = {"better": True, "laood-layer": True}  # the others claim ≥
+class TriggerAccuracy(Kind):
+    """Every attacked owner keeps trigger accuracy at or above the ownership threshold and every
+    null model stays below it: difference = the smaller of the two margins in points, ≥ 0."""
+
+    name = "trigger-accuracy"
+
+    def compares(self):
+        return "attacked owners' trigger accuracy − threshold; threshold − null models (points)"
+
+    def problems(self, config):
+        wnn = config.get("watermarknn")
+        if not wnn:
+            return [("of", "trigger-accuracy needs watermarknn")]
+        known = {"owners": wnn["owners"], "attacks": wnn["attacks"]["kinds"]}
+        return [
+            (field, f"{name!r} is not configured")
+            for field, names in known.items()
+            for name in self.claim.get(field, [])
+            if name not in names
+        ]
+
+    def files(self, run, bench):
+        return {
+            "verification": f"{run}/watermarknn/verification.csv",
+            "ownership": f"{run}/watermarknn/ownership.json",
+        }
+
+    def evaluate(self, paths, ctx):
+        table = pd.read_csv(paths["verification"]).set_index("network")
+        rule = json.loads(open(paths["ownership"]).read())
+        n, threshold = int(rule["n_triggers"]), float(rule["threshold"])
+        owners = self.claim.get("owners") or ctx.owners
+        attacks = self.claim.get("attacks") or ctx.attacks
+        networks = [f"{o}.{a}" for o in owners for a in attacks]
+        rng = np.random.default_rng([ctx.draws.seed, ctx.seed, 7])
+        # the bootstrap of an accuracy over n triggers is a binomial draw at the observed rate
+        acc = np.array([float(table.at[name, "trigger_accuracy"]) for name in networks])
+        boot = rng.binomial(n, acc[:, None], size=(len(acc), ctx.draws.draws)) / n
+        null = rng.binomial(n, float(rule["null_max"]), size=ctx.draws.draws) / n
+        step = 1.0 / n  # null models must stay strictly below the threshold: one trigger under it
+
+        def margin(lowest, null_max):
+            return 100 * np.minimum(lowest - threshold, threshold - step - null_max)
+
+        point = float(margin(acc.min(), float(rule["null_max"])))
+        seen = {"a": 100 * float(acc.min()), "b": 100 * float(rule["null_max"])}
+        return point, margin(boot.min(axis=0), null), seen
 
 
-def bound_of(claim: dict) -> float:
-    return float(claim.get("margin", 0.0)) if claim["kind"] == "better" else 0.0
+class AccuracyCost(Kind):
+    """Model `a` loses at most `at_most` points of ID accuracy against `b`: difference =
+    at_most − (acc_b − acc_a), claimed ≥ 0."""
+
+    name = "accuracy-cost"
+
+    def _paper_effect(self, a, b):
+        return float(self.claim["at_most"] - (b - a))
+
+    def reference(self, side):
+        return {"model": self.claim[side], "ood_set": "-", "metric": "id_accuracy"}
+
+    def compares(self):
+        c = self.claim
+        return f"{c['a']} vs {c['b']}: ID accuracy lost ≤ {c['at_most']:g} points"
+
+    def problems(self, config):
+        return [
+            (side, f"model {self.claim[side]!r} is not one of the variants")
+            for side in ("a", "b")
+            if self.claim[side] not in config["variants"]
+        ]
+
+    def files(self, run, bench):
+        return {side: f"{run}/features/{self.claim[side]}/{bench['id_test']}.npz" for side in "ab"}
+
+    def evaluate(self, paths, ctx):
+        correct = {}
+        for side in ("a", "b"):
+            feats = io.load_npz(paths[side], ["logits", "labels"])
+            correct[side] = (feats["logits"].argmax(1) == feats["labels"]).astype(np.float64)
+        w = ctx.draws.counts(ctx.id_test, len(correct["a"]))
+        acc = {side: 100 * (w @ c) / w.sum(axis=1) for side, c in correct.items()}
+        diff = self.claim["at_most"] - (acc["b"] - acc["a"])
+        return float(diff[0]), diff[1:], {side: float(v[0]) for side, v in acc.items()}
+
+
+KINDS = {k.name: k for k in (Better, FeatureNormBlock, LaoodLayer, TriggerAccuracy, AccuracyCost)}
+
+
+def bind(claim: dict) -> Kind:
+    """The claim's kind (`better`, or the `of` of a rank or bound claim), bound to it."""
+    return KINDS[claim["kind"] if claim["kind"] == "better" else claim["of"]](claim)
+
+
+def flat(tree) -> list[str]:
+    """Every path in a nested `files` mapping."""
+    if isinstance(tree, dict):
+        return [p for v in tree.values() for p in flat(v)]
+    return [tree]
+
+
+# --------------------------------------------------------------------------- validation
+def problems(config: dict) -> list[str]:
+    """What a config's claims name that the config does not produce, each naming its key."""
+    out, seen = [], set()
+    bench = config["benchmark"]
+    overs = {"mean", *bench["ood"], *bench.get("groups", {})}
+    reference = config["report"].get("reference", {}).get("rows", [])
+    for i, claim in enumerate(config.get("claims", [])):
+        key, kind = f"claims[{i}] ({claim['id']})", bind(claim)
+        if claim["id"] in seen:
+            out.append(f"{key}.id: used by an earlier claim")
+        seen.add(claim["id"])
+        if claim.get("over", "mean") not in overs:
+            out.append(f"{key}.over: {claim['over']!r} is not 'mean', a group or an OOD set")
+        out += [f"{key}.{field}: {message}" for field, message in kind.problems(config)]
+        for side, value in claim.get("paper", {}).items():
+            where = kind.reference(side)
+            rows = [
+                r["value"]
+                for r in reference
+                if where
+                and all(r.get(k, "base" if k == "model" else None) == v for k, v in where.items())
+            ]
+            if rows and value not in rows:
+                out.append(
+                    f"{key}.paper.{side}: {value} differs from report.reference's {rows[0]} for "
+                    + ", ".join(f"{k} {v}" for k, v in where.items())
+                )
+    return out
 
 
 # --------------------------------------------------------------------------- across seeds
+MORE_SEEDS = "make run SEEDS={seeds} (and CONFIG=<preset> for a preset)"  # a row's advice
+_SHARED = "every seed starts from the one released model: the seeds vary what is trained on it"
+
+
 def _ours(values: list[float]) -> str:
     if not values:
         return ""
@@ -329,60 +425,112 @@ def evaluate(
     metrics_settings: dict,
     uncertainty: dict,
     watermarknn: dict | None = None,
+    shared_backbones: tuple[str, ...] = (),
+    more_seeds: str = MORE_SEEDS,
 ) -> pd.DataFrame:
-    """One row per claim and backbone: the paper's values, ours (mean ± std over seeds), the
-    difference, its interval and the verdict. `runs[arch][seed][claim id]` are the claim's
-    `files` in that run folder."""
-    draws = Draws(uncertainty.get("draws", 1000), uncertainty.get("seed", 0))
+    """One row per claim and backbone (`runs[arch][seed][claim id]` are the claim's files in that
+    run folder, seeds in the config's order): the paper's values, ours, the difference, its
+    interval, the verdict under the schedule and the seeds to decide. `shared_backbones` are
+    those whose seeds all start from one released model; `more_seeds` is the command that adds
+    seeds, with `{seeds}` for their number."""
+    draws = Draws(uncertainty["draws"], uncertainty["seed"])
+    schedule = Schedule.of(uncertainty)
     wnn = watermarknn or {}
     rows = []
     for claim in claims:
-        what = label(claim)
+        kind = bind(claim)
         for arch, seeds in runs.items():
-            ctx = {
-                "draws": draws,
-                "metrics": metrics_settings,
-                "id_test": bench["id_test"],
-                "sets": sets_of(claim, bench["ood"], bench.get("groups", {})),
-                "owners": list(wnn.get("owners", {})),
-                "attacks": list(wnn.get("attacks", {}).get("kinds", [])),
-            }
+            ctx = Context(
+                draws,
+                metrics_settings,
+                bench["id_test"],
+                sets_of(claim, bench["ood"], bench.get("groups", {})),
+                list(wnn.get("owners", {})),
+                list(wnn.get("attacks", {}).get("kinds", [])),
+            )
             points, boots, sides = [], [], {"a": [], "b": []}
             for seed, paths in seeds.items():
-                point, boot, seen = EVALUATE[what](claim, paths[claim["id"]], {**ctx, "seed": seed})
+                point, boot, seen = kind.evaluate(
+                    paths[claim["id"]], dataclasses.replace(ctx, seed=seed)
+                )
                 points.append(point)
                 boots.append(boot)
                 for side, v in seen.items():
                     sides[side].append(v)
-            ci = interval(np.array(points), np.stack(boots), uncertainty.get("level", 0.95))
-            bound = bound_of(claim)
+            row = _row(kind, schedule, np.array(points), np.stack(boots), more_seeds)
+            if arch in shared_backbones:
+                row["note"] = "; ".join(filter(None, [row["note"], _SHARED]))
             paper = claim.get("paper", {})
             rows.append(
                 {
                     "claim": claim["id"],
-                    "kind": what,
+                    "kind": kind.name,
                     "arch": arch,
                     "statement": claim["statement"],
                     "source": claim["source"],
-                    "compares": _compares(claim),
+                    "compares": kind.compares(),
                     "paper a": paper.get("a", np.nan),
                     "paper b": paper.get("b", np.nan),
                     "ours a": _ours(sides["a"]),
                     "ours b": _ours(sides["b"]),
-                    "difference": ci["mean"],
-                    "std over seeds": ci["std"],
-                    "ci low": ci["low"],
-                    "ci high": ci["high"],
-                    "claimed": f"{'>' if STRICT.get(what) else '≥'} {bound:g}",
-                    "seeds": ci["seeds"],
-                    "verdict": verdict(ci["low"], ci["high"], bound, STRICT.get(what, False)),
-                    "note": "" if ci["seeds"] >= 3 else _FEW_SEEDS,
+                    **row,
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-_FEW_SEEDS = "under 3 seeds: the interval holds test-set sampling only, no training variance"
+def _row(kind: Kind, schedule: Schedule, points, draws, more_seeds: str) -> dict:
+    """The columns that come from the seeds and draws (docs/claims.md, "Reading a row")."""
+    bound, effect = kind.bound, kind.effect()
+    judged = schedule.judge(points, draws, bound, kind.strict, effect)
+    ci, seeds = judged.interval, len(points)
+    claimed_side = points > bound if kind.strict else points >= bound
+    notes = []
+    if judged.verdict == NO_VERDICT:
+        first = schedule.looks[0]
+        notes.append(
+            f"{seeds} seed{'s' * (seeds > 1)}: training variance unknown; the first look needs "
+            f"{first}: {more_seeds.format(seeds=first)}"
+        )
+    elif judged.decided_at is not None and judged.look != seeds:
+        notes.append(
+            f"decided at {judged.look} seeds ({100 * judged.decided_at:g} %); "
+            f"the interval shown is on all {seeds}"
+        )
+    elif judged.decided_at is None:
+        later = [look for look in schedule.looks if look > seeds]
+        if later:
+            notes.append(f"next look: {more_seeds.format(seeds=later[0])}")
+    to_decide = (
+        "—" if judged.decided_at is not None else schedule.seeds_to_decide(ci, bound, effect)
+    )
+    power_s = power_upper = "—"
+    if effect is not None and seeds > 1:
+        power_s = schedule.seeds_for_power(effect - bound, ci.std)
+        upper = sigma_upper(ci.std, seeds)
+        power_upper = f"{schedule.seeds_for_power(effect - bound, upper)} (σ ≤ {upper:.2f})"
+    return {
+        "paper effect": np.nan if effect is None else effect,
+        "difference": ci.mean,
+        "ci low": ci.low,
+        "ci high": ci.high,
+        "level": ci.level,
+        "seed half-width": ci.seed_half,
+        "test half-width": ci.test_half,
+        "shared test share": ci.shared_share,
+        "std over seeds": ci.std,
+        "claimed": f"{'>' if kind.strict else '≥'} {bound:g}",
+        "seeds": seeds,
+        "on claimed side": f"{int(claimed_side.sum())} of {seeds}",
+        "look": "" if judged.look is None else judged.look,
+        "verdict": judged.verdict,
+        "seeds to decide": to_decide,
+        "seeds for 80 % power": power_s,
+        "seeds for 80 % power (σ upper 95 %)": power_upper,
+        "note": "; ".join(notes),
+    }
+
+
 COLUMNS = [
     "claim",
     "kind",
@@ -392,27 +540,24 @@ COLUMNS = [
     "compares",
     "paper a",
     "paper b",
+    "paper effect",
     "ours a",
     "ours b",
     "difference",
-    "std over seeds",
     "ci low",
     "ci high",
+    "level",
+    "seed half-width",
+    "test half-width",
+    "shared test share",
+    "std over seeds",
     "claimed",
     "seeds",
+    "on claimed side",
+    "look",
     "verdict",
+    "seeds to decide",
+    "seeds for 80 % power",
+    "seeds for 80 % power (σ upper 95 %)",
     "note",
 ]
-
-
-def _compares(claim: dict) -> str:
-    what, on = label(claim), f"{claim.get('metric')} ({claim.get('over', 'mean')})"
-    if what == "better":
-        return f"{claim['a']} vs {claim['b']}, {on}"
-    if what == "featurenorm-block":
-        return f"{claim['model']}: NormRatio's block vs the top {claim['top']} blocks, {on}"
-    if what == "laood-layer":
-        return f"{claim['model']}: max over layers vs the lowest-SDS-error layer, {on}"
-    if what == "trigger-accuracy":
-        return "attacked owners' trigger accuracy − threshold; threshold − null models (points)"
-    return f"{claim['a']} vs {claim['b']}: ID accuracy lost ≤ {claim['at_most']:g} points"

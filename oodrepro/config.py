@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import data, runtime, scores
+from . import claims, data, runtime, scores
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "config.schema.yaml"
 
@@ -140,6 +140,8 @@ def validate(config: dict, cache_dir=None) -> dict:
 
     `cache_dir` keeps the backbones' layer names between runs (see `architecture_names`)."""
     _rename_old_keys(config)
+    if type(config.get("seeds")) is int and config["seeds"] > 0:  # `--config seeds=N`
+        config["seeds"] = list(range(config["seeds"]))
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     lines = []
@@ -533,10 +535,22 @@ def _search_problems(config: dict) -> list[str]:
     return problems
 
 
+def _schedule_problems(config: dict) -> list[str]:
+    """The seed schedule: one level per look, looks increasing."""
+    u = config["uncertainty"]
+    out = []
+    if len(u["levels"]) != len(u["looks"]):
+        out.append(
+            f"uncertainty.levels: {len(u['levels'])} levels for {len(u['looks'])} looks "
+            "(one level per look)"
+        )
+    if any(b <= a for a, b in zip(u["looks"], u["looks"][1:], strict=False)):
+        out.append(f"uncertainty.looks: {u['looks']} must increase")
+    return out
+
+
 def _check_semantics(config: dict, cache_dir=None) -> None:
     """What the schema cannot say, one check per concern; every problem reported at once."""
-    from .claims import problems as claim_problems  # here: it reads score files, config does not
-
     problems = [
         *_name_problems(config),
         *_backbone_problems(config, cache_dir),
@@ -545,11 +559,19 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
         *_benchmark_problems(config),
         *_watermarknn_problems(config),
         *_search_problems(config),
-        *claim_problems(config),
+        *_schedule_problems(config),
+        *claims.problems(config),
     ]
     if problems:
         problems = list(dict.fromkeys(problems))  # checks repeated per backbone report once
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def shares_released_start(config: dict, arch: str) -> bool:
+    """Whether every seed of backbone `arch` imports the same released file: its seeds then vary
+    only what is trained on it, not the backbone's own training."""
+    pretrained = config["backbones"][arch].get("pretrained")
+    return bool(pretrained) and "{seed}" not in pretrained.get("path", "")
 
 
 def pretrained_file(config: dict, arch: str, seed) -> str:
@@ -559,11 +581,6 @@ def pretrained_file(config: dict, arch: str, seed) -> str:
     if "archive" in pretrained:
         return str(Path(config["data"]) / "raw" / pretrained["archive"])
     return pretrained["path"].format(seed=seed)
-
-
-def scores_of(config: dict, variant: str) -> list[str]:
-    """The scores computed on one model variant: `variant_scores` narrows `scores` per variant."""
-    return list(config.get("variant_scores", {}).get(variant, config["scores"]))
 
 
 def recipe_of(config: dict, backbone: str) -> dict:

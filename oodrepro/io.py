@@ -100,10 +100,10 @@ def save_json(path, obj: Any) -> None:
     save_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def save_csv(path, frame) -> None:
+def save_csv(path, frame, float_format: str | None = None) -> None:
     """Write a pandas DataFrame atomically."""
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False, float_format=float_format)
 
 
 def save_figure(path, fig) -> None:

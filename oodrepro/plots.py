@@ -172,28 +172,49 @@ def plot_layers(table: pd.DataFrame, title: str):
     )
 
 
-COLOURS = {"holds": "#1a7f37", "fails": "#c0392b", "inconclusive": "#7f7f7f"}
+COLOURS = {
+    "holds": "#1a7f37",
+    "smaller than claimed": "#d68910",
+    "fails": "#c0392b",
+    "inconclusive": "#7f7f7f",
+    "interim": "#a9c4e0",
+    "no verdict": "#c8c8c8",
+}
 
 
 def plot_claims(table: pd.DataFrame, title: str):
-    """A forest plot: each claim's difference with its 95 % interval, coloured by verdict,
-    against the bound it must clear."""
+    """A forest plot: each claim's difference with its interval (at its row's level), coloured
+    by verdict, against the bound it must clear; a diamond marks the paper's effect."""
     plt = pyplot()
     n = max(1, len(table))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.4))
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * n + 1.6))
     for y, (_, r) in enumerate(table.iterrows()):
         bound = float(r["claimed"].split()[-1])
         colour = COLOURS[r["verdict"]]
-        ax.plot([r["ci low"] - bound, r["ci high"] - bound], [y, y], color=colour, lw=2)
+        style = ":" if r["verdict"] == "no verdict" else "-"
+        ax.plot([r["ci low"] - bound, r["ci high"] - bound], [y, y], color=colour, lw=2, ls=style)
         ax.plot([r["difference"] - bound], [y], "o", color=colour)
+        if pd.notna(r["paper effect"]):
+            ax.plot([r["paper effect"] - bound], [y], "D", mfc="none", color="k", ms=6)
     ax.axvline(0, color="k", lw=0.8, ls="--")
     ax.set_yticks(
         range(len(table)),
-        [f"{c} · {a}" for c, a in zip(table["claim"], table["arch"], strict=True)],
+        [
+            f"{c} · {a} · {s} seed{'s' * (s > 1)} · {100 * lv:g} %"
+            for c, a, s, lv in zip(
+                table["claim"], table["arch"], table["seeds"], table["level"], strict=True
+            )
+        ],
     )
     ax.invert_yaxis()
     ax.set_xlabel("difference − claimed bound (points; right of 0 = the claim's side)")
-    handles = [plt.Line2D([], [], color=c, lw=2, label=v) for v, c in COLOURS.items()]
+    handles = [
+        plt.Line2D([], [], color=c, lw=2, label=v)
+        for v, c in COLOURS.items()
+        if v in set(table["verdict"])
+    ]
+    if table["paper effect"].notna().any():
+        handles.append(plt.Line2D([], [], marker="D", mfc="none", color="k", ls="", label="paper"))
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import io
 from . import scores as score_registry
+from .decision import INTERIM, NO_VERDICT, VERDICTS
 from .metrics import KEYS
 
 METRIC_LABELS = {
@@ -402,36 +403,71 @@ def html_summary(
 
 
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
-    """The claims' verdicts as a reader wants them: paper and ours, the difference with its
-    interval as one cell."""
+    """The claims as a reader wants them (docs/claims.md, "Reading a row"): paper and ours, the
+    difference with its interval and level as one cell, its two half-widths, the verdict and
+    the seeds it would take to decide."""
+
+    def num(v, fmt=".2f"):
+        return v if isinstance(v, str) else ("" if pd.isna(v) else format(v, fmt))
+
     shown = claims[["claim", "arch", "compares"]].copy()
     for column in ("paper a", "paper b", "ours a", "ours b"):
-        shown[column] = [
-            v if isinstance(v, str) else ("" if pd.isna(v) else f"{v:.2f}") for v in claims[column]
-        ]
-    shown["difference [95 % CI]"] = [
-        f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-        for d, lo, hi in zip(claims["difference"], claims["ci low"], claims["ci high"], strict=True)
+        shown[column] = [num(v) for v in claims[column]]
+    shown["difference [interval]"] = [
+        f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] at {100 * lv:g} %"
+        for d, lo, hi, lv in zip(
+            claims["difference"], claims["ci low"], claims["ci high"], claims["level"], strict=True
+        )
     ]
-    for column in ("claimed", "seeds", "verdict"):
-        shown[column] = claims[column]
+    shown["± seeds / test"] = [
+        f"{'?' if pd.isna(a) else format(a, '.2f')} / {b:.2f}"
+        for a, b in zip(claims["seed half-width"], claims["test half-width"], strict=True)
+    ]
+    shown["shared"] = [num(v, ".0%") for v in claims["shared test share"]]
+    shown["claimed"] = claims["claimed"]
+    shown["paper effect"] = [num(v, "+.2f") for v in claims["paper effect"]]
+    shown["on claimed side"] = claims["on claimed side"]
+    shown["look"] = [num(v, ".0f") for v in claims["look"]]
+    shown["verdict"] = claims["verdict"]
+    shown["seeds to decide"] = [num(v, ".0f") for v in claims["seeds to decide"]]
+    shown["seeds for 80 % power (s; σ upper)"] = [
+        "—" if a == "—" else f"{a}; {b}"
+        for a, b in zip(
+            claims["seeds for 80 % power"].astype(str),
+            claims["seeds for 80 % power (σ upper 95 %)"].astype(str),
+            strict=True,
+        )
+    ]
+    shown["note"] = [num(v) for v in claims["note"]]
     return shown
 
 
 def claims_caption(claims: pd.DataFrame) -> str:
+    seeds = "/".join(map(str, sorted(set(claims["seeds"]))))
     counts = claims["verdict"].value_counts()
-    seeds = sorted(set(claims["seeds"]))
-    text = (
-        ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "fails", "inconclusive"))
-        + f" — over {'/'.join(map(str, seeds))} seed(s). A difference is signed so that positive "
-        "is the paper's side (lower FPR95 counts as better); `claimed` is the bound its 95 % "
-        "interval must clear. The interval adds training variance over seeds to a paired "
-        "bootstrap over the test images (docs/conventions.md); statements and sources are in "
+    judged = [v for v in VERDICTS if v not in (NO_VERDICT, INTERIM) and counts.get(v, 0)]
+    if judged:
+        text = (
+            ", ".join(f"{counts[v]} {v}" for v in judged)
+            + f" — over {seeds} seed(s), each judged at a look of the seed schedule"
+        )
+        waiting = counts.get(NO_VERDICT, 0) + counts.get(INTERIM, 0)
+        text += f"; {waiting} not yet judged." if waiting else "."
+    else:
+        text = (
+            f"No verdicts: these claims rest on {seeds} seed(s), fewer than the seed schedule's "
+            "first look (or between looks), so how much training alone moves each difference "
+            "is unknown. Each row gives the difference with its test-set interval, and its note "
+            "the command that adds seeds."
+        )
+    return text + (
+        " A difference is signed so that positive is the paper's side (lower FPR95 counts as "
+        "better); `claimed` is the bound its interval must clear. The interval adds the spread "
+        "over seeds to the test-set noise that all seeds share (± seeds / test; `shared`: that "
+        "part of one seed's test noise), at the level of its look (docs/claims.md). `smaller "
+        "than claimed`: wholly below the paper's effect. Statements and sources are in "
         "claims.csv, the forest plot in claims.png."
     )
-    if min(seeds) < 3:
-        text += " With fewer than 3 seeds the interval holds no training variance."
-    return text
 
 
 def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:

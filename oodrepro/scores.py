@@ -69,6 +69,11 @@ def get(name: str) -> Score:
     return SCORES[name]
 
 
+def scores_of(config: dict, variant: str) -> list[str]:
+    """The scores computed on one model variant: `variant_scores` narrows `scores` per variant."""
+    return list(config.get("variant_scores", {}).get(variant, config["scores"]))
+
+
 def fit_is_parallel(score: Score) -> bool:
     """Whether the score's fit spreads over several threads (it takes an `n_jobs` argument)."""
     return score.fit is not None and "n_jobs" in inspect.signature(score.fit).parameters

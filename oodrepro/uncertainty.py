@@ -1,5 +1,5 @@
-"""How sure a difference is: a paired bootstrap over the test images, seeds on top, and the
-verdict a claim gets from the interval (docs/conventions.md, "Uncertainty of a claim").
+"""How much a metric moves with the test images: a paired bootstrap over them (docs/conventions.md,
+"Uncertainty of a claim"); `decision` turns the draws and the seeds into an interval and a verdict.
 
 A bootstrap draw resamples the ID test images and each OOD set with replacement. Drawing an
 image k times is the same as giving it weight k, so every metric here is computed from weights
@@ -9,9 +9,6 @@ the same draw: the test set is one sample that all of them share.
 """
 
 from __future__ import annotations
-
-import math
-from statistics import NormalDist
 
 import numpy as np
 
@@ -111,47 +108,3 @@ def weighted_metric(
             raise ValueError(f"no bootstrap for metric {metric!r} (positive {fpr_positive!r})")
         out.append(100 * value)
     return np.concatenate(out)
-
-
-def interval(points: np.ndarray, draws: np.ndarray, level: float = 0.95) -> dict:
-    """The interval of a mean difference over seeds.
-
-    `points` (S,) are the per-seed differences; `draws` (S, B) the same differences on B paired
-    bootstrap resamples of the test images, the same resample for every seed. Two independent
-    parts add in quadrature: training variance, t_{S−1} · s/√S from the spread of the seeds
-    (none with one seed), and test-set sampling, z · the standard deviation over draws of the
-    seeds' mean difference.
-    """
-    from scipy import stats  # here: imported only by the claims job
-
-    points, draws = np.asarray(points, np.float64), np.atleast_2d(draws)
-    seeds = len(points)
-    mean = float(points.mean())
-    std = float(points.std(ddof=1)) if seeds > 1 else 0.0
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    train = (
-        float(stats.t.ppf(0.5 + level / 2, seeds - 1)) * std / math.sqrt(seeds)
-        if seeds > 1
-        else 0.0
-    )
-    test_sd = float(draws.mean(axis=0).std(ddof=1)) if draws.shape[1] > 1 else 0.0
-    half = math.hypot(train, z * test_sd)
-    return {
-        "mean": mean,
-        "std": std,
-        "seeds": seeds,
-        "low": mean - half,
-        "high": mean + half,
-        "seed_half_width": train,
-        "test_half_width": z * test_sd,
-    }
-
-
-def verdict(low: float, high: float, bound: float = 0.0, strict: bool = True) -> str:
-    """`holds` when the interval lies wholly on the claimed side of `bound` (difference > bound,
-    or ≥ when not `strict`), `fails` when wholly on the other side, `inconclusive` otherwise."""
-    if (low > bound) if strict else (low >= bound):
-        return "holds"
-    if (high <= bound) if strict else (high < bound):
-        return "fails"
-    return "inconclusive"

@@ -1,6 +1,10 @@
 # The papers' headline claims, checked: one job reads the cached scores, features and tables
-# each claim names (oodrepro.claims.files) for every backbone and seed and writes the verdicts.
-# The claims arrive as params, so editing one reruns this job and the summary, nothing upstream.
+# each claim names (its kind's `files`) for every backbone and seed and writes the verdicts under
+# the seed schedule. The claims arrive as params, so editing one reruns this job and the summary,
+# nothing upstream; adding seeds runs the new seeds' jobs and this one.
+
+# Backbones whose seeds all import one released model: their rows say so.
+SHARED_STARTS = [a for a in config["backbones"] if cfg.shares_released_start(config, a)]
 
 
 rule evaluate_claims:
@@ -30,6 +34,7 @@ rule evaluate_claims:
         metrics=config["metrics"],
         uncertainty=config["uncertainty"],
         watermarknn=WNN,
-        title=f"Claims: difference and 95 % interval · {TITLE}",
+        shared_backbones=SHARED_STARTS,
+        title=f"Claims: difference and interval at each row's level · {TITLE}",
     script:
         "../workflow_scripts/evaluate_claims.py"

@@ -48,7 +48,7 @@ def per_model(pattern, method=None):
     pairs = [
         (v, m)
         for v in config["variants"]
-        for m in cfg.scores_of(config, v)
+        for m in score_registry.scores_of(config, v)
         if method in (None, m)
     ]
     if "{method}" not in pattern:
@@ -221,8 +221,8 @@ def claim_runs():
     return {
         arch: {
             seed: {
-                c["id"]: claim_checks.files(
-                    c, RUN.format(bench=BENCH["name"], arch=arch, seed=seed), BENCH
+                c["id"]: claim_checks.bind(c).files(
+                    RUN.format(bench=BENCH["name"], arch=arch, seed=seed), BENCH
                 )
                 for c in CLAIMS
             }
