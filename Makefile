@@ -7,8 +7,11 @@ BIN := $(VENV)/bin
 CONFIG ?= config.yaml
 CORES ?= all
 PROFILE ?= profiles/local
+# SEEDS=N runs seeds 0 … N−1 instead of the config's (docs/claims.md): only the new seeds' jobs
+# and the claims run, the rest is cached.
+SEEDS ?=
 # A preset replaces config.yaml entirely instead of being merged into it.
-SNAKEMAKE = $(BIN)/snakemake --profile $(PROFILE) --cores $(CORES) --configfile $(CONFIG) --replace-workflow-config
+SNAKEMAKE = $(BIN)/snakemake --profile $(PROFILE) --cores $(CORES) --configfile $(CONFIG) --replace-workflow-config $(if $(SEEDS),--config seeds=$(SEEDS))
 RESULTS = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('$(CONFIG)')).get('results', 'results'))" 2>/dev/null)
 REPORT = $(RESULTS)/report.html
 
@@ -17,7 +20,7 @@ REPORT = $(RESULTS)/report.html
 # oodrepro.launch: one-line errors for a missing or invalid config, and unlocking after a killed run
 run: $(BIN)/.installed
 	$(BIN)/python -m oodrepro.launch $(CONFIG) -- $(SNAKEMAKE) $(ARGS)
-	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG) PROFILE=$(PROFILE)
+	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG) PROFILE=$(PROFILE) SEEDS=$(SEEDS)
 	@if [ -f "$(RESULTS)/summary.md" ]; then echo "Summary: $(RESULTS)/summary.md (and .html); report: $(REPORT)"; fi
 
 # A preset's own DAG on stand-in archives with shrunk budgets, then its full-scale cost estimate

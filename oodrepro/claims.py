@@ -113,13 +113,15 @@ class Kind:
         return None
 
     def compares(self) -> str:
+        """What the difference compares, in a few words for the table."""
         raise NotImplementedError
 
-    def problems(self, config: dict) -> list[str]:
-        """What the claim names that the config does not produce, as (key suffix, message)."""
+    def problems(self, config: dict) -> list[tuple[str, str]]:
+        """What the claim names that the config does not produce: (its key, why)."""
         raise NotImplementedError
 
     def files(self, run: str, bench: dict) -> dict:
+        """The files of one run folder (one backbone, one seed) that the claim reads."""
         raise NotImplementedError
 
     def evaluate(self, paths: dict, ctx: Context) -> tuple[float, np.ndarray, dict]:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from oodrepro import claims, io, metrics
+from oodrepro import claims, io, metrics, plots, report
 from oodrepro import config as cfg
 from oodrepro import decision as d
 from oodrepro import uncertainty as u
@@ -557,3 +557,43 @@ def test_a_seed_count_stands_for_the_first_seeds():
     raw = cfg.read_yaml(ROOT / "config.yaml")
     raw["seeds"] = 5
     assert cfg.validate(raw)["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_the_table_the_summary_and_the_plot_say_the_same(tmp_path):
+    """claims.csv read back as the summary reads it: the summary's interval cell, half-widths,
+    look and verdict are the file's, and its caption counts the verdicts; the forest plot draws
+    one interval per row at the row's own values."""
+    folders = [_run_folder(tmp_path, s, 2.0, 0.5) for s in range(3)]
+    claim = _better(paper={"a": 99.0, "b": 50.0})  # a paper effect of 49 points: too big for ours
+    runs = {
+        "net": {
+            s: {claim["id"]: claims.bind(claim).files(f, BENCH)} for s, f in enumerate(folders)
+        },
+        "one": {0: {claim["id"]: claims.bind(claim).files(folders[0], BENCH)}},
+    }
+    io.save_csv(
+        tmp_path / "claims.csv",
+        claims.evaluate([claim], runs, BENCH, SETTINGS, UNCERTAINTY),
+        float_format="%.4f",
+    )
+    table = pd.read_csv(tmp_path / "claims.csv")
+    assert list(table["verdict"]) == ["smaller than claimed", "no verdict"]
+    shown = report.claims_table(table)
+    for (_, row), (_, cell) in zip(table.iterrows(), shown.iterrows(), strict=True):
+        assert cell["difference [interval]"] == (
+            f"{row['difference']:+.2f} [{row['ci low']:+.2f}, {row['ci high']:+.2f}] "
+            f"at {100 * row['level']:g} %"
+        )
+        assert cell["verdict"] == row["verdict"]
+    assert shown["± seeds / test"].iloc[1].startswith("? / ")  # one seed: unknown
+    assert shown["look"].tolist() == ["3", ""]
+    caption = report.claims_caption(table)
+    assert (
+        caption.startswith("1 smaller than claimed — over 1/3 seed(s)") and "1 not yet" in caption
+    )
+    assert report.claims_caption(table.iloc[1:]).startswith("No verdicts")
+    ax = plots.plot_claims(table, "t").axes[0]
+    drawn = [line.get_xdata() for line in ax.lines if len(line.get_xdata()) == 2]
+    assert [tuple(x) for x in drawn[: len(table)]] == [
+        (r["ci low"], r["ci high"]) for _, r in table.iterrows()
+    ]  # the bound is 0

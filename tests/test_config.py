@@ -294,7 +294,7 @@ def _enum(path: list[str]) -> set:
 def test_the_schemas_enums_are_the_registries():
     """Each enum of the schema names exactly what its registry holds, so adding an
     architecture, a normalisation, an attack or a metric rule in one place is caught."""
-    from oodrepro import metrics, models, outlier_exposure, watermark_ood, watermarknn
+    from oodrepro import claims, metrics, models, outlier_exposure, watermark_ood, watermarknn
 
     backbone = ["properties", "backbones", "additionalProperties", "properties"]
     assert _enum([*backbone, "arch"]) == set(models.MODELS)
@@ -320,6 +320,8 @@ def test_the_schemas_enums_are_the_registries():
     assert _enum([*m, "fpr_rule"]) == set(metrics.FPR_RULES)
     assert _enum([*m, "fpr_positive"]) == set(metrics.POSITIVES)
     assert _enum([*m, "aupr"]) == set(metrics.AUPR_MODES)
+    claim = ["properties", "claims", "items", "properties"]
+    assert _enum([*claim, "of"]) | {"better"} == set(claims.KINDS)
 
 
 def _default(function, name: str):
