@@ -409,7 +409,7 @@ def problems(config: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- across seeds
-MORE_SEEDS = "make run SEEDS={seeds} (and CONFIG=<preset> for a preset)"  # a row's advice
+MORE_SEEDS = "make run SEEDS={seeds} [CONFIG=<preset>]"  # a row's advice
 _SHARED = "every seed starts from the one released model: the seeds vary what is trained on it"
 
 
