@@ -181,10 +181,10 @@ class Schedule:
         distance = abs(ci.mean - bound)
         if effect is not None and effect > bound and ci.mean < effect:
             distance = max(distance, effect - ci.mean)  # wholly below the paper's effect
+        if ci.seeds < 2:  # its bootstrap holds the noise the seeds would share and its own
+            return f"unknown from 1 seed (no spread): run {self.looks[0]}"
         if _z(self.levels[-1]) * ci.test_sd >= distance:
             return "more seeds cannot decide: the test sets are too small"
-        if ci.seeds < 2:
-            return f"unknown from 1 seed (no spread): run {self.looks[0]}"
         for seeds in range(ci.seeds + 1, MAX_SEEDS + 1):
             level = self.level_at(seeds)
             if seeds < self.looks[-1] and seeds not in self.looks:
