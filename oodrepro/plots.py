@@ -209,7 +209,7 @@ def plot_claims(table: pd.DataFrame, title: str):
     ax.invert_yaxis()
     ax.set_xlabel("difference − claimed bound (points; right of 0 = the claim's side)")
     handles = [
-        plt.Line2D([], [], color=c, lw=2, label=v)
+        plt.Line2D([], [], color=c, lw=2, ls=":" if v == "no verdict" else "-", label=v)
         for v, c in COLOURS.items()
         if v in set(table["verdict"])
     ]
