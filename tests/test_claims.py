@@ -597,3 +597,22 @@ def test_the_table_the_summary_and_the_plot_say_the_same(tmp_path):
     assert [tuple(x) for x in drawn[: len(table)]] == [
         (r["ci low"], r["ci high"]) for _, r in table.iterrows()
     ]  # the bound is 0
+
+
+@pytest.mark.parametrize(
+    "preset, arch, shared",
+    [
+        ("watermarking-neurips22", "wrn40-2", True),  # one released WRN for every seed
+        ("openood-v15-cifar10", "resnet18", False),  # OpenOOD's s0, s1, s2: three trainings
+        ("featurenorm-cvpr23", "resnet18", False),  # trained in the DAG
+    ],
+)
+def test_rows_say_when_every_seed_starts_from_one_released_model(preset, arch, shared):
+    config = cfg.load(ROOT / "presets" / f"{preset}.yaml")
+    assert cfg.shares_released_start(config, arch) is shared
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_runs_at_least_the_first_look(preset):
+    config = cfg.load(preset)
+    assert len(config["seeds"]) >= config["uncertainty"]["looks"][0]
