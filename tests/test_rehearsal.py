@@ -21,6 +21,10 @@ from oodrepro.data.download import file_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
+# the rehearsal runs one seed; the estimate multiplies every run folder's jobs by the preset's
+WNN_SEEDS = len(
+    yaml.safe_load((ROOT / "presets" / "watermarknn-usenix18.yaml").read_text())["seeds"]
+)
 BUDGET_KEYS = {
     "seeds",
     "epochs",
@@ -240,17 +244,17 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
     epochs = 60 / rehearsal.EPOCHS
     other = 11.0 - 1.0 - rehearsal.EPOCHS
     assert stage["training"] == pytest.approx(
-        1.0 + other * epochs + rehearsal.EPOCHS * epochs * 50_000 / 320
+        WNN_SEEDS * (1.0 + other * epochs + rehearsal.EPOCHS * epochs * 50_000 / 320)
     )
     assert stage["features"] == pytest.approx(
-        1.0 + 2.0 * (36_032 / 128)
-    )  # CIFAR-10 test + SVHN test
+        WNN_SEEDS * (1.0 + 2.0 * (36_032 / 128))
+    )  # CIFAR-10 test + SVHN test, per seed
     assert stage["data"] == pytest.approx(1.0)  # svhn-test: 1 s is all start-up
     # scores: MSP is all start-up; KNN's search (its score job) grows with n_test × n_train, its
     # fit (storing the training features) with n_train alone
     train, tested = 50_000 / 320, 36_032 / 128
     assert stage["scores"] == pytest.approx(
-        1.0 + (1.0 + 2.0 * tested * train) + (1.0 + 2.0 * train)
+        WNN_SEEDS * (1.0 + (1.0 + 2.0 * tested * train) + (1.0 + 2.0 * train))
     )
     assert by_arch.set_index("rule").loc["train_backbone", "images/s"] == pytest.approx(320)
     assert totals["device"].startswith("CPU test CPU") and totals["wall s"] == 90
@@ -284,7 +288,7 @@ def test_a_trainer_scales_its_steady_epoch_and_a_conversion_its_logged_work(tmp_
     epochs_f = 60  # the preset's
     other = 11.0 - startup - 4.0  # evaluation and saving: with the epochs
     assert stage["training"] == pytest.approx(
-        startup + other * epochs_f / 2 + 2.0 + 1.0 * epochs_f * 50_000 / 320
+        WNN_SEEDS * (startup + other * epochs_f / 2 + 2.0 + 1.0 * epochs_f * 50_000 / 320)
     )
     assert stage["data"] == pytest.approx(3.5 + 0.5 * 26_032 / 64)
 
@@ -311,7 +315,7 @@ def test_the_ensemble_fit_scales_by_its_forward_passes(tmp_path, monkeypatch):
         return n_train + 3 * 2 * n_fit + 2 * 2 * n_fit * (1 + 2 * (2 + 2))
 
     work = passes(50_000, 500) / passes(320, min(500, rehearsal.N_FIT))
-    assert stage["scores"] == pytest.approx(startup + (3.0 - startup) * work)
+    assert stage["scores"] == pytest.approx(WNN_SEEDS * (startup + (3.0 - startup) * work))
 
 
 def _makefile_list(name: str) -> list[str]:
@@ -417,4 +421,4 @@ def test_a_rule_run_several_times_has_its_own_start_up(tmp_path, monkeypatch):
     seconds = {"train_backbone.tsv": 11.0, "plot_training.tsv": 1.0}
     _fake_rehearsal(base, {**seconds, "dump_features/a.tsv": 5.0, "dump_features/b.tsv": 6.0})
     stage = rehearsal.estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
-    assert stage["features"] == pytest.approx(5.0 + 5.0 + 1.0 * 36_032 / 128)
+    assert stage["features"] == pytest.approx(WNN_SEEDS * (5.0 + 5.0 + 1.0 * 36_032 / 128))
