@@ -503,6 +503,8 @@ def _row(kind: Kind, schedule: Schedule, points, draws, more_seeds: str) -> dict
         later = [look for look in schedule.looks if look > seeds]
         if later:
             notes.append(f"next look: {more_seeds.format(seeds=later[0])}")
+        elif seeds > schedule.looks[-1]:
+            notes.append(f"past the schedule: judged on the first {schedule.looks[-1]} seeds")
     to_decide = (
         "—" if judged.decided_at is not None else schedule.seeds_to_decide(ci, bound, effect)
     )

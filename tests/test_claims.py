@@ -240,6 +240,10 @@ def test_a_claim_is_judged_only_at_looks_and_keeps_an_early_verdict():
     assert between.verdict == d.INTERIM and between.interval.level == 0.995  # the next look's
     at_look = SCHEDULE.judge(noisy[:3], np.repeat(noisy[:3, None], 2, axis=1), 0.0, True)
     assert at_look.verdict == "inconclusive" and at_look.look == 3
+    past = np.tile(noisy, 3)  # 12 seeds: judged at 3, 5 and 10, none decides
+    beyond = SCHEDULE.judge(past, np.repeat(past[:, None], 2, axis=1), 0.0, True)
+    assert (beyond.verdict, beyond.look, beyond.interval.seeds) == ("inconclusive", 10, 12)
+    assert beyond.interval.level == 0.954
 
 
 def test_seeds_to_decide_and_for_power_against_direct_computations():
