@@ -127,6 +127,10 @@ class Kind:
     def evaluate(self, paths: dict, ctx: Context) -> tuple[float, np.ndarray, dict]:
         raise NotImplementedError
 
+    def _evaluated(self, bench: dict) -> list[str]:
+        """The ID test set and the OOD sets of `over`: the sets whose files the claim reads."""
+        return [bench["id_test"], *sets_of(self.claim, bench["ood"], bench.get("groups", {}))]
+
     def _on(self) -> str:
         return f"{self.claim.get('metric')} ({self.claim.get('over', 'mean')})"
 
@@ -167,7 +171,7 @@ class Better(Kind):
         return out
 
     def files(self, run, bench):
-        sets = [bench["id_test"], *sets_of(self.claim, bench["ood"], bench.get("groups", {}))]
+        sets = self._evaluated(bench)
         out = {}
         for side in ("a", "b"):
             model, _, method = self.claim[side].partition("/")
@@ -218,7 +222,7 @@ class FeatureNormBlock(Rank):
 
     def files(self, run, bench):
         model = self.claim["model"]
-        sets = [bench["id_test"], *sets_of(self.claim, bench["ood"], bench.get("groups", {}))]
+        sets = self._evaluated(bench)
         return {
             "detector": f"{run}/detectors/{model}/featurenorm.npz",
             "features": {s: f"{run}/features/{model}/{s}.npz" for s in sets},

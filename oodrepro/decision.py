@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -40,15 +40,22 @@ def _t(level: float, seeds: int) -> float:
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean difference over seeds and its interval; `seed_half` is NaN for one seed (unknown)."""
+    """A mean difference over seeds and its interval at `level`; with the spread and the shared
+    test noise kept, the same interval for another seed count or level is a `replace` away."""
 
     mean: float
     std: float  # over seeds; NaN for one seed
     seeds: int
     level: float
-    seed_half: float
     test_sd: float  # the test-set noise the seeds share (one seed: all of its bootstrap noise)
     shared_share: float  # that shared part / one seed's whole bootstrap variance; NaN for one seed
+
+    @property
+    def seed_half(self) -> float:
+        """t_{S−1} · s/√S; NaN for one seed (unknown)."""
+        if self.seeds < 2:
+            return math.nan
+        return _t(self.level, self.seeds) * self.std / math.sqrt(self.seeds)
 
     @property
     def test_half(self) -> float:
@@ -83,16 +90,14 @@ def interval(points: np.ndarray, draws: np.ndarray, level: float) -> Interval:
     else:
         variance = np.atleast_2d(np.cov(draws))
     if seeds == 1:
-        return Interval(mean, math.nan, 1, level, math.nan, math.sqrt(variance[0, 0]), math.nan)
-    std = float(points.std(ddof=1))
+        return Interval(mean, math.nan, 1, level, math.sqrt(variance[0, 0]), math.nan)
     shared = max(float(variance[~np.eye(seeds, dtype=bool)].mean()), 0.0)
     own = float(np.diag(variance).mean())
     return Interval(
         mean,
-        std,
+        float(points.std(ddof=1)),
         seeds,
         level,
-        _t(level, seeds) * std / math.sqrt(seeds),
         math.sqrt(shared),
         shared / own if own > 0 else math.nan,
     )
@@ -186,11 +191,9 @@ class Schedule:
         if _z(self.levels[-1]) * ci.test_sd >= distance:
             return "more seeds cannot decide: the test sets are too small"
         for seeds in range(ci.seeds + 1, MAX_SEEDS + 1):
-            level = self.level_at(seeds)
             if seeds < self.looks[-1] and seeds not in self.looks:
                 continue  # judged only at a look
-            half = math.hypot(_t(level, seeds) * ci.std / math.sqrt(seeds), _z(level) * ci.test_sd)
-            if half < distance:
+            if replace(ci, seeds=seeds, level=self.level_at(seeds)).half < distance:
                 return seeds
         return f"more than {MAX_SEEDS}"
 

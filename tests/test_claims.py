@@ -247,7 +247,7 @@ def test_a_claim_is_judged_only_at_looks_and_keeps_an_early_verdict():
 
 
 def test_seeds_to_decide_and_for_power_against_direct_computations():
-    ci = d.Interval(1.5, 2.5, 3, 0.999, math.nan, 0.3, 0.5)
+    ci = d.Interval(1.5, 2.5, 3, 0.999, 0.3, 0.5)
 
     def half(seeds):
         level = SCHEDULE.level_at(seeds)
@@ -257,12 +257,12 @@ def test_seeds_to_decide_and_for_power_against_direct_computations():
     # judged only at the looks 5 and 10, then at any count beyond the last look
     expected = next(s for s in [5, 10, *range(11, 1000)] if half(s) < 1.5)
     assert SCHEDULE.seeds_to_decide(ci, 0.0, None) == expected > 10
-    wide = d.Interval(0.5, 2.5, 3, 0.999, math.nan, 1.0, 0.5)
+    wide = d.Interval(0.5, 2.5, 3, 0.999, 1.0, 0.5)
     assert "test sets are too small" in SCHEDULE.seeds_to_decide(wide, 0.0, None)
     # a paper effect far above the mean decides sooner: the interval only has to clear it
     assert SCHEDULE.seeds_to_decide(ci, 0.0, 30.0) == 5
     assert "1 seed" in SCHEDULE.seeds_to_decide(
-        d.Interval(1.5, math.nan, 1, 0.95, math.nan, 0.3, math.nan), 0.0, None
+        d.Interval(1.5, math.nan, 1, 0.95, 0.3, math.nan), 0.0, None
     )
     power = SCHEDULE.seeds_for_power(1.0, 1.0)
     crit = stats.t.ppf(0.5 + SCHEDULE.level_at(power) / 2, power - 1)
