@@ -15,13 +15,23 @@ SNAKEMAKE = $(BIN)/snakemake --profile $(PROFILE) --cores $(CORES) --configfile 
 RESULTS = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('$(CONFIG)')).get('results', 'results'))" 2>/dev/null)
 REPORT = $(RESULTS)/report.html
 
-.PHONY: run rehearse rehearse-all rehearse-ci report test test-numerics venv clean
+.PHONY: fetch plan run rehearse rehearse-all rehearse-ci report test test-numerics venv clean
 
 # oodrepro.launch: one-line errors for a missing or invalid config, and unlocking after a killed run
 run: $(BIN)/.installed
 	$(BIN)/python -m oodrepro.launch $(CONFIG) -- $(SNAKEMAKE) $(ARGS)
 	@$(MAKE) --no-print-directory report CONFIG=$(CONFIG) PROFILE=$(PROFILE) SEEDS=$(SEEDS)
 	@if [ -f "$(RESULTS)/summary.md" ]; then echo "Summary: $(RESULTS)/summary.md (and .html); report: $(REPORT)"; fi
+
+# Every archive the config reads, downloaded, verified and pinned in the data folder's lock file:
+# on a cluster, run it on the login node before submitting (README, "Running on a cluster").
+fetch: $(BIN)/.installed
+	$(BIN)/python -m oodrepro.fetch $(CONFIG)
+
+# What a run would submit, per rule: jobs, GPUs, partition, time limit (a dry run); with
+# PROFILE=profiles/slurm, what a cluster run asks SLURM for.
+plan: $(BIN)/.installed
+	@$(SNAKEMAKE) --dry-run | $(BIN)/python -m oodrepro.plan
 
 # A preset's own DAG on stand-in archives with shrunk budgets, then its full-scale cost estimate
 # (docs/rehearsal.md); PROFILE=profiles/slurm rehearses on a cluster.

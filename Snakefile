@@ -37,7 +37,11 @@ configfile: "config.yaml"
 # Fills in defaults; fails before any job, naming the offending key.
 cfg.validate(config, cache_dir=".snakemake/oodrepro")
 # An archive no job could get (offline, its distribution package not installed) fails here.
+# An archive nothing pins, or one in the data folder that differs from its pin, too; checked by
+# the process that plans the run (a cluster job trusts it).
 UNAVAILABLE = datasets.unavailable(config)
+if workflow.is_main_process:
+    UNAVAILABLE += datasets.verify_present(config)
 if UNAVAILABLE:
     raise cfg.ConfigError("\n".join(UNAVAILABLE))
 
@@ -51,7 +55,18 @@ BENCH = config["benchmark"]
 EVALUATED = [BENCH["id_test"], *BENCH["ood"]]  # every set a model is scored on
 JIGSAW, CONVS = score_registry.JIGSAW, score_registry.CONVS  # feature-file suffixes
 RUN = f"{RESULTS}/{{bench}}/{{arch}}/seed{{seed}}"
-GPU = cfg.gpus_per_job(config)  # the `gpu` resource of every rule that runs a network
+# The partition a cluster profile names for jobs that run a network (profiles/slurm); with one,
+# `device: auto` means a GPU per such job, wherever this Snakemake runs.
+GPU_PARTITION = (workflow.resource_settings.default_resources or {}).get(
+    "gpu_partition"
+)
+GPU_PARTITION = GPU_PARTITION and GPU_PARTITION.raw.strip("'\"")
+GPU = cfg.gpus_per_job(config, cluster_gpus=bool(GPU_PARTITION))
+# the resources every rule that trains or runs a network adds to its own
+NETWORK = {
+    "gpu": GPU,
+    **({"slurm_partition": GPU_PARTITION} if GPU and GPU_PARTITION else {}),
+}
 # the `threads` of every rule that trains or runs a network
 NETWORK_THREADS = config["network_threads"]
 
@@ -170,7 +185,8 @@ rule write_manifest:
     input:
         FINAL,
     output:
-        f"{RESULTS}/manifest.json",
+        manifest=f"{RESULTS}/manifest.json",
+        config=f"{RESULTS}/config.yaml",  # the validated config, defaults filled in
     log:
         f"{RESULTS}/logs/write_manifest.log",
     localrule: True
@@ -180,6 +196,7 @@ rule write_manifest:
         config=config,
         repo=workflow.basedir,
         started=f"{RESULTS}/logs/run_started.txt",
+        job_logs=[RESULTS, f"{DATA}/logs"],  # where every job keeps its machine's facts
     script:
         "workflow_scripts/write_manifest.py"
 

@@ -663,14 +663,17 @@ def kept_epochs(recipe: dict) -> dict[str, int]:
     }
 
 
-def gpus_per_job(config: dict) -> int:
+def gpus_per_job(config: dict, cluster_gpus: bool = False) -> int:
     """GPUs a network job asks the scheduler for: 1 when the run's device is CUDA.
 
-    `device: auto` means CUDA when this machine has one (nvidia-smi lists a GPU and
-    CUDA_VISIBLE_DEVICES does not hide them all); a cluster whose submit node has no GPU
-    needs `device: cuda` so that jobs request one.
+    `device: auto` means CUDA on the nodes when the profile names a GPU partition
+    (`cluster_gpus`: a login node's own lack of a GPU says nothing about them), else CUDA when
+    this machine has one (nvidia-smi lists a GPU and CUDA_VISIBLE_DEVICES does not hide them
+    all). `cpu` asks for none anywhere.
     """
     device = config["device"]
+    if device == "auto" and cluster_gpus:
+        return 1
     if device == "auto":
         hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
         return int(not hidden and bool(runtime.nvidia_gpus()))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import models
+from .progress import tenths
 
 
 def to_tensor(images: np.ndarray, device) -> torch.Tensor:
@@ -24,7 +24,7 @@ def image_batches(
     images, or float images already in [0,1] (e.g. adversarial copies, kept unrounded)."""
     x_all = to_tensor(images, next(model.parameters()).device)
     scale = 255.0 if x_all.dtype == torch.uint8 else 1.0
-    for i in tqdm(range(0, len(x_all), batch_size), desc=desc, disable=not progress):
+    for i in tenths(range(0, len(x_all), batch_size), desc=desc, unit="batches", show=progress):
         rows = slice(i, min(i + batch_size, len(x_all)))
         yield rows, x_all[rows].float() / scale
 

@@ -1,5 +1,6 @@
-"""The run manifest: what produced a results folder — package versions, the git commit,
-the device, a hash of the validated config, and when the run started and ended."""
+"""The run manifest: what produced a results folder — package versions, the git commit, the
+machine each job ran on, the sha256 of every archive and file of the user's it read, a hash of
+the validated config, and when the run started and ended."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .runtime import nvidia_gpus
+from .runtime import NODE_SUFFIX, cpu_model, nvidia_gpus
 
 PACKAGES = (
     "oodrepro",
@@ -67,17 +68,32 @@ def git_state(repo: Path) -> dict:
 
 
 def devices(requested: str) -> dict:
-    """The CPU model, and the GPUs nvidia-smi lists (without importing torch)."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return {"requested": requested, "cpu": cpu, "gpus": nvidia_gpus()}
+    """The machine that ran Snakemake (a cluster's login node): its CPU model and the GPUs
+    nvidia-smi lists (without importing torch)."""
+    return {"requested": requested, "cpu": cpu_model(), "gpus": nvidia_gpus()}
+
+
+def jobs(folders) -> dict[str, list[dict]]:
+    """Per rule, the machine each of its jobs ran on (host, CPU, GPUs, driver, torch, CUDA), from
+    the facts every job keeps beside its log (runtime.start_job); each names its log."""
+    found: dict[str, list[dict]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob(f"*{NODE_SUFFIX}")):
+            facts = json.loads(path.read_text())
+            log = str(path)[: -len(NODE_SUFFIX)]
+            found.setdefault(facts.pop("rule"), []).append({"log": log, **facts})
+    return dict(sorted(found.items()))
+
+
+def archives(config: dict) -> list[dict]:
+    """Each archive the run read, with the sha256 the data folder's lock file recorded."""
+    from . import data
+
+    locked = data.lock.read(data.raw_folder(config))
+    return [
+        {"path": str(data.raw_folder(config) / name), "sha256": locked.get(name, {}).get("sha256")}
+        for name in data.needed_archives(config)
+    ]
 
 
 def mark_start(path) -> None:
@@ -98,7 +114,7 @@ def local_sources(config: dict) -> list[dict]:
     ]
 
 
-def build(config: dict, repo: Path, started: str | None) -> dict:
+def build(config: dict, repo: Path, started: str | None, job_logs=()) -> dict:
     marks = (
         {"REHEARSAL": config["rehearsal"]} if "rehearsal" in config else {}
     )  # a rehearsal says so first
@@ -107,9 +123,11 @@ def build(config: dict, repo: Path, started: str | None) -> dict:
         "started": started,
         "finished": now(),
         "config_sha256": config_hash(config),
+        "archives": archives(config),
         "local_sources": local_sources(config),
         "git": git_state(repo),
         "device": devices(config.get("device", "auto")),
+        "jobs": jobs(job_logs),
         "versions": versions(),
         "platform": platform.platform(),
     }

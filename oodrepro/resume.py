@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,10 @@ class Epochs:
     learning (`watermark_ood.learn`) differ in their update, not in their bookkeeping.
 
     Creating it loads the state this job wrote (same fingerprint) into `state` and its
-    `history` (one row per epoch done); iterating yields the epochs still to run under a
-    progress bar. After each epoch the caller appends that epoch's row to `history` and calls
-    `end_epoch(state)`, which saves the state with the history atomically, rewrites the log CSV
-    and shows the row's `shown` columns on the bar.
+    `history` (one row per epoch done); iterating yields the epochs still to run. After each
+    epoch the caller appends that epoch's row to `history` and calls `end_epoch(state)`, which
+    saves the state with the history atomically, rewrites the log CSV and logs one line with
+    the row's `shown` columns.
     """
 
     def __init__(
@@ -114,27 +115,26 @@ class Epochs:
         self.desc, self.progress, self.shown = desc, progress, shown
         self.state = load(self.state_path, job, map_location)
         self.history: list[dict] = self.state["history"] if self.state else []
-        self._bar = None
 
     def __iter__(self):
-        from tqdm import tqdm
-
-        done = len(self.history)
-        self._bar = tqdm(
-            range(done, self.epochs),
-            initial=done,
-            total=self.epochs,
-            desc=self.desc,
-            unit="epoch",
-            disable=not self.progress,
-        )
-        yield from self._bar
+        self._started = time.perf_counter()
+        yield from range(len(self.history), self.epochs)
         self.write_log()
 
     def end_epoch(self, state: dict) -> None:
-        """Save `state` with the history so far; the epoch count is the history's length."""
+        """Save `state` with the history so far (the epoch count is its length) and log one
+        line: the epoch, the row's `shown` columns and the time since this job started."""
         row = self.history[-1]
-        self._bar.set_postfix({k: f"{row[k]:.3f}" for k in self.shown if k in row})
+        if self.progress:
+            shown = ", ".join(f"{k} {row[k]:.3f}" for k in self.shown if k in row)
+            log.info(
+                "%s: epoch %d/%d, %s, %.1f s",
+                self.desc,
+                len(self.history),
+                self.epochs,
+                shown,
+                time.perf_counter() - self._started,
+            )
         save(
             self.state_path,
             self.job,

@@ -22,9 +22,9 @@ rule train_backbone:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=8000,
-        runtime=24 * 60,
-        gpu=GPU,
+        runtime=per_attempt(24 * 60),
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         recipe=lambda w: cfg.recipe_of(config, w.arch),
@@ -52,7 +52,7 @@ rule import_pretrained_backbone:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=per_attempt(10),
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         key_format=lambda w: config["backbones"][w.arch]["pretrained"]["format"],
@@ -79,7 +79,7 @@ rule plot_training:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=per_attempt(5),
     params:
         title=lambda w: f"{w.arch}, seed {w.seed}",
     script:

@@ -26,7 +26,7 @@ rule evaluate_claims:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=per_attempt(30),
     params:
         claims=CLAIMS,
         runs=claim_runs(),

@@ -12,6 +12,13 @@ TITLE = config["report"]["title"]
 SUMMARY_TABLES = {}
 
 
+def per_attempt(minutes):
+    """A rule's time limit, longer each time the job is submitted again (the profile's
+    `retries`): a job killed at its limit comes back with twice, then three times the time, and
+    resumes where it stopped."""
+    return lambda wildcards, attempt: minutes * attempt
+
+
 def one_of(names):
     """A regex matching exactly these names (longest first, so no name matches a prefix)."""
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
@@ -76,23 +83,6 @@ def expected_spec(wildcards):
 
 def method_params(wildcards):
     return config["scores"][wildcards.method]
-
-
-def archive_params(wildcards):
-    """Registry url and checksums; a config entry may move the url (a mirror) or replace the checksums."""
-    archive = datasets.ARCHIVES[wildcards.archive]
-    override = config["downloads"].get(wildcards.archive, {})
-    if "md5" in override or "sha256" in override:
-        sums = {"md5": override.get("md5"), "sha256": override.get("sha256")}
-    else:
-        sums = {"md5": archive.md5, "sha256": archive.sha256}
-    local = None if "url" in override else archive.local_copy  # an explicit url wins
-    return {
-        "url": override.get("url", archive.url),
-        "local": local,
-        "content": archive.content_sha256,
-        **sums,
-    }
 
 
 def detector_of(wildcards):

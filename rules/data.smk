@@ -15,13 +15,15 @@ rule generate_offline_dataset:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=per_attempt(10),
     params:
         offline=config["offline"],
     script:
         "../workflow_scripts/generate_offline_dataset.py"
 
 
+# On the machine that runs Snakemake (a cluster's login node, where the network is), never as a
+# cluster job; `make fetch` gets every archive before a run (README, "Running on a cluster").
 rule download_archive:
     output:
         protected(f"{DATA}/raw/{{archive}}"),
@@ -31,14 +33,15 @@ rule download_archive:
         f"{DATA}/benchmarks/download_archive/{{archive}}.tsv"
     wildcard_constraints:
         archive=one_of(datasets.ARCHIVES),
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=120,
+        runtime=per_attempt(120),
     params:
-        archive=archive_params,
+        archive=lambda w: datasets.archive_source(config, w.archive),
     script:
         "../workflow_scripts/download_archive.py"
 
@@ -59,7 +62,7 @@ rule convert_dataset:
     threads: 1
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=per_attempt(60),
     params:
         sample=lookup(
             dpath="dataset_options/{dataset}/sample", within=config, default=None

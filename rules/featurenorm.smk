@@ -32,7 +32,7 @@ rule analyze_featurenorm_blocks:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=per_attempt(10),
     params:
         ood_sets=BENCH["ood"],
         context=run_context,

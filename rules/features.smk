@@ -17,9 +17,9 @@ rule dump_features:
         "../envs/torch.yaml"
     threads: 1
     resources:
+        **NETWORK,
         mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        runtime=per_attempt(60),
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
@@ -42,9 +42,9 @@ rule dump_train_features:
         "../envs/torch.yaml"
     threads: 1
     resources:
+        **NETWORK,
         mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        runtime=per_attempt(60),
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
@@ -67,9 +67,9 @@ rule dump_jigsaw_features:
         "../envs/torch.yaml"
     threads: 1
     resources:
+        **NETWORK,
         mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        runtime=per_attempt(60),
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],
@@ -97,9 +97,9 @@ rule dump_conv_features:
         "../envs/torch.yaml"
     threads: 1
     resources:
+        **NETWORK,
         mem_mb=8000,
-        runtime=60,
-        gpu=GPU,
+        runtime=per_attempt(60),
     params:
         batch_size=config["features"]["batch_size"],
         device=config["device"],

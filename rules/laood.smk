@@ -26,7 +26,7 @@ if LAOOD_SPLIT:
         threads: lambda w: min(4, len(laood_part_layers(w)))
         resources:
             mem_mb=lambda w, input: laood_part_cost(w, input)[0],
-            runtime=lambda w, input: laood_part_cost(w, input)[1],
+            runtime=lambda w, input, attempt: laood_part_cost(w, input)[1] * attempt,
         params:
             layers=laood_part_layers,
             hp=lambda w: config["scores"]["laood"],
@@ -50,7 +50,7 @@ if LAOOD_SPLIT:
         threads: 1
         resources:
             mem_mb=4000,
-            runtime=10,
+            runtime=per_attempt(10),
         script:
             "../workflow_scripts/gather_laood.py"
 
@@ -82,7 +82,7 @@ rule analyze_laood_layers:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=per_attempt(30),
     params:
         ood_sets=BENCH["ood"],
         id_set=BENCH["id_test"],

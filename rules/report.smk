@@ -27,7 +27,7 @@ rule summarize:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=per_attempt(10),
     params:
         title=TITLE,
         banner=lookup(dpath="rehearsal/banner", within=config, default=None),

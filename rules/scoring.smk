@@ -27,7 +27,7 @@ rule fit_detector:
     threads: lambda w: 4 if score_registry.fit_is_parallel(score_registry.get(w.method)) else 1
     resources:
         mem_mb=8000,
-        runtime=12 * 60,
+        runtime=per_attempt(12 * 60),
     params:
         hp=method_params,
     script:
@@ -51,9 +51,9 @@ rule fit_network_detector:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=8000,
-        runtime=6 * 60,
-        gpu=GPU,
+        runtime=per_attempt(6 * 60),
     params:
         hp=method_params,
         augmentation=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
@@ -82,7 +82,7 @@ rule score_features:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=per_attempt(30),
     params:
         hp=method_params,
     script:
@@ -115,7 +115,7 @@ rule search_hyperparameters:
     threads: 1
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=per_attempt(60),
     params:
         hp=method_params,
         grid=lambda w: SEARCH["grids"][w.method],
@@ -141,9 +141,9 @@ rule score_network:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        runtime=per_attempt(60),
     params:
         hp=method_params,
         device=config["device"],
@@ -175,7 +175,7 @@ rule compute_metrics:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=per_attempt(10),
     params:
         ood_sets=BENCH["ood"],
         groups=BENCH.get("groups", {}),

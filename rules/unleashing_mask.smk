@@ -19,9 +19,9 @@ rule estimate_loss_constraint:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        runtime=per_attempt(60),
     params:
         keep=UM["keep"],
         draws=UM["draws"],
@@ -52,9 +52,9 @@ rule finetune_model:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=8000,
-        runtime=24 * 60,
-        gpu=GPU,
+        runtime=per_attempt(24 * 60),
     params:
         recipe=lambda w: cfg.finetune_recipe(config, w.arch, w.finetune),
         flooding=lambda w: FINETUNES[w.finetune]["flooding"],
@@ -91,7 +91,7 @@ rule plot_finetune:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=per_attempt(5),
     params:
         title=lambda w: f"fine-tune {w.finetune} · {w.arch} · seed {w.seed}",
     script:

@@ -30,9 +30,9 @@ rule learn_watermark:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=8000,
-        runtime=12 * 60,
-        gpu=GPU,
+        runtime=per_attempt(12 * 60),
     params:
         hp=lambda w: config["watermarks"][w.watermark],
         seed=lambda w: int(w.seed),

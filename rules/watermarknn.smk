@@ -30,9 +30,9 @@ rule embed_watermark:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=8000,
-        runtime=24 * 60,
-        gpu=GPU,
+        runtime=per_attempt(24 * 60),
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         recipe=lambda w: cfg.owner_recipe(config, w.arch, w.owner),
@@ -62,9 +62,9 @@ rule train_null_model:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=8000,
-        runtime=24 * 60,
-        gpu=GPU,
+        runtime=per_attempt(24 * 60),
     params:
         spec=lambda w: cfg.model_spec(config, w.arch),
         recipe=lambda w: cfg.derived_recipe(config, w.arch, {}),
@@ -97,9 +97,9 @@ rule attack_watermark:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
     resources:
+        **NETWORK,
         mem_mb=8000,
-        runtime=12 * 60,
-        gpu=GPU,
+        runtime=per_attempt(12 * 60),
     params:
         recipe=lambda w: cfg.attack_recipe(config, w.arch),
         data_fraction=lookup(dpath="attacks/data_fraction", within=WNN, default=None),
@@ -129,9 +129,9 @@ rule prune_watermark:
         "../envs/torch.yaml"
     threads: 1
     resources:
+        **NETWORK,
         mem_mb=4000,
-        runtime=30,
-        gpu=GPU,
+        runtime=per_attempt(30),
     params:
         rates=WNN.get("pruning"),
         device=config["device"],
@@ -184,9 +184,9 @@ rule verify_ownership:
         "../envs/torch.yaml"
     threads: 1
     resources:
+        **NETWORK,
         mem_mb=4000,
-        runtime=30,
-        gpu=GPU,
+        runtime=per_attempt(30),
     params:
         networks=lambda w: list(wnn_networks(w)),
         owners=OWNERS,

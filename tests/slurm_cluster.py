@@ -1,9 +1,9 @@
 """A throw-away single-node SLURM cluster on this machine, for the cluster test.
 
-Installs Debian's slurm-wlm and munge when they are missing, writes slurm.conf where the
-job-step plugin looks for it (/etc/slurm; the previous file is put back afterwards), keeps
+Installs Debian's slurm-wlm and munge when they are missing, writes slurm.conf (and gres.conf)
+where the job-step plugin looks for them (/etc/slurm; previous files are put back afterwards), keeps
 state, spool and logs in a scratch folder, and stops every daemon it started by its pid.
-No accounting storage: jobs are followed with squeue, so MinJobAge is kept long.
+No accounting storage: jobs are followed with squeue and scontrol, so MinJobAge is kept long.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
+GRES_CONF = Path("/etc/slurm/gres.conf")
 PACKAGES = ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "sinfo")
 
 
@@ -58,13 +59,16 @@ def _cpus_and_memory() -> tuple[int, int]:
 
 
 class SingleNodeCluster:
-    def __init__(self, scratch: Path, partition: str):
-        self.scratch, self.partition = Path(scratch), partition
+    """One node in every partition of `partitions` (the first is the default). With `gpus`, the
+    node declares that many GPUs as a generic resource: SLURM schedules them (a job asking for
+    more waits) though no device exists, which is all a test of the requests needs."""
+
+    def __init__(self, scratch: Path, partitions: tuple[str, ...], gpus: int = 0):
+        self.scratch, self.partitions, self.gpus = Path(scratch), tuple(partitions), gpus
         self.node = socket.gethostname().split(".")[0]
         self.daemons: list[subprocess.Popen] = []
         self.munged_pid: int | None = None
-        self.saved_conf: bytes | None = None
-        self.wrote_conf = False
+        self.saved: dict[Path, bytes | None] = {}
         self.ctld_log = self.scratch / "slurmctld.log"
 
     def __enter__(self) -> "SingleNodeCluster":
@@ -122,6 +126,12 @@ class SingleNodeCluster:
 
     def _write_conf(self) -> None:
         cpus, memory = _cpus_and_memory()
+        gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
+        partitions = "\n".join(
+            f"PartitionName={name} Nodes=ALL Default={'YES' if i == 0 else 'NO'} "
+            "MaxTime=INFINITE State=UP"
+            for i, name in enumerate(self.partitions)
+        )
         for d in ("state", "spool"):
             (self.scratch / d).mkdir(parents=True, exist_ok=True)
         conf = f"""ClusterName=oodrepro-test
@@ -135,7 +145,7 @@ SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-MinJobAge=600
+MinJobAge=3600
 ReturnToService=2
 StateSaveLocation={self.scratch / "state"}
 SlurmdSpoolDir={self.scratch / "spool"}
@@ -143,20 +153,30 @@ SlurmctldPidFile={self.scratch / "slurmctld.pid"}
 SlurmdPidFile={self.scratch / "slurmd.pid"}
 SlurmctldLogFile={self.ctld_log}
 SlurmdLogFile={self.scratch / "slurmd.log"}
-NodeName={self.node} CPUs={cpus} RealMemory={memory} State=UNKNOWN
-PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+{"GresTypes=gpu" if self.gpus else ""}
+NodeName={self.node} CPUs={cpus} RealMemory={memory} State=UNKNOWN{gres}
+{partitions}
 """
-        SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
-        if SLURM_CONF.exists():
-            self.saved_conf = SLURM_CONF.read_bytes()
-        SLURM_CONF.write_text(conf)
-        self.wrote_conf = True
+        self._write(SLURM_CONF, conf)
+        if self.gpus:  # stand-in device files: counts SLURM schedules, with no device behind them
+            files = [self.scratch / f"nvidia{i}" for i in range(self.gpus)]
+            for f in files:
+                f.touch()
+            self._write(
+                GRES_CONF,
+                "".join(f"NodeName={self.node} Name=gpu File={f}\n" for f in files),
+            )
+
+    def _write(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.saved[path] = path.read_bytes() if path.exists() else None
+        path.write_text(text)
 
     def _wait_idle(self, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             r = _run("sinfo", "-h", "-o", "%T", check=False)
-            if r.returncode == 0 and r.stdout.strip() == "idle":
+            if r.returncode == 0 and set(r.stdout.split()) == {"idle"}:
                 return
             time.sleep(0.5)
         raise RuntimeError(f"the node did not become idle: {_run('sinfo', check=False).stdout}")
@@ -168,7 +188,8 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return re.findall(r"(?:Allocate|Started) JobId=(\d+)", text)
 
     def __exit__(self, *exc) -> None:
-        _run("scancel", "--partition", self.partition, check=False)
+        for name in self.partitions:
+            _run("scancel", "--partition", name, check=False)
         for proc in reversed(self.daemons):
             if proc.poll() is None:
                 proc.terminate()
@@ -182,8 +203,8 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 os.kill(self.munged_pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        if self.wrote_conf:
-            if self.saved_conf is not None:
-                SLURM_CONF.write_bytes(self.saved_conf)
+        for path, before in self.saved.items():
+            if before is not None:
+                path.write_bytes(before)
             else:
-                SLURM_CONF.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)

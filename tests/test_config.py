@@ -228,6 +228,79 @@ def test_network_jobs_ask_for_a_gpu_only_where_the_run_uses_one(monkeypatch):
     monkeypatch.setattr(runtime, "nvidia_gpus", lambda: [])
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert cfg.gpus_per_job({"device": "auto"}) == 0
+    # a cluster profile naming a GPU partition: the nodes decide, not this GPU-less login node
+    assert cfg.gpus_per_job({"device": "auto"}, cluster_gpus=True) == 1
+    assert cfg.gpus_per_job({"device": "cpu"}, cluster_gpus=True) == 0
+
+
+class _Job:
+    """The parts of the `snakemake` object a workflow script's start reads."""
+
+    def __init__(self, log, gpu=0):
+        self.log, self.rule, self.threads, self.input = [str(log)], "train_backbone", 1, ["x.npz"]
+        self.params = {"device": "auto", "recipe": {"epochs": 3}}
+        self.resources = {"gpu": gpu}
+
+
+def test_a_job_logs_the_machine_first_and_stops_when_its_gpu_is_missing(tmp_path, monkeypatch):
+    import json
+    import socket
+    import sys
+
+    from oodrepro import runtime
+
+    monkeypatch.setattr(runtime, "nvidia_gpus", lambda fields=("name",): [])
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # start_job redirects both into the log
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    runtime.start_job(_Job(tmp_path / "cpu.log"))
+    first = (tmp_path / "cpu.log").read_text().splitlines()[0]
+    host = socket.gethostname()
+    assert f"job train_backbone on {host} (CPU " in first and "GPU none" in first
+    assert '"recipe": {"epochs": 3}' in first and "torch 2." in first
+    facts = json.loads((tmp_path / "cpu.log.node.json").read_text())
+    assert facts["rule"] == "train_backbone" and facts["host"] == host
+    with pytest.raises(SystemExit, match=f"asked for 1 GPU\\(s\\) but node {host} gives it none"):
+        runtime.start_job(_Job(tmp_path / "gpu.log", gpu=1))
+
+
+def test_every_rule_time_limit_grows_with_the_attempt(tmp_path):
+    """The dry run of a job's second submission asks for twice its rule's runtime."""
+    import subprocess
+    import sys
+
+    from oodrepro import plan
+
+    def limits(attempt):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--dry-run",
+                "--profile",
+                "profiles/local",
+                "--cores",
+                "1",
+                "--attempt",
+                str(attempt),
+                "--directory",
+                str(tmp_path),
+                "-s",
+                "Snakefile",
+                "--configfile",
+                "config.yaml",
+                "--replace-workflow-config",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return {rule: res.get("runtime") for rule, res in plan.jobs(out)}
+
+    first, second = limits(1), limits(2)
+    timed = {rule for rule, minutes in first.items() if minutes}
+    assert {"train_backbone", "compute_metrics", "finetune_model"} <= timed
+    assert all(int(second[r]) == 2 * int(first[r]) for r in timed)
 
 
 def test_layer_names_come_from_the_built_model_and_are_cached(default, tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def test_a_failed_download_names_archive_url_and_the_way_out(served, tmp_path, w
     }[where]
     dest = tmp_path / "raw" / "test_32x32.mat"
     with pytest.raises(dl.DownloadError) as err:
-        dl.download(url, dest, md5="0" * 32, progress=False)
+        dl.download(url, dest, md5="0" * 32, progress=False, retries=2)
     said = str(err.value)
     assert f"could not download test_32x32.mat from {url}" in said
     assert "downloads: {test_32x32.mat: {url:" in said and "file://" in said and str(dest) in said
@@ -272,3 +272,121 @@ def test_mnist(served, tmp_path):
     assert images.shape == (6, 32, 32, 3)
     grey = Image.fromarray(fx["images"][0]).convert("RGB").resize((32, 32), Image.BILINEAR)
     np.testing.assert_array_equal(images[0], np.asarray(grey))
+
+
+class _Flaky:
+    """An HTTP server that honours Range requests and breaks the connection of the first
+    `breaks` responses after `cut` bytes: a download that must resume to complete."""
+
+    def __init__(self, blob: bytes, cut: int, breaks: int = 1):
+        import http.server
+        import threading
+
+        flaky, self.requests = self, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+                flaky.requests.append(start)
+                self.send_response(206 if rng else 200)
+                self.send_header("Content-Length", str(len(blob) - start))
+                self.end_headers()
+                if len(flaky.requests) <= breaks:
+                    self.wfile.write(blob[start : start + cut])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)  # the connection drops mid-file
+                    return
+                self.wfile.write(blob[start:])
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/blob.bin"
+
+
+def test_a_broken_download_is_retried_and_resumes_where_it_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
+    blob = bytes(range(256)) * 4000
+    server = _Flaky(blob, cut=300_000)
+    try:
+        out = dl.download(
+            server.url, tmp_path / "raw" / "blob.bin", sha256=hashlib.sha256(blob).hexdigest()
+        )
+    finally:
+        server.httpd.shutdown()
+    assert out.read_bytes() == blob
+    assert server.requests == [0, 300_000]  # the second request asked only for the rest
+    assert not (tmp_path / "raw" / ".blob.bin.part").exists()
+
+
+def test_a_download_that_keeps_failing_gives_up_after_its_retries(tmp_path, monkeypatch):
+    waits = []
+    monkeypatch.setattr(dl.time, "sleep", waits.append)
+    blob = b"z" * 100_000
+    server = _Flaky(blob, cut=1000, breaks=10)
+    try:
+        with pytest.raises(dl.DownloadError, match=r"\(3 attempt\(s\)\): the connection closed"):
+            dl.download(server.url, tmp_path / "b", sha256="0" * 64, retries=3, progress=False)
+    finally:
+        server.httpd.shutdown()
+    assert server.requests == [0, 1000, 2000] and waits == [1, 2]
+    assert (tmp_path / ".b.part").stat().st_size == 3000  # kept: the next try resumes there
+
+
+def _lock_config(tmp_path, **downloads):
+    return {"data": str(tmp_path / "data"), "downloads": downloads}
+
+
+def test_the_lock_pins_a_first_fetch_and_refuses_a_later_copy_that_differs(tmp_path):
+    from oodrepro.data import lock
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "x.npy").write_bytes(b"first copy")
+    first = lock.check(raw, "x.npy", {})  # nothing published: pinned by the lock
+    assert first == hashlib.sha256(b"first copy").hexdigest()
+    assert lock.read(raw)["x.npy"]["sha256"] == first
+    (raw / "x.npy").write_bytes(b"another copy")
+    with pytest.raises(data.ChecksumError) as err:
+        lock.check(raw, "x.npy", {})
+    said = str(err.value)
+    assert first in said and hashlib.sha256(b"another copy").hexdigest() in said
+    assert "archives.lock.json" in said
+
+
+def test_a_file_put_by_hand_is_checked_against_its_published_checksum(tmp_path):
+    from oodrepro.data import lock
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "y.bin").write_bytes(b"hand-placed")
+    good = hashlib.md5(b"hand-placed").hexdigest()
+    assert lock.check(raw, "y.bin", {"md5": good}) == hashlib.sha256(b"hand-placed").hexdigest()
+    (raw / "z.bin").write_bytes(b"hand-placed, but not the release")
+    with pytest.raises(data.ChecksumError, match=f"expected {good}"):
+        lock.check(raw, "z.bin", {"md5": good})
+    assert "z.bin" not in lock.read(raw)
+
+
+def test_an_unpinned_archive_is_reported_before_any_job_with_the_command_that_pins_it(tmp_path):
+    from oodrepro import config as cfg
+
+    config = cfg.validate(cfg.read_yaml("presets/unleashing-mask-icml23.yaml"))
+    config["data"] = str(tmp_path / "data")
+    lines = data.unpinned(config)
+    assert len(lines) == 1 and lines[0].startswith("300K_random_images.npy: no checksum")
+    assert "make fetch CONFIG=" in lines[0] and "archives.lock.json" in lines[0]
+    raw = data.raw_folder(config)
+    raw.mkdir(parents=True)
+    (raw / "300K_random_images.npy").write_bytes(b"a stand-in")
+    data.fetch(
+        data.archive_source(config, "300K_random_images.npy"), raw / "300K_random_images.npy"
+    )
+    assert data.unpinned(config) == []  # pinned by the lock from now on
+    assert (
+        data.archive_source(config, "300K_random_images.npy")["sha256"]
+        == hashlib.sha256(b"a stand-in").hexdigest()
+    )

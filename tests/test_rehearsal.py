@@ -333,9 +333,17 @@ def _footprint(preset: Path, tmp_path: Path) -> set[tuple[str, str]]:
     import sys
 
     config_file = preset
-    if data.local_sources(cfg.load(preset)):  # the user's own files (OpenOOD's): the stand-ins
+    config = cfg.load(preset)
+    if data.local_sources(config):  # the user's own files (OpenOOD's): the stand-ins
         with contextlib.chdir(tmp_path):
             config_file = (tmp_path / rehearsal.prepare(preset)).resolve()
+    elif data.unpinned(config):  # a dry run downloads nothing: any pin lets it plan
+        raw = cfg.read_yaml(preset)
+        for name in data.needed_archives(config):
+            if not any(data.archive_source(config, name)[k] for k in ("md5", "sha256")):
+                raw.setdefault("downloads", {})[name] = {"sha256": "0" * 64}
+        config_file = tmp_path / f"{preset.stem}.pinned.yaml"
+        config_file.write_text(yaml.safe_dump(raw))
     result = subprocess.run(
         [
             sys.executable,

@@ -258,3 +258,19 @@ def test_fingerprints_follow_values_not_identity():
     assert resume.fingerprint(**a) != resume.fingerprint(
         **{**a, "recipe": {"lr": 0.01, "epochs": 3}}
     )
+
+
+def test_progress_is_one_log_line_per_tenth_never_a_carriage_return(caplog):
+    import logging
+
+    from oodrepro.progress import count, tenths
+
+    with caplog.at_level(logging.INFO, logger="oodrepro.progress"):
+        assert list(tenths(range(37), desc="batches", unit="b")) == list(range(37))
+        add = count(5_000_000, desc="blob.bin")
+        for _ in range(50):
+            add(100_000)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 20 and not any("\r" in line for line in lines)
+    assert lines[0].startswith("batches: 4/37 b (10 %)") and lines[9].startswith("batches: 37/37")
+    assert lines[-1].startswith("blob.bin: 5/5 MB (100 %)")

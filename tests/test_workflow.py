@@ -473,7 +473,9 @@ def test_laood_split_into_pieces_gives_the_one_job_detector(run, tmp_path):
 
 
 def test_each_jobs_log_opens_with_what_it_ran_on(run):
-    """One line per job: its rule, threads, device, inputs and every parameter (as JSON)."""
+    """One line per job: its rule, the machine (host, CPU, GPU, driver, torch, CUDA), threads,
+    device, inputs and every parameter (as JSON); the same facts beside the log, for the
+    manifest, which gathers them per rule."""
     work, _, config = run
     logs = work / "results" / config["benchmark"]["name"] / "resnet18-small" / "seed0" / "logs"
     said = {}
@@ -482,9 +484,17 @@ def test_each_jobs_log_opens_with_what_it_ran_on(run):
         (logs / "metrics" / "base" / "msp.log", "compute_metrics"),
     ):
         first = log.read_text().splitlines()[0]
-        pattern = rf"job {rule}: \d+ thread\(s\), device (.+); inputs (.+); params (\{{.*\}})$"
+        pattern = (
+            rf"job {rule} on (\S+) \(CPU .+; GPU .+, driver .+; torch [\d.]+\S*, CUDA .+\): "
+            r"\d+ thread\(s\), device (.+); inputs (.+); params (\{.*\})$"
+        )
         m = re.search(pattern, first)
-        assert m and m[2] != "none", first
-        said[rule] = json.loads(m[3])
+        assert m and m[3] != "none", first
+        said[rule] = json.loads(m[4])
+        node = json.loads(Path(f"{log}.node.json").read_text())
+        assert node["rule"] == rule and node["host"] == m[1]
+        manifest = json.loads((work / "results" / "manifest.json").read_text())
+        (entry,) = [j for j in manifest["jobs"][rule] if (work / j["log"]).resolve() == log]
+        assert {**entry, "rule": rule} == {**node, "log": entry["log"]}
     assert said["train_backbone"]["recipe"]["epochs"] == config["training"]["epochs"]
     assert said["train_backbone"]["device"] == config["device"]

@@ -61,6 +61,18 @@ def _env_requirements(path: Path) -> dict[str, str]:
     return deps
 
 
+def test_every_time_limit_grows_with_the_attempt_and_every_network_rule_asks_for_a_gpu():
+    """What a cluster run relies on: a job killed at its limit comes back with a longer one, and
+    a rule that runs a network (told a `device`) asks for a GPU, on the GPU partition."""
+    for f in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", f.read_text(), flags=re.M)[1:]:
+            name = block.split(":", 1)[0]
+            runtime = re.search(r"^\s+runtime=(.*)$", block, re.M)
+            assert runtime and "attempt" in runtime[1], f"{f.name}: rule {name}"
+            runs_network = re.search(r"^\s+device=", block, re.M) is not None
+            assert runs_network == ("**NETWORK," in block), f"{f.name}: rule {name}"
+
+
 def test_rule_environments_pin_what_pyproject_pins():
     pinned = dict(
         _requirement(d)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..io import load_npz, save_npz
 from ..sampling import sample_indices
-from . import bundled, offline
+from . import bundled, lock, offline
 from . import download as dl
 from .download import Archive, ChecksumError
 
@@ -603,28 +603,116 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def raw_folder(config: dict) -> Path:
+    """Where archives are kept, with their lock file (data.lock)."""
+    return Path(config["data"]) / "raw"
+
+
+def needed_archives(config: dict) -> list[str]:
+    """Every archive a run of `config` reads: its datasets' (those not read from a folder of the
+    user's) and the released checkpoints its backbones import."""
+    names = [
+        a
+        for n in datasets_of(config)
+        if not is_offline(n) and source_folder(config, n) is None
+        for a in archives_of(n)
+    ]
+    names += [
+        b["pretrained"]["archive"]
+        for b in config["backbones"].values()
+        if "archive" in b.get("pretrained", {})
+    ]
+    return list(dict.fromkeys(names))
+
+
+def archive_source(config: dict, name: str) -> dict:
+    """Where archive `name` comes from and what pins it: the registry's url and checksums, which a
+    config entry may move (a mirror) or replace; a distribution's copy unless the url is moved;
+    else the sha256 its first download recorded in the lock file (None when nothing pins it)."""
+    archive = ARCHIVES[name]
+    override = config["downloads"].get(name, {})
+    if "md5" in override or "sha256" in override:
+        sums = {"md5": override.get("md5"), "sha256": override.get("sha256")}
+    else:
+        sums = {"md5": archive.md5, "sha256": archive.sha256}
+    if not any(sums.values()):
+        sums["sha256"] = lock.read(raw_folder(config)).get(name, {}).get("sha256")
+    return {
+        "url": override.get("url", archive.url),
+        "local": None if "url" in override else archive.local_copy,
+        "content": archive.content_sha256,
+        **sums,
+    }
+
+
+def unpinned(config: dict) -> list[str]:
+    """One line per archive the run reads that nothing pins (no published checksum, none in the
+    config, not yet in the lock file), saying how to pin it; checked before any job."""
+    return [
+        f"{name}: no checksum is published for it. `make fetch CONFIG=<this config>` downloads it "
+        f"(or takes the copy at {raw_folder(config) / name}) and records its sha256 in "
+        f"{lock.lock_path(raw_folder(config))}: compare it with a copy you trust; or pin one "
+        f"yourself under downloads.{name}.sha256"
+        for name in needed_archives(config)
+        if not any(archive_source(config, name)[k] for k in ("md5", "sha256"))
+    ]
+
+
+def verify_present(config: dict) -> list[str]:
+    """Every archive already in the raw folder (downloaded, or put there by hand) checked against
+    its pins and the lock file (data.lock.check); one line per mismatch."""
+    lines = []
+    for name in needed_archives(config):
+        source = archive_source(config, name)
+        if (raw_folder(config) / name).is_file() and (source["md5"] or source["sha256"]):
+            try:
+                lock.check(raw_folder(config), name, source)
+            except ChecksumError as err:
+                lines.append(str(err))
+    return lines
+
+
+def fetch(source: dict, dest, progress: bool = True) -> str:
+    """Archive `dest` (in the raw folder) from `source` (archive_source), verified and recorded in
+    the lock file, its sha256 returned: the copy already there, else a distribution's copy, else
+    the url, retried and resumed. An archive nothing pins is pinned by this first fetch."""
+    dest = Path(dest)
+    if not dest.is_file():
+        local = source["local"]
+        url = Path(local).as_uri() if local and Path(local).is_file() else source["url"]
+        dl.download(
+            url,
+            dest,
+            md5=source["md5"],
+            sha256=source["sha256"],
+            content_sha256=source["content"],
+            progress=progress,
+            pinned=bool(source["md5"] or source["sha256"]),
+        )
+    return lock.check(dest.parent, dest.name, source)
+
+
 def unavailable(config: dict) -> list[str]:
     """One line per archive that a distribution package can provide (`local_copy`) and that this
     run could not get: not in the data folder yet, the package's copy not installed, no url of the
     config's own, and the release's host unreachable. Checked before any job, so an offline run
     fails at once, saying what to install, instead of in a download job."""
     names = datasets_of(config)
-    needed = dict.fromkeys(a for n in names if not is_offline(n) for a in archives_of(n))
     lines = []
-    for name in needed:
+    for name in needed_archives(config):
         archive = ARCHIVES[name]
         override = config.get("downloads", {}).get(name, {}).get("url")
-        if archive.local_copy is None or override or (Path(config["data"]) / "raw" / name).exists():
+        if archive.local_copy is None or override or (raw_folder(config) / name).exists():
             continue
         if Path(archive.local_copy).is_file() or reachable(archive.url):
             continue
         lines.append(
             f"{name}: no copy here and {archive.url} cannot be reached. Install "
             f"{archive.local_package} (it puts the file at {archive.local_copy}), or put the "
-            f"release file at {Path(config['data']) / 'raw' / name}, or point "
+            f"release file at {raw_folder(config) / name}, or point "
             f"downloads.{name}.url at a copy (file:// works)"
         )
-    return lines + _missing_local_files(config, names)
+    return lines + unpinned(config) + _missing_local_files(config, names)
 
 
 def local_sources(config: dict) -> dict[str, str]:

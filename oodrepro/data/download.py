@@ -7,23 +7,28 @@ does not match is deleted and the error names it, so a corrupt archive is never 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tarfile
 import tempfile
+import time
 import urllib.request
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
+from urllib.error import HTTPError
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from ..io import atomic_path
+from ..progress import count as progress_counter
+from ..progress import tenths
 from ..sampling import sample_indices
 
 SIZE = 32
+log = logging.getLogger(__name__)
 
 
 class ChecksumError(RuntimeError):
@@ -106,6 +111,31 @@ class DownloadError(OSError):
     """An archive could not be fetched; the message names the archive, the URL and the way out."""
 
 
+RETRIES = 5  # attempts per download; a broken connection resumes where it stopped
+TIMEOUT = 60  # seconds without data before an attempt is given up
+
+
+def _fetch_into(url: str, part: Path, report) -> None:
+    """Append `url`'s bytes to `part` from its current size (an HTTP range request); a server
+    that ignores the range (or a file:// URL) sends the whole file, which then starts over."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        resumed = have and getattr(response, "status", None) == 206
+        length = int(response.headers.get("Content-Length") or 0)
+        add = report((have if resumed else 0) + length or None)
+        if resumed:
+            add(have)
+        got = 0
+        with open(part, "ab" if resumed else "wb") as fh:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                fh.write(chunk)
+                got += len(chunk)
+                add(len(chunk))
+    if length and got < length:  # the connection closed early: what came is kept
+        raise ConnectionError(f"the connection closed after {got} of {length} bytes")
+
+
 def download(
     url: str,
     dest,
@@ -113,37 +143,52 @@ def download(
     sha256: str | None = None,
     progress: bool = True,
     content_sha256: str | None = None,
+    retries: int = RETRIES,
+    pinned: bool = True,
 ) -> Path:
-    """Download `url` to `dest`, verifying the checksum before the file takes its final name."""
-    if not (md5 or sha256):
+    """Download `url` to `dest`, verifying the checksum before the file takes its final name.
+
+    Bytes arrive in `.<name>.part` beside `dest`: a failed attempt is retried (after 1, 2, 4 …
+    s) from where it stopped, and so is a download killed and started again. `pinned=False`
+    takes a file no checksum pins yet (the caller records its sha256: data.lock)."""
+    if pinned and not (md5 or sha256):
         raise ValueError(
             f"refusing to download {url} without a checksum: no checksum is published for "
-            f"{Path(dest).name}; pin the sha256 of a copy you trust under "
+            f"{Path(dest).name}; `make fetch CONFIG=<config>` downloads it and records its "
+            "sha256, or pin one you trust under "
             f"downloads.{Path(dest).name}.sha256"
         )
     dest = Path(dest)
-    with atomic_path(dest) as tmp:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.part")
+    report = partial(progress_counter, desc=dest.name, show=progress)
+    for attempt in range(1, retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as fh:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-                ) as bar:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        fh.write(chunk)
-                        bar.update(len(chunk))
-        except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts, a malformed URL
+            _fetch_into(url, part, report)
+        except HTTPError as err:
+            if err.code == 416 and part.exists():  # nothing past what `part` holds: complete
+                break
+            reason, lasting = err.reason, err.code < 500  # a missing file stays missing
+        except (OSError, ValueError) as err:  # URLError, timeouts, a malformed URL
             reason = getattr(err, "reason", None) or err
-            raise DownloadError(
-                f"could not download {dest.name} from {url}: {reason}. Point the config at a "
-                f"mirror or a local copy: downloads: {{{dest.name}: {{url: "
-                f"'https://mirror/{dest.name}'}}}} (file:///path/to/{dest.name} works too), or put "
-                f"the file at {dest} yourself; its checksum is verified either way"
-            ) from None
-        try:
-            verify(tmp, md5=md5, sha256=sha256, content_sha256=content_sha256)
-        except ChecksumError as err:
-            raise ChecksumError(str(err).replace(tmp.name, dest.name)) from None
+            lasting = isinstance(err, ValueError) or url.startswith("file:")  # no network
+        else:
+            break
+        if attempt < retries and not lasting:
+            log.warning("%s: attempt %d failed (%s); retrying", dest.name, attempt, reason)
+            time.sleep(2 ** (attempt - 1))
+            continue
+        raise DownloadError(
+            f"could not download {dest.name} from {url} ({attempt} attempt(s)): {reason}. "
+            f"Point the config at a mirror or a local copy: downloads: {{{dest.name}: {{url: "
+            f"'https://mirror/{dest.name}'}}}} (file:///path/to/{dest.name} works too), or put "
+            f"the file at {dest} yourself; its checksum is verified either way"
+        ) from None
+    try:
+        verify(part, md5=md5, sha256=sha256, content_sha256=content_sha256)
+    except ChecksumError as err:
+        raise ChecksumError(str(err).replace(part.name, dest.name)) from None
+    os.replace(part, dest)
     return dest
 
 
@@ -214,7 +259,8 @@ def _image_folder(
     folder = ImageFolder(str(root))
     idx = sample_indices(len(folder.samples), sample, seed)
     images = [
-        to_rgb32(folder.loader(folder.samples[i][0]), recipe) for i in tqdm(idx, desc=root.name)
+        to_rgb32(folder.loader(folder.samples[i][0]), recipe)
+        for i in tenths(idx, desc=root.name, unit="images")
     ]
     return _stack(images), np.full(len(idx), -1, np.int64)
 
@@ -340,7 +386,7 @@ def convert_lsun_test(archives: list[Path], work: Path, *, recipe: str, sample=N
         idx = sample_indices(len(keys), sample, seed)
         images = [
             to_rgb32(Image.open(io.BytesIO(txn.get(keys[i]))), recipe)
-            for i in tqdm(idx, desc="lsun test")
+            for i in tenths(idx, desc="lsun test", unit="images")
         ]
     env.close()
     return _stack(images), np.full(len(idx), -1, np.int64)
@@ -354,7 +400,10 @@ def convert_places365(archives: list[Path], work: Path, *, recipe: str, sample=N
         _extract(archive, work)
     ds = _verified(Places365)(str(work), split="val", small=True, download=False)
     idx = sample_indices(len(ds.imgs), sample, seed)
-    images = [to_rgb32(ds.loader(ds.imgs[i][0]), recipe) for i in tqdm(idx, desc="places365")]
+    images = [
+        to_rgb32(ds.loader(ds.imgs[i][0]), recipe)
+        for i in tenths(idx, desc="places365", unit="images")
+    ]
     return _stack(images), np.full(len(idx), -1, np.int64)
 
 
@@ -390,7 +439,10 @@ def convert_user_folder(
     if not files:
         raise FileNotFoundError(f"no image files under {folder}")
     idx = sample_indices(len(files), sample, seed)
-    images = [to_rgb32(Image.open(files[i]), recipe) for i in tqdm(idx, desc=Path(folder).name)]
+    images = [
+        to_rgb32(Image.open(files[i]), recipe)
+        for i in tenths(idx, desc=Path(folder).name, unit="images")
+    ]
     return _stack(images), np.full(len(idx), -1, np.int64)
 
 
@@ -438,7 +490,7 @@ def convert_imglist(
     idx = sample_indices(len(entries), sample, seed)
     images = [
         to_rgb32(Image.open(root / "images_classic" / entries[i][0]), recipe)
-        for i in tqdm(idx, desc=imglist)
+        for i in tenths(idx, desc=imglist, unit="images")
     ]
     return _stack(images), np.array([entries[i][1] for i in idx], np.int64)
 
