@@ -390,3 +390,25 @@ def test_an_unpinned_archive_is_reported_before_any_job_with_the_command_that_pi
         data.archive_source(config, "300K_random_images.npy")["sha256"]
         == hashlib.sha256(b"a stand-in").hexdigest()
     )
+
+
+def test_make_fetch_gets_pins_and_lists_every_archive_of_a_config(served, tmp_path, capsys):
+    import yaml
+
+    from oodrepro import fetch
+
+    root, server = served
+    svhn = fixtures.svhn(root)["paths"][0]
+    config = yaml.safe_load(open("config.yaml"))
+    config["data"] = str(tmp_path / "data")
+    config["benchmark"]["ood"] = ["svhn-test"]
+    config["downloads"] = {svhn.name: {"url": server.url(svhn.name), "md5": fixtures.md5(svhn)}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert fetch.main([str(path)]) == 0
+    said = capsys.readouterr().out
+    digest = hashlib.sha256(svhn.read_bytes()).hexdigest()
+    assert f"{svhn.name}  sha256 {digest}  pinned by the config" in said
+    assert data.lock.read(tmp_path / "data" / "raw")[svhn.name]["sha256"] == digest
+    svhn.write_bytes(b"changed on the server")  # fetched again: the copy here is kept, verified
+    assert fetch.main([str(path)]) == 0
