@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from .io import save_json
 
@@ -35,7 +36,7 @@ def start_job(job) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    facts = node_facts()
+    facts = {**node_facts(), "startup_s": process_age()}
     params = dict(job.params.items())
     logging.info("%s", job_line(job.rule, list(job.input), params, threads, facts))
     if job.log:
@@ -71,6 +72,17 @@ def node_facts() -> dict:
     }
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc, to 10 ms): at a job's start, what it
+    paid before its first line of work (the interpreter, the imports, Snakemake's preamble)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cpu_model() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -95,8 +107,9 @@ def job_line(
     gpus = ", ".join(facts["gpus"]) or "none"
     return (
         f"job {rule} on {facts['host']} (CPU {facts['cpu']}; GPU {gpus}, driver "
-        f"{facts['driver']}; torch {facts['torch']}, CUDA {facts['cuda']}): {threads} thread(s), "
-        f"device {device}; inputs {listed or 'none'}; params {hp}"
+        f"{facts['driver']}; torch {facts['torch']}, CUDA {facts['cuda']}; started in "
+        f"{facts.get('startup_s')} s): {threads} thread(s), device {device}; inputs "
+        f"{listed or 'none'}; params {hp}"
     )
 
 

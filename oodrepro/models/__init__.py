@@ -6,6 +6,7 @@ loading needs no other source of truth; loads use `weights_only=True`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -141,16 +142,65 @@ def openood_keys(state_dict: dict) -> dict:
     return out
 
 
-PRETRAINED_FORMATS = {"hendrycks-wrn": hendrycks_wrn_keys, "openood": openood_keys}
+def unleashing_mask_keys(state_dict: dict) -> dict:
+    """Rename an Unleashing Mask DenseNet-BC state dict (the official `models/densenet.py`, saved
+    through DataParallel) to this package's DenseNet names; the `module.` prefix is stripped.
+
+    Theirs: module.conv1, module.block{s}.layer.{i}.{bn1,conv1,bn2,conv2},
+            module.trans{t}.{bn1,conv1}, module.bn1, module.fc.
+    Ours:   conv1, stages.{2(s−1)}.{i}.(same), stages.{2t−1}.{bn,conv}, bn, fc.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        parts = key.removeprefix("module.").split(".")
+        if parts[0].startswith("block") and parts[1] == "layer":
+            parts = ["stages", str(2 * (int(parts[0][5:]) - 1)), *parts[2:]]
+        elif parts[0].startswith("trans"):
+            layer = {"bn1": "bn", "conv1": "conv"}.get(parts[1], parts[1])
+            parts = ["stages", str(2 * int(parts[0][5:]) - 1), layer, *parts[2:]]
+        elif parts[0] == "bn1":
+            parts = ["bn", *parts[1:]]
+        out[".".join(parts)] = value
+    return out
+
+
+@dataclass(frozen=True)
+class PretrainedFormat:
+    """A released checkpoint layout: how its keys map to ours, and the fields beside the weights
+    that must hold (`expected`) or are kept with the imported model (`recorded`)."""
+
+    keys: Callable[[dict], dict]
+    expected: dict = field(default_factory=dict)
+    recorded: tuple[str, ...] = ()
+
+
+PRETRAINED_FORMATS = {
+    "hendrycks-wrn": PretrainedFormat(hendrycks_wrn_keys),
+    "openood": PretrainedFormat(openood_keys),
+    "unleashing-mask": PretrainedFormat(
+        unleashing_mask_keys,
+        expected={"arch": "DenseNet"},
+        recorded=("arch", "epoch", "best_train_acc1", "best_train_acc5"),
+    ),
+}
 
 
 def import_pretrained(weights_path, out, spec: dict, key_format: str) -> Backbone:
     """Load released weights strictly into `build(**spec)` and save them as our checkpoint: a key
-    the model lacks or a key of the model the file lacks is an error naming them."""
+    the model lacks or a key of the model the file lacks is an error naming them, and so is a
+    field of the format's `expected` that differs; its `recorded` fields go with the model."""
     model = build(**spec)
-    state = load_torch(weights_path)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    mapped = PRETRAINED_FORMATS[key_format](dict(state))
+    released = load_torch(weights_path)
+    form = PRETRAINED_FORMATS[key_format]
+    found = {k: released.get(k) for k in {*form.expected, *form.recorded}}
+    wrong = {k: v for k, v in form.expected.items() if found[k] != v}
+    if wrong:
+        raise KeyError(
+            f"{weights_path} is not a {key_format!r} checkpoint: "
+            + ", ".join(f"{k} is {found[k]!r}, expected {v!r}" for k, v in wrong.items())
+        )
+    state = released.get("state_dict", released) if isinstance(released, dict) else released
+    mapped = form.keys(dict(state))
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(mapped)), sorted(set(mapped) - expected)
     if missing or unexpected:
@@ -160,5 +210,8 @@ def import_pretrained(weights_path, out, spec: dict, key_format: str) -> Backbon
             f"unexpected {unexpected[:5]} (names after mapping to this package's)"
         )
     model.load_state_dict(mapped, strict=True)
-    save_model(out, model, spec, pretrained=str(weights_path))
+    kept = {k: found[k] for k in form.recorded}
+    save_model(
+        out, model, spec, pretrained=str(weights_path), **({"released": kept} if kept else {})
+    )
     return model.eval()
