@@ -365,9 +365,18 @@ def _backbone_problems(config: dict, cache_dir) -> list[str]:
     snapshot_names = set(config["training"].get("snapshots", {}))
     for name, bb in config["backbones"].items():
         pretrained = bb.get("pretrained", {})
-        if "archive" in pretrained and pretrained["archive"] not in data.ARCHIVES:
+        archives = {"archive": pretrained.get("archive")}
+        archives |= {f"snapshots.{k}": a for k, a in pretrained.get("snapshots", {}).items()}
+        problems += [
+            f"backbones.{name}.pretrained.{key}: unknown archive {a!r}"
+            for key, a in archives.items()
+            if a and a not in data.ARCHIVES
+        ]
+        if pretrained and set(pretrained.get("snapshots", {})) != snapshot_names:
             problems.append(
-                f"backbones.{name}.pretrained.archive: unknown archive {pretrained['archive']!r}"
+                f"backbones.{name}.pretrained.snapshots: a released backbone needs one archive per "
+                f"checkpoint training.snapshots names ({sorted(snapshot_names) or 'none'}), found "
+                f"{sorted(pretrained.get('snapshots', {})) or 'none'}"
             )
         if pretrained.get("format") == "openood":
             problems += _openood_backbone_problems(config, name)
@@ -574,10 +583,13 @@ def shares_released_start(config: dict, arch: str) -> bool:
     return bool(pretrained) and "{seed}" not in pretrained.get("path", "")
 
 
-def pretrained_file(config: dict, arch: str, seed) -> str:
-    """The released weights backbone `arch` imports for `seed`: its downloaded archive, or the
-    user's file (`pretrained.path`, `{seed}` replaced: OpenOOD's s0, s1, s2 checkpoints)."""
+def pretrained_file(config: dict, arch: str, seed, snapshot: str | None = None) -> str:
+    """The released weights backbone `arch` imports for `seed`: its downloaded archive (that of a
+    `snapshot`, another stage of its training, if named), or the user's file (`pretrained.path`,
+    `{seed}` replaced: OpenOOD's s0, s1, s2 checkpoints)."""
     pretrained = config["backbones"][arch]["pretrained"]
+    if snapshot is not None:
+        return str(Path(config["data"]) / "raw" / pretrained["snapshots"][snapshot])
     if "archive" in pretrained:
         return str(Path(config["data"]) / "raw" / pretrained["archive"])
     return pretrained["path"].format(seed=seed)

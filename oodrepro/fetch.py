@@ -21,7 +21,7 @@ from .config import ConfigError, read_yaml, validate
 def pinned_by(config: dict, name: str) -> str:
     if {"md5", "sha256"} & set(config["downloads"].get(name, {})):
         return "the config"
-    if data.ARCHIVES[name].md5 or data.ARCHIVES[name].sha256:
+    if any(getattr(data.ARCHIVES[name], k) for k in data.download.PINS):
         return "its published checksum"
     return "the lock file alone: compare the sha256 with a copy you trust"
 

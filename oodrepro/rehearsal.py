@@ -148,18 +148,6 @@ def shrink(config: dict, scale: int = 1) -> dict:
     return c
 
 
-def archives_needed(config: dict) -> list[str]:
-    """Every archive the preset's DAG downloads: its datasets' and its imported checkpoints'."""
-    names = data.datasets_of(config)
-    found = [a for n in names if not data.is_offline(n) for a in data.archives_of(n)]
-    found += [
-        b["pretrained"]["archive"]
-        for b in config["backbones"].values()
-        if "archive" in b.get("pretrained", {})
-    ]
-    return list(dict.fromkeys(found))
-
-
 def _openood_standins(c: dict, root: Path, n: int) -> None:
     """OpenOOD's own files as stand-ins, and `c` pointed at them: a data folder holding the lists
     the config reads (and their images), and each imported backbone's checkpoint per seed in
@@ -199,7 +187,7 @@ def prepare(preset, scale: int = 1) -> Path:
     c["results"], c["data"] = str(base / "results"), str(base / "data")
     c["report"]["title"] = "REHEARSAL · " + c["report"]["title"]
     c["rehearsal"] = {"of": str(preset), "banner": BANNER.format(of=preset)}
-    names = archives_needed(full)
+    names = data.needed_archives(full)
     missing = [n for n in names if not (base / "standins" / n).exists()]
     standins.build(missing, base / "standins", STANDIN_IMAGES * scale)
     _openood_standins(c, base / "standins" / "openood", STANDIN_IMAGES * scale)
@@ -235,6 +223,7 @@ STAGES = {
     "convert_dataset": "data",
     "generate_offline_dataset": "data",
     "import_pretrained_backbone": "training",
+    "import_pretrained_snapshot": "training",
     "estimate_loss_constraint": "training",
     "dump_features": "features",
     "fit_detector": "scores",
@@ -601,7 +590,7 @@ def _laood_estimate(full: dict, base: Path, n_train: int) -> tuple[float, float]
 
 def _download_bytes(config: dict) -> tuple[int, list[str]]:
     """Bytes of the archives whose size the registry records, and the names of the others."""
-    archives = [data.ARCHIVES[a] for a in archives_needed(config)]
+    archives = [data.ARCHIVES[a] for a in data.needed_archives(config)]
     return sum(a.size for a in archives if a.size), [a.filename for a in archives if not a.size]
 
 

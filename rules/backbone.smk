@@ -60,6 +60,22 @@ rule import_pretrained_backbone:
         "../workflow_scripts/import_pretrained_backbone.py"
 
 
+# The released checkpoint of another stage (Unleashing Mask's middle-stage `best`), kept as the
+# training would have kept it: models/base.<snapshot>.pt.
+use rule import_pretrained_backbone as import_pretrained_snapshot with:
+    input:
+        lambda w: cfg.pretrained_file(config, w.arch, w.seed, w.snapshot),
+    output:
+        model=f"{RUN}/models/base.{{snapshot}}.pt",
+    log:
+        f"{RUN}/logs/import_pretrained_snapshot/{{snapshot}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/import_pretrained_snapshot/{{snapshot}}.tsv"
+    wildcard_constraints:
+        arch=constraint(PRETRAINED),
+        snapshot=constraint(SNAPSHOTS),
+
+
 rule plot_training:
     input:
         f"{RUN}/train_log.csv",

@@ -193,7 +193,7 @@ def test_recipes():
 
 def test_every_registered_archive_has_a_checksum_or_says_it_has_none():
     for archive in data.ARCHIVES.values():
-        assert archive.md5 or archive.sha256 or archive.unverified
+        assert any(getattr(archive, k) for k in dl.PINS) or archive.unverified
     unverified = [a.filename for a in data.ARCHIVES.values() if a.unverified]
     assert unverified == ["test_lmdb.zip", "300K_random_images.npy", "WatermarkNN-448bf51.zip"]
 
@@ -412,3 +412,19 @@ def test_make_fetch_gets_pins_and_lists_every_archive_of_a_config(served, tmp_pa
     assert data.lock.read(tmp_path / "data" / "raw")[svhn.name]["sha256"] == digest
     svhn.write_bytes(b"changed on the server")  # fetched again: the copy here is kept, verified
     assert fetch.main([str(path)]) == 0
+
+
+def test_a_git_blob_id_pins_a_file_released_in_a_repository(tmp_path):
+    """The id git gives a blob (SHA-1 of "blob <size>\\0" + bytes), as `git hash-object` prints."""
+    import subprocess
+
+    (tmp_path / "f.state").write_bytes(b"released weights")
+    blob = subprocess.run(
+        ["git", "hash-object", str(tmp_path / "f.state")], capture_output=True, text=True
+    ).stdout.strip()
+    assert dl.git_blob_id(tmp_path / "f.state") == blob
+    dl.verify(tmp_path / "f.state", git_blob=blob)
+    with pytest.raises(
+        data.ChecksumError, match=f"git blob id mismatch for f.state: expected 0+, got {blob}"
+    ):
+        dl.verify(tmp_path / "f.state", git_blob="0" * 40)

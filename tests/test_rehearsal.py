@@ -59,19 +59,31 @@ def test_each_dataset_converts_from_its_stand_ins(tmp_path, name):
     assert images.std() > 0  # decoded pixels, not an empty canvas
 
 
+WRN = {"arch": "wrn40_2", "dropout": 0.3, "normalization": "hendrycks-cifar"}
+DENSENET = {
+    "arch": "densenet100",
+    "affine_bn": False,
+    "dropout": 0.3,
+    "normalization": "hendrycks-cifar",
+}
+
+
 @pytest.mark.parametrize(
-    "archive,classes",
-    [("cifar10_wrn_pretrained_epoch_99.pt", 10), ("cifar100_wrn_pretrained_epoch_99.pt", 100)],
+    "archive,classes,spec,key_format",
+    [
+        ("cifar10_wrn_pretrained_epoch_99.pt", 10, WRN, "hendrycks-wrn"),
+        ("cifar100_wrn_pretrained_epoch_99.pt", 100, WRN, "hendrycks-wrn"),
+        *(
+            (f"densenet_{bench}_{stage}.state", classes, DENSENET, "unleashing-mask")
+            for bench, classes in (("cifar10", 10), ("cifar100", 100))
+            for stage in ("best", "last")
+        ),
+    ],
 )
-def test_the_checkpoint_stand_ins_import_strictly(tmp_path, archive, classes):
+def test_the_checkpoint_stand_ins_import_strictly(tmp_path, archive, classes, spec, key_format):
     path = standins.build([archive], tmp_path, n=8)[archive]
-    spec = {
-        "arch": "wrn40_2",
-        "num_classes": classes,
-        "dropout": 0.3,
-        "normalization": "hendrycks-cifar",
-    }
-    imported = models.import_pretrained(path, tmp_path / "base.pt", spec, "hendrycks-wrn")
+    spec = {**spec, "num_classes": classes}
+    imported = models.import_pretrained(path, tmp_path / "base.pt", spec, key_format)
     with torch.no_grad():
         logits = imported(torch.rand(8, 3, 32, 32))
     # calibrated BatchNorm: logits of a released network's size, which the energy watermark's exp()
@@ -151,7 +163,7 @@ def test_prepare_writes_a_marked_config_that_downloads_only_stand_ins(tmp_path, 
         "title"
     ].startswith("REHEARSAL")
     assert written["results"].startswith("rehearsal/") and written["data"].startswith("rehearsal/")
-    needed = rehearsal.archives_needed(cfg.load(preset))
+    needed = data.needed_archives(cfg.load(preset))
     assert "cifar10_wrn_pretrained_epoch_99.pt" in needed and set(written["downloads"]) == set(
         needed
     )
@@ -340,7 +352,7 @@ def _footprint(preset: Path, tmp_path: Path) -> set[tuple[str, str]]:
     elif data.unpinned(config):  # a dry run downloads nothing: any pin lets it plan
         raw = cfg.read_yaml(preset)
         for name in data.needed_archives(config):
-            if not any(data.archive_source(config, name)[k] for k in ("md5", "sha256")):
+            if not any(data.archive_source(config, name)[k] for k in data.download.PINS):
                 raw.setdefault("downloads", {})[name] = {"sha256": "0" * 64}
         config_file = tmp_path / f"{preset.stem}.pinned.yaml"
         config_file.write_text(yaml.safe_dump(raw))
@@ -370,7 +382,7 @@ def _footprint(preset: Path, tmp_path: Path) -> set[tuple[str, str]]:
         ("rule", m[1]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
     }
     c = cfg.load(preset)
-    found |= {("archive", a) for a in rehearsal.archives_needed(c)}
+    found |= {("archive", a) for a in data.needed_archives(c)}
     found |= {("arch", b["arch"]) for b in c["backbones"].values()} | {
         ("score", s) for s in c["scores"]
     }
@@ -389,8 +401,8 @@ def test_the_rehearsals_ci_runs_cover_every_presets_rules_archives_architectures
 ):
     """CI rehearses the CIFAR-10 presets (`REHEARSE_CI` in the Makefile). Each CIFAR-100 twin
     differs from its CIFAR-10 preset in the ID dataset's name and class count and its paper's
-    numbers only: the same rules, converters, architectures and scores. The one archive only a
-    twin names, CIFAR-100's WRN checkpoint, is imported from its stand-in above."""
+    numbers only: the same rules, converters, architectures and scores. The archives only a twin
+    names, CIFAR-100's released WRN and DenseNets, are imported from their stand-ins above."""
     chosen = [ROOT / p for p in _makefile_list("REHEARSE_CI")]
     assert set(chosen) <= set(PRESETS)
     covered = set().union(*(_footprint(p, tmp_path) for p in chosen))
@@ -398,7 +410,14 @@ def test_the_rehearsals_ci_runs_cover_every_presets_rules_archives_architectures
         missing = (
             _footprint(preset, tmp_path)
             - covered
-            - {("archive", "cifar100_wrn_pretrained_epoch_99.pt")}
+            - {
+                ("archive", a)
+                for a in (
+                    "cifar100_wrn_pretrained_epoch_99.pt",
+                    "densenet_cifar100_best.state",
+                    "densenet_cifar100_last.state",
+                )
+            }
         )
         assert not missing, f"{preset.name} exercises what no CI rehearsal does: {sorted(missing)}"
 

@@ -3,6 +3,7 @@ straight-through gradient, each OE-family loss on hand-made logits, POEM's selec
 fine-tuning end to end on a toy problem (resumable, never from a random init)."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -309,3 +310,53 @@ def test_each_exposure_default_has_one_home_that_the_schema_quotes():
         for key, value in cls.DEFAULTS.items():
             assert quoted.pop((method, key)) == value, (method, key)
     assert not quoted, f"quoted in the schema but no class default: {quoted}"
+
+
+def test_the_presets_start_from_the_authors_released_final_and_middle_stage_models(tmp_path):
+    """Decision 22: no backbone is trained; the released `last` is every seed's base, the released
+    `best` its middle stage, both downloaded (the 300K outliers pinned by a stand-in sha256: a
+    dry run downloads nothing)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from oodrepro import plan
+
+    root = Path(__file__).resolve().parents[1]
+    for preset, bench in (
+        ("unleashing-mask-icml23", "cifar10"),
+        ("unleashing-mask-icml23-cifar100", "cifar100"),
+    ):
+        config = yaml.safe_load((root / "presets" / f"{preset}.yaml").read_text())
+        config["downloads"] = {"300K_random_images.npy": {"sha256": "0" * 64}}
+        (tmp_path / f"{preset}.yaml").write_text(yaml.safe_dump(config))
+        dry = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(root / "Snakefile"),
+                "--directory",
+                str(tmp_path),
+                "--configfile",
+                str(tmp_path / f"{preset}.yaml"),
+                "--replace-workflow-config",
+                "--dry-run",
+                "--cores",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rules = [rule for rule, _ in plan.jobs(dry)]
+        assert "train_backbone" not in rules
+        assert (
+            rules.count("import_pretrained_backbone")
+            == rules.count("import_pretrained_snapshot")
+            == 3
+        )
+        for stage in ("last", "best"):
+            assert f"output: data/raw/densenet_{bench}_{stage}.state" in dry

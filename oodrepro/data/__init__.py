@@ -161,6 +161,22 @@ ARCHIVES: dict[str, Archive] = {
             "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar100_wrn_pretrained_epoch_99.pt",
             sha256="3751f516b81ef9d27290f08a3de78d65a3771f477bd6a6caefa81b330dc34baf",
         ),
+        # Unleashing Mask's released DenseNet-BC-100s (ZFancy/Unleashing-Mask, runs/ at commit
+        # 1640ce6): `last` the final-stage model after 100 epochs, `best` the middle stage.
+        # Pinned by their git blob ids; the lock file records the sha256 of the first fetch.
+        *(
+            Archive(
+                f"densenet_{bench}_{stage}.state",
+                f"https://github.com/ZFancy/Unleashing-Mask/raw/1640ce6/runs/densenet_{bench}_{stage}.state",
+                git_blob=blob,
+            )
+            for bench, stage, blob in (
+                ("cifar10", "best", "0106f267ab2c2fe15463a92eda78692e28e2a248"),
+                ("cifar10", "last", "036afa94bc43e1f18a81c00fffddb0609b6894ff"),
+                ("cifar100", "best", "a2f76bb9f0005f8e33c70d9642a9eebf4088c6e3"),
+                ("cifar100", "last", "707b4f4ef7331f8d590dbddc463b6f7c8e656d51"),
+            )
+        ),
         # Fashion-MNIST's release (zalandoresearch/fashion-mnist). Debian's dataset-fashion-mnist
         # installs the same IDX files recompressed: read from there when present, verified by
         # the sha256 of the decompressed content (the release's md5 cannot match a new gzip).
@@ -610,19 +626,17 @@ def raw_folder(config: dict) -> Path:
 
 def needed_archives(config: dict) -> list[str]:
     """Every archive a run of `config` reads: its datasets' (those not read from a folder of the
-    user's) and the released checkpoints its backbones import."""
+    user's) and the released checkpoints its backbones import, at every stage."""
     names = [
         a
         for n in datasets_of(config)
         if not is_offline(n) and source_folder(config, n) is None
         for a in archives_of(n)
     ]
-    names += [
-        b["pretrained"]["archive"]
-        for b in config["backbones"].values()
-        if "archive" in b.get("pretrained", {})
-    ]
-    return list(dict.fromkeys(names))
+    for backbone in config["backbones"].values():
+        pretrained = backbone.get("pretrained", {})
+        names += [pretrained.get("archive"), *pretrained.get("snapshots", {}).values()]
+    return list(dict.fromkeys(n for n in names if n))
 
 
 def archive_source(config: dict, name: str) -> dict:
@@ -632,9 +646,9 @@ def archive_source(config: dict, name: str) -> dict:
     archive = ARCHIVES[name]
     override = config["downloads"].get(name, {})
     if "md5" in override or "sha256" in override:
-        sums = {"md5": override.get("md5"), "sha256": override.get("sha256")}
+        sums = {"md5": override.get("md5"), "sha256": override.get("sha256"), "git_blob": None}
     else:
-        sums = {"md5": archive.md5, "sha256": archive.sha256}
+        sums = {"md5": archive.md5, "sha256": archive.sha256, "git_blob": archive.git_blob}
     if not any(sums.values()):
         sums["sha256"] = lock.read(raw_folder(config)).get(name, {}).get("sha256")
     return {
@@ -654,7 +668,7 @@ def unpinned(config: dict) -> list[str]:
         f"{lock.lock_path(raw_folder(config))}: compare it with a copy you trust; or pin one "
         f"yourself under downloads.{name}.sha256"
         for name in needed_archives(config)
-        if not any(archive_source(config, name)[k] for k in ("md5", "sha256"))
+        if not any(archive_source(config, name)[k] for k in dl.PINS)
     ]
 
 
@@ -664,7 +678,7 @@ def verify_present(config: dict) -> list[str]:
     lines = []
     for name in needed_archives(config):
         source = archive_source(config, name)
-        if (raw_folder(config) / name).is_file() and (source["md5"] or source["sha256"]):
+        if (raw_folder(config) / name).is_file() and any(source[k] for k in dl.PINS):
             try:
                 lock.check(raw_folder(config), name, source)
             except ChecksumError as err:
@@ -685,9 +699,10 @@ def fetch(source: dict, dest, progress: bool = True) -> str:
             dest,
             md5=source["md5"],
             sha256=source["sha256"],
+            git_blob=source["git_blob"],
             content_sha256=source["content"],
             progress=progress,
-            pinned=bool(source["md5"] or source["sha256"]),
+            pinned=any(source[k] for k in dl.PINS),
         )
     return lock.check(dest.parent, dest.name, source)
 

@@ -43,6 +43,9 @@ class Archive:
     url: str
     md5: str | None = None
     sha256: str | None = None
+    # the git blob id of a file released in a git repository: SHA-1 of b"blob <size>\0" + content,
+    # so the content is pinned from any mirror before its sha256 is known
+    git_blob: str | None = None
     unverified: bool = False  # no checksum is published: the config must pin one
     # bytes of the released file, where recorded (a rehearsal's download estimate)
     size: int | None = None
@@ -55,7 +58,7 @@ class Archive:
     local_package: str | None = None
 
     def __post_init__(self):
-        if not (self.md5 or self.sha256 or self.unverified):
+        if not (self.md5 or self.sha256 or self.git_blob or self.unverified):
             raise ValueError(f"archive {self.filename} has no checksum")
         if (self.local_copy is None) != (self.local_package is None):
             raise ValueError(
@@ -65,6 +68,18 @@ class Archive:
 
 def file_digest(path, algorithm: str) -> str:
     h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+PINS = ("md5", "sha256", "git_blob")  # the checksums that can pin an archive
+
+
+def git_blob_id(path) -> str:
+    """The id git gives the file's content: SHA-1 of b"blob <size>\0" followed by the bytes."""
+    h = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode())
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
@@ -83,7 +98,11 @@ def content_digest(path) -> str:
 
 
 def verify(
-    path, md5: str | None = None, sha256: str | None = None, content_sha256: str | None = None
+    path,
+    md5: str | None = None,
+    sha256: str | None = None,
+    content_sha256: str | None = None,
+    git_blob: str | None = None,
 ) -> None:
     """Raise ChecksumError naming `path` (and delete it) when a checksum does not match.
 
@@ -95,10 +114,10 @@ def verify(
                 return
         except OSError:  # not gzip at all: the file checksums below decide
             pass
-    for algorithm, expected in (("sha256", sha256), ("md5", md5)):
+    for algorithm, expected in (("sha256", sha256), ("md5", md5), ("git blob id", git_blob)):
         if expected is None:
             continue
-        actual = file_digest(path, algorithm)
+        actual = git_blob_id(path) if algorithm == "git blob id" else file_digest(path, algorithm)
         if actual != expected.lower():
             Path(path).unlink(missing_ok=True)
             raise ChecksumError(
@@ -145,13 +164,14 @@ def download(
     content_sha256: str | None = None,
     retries: int = RETRIES,
     pinned: bool = True,
+    git_blob: str | None = None,
 ) -> Path:
     """Download `url` to `dest`, verifying the checksum before the file takes its final name.
 
     Bytes arrive in `.<name>.part` beside `dest`: a failed attempt is retried (after 1, 2, 4 …
     s) from where it stopped, and so is a download killed and started again. `pinned=False`
     takes a file no checksum pins yet (the caller records its sha256: data.lock)."""
-    if pinned and not (md5 or sha256):
+    if pinned and not (md5 or sha256 or git_blob):
         raise ValueError(
             f"refusing to download {url} without a checksum: no checksum is published for "
             f"{Path(dest).name}; `make fetch CONFIG=<config>` downloads it and records its "
@@ -185,7 +205,7 @@ def download(
             f"the file at {dest} yourself; its checksum is verified either way"
         ) from None
     try:
-        verify(part, md5=md5, sha256=sha256, content_sha256=content_sha256)
+        verify(part, md5=md5, sha256=sha256, content_sha256=content_sha256, git_blob=git_blob)
     except ChecksumError as err:
         raise ChecksumError(str(err).replace(part.name, dest.name)) from None
     os.replace(part, dest)

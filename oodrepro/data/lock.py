@@ -16,7 +16,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from .download import ChecksumError, content_digest, file_digest
+from .download import ChecksumError, content_digest, file_digest, git_blob_id
 
 LOCK = "archives.lock.json"  # in the raw archives' folder
 
@@ -58,10 +58,10 @@ def _stat(path: Path) -> dict:
 
 
 def check(raw_folder, name: str, sums: dict) -> str:
-    """The sha256 of `<raw_folder>/<name>` once it matches its pins (`sums`: md5 / sha256 of the
-    registry or the config, either may be None; `content`: the gunzipped bytes' sha256, which a
-    recompressed copy matches instead) and the lock's earlier record; recorded in the lock. A
-    mismatch raises ChecksumError naming both hashes; the file is left for the user."""
+    """The sha256 of `<raw_folder>/<name>` once it matches its pins (`sums`: md5, sha256 or git
+    blob id of the registry or the config, any may be None; `content`: the gunzipped bytes'
+    sha256, which a recompressed copy matches instead) and the lock's earlier record; recorded
+    in the lock. A mismatch raises ChecksumError naming both hashes; the file is left as it is."""
     path = Path(raw_folder) / name
     known = read(raw_folder).get(name)
     if known and {k: known.get(k) for k in ("bytes", "mtime_ns")} == _stat(path):
@@ -71,15 +71,18 @@ def check(raw_folder, name: str, sums: dict) -> str:
     expected = {
         "sha256": None if same_content else sums.get("sha256"),
         "md5": None if same_content else sums.get("md5"),
+        "git blob id": sums.get("git_blob"),
         f"sha256 recorded in {lock_path(raw_folder)}": known and known["sha256"],
     }
     for what, value in expected.items():
         if not value:
             continue
-        actual = file_digest(path, "md5") if what == "md5" else sha256
+        actual = {"md5": lambda: file_digest(path, "md5"), "git blob id": lambda: git_blob_id(path)}
+        actual = actual.get(what, lambda: sha256)()
         if actual != value.lower():
+            kind = "git blob id" if what == "git blob id" else what.split()[0]
             raise ChecksumError(
-                f"{path}: {what.split()[0]} {actual}, expected {value} ({what}). Delete the "
+                f"{path}: {kind} {actual}, expected {value} ({what}). Delete the "
                 "file to download it again, or pin the copy you trust"
             )
     with _editing(raw_folder) as entries:

@@ -245,6 +245,52 @@ def hendrycks_wrn(root: Path, filename: str, classes: int, seed: int = 9) -> dic
     return {"paths": [path]}
 
 
+def to_unleashing_mask_keys(state: dict) -> dict:
+    """Our DenseNet names → the Unleashing Mask release's, under DataParallel's `module.` prefix
+    (inverse of `models.unleashing_mask_keys`)."""
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "stages" and int(parts[1]) % 2 == 0:
+            parts = [f"block{int(parts[1]) // 2 + 1}", "layer", *parts[2:]]
+        elif parts[0] == "stages":
+            layer = {"bn": "bn1", "conv": "conv1"}[parts[2]]
+            parts = [f"trans{(int(parts[1]) + 1) // 2}", layer, *parts[3:]]
+        elif parts[0] == "bn":
+            parts = ["bn1", *parts[1:]]
+        out["module." + ".".join(parts)] = value
+    return out
+
+
+def unleashing_mask_densenet(root: Path, filename: str, classes: int, seed: int = 12) -> dict:
+    """A seeded DenseNet-BC-100 saved as the Unleashing Mask release is: a dict with its `arch`,
+    `epoch` and training accuracy beside the state dict in the official key layout. BatchNorm
+    statistics calibrated on random images, as `hendrycks_wrn`'s."""
+    import torch
+
+    from .. import models
+
+    torch.manual_seed(seed)
+    model = models.build(
+        "densenet100",
+        num_classes=classes,
+        affine_bn=False,
+        dropout=0.3,
+        normalization="hendrycks-cifar",
+    )
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(32, 3, 32, 32))
+    model.eval()
+    path = root / filename
+    released = {"epoch": 100, "arch": "DenseNet", "best_train_acc1": 0.0, "best_train_acc5": 0.0}
+    torch.save({**released, "state_dict": to_unleashing_mask_keys(model.state_dict())}, path)
+    return {"paths": [path]}
+
+
 def to_openood_keys(state: dict, per_stage: int) -> dict:
     """Our ResNet names → OpenOOD's ResNet18_32x32 names (inverse of `models.openood_keys`)."""
     out = {}
@@ -362,6 +408,15 @@ BUILDERS: dict[str, Callable[[Path, int], dict]] = {
     "cifar100_wrn_pretrained_epoch_99.pt": lambda root, n: hendrycks_wrn(
         root, "cifar100_wrn_pretrained_epoch_99.pt", 100
     ),
+    **{
+        f"densenet_{bench}_{stage}.state": (
+            lambda root, n, name=f"densenet_{bench}_{stage}.state", k=classes, seed=seed: (
+                unleashing_mask_densenet(root, name, k, seed)
+            )
+        )
+        for bench, classes in (("cifar10", 10), ("cifar100", 100))
+        for stage, seed in (("best", 12), ("last", 13))
+    },
     "LSUN.tar.gz": _odin("LSUN.tar.gz", "LSUN", 36),
     "LSUN_resize.tar.gz": _odin("LSUN_resize.tar.gz", "LSUN_resize", 32),
     "iSUN.tar.gz": _odin("iSUN.tar.gz", "iSUN", 32),
