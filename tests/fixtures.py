@@ -24,6 +24,36 @@ from oodrepro.data.standins import (  # noqa: F401  (the builders the tests use)
 )
 
 
+def dry_run(config_file, directory) -> str:
+    """What Snakemake plans for `config_file` in `directory` (it must plan without error)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(root / "Snakefile"),
+            "--directory",
+            str(directory),
+            "--configfile",
+            str(config_file),
+            "--replace-workflow-config",
+            "--dry-run",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 def md5(path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import fixtures
 import numpy as np
 import pandas as pd
 import pytest
@@ -341,8 +342,6 @@ def _footprint(preset: Path, tmp_path: Path) -> set[tuple[str, str]]:
     """What a rehearsal of `preset` exercises: its rules (a dry run's job stats), archives,
     architectures, scores, fine-tune kinds, watermark objectives and attacks."""
     import contextlib
-    import subprocess
-    import sys
 
     config_file = preset
     config = cfg.load(preset)
@@ -356,28 +355,8 @@ def _footprint(preset: Path, tmp_path: Path) -> set[tuple[str, str]]:
                 raw.setdefault("downloads", {})[name] = {"sha256": "0" * 64}
         config_file = tmp_path / f"{preset.stem}.pinned.yaml"
         config_file.write_text(yaml.safe_dump(raw))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(tmp_path / preset.stem),
-            "--configfile",
-            str(config_file),
-            "--replace-workflow-config",
-            "--dry-run",
-            "--cores",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    table = result.stdout.split("Job stats:")[1]
+    planned = fixtures.dry_run(config_file, tmp_path / preset.stem)
+    table = planned.split("Job stats:")[1]
     found = {
         ("rule", m[1]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
     }

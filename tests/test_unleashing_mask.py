@@ -316,9 +316,7 @@ def test_the_presets_start_from_the_authors_released_final_and_middle_stage_mode
     """Decision 22: no backbone is trained; the released `last` is every seed's base, the released
     `best` its middle stage, both downloaded (the 300K outliers pinned by a stand-in sha256: a
     dry run downloads nothing)."""
-    import subprocess
-    import sys
-
+    import fixtures
     import yaml
 
     from oodrepro import plan
@@ -331,26 +329,7 @@ def test_the_presets_start_from_the_authors_released_final_and_middle_stage_mode
         config = yaml.safe_load((root / "presets" / f"{preset}.yaml").read_text())
         config["downloads"] = {"300K_random_images.npy": {"sha256": "0" * 64}}
         (tmp_path / f"{preset}.yaml").write_text(yaml.safe_dump(config))
-        dry = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-s",
-                str(root / "Snakefile"),
-                "--directory",
-                str(tmp_path),
-                "--configfile",
-                str(tmp_path / f"{preset}.yaml"),
-                "--replace-workflow-config",
-                "--dry-run",
-                "--cores",
-                "1",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        dry = fixtures.dry_run(tmp_path / f"{preset}.yaml", tmp_path)
         rules = [rule for rule, _ in plan.jobs(dry)]
         assert "train_backbone" not in rules
         assert (

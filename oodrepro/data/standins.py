@@ -203,6 +203,20 @@ def watermarknn_repository(root: Path, n: int = 20, seed: int = 8) -> dict:
     return {"paths": [path], "arrays": [arrays[m] for m in names], "labels": labels}
 
 
+def _calibrate(model, batches: int, size: int) -> None:
+    """BatchNorm statistics of the model's own activations on random images (a cumulative
+    average over `batches` of `size`), as a trained network's are of its data; then eval mode."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.rand(size, 3, 32, 32))
+    model.eval()
+
+
 def to_hendrycks_wrn_keys(state: dict, per_stage: int) -> dict:
     """Our WRN names → the Hendrycks release's names (inverse of `models.hendrycks_wrn_keys`)."""
     out = {}
@@ -233,13 +247,7 @@ def hendrycks_wrn(root: Path, filename: str, classes: int, seed: int = 9) -> dic
     model = models.build(
         "wrn40_2", num_classes=classes, dropout=0.3, normalization="hendrycks-cifar"
     )
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # a cumulative average over the calibration batches
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.rand(64, 3, 32, 32))
-    model.eval()
+    _calibrate(model, batches=4, size=64)
     path = root / filename
     torch.save(to_hendrycks_wrn_keys(model.state_dict(), per_stage=len(model.blocks) // 3), path)
     return {"paths": [path]}
@@ -278,13 +286,7 @@ def unleashing_mask_densenet(root: Path, filename: str, classes: int, seed: int 
         dropout=0.3,
         normalization="hendrycks-cifar",
     )
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(32, 3, 32, 32))
-    model.eval()
+    _calibrate(model, batches=2, size=32)
     path = root / filename
     released = {"epoch": 100, "arch": "DenseNet", "best_train_acc1": 0.0, "best_train_acc5": 0.0}
     torch.save({**released, "state_dict": to_unleashing_mask_keys(model.state_dict())}, path)
@@ -316,14 +318,9 @@ def openood_checkpoint(path: Path, classes: int, seed: int) -> dict:
 
     torch.manual_seed(seed)
     model = models.build("resnet18", num_classes=classes, normalization=f"openood-cifar{classes}")
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(32, 3, 32, 32))
+    _calibrate(model, batches=2, size=32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(to_openood_keys(model.eval().state_dict(), per_stage=2), path)
+    torch.save(to_openood_keys(model.state_dict(), per_stage=2), path)
     return {"paths": [path]}
 
 
