@@ -31,7 +31,8 @@ fetch: $(BIN)/.installed
 # What a run would submit, per rule: jobs, GPUs, partition, time limit (a dry run); with
 # PROFILE=profiles/slurm, what a cluster run asks SLURM for.
 plan: $(BIN)/.installed
-	@$(SNAKEMAKE) --dry-run | $(BIN)/python -m oodrepro.plan
+	@planned=$$($(SNAKEMAKE) --dry-run 2>&1) || { echo "$$planned" | tail -n 15 >&2; exit 1; }; \
+		echo "$$planned" | $(BIN)/python -m oodrepro.plan
 
 # A preset's own DAG on stand-in archives with shrunk budgets, then its full-scale cost estimate
 # (docs/rehearsal.md); PROFILE=profiles/slurm rehearses on a cluster.
