@@ -51,6 +51,14 @@ def start_job(job) -> None:
         )
 
 
+def record(job, **facts) -> None:
+    """Add `facts` a job learnt while it ran (a released checkpoint's own fields) to the facts
+    kept beside its log, which the manifest gathers per rule."""
+    if job.log:
+        path = Path(str(job.log[0]) + NODE_SUFFIX)
+        save_json(path, {**json.loads(path.read_text()), **facts})
+
+
 def node_facts() -> dict:
     """Where this process runs: host, CPU model, GPU models and driver (nvidia-smi), torch and
     the CUDA it was built for, and the CUDA devices it sees (0 where torch is not loaded and

@@ -247,7 +247,7 @@ def test_a_job_logs_the_machine_first_and_stops_when_its_gpu_is_missing(tmp_path
     import socket
     import sys
 
-    from oodrepro import runtime
+    from oodrepro import manifest, runtime
 
     monkeypatch.setattr(runtime, "nvidia_gpus", lambda fields=("name",): [])
     monkeypatch.setattr(sys, "stdout", sys.stdout)  # start_job redirects both into the log
@@ -259,6 +259,10 @@ def test_a_job_logs_the_machine_first_and_stops_when_its_gpu_is_missing(tmp_path
     assert '"recipe": {"epochs": 3}' in first and "torch 2." in first
     facts = json.loads((tmp_path / "cpu.log.node.json").read_text())
     assert facts["rule"] == "train_backbone" and facts["host"] == host
+    runtime.record(_Job(tmp_path / "cpu.log"), released={"epoch": 100})  # learnt while it ran
+    (gathered,) = manifest.jobs([tmp_path])["train_backbone"]
+    facts.pop("rule")
+    assert gathered == {"log": str(tmp_path / "cpu.log"), **facts, "released": {"epoch": 100}}
     with pytest.raises(SystemExit, match=f"asked for 1 GPU\\(s\\) but node {host} gives it none"):
         runtime.start_job(_Job(tmp_path / "gpu.log", gpu=1))
 

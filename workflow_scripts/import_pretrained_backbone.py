@@ -1,7 +1,10 @@
 from oodrepro import models
-from oodrepro.runtime import start_job
+from oodrepro.runtime import record, start_job
 
 start_job(snakemake)
-models.import_pretrained(
-    snakemake.input[0], snakemake.output.model, snakemake.params.spec, snakemake.params.key_format
-)
+p, out = snakemake.params, snakemake.output.model
+models.import_pretrained(snakemake.input[0], out, p.spec, p.key_format)
+# the file's own fields (Unleashing Mask's arch, epoch, training accuracy) reach the manifest
+released = models.load_checkpoint(out, spec=None)[1].get("released")
+if released:
+    record(snakemake, released=released)
