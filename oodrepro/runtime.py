@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .io import save_json
 
-NODE_SUFFIX = ".node.json"  # beside a job's log: the machine it ran on (manifest.nodes)
+NODE_SUFFIX = ".node.json"  # beside a job's log: the machine it ran on (manifest.jobs)
 
 
 def start_job(job) -> None:

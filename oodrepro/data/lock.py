@@ -68,21 +68,21 @@ def check(raw_folder, name: str, sums: dict) -> str:
         return known["sha256"]  # verified before and unchanged since
     sha256 = file_digest(path, "sha256")
     same_content = sums.get("content") and _content(path) == sums["content"].lower()
-    expected = {
-        "sha256": None if same_content else sums.get("sha256"),
-        "md5": None if same_content else sums.get("md5"),
-        "git blob id": sums.get("git_blob"),
-        f"sha256 recorded in {lock_path(raw_folder)}": known and known["sha256"],
+    digests = {
+        "sha256": lambda: sha256,
+        "md5": lambda: file_digest(path, "md5"),
+        "git blob id": lambda: git_blob_id(path),
     }
-    for what, value in expected.items():
-        if not value:
-            continue
-        actual = {"md5": lambda: file_digest(path, "md5"), "git blob id": lambda: git_blob_id(path)}
-        actual = actual.get(what, lambda: sha256)()
-        if actual != value.lower():
-            kind = "git blob id" if what == "git blob id" else what.split()[0]
+    expected = [  # (kind, value, where the value comes from)
+        ("sha256", None if same_content else sums.get("sha256"), "sha256"),
+        ("md5", None if same_content else sums.get("md5"), "md5"),
+        ("git blob id", sums.get("git_blob"), "git blob id"),
+        ("sha256", known and known["sha256"], f"sha256 recorded in {lock_path(raw_folder)}"),
+    ]
+    for kind, value, source in expected:
+        if value and (actual := digests[kind]()) != value.lower():
             raise ChecksumError(
-                f"{path}: {kind} {actual}, expected {value} ({what}). Delete the "
+                f"{path}: {kind} {actual}, expected {value} ({source}). Delete the "
                 "file to download it again, or pin the copy you trust"
             )
     with _editing(raw_folder) as entries:
