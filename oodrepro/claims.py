@@ -196,6 +196,26 @@ class Better(Kind):
         return point, diff[1:], seen
 
 
+class Stage(Better):
+    """Unleashing Mask's observation: a snapshot of the base training, pre-registered in
+    `training.snapshots` (never picked by looking at OOD data), detects OOD better with `method`
+    than the final model. It is `better` with a = base.<snapshot>/<method>, b = base/<method>."""
+
+    name = "stage"
+
+    def __init__(self, claim: dict):
+        snapshot, method = claim["snapshot"], claim["method"]
+        super().__init__({**claim, "a": f"base.{snapshot}/{method}", "b": f"base/{method}"})
+
+    def compares(self):
+        return f"the {self.claim['snapshot']} stage vs the final model, {super().compares()}"
+
+    def problems(self, config):
+        if self.claim["snapshot"] not in config["training"].get("snapshots", {}):
+            return [("snapshot", f"{self.claim['snapshot']!r} is not in training.snapshots")]
+        return super().problems(config)
+
+
 class Rank(Kind):
     """A method's own choice (a block, a layer) of `model` against the alternatives."""
 
@@ -366,12 +386,15 @@ class AccuracyCost(Kind):
         return float(diff[0]), diff[1:], {side: float(v[0]) for side, v in acc.items()}
 
 
-KINDS = {k.name: k for k in (Better, FeatureNormBlock, LaoodLayer, TriggerAccuracy, AccuracyCost)}
+KINDS = {
+    k.name: k
+    for k in (Better, Stage, FeatureNormBlock, LaoodLayer, TriggerAccuracy, AccuracyCost)
+}
 
 
 def bind(claim: dict) -> Kind:
-    """The claim's kind (`better`, or the `of` of a rank or bound claim), bound to it."""
-    return KINDS[claim["kind"] if claim["kind"] == "better" else claim["of"]](claim)
+    """The claim's kind (`better`, `stage`, or the `of` of a rank or bound claim), bound to it."""
+    return KINDS[claim["of"] if claim["kind"] in ("rank", "bound") else claim["kind"]](claim)
 
 
 def flat(tree) -> list[str]:

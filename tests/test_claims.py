@@ -280,19 +280,19 @@ CONTEXT = {"benchmark": "toy", "arch": "net", "seed": 0, "model": "base"}
 SETTINGS = {"fpr_rule": "first_ge", "fpr_positive": "id", "aupr": "ap", "balance": "none"}
 
 
-def _run_folder(tmp_path, seed, gap_a, gap_b):
-    """A run folder with scores and metrics tables for base/a and base/b."""
+def _run_folder(tmp_path, seed, gap_a, gap_b, sides=(("base", "a"), ("base", "b"))):
+    """A run folder with scores and metrics tables for the two (model, method) `sides`."""
     rng = np.random.default_rng(seed)
     run = tmp_path / f"seed{seed}"
     lat = {s: rng.normal(0, 1, 300) for s in ("id", "far", "near")}
-    for method, gap in (("a", gap_a), ("b", gap_b)):
+    for (model, method), gap in zip(sides, (gap_a, gap_b), strict=True):
         scores = {s: lat[s] - (0 if s == "id" else gap) + rng.normal(0, 0.3, 300) for s in lat}
         for s, v in scores.items():
-            io.save_npy(run / "scores" / "base" / method / f"{s}.npy", v)
+            io.save_npy(run / "scores" / model / method / f"{s}.npy", v)
         table = metrics.metrics_table(
             scores["id"], {s: scores[s] for s in BENCH["ood"]}, 90.0, CONTEXT | {"method": method}
         )
-        io.save_csv(run / "metrics" / "base" / f"{method}.csv", table)
+        io.save_csv(run / "metrics" / model / f"{method}.csv", table)
     return str(run)
 
 
@@ -358,6 +358,27 @@ def test_a_better_claim_over_three_seeds(tmp_path):
     )
     far = check(_better(margin=60))
     assert far["verdict"] == "fails" and far["claimed"] == "> 60"
+
+
+def test_a_stage_claim_is_the_snapshot_against_the_final_model(tmp_path):
+    """`stage` reads base.<snapshot> and base with one method: the same files and numbers as the
+    `better` claim written out by hand."""
+    sides = (("base.middle", "energy"), ("base", "energy"))
+    folders = [_run_folder(tmp_path, s, 2.0, 0.5, sides) for s in range(3)]
+    stage = {k: v for k, v in _better().items() if k not in ("a", "b")}
+    stage.update(kind="stage", snapshot="middle", method="energy")
+    written_out = _better(a="base.middle/energy", b="base/energy")
+
+    def row(claim):
+        bound = claims.bind(claim)
+        runs = {"net": {s: {claim["id"]: bound.files(f, BENCH)} for s, f in enumerate(folders)}}
+        return claims.evaluate([claim], runs, BENCH, SETTINGS, UNCERTAINTY).iloc[0]
+
+    got, expected = row(stage), row(written_out)
+    assert got["kind"] == "stage" and got["compares"].startswith("the middle stage vs")
+    for column in ("difference", "ci low", "ci high", "verdict", "ours a", "ours b"):
+        assert got[column] == expected[column]
+    assert got["verdict"] == "holds" and got["difference"] > 0
 
 
 def test_one_seed_gets_no_verdict_and_says_how_to_get_one(tmp_path):
@@ -484,6 +505,15 @@ def default():
         ),
         (lambda c: c["claims"][3].update(a="um2"), "claims[3] (um-accuracy).a: model 'um2'"),
         (lambda c: c["claims"][3].pop("at_most"), "'at_most' is a required property"),
+        (
+            lambda c: c["claims"][10].update(snapshot="late"),
+            "claims[10] (um-stage).snapshot: 'late' is not in training.snapshots",
+        ),
+        (lambda c: c["claims"][10].pop("method"), "'method' is a required property"),
+        (
+            lambda c: c.update(variants=[v for v in c["variants"] if v != "base.middle"]),
+            "claims[10] (um-stage).a: model 'base.middle' is not one of the variants",
+        ),
     ],
 )
 def test_a_claim_naming_what_the_config_does_not_produce_fails_validation(default, edit, fragment):
@@ -498,6 +528,7 @@ def test_the_default_carries_a_claim_for_every_method(default):
     kinds = {claims.bind(c).name for c in default["claims"]}
     assert kinds == {
         "better",
+        "stage",
         "featurenorm-block",
         "laood-layer",
         "trigger-accuracy",
