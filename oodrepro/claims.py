@@ -387,8 +387,7 @@ class AccuracyCost(Kind):
 
 
 KINDS = {
-    k.name: k
-    for k in (Better, Stage, FeatureNormBlock, LaoodLayer, TriggerAccuracy, AccuracyCost)
+    k.name: k for k in (Better, Stage, FeatureNormBlock, LaoodLayer, TriggerAccuracy, AccuracyCost)
 }
 
 

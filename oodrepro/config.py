@@ -470,6 +470,13 @@ def _finetune_problems(config: dict) -> list[str]:
             problems.append(
                 f"finetunes.{name}: UMAP inside outlier exposure is not part of the method"
             )
+        if "cotrain" in ft and (ft["flooding"] or {"mask", "exposure"} & set(ft)):
+            problems.append(
+                f"finetunes.{name}.cotrain: co-training trains on cross-entropy alone; drop "
+                "flooding, mask and exposure"
+            )
+        if "cotrain" in ft and "laood" not in config["scores"]:
+            problems.append(f"finetunes.{name}.cotrain: needs scores.laood (its detectors)")
     if "outliers" in config["benchmark"]:
         problems += _poem_pool_problems(config)
     return problems

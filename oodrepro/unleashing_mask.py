@@ -5,7 +5,8 @@ The constraint UM is the training cross-entropy of the trained model with a rand
 of every layer's weights masked; flooding keeps the training loss from going below it,
 which makes the model forget the atypical samples it memorised late in training. UMAP's
 learned mask is baked into plain weights when it is saved, so the result is an ordinary
-checkpoint that every feature and scoring rule reads as it reads any other. Spec:
+checkpoint that every feature and scoring rule reads as it reads any other. `finetune` runs
+every `finetunes:` entry, outlier exposure and LA-OOD's co-training (`cotrain`) included. Spec:
 docs/unleashing-mask.md.
 """
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from . import cotrain as co_training
 from . import models, outlier_exposure, training
 from .augmentation import augment
 from .devices import pick_device
@@ -205,6 +207,8 @@ def finetune(
     train_weights: bool = False,
     exposure: dict | None = None,
     outliers: np.ndarray | None = None,
+    cotrain: dict | None = None,
+    detector: dict | None = None,
     test=None,
     seed: int = 0,
     device: str = "auto",
@@ -217,6 +221,8 @@ def finetune(
     `mask_keep` learns a UMAP mask over frozen weights (or joint with `train_weights`).
     `exposure` ({method, weight, ood_factor, method options}) adds that outlier-exposure term
     on `outliers`, with as many selected outliers as ood_factor × the ID training set.
+    `cotrain` ({weight, layers}) trains with LA-OOD's co-training loss under the `detector`
+    arrays fitted on `checkpoint` (cotrain.CoTraining).
     Saves an ordinary checkpoint; the UM level, mask and method are kept beside the weights.
     `spec`: the model the config names (checked against the checkpoint's).
     """
@@ -246,6 +252,15 @@ def finetune(
             seed=seed,
             device=dev,
         )
+    elif cotrain is not None:
+        trainer = co_training.CoTraining(
+            model,
+            detector,
+            images,
+            weight=cotrain["weight"],
+            layers=cotrain.get("layers"),
+            batch_size=recipe["batch_size"],
+        )
     else:
         trainer = IdLoss(id_loss)
     identity = {
@@ -256,6 +271,8 @@ def finetune(
         "train_weights": train_weights,
         "exposure": exposure,
         "outliers": outliers,
+        "cotrain": cotrain,
+        "detector": detector,
         "test": test,
     }
     training.fit(
@@ -273,11 +290,15 @@ def finetune(
         desc="fine-tune",
         progress=progress,
     )
+    if cotrain is not None:
+        trainer.close()
     info = {"um_level": level, "beta": beta, "from": str(checkpoint)}
     if mask_keep is not None:
         info["kept_fraction"] = bake_masks(model)
     if exposure is not None:
         info["exposure"] = exposure["method"]
+    if cotrain is not None:
+        info["cotrain"] = cotrain
     models.save_model(out, model, spec, finetune=info)
     Path(state_path).unlink(missing_ok=True)
     return model.eval()

@@ -170,7 +170,8 @@ def null_models(wildcards):
 
 
 def finetune_inputs(wildcards):
-    """The start checkpoint, the UM level when it is estimated, and the outliers for exposure."""
+    """The start checkpoint, the UM level when it is estimated, the outliers for exposure and
+    the LA-OOD detectors for co-training."""
     ft = FINETUNES[wildcards.finetune]
     run = run_dir(wildcards)
     inputs = {"init": f"{run}/models/{ft['from']}.pt"}
@@ -178,6 +179,8 @@ def finetune_inputs(wildcards):
         inputs["constraint"] = f"{run}/unleashing_mask/{ft['from']}.constraint.json"
     if "exposure" in ft:
         inputs["outliers"] = dataset_file(BENCH["outliers"])
+    if "cotrain" in ft:
+        inputs["detector"] = f"{run}/detectors/{ft['from']}/laood.npz"
     return inputs
 
 

@@ -1,6 +1,6 @@
 # Unleashing Mask and outlier exposure: the loss constraint UM estimated from a clean
-# checkpoint, then fine-tuned models (UM, UMAP, OE / Energy-OE / POEM / DOE ± UM), each an
-# ordinary checkpoint `models/<name>.pt` that the feature and scoring rules take as it is.
+# checkpoint, then fine-tuned models (UM, UMAP, OE / Energy-OE / POEM / DOE ± UM, and LA-OOD's
+# co-training under the detectors fitted on its start), each an ordinary checkpoint `models/<name>.pt` that the feature and scoring rules take as it is.
 
 
 rule estimate_loss_constraint:
@@ -62,6 +62,7 @@ rule finetune_model:
         beta=UM["beta"],
         mask=lambda w: FINETUNES[w.finetune].get("mask"),
         exposure=lambda w: FINETUNES[w.finetune].get("exposure"),
+        cotrain=lambda w: FINETUNES[w.finetune].get("cotrain"),
         seed=lambda w: int(w.seed),
         device=config["device"],
         spec=expected_spec,

@@ -8,7 +8,7 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 from sklearn.svm import OneClassSVM
 
-from oodrepro import features, laood, models, scores
+from oodrepro import cotrain, features, laood, models, scores, training
 
 pytestmark = pytest.mark.fits  # trains or fits, then asserts: CI runs it under two roundings
 
@@ -172,3 +172,54 @@ def test_laood_layer_names_from_the_meta_model_match_the_dumped_ones():
         assert cfg.architecture_names(spec)["laood_layers"] == [
             str(n) for n in dumped["layer_names"]
         ]
+
+
+def _cotraining_setup(**kw):
+    torch.manual_seed(0)
+    model = models.build("resnet18", width=0.125, normalization="half")
+    images = np.random.default_rng(6).integers(0, 256, (150, 32, 32, 3), dtype=np.uint8)
+    convs = features.extract_convs(model, images)
+    names = [str(n) for n in convs["layer_names"]]
+    detector = laood.to_arrays(laood.fit(laood.layers_of(convs), gammas=[0.01, 0.1]), names)
+    return (
+        model,
+        images,
+        detector,
+        cotrain.CoTraining(model, detector, images, weight=0.5, batch_size=64, **kw),
+    )
+
+
+def test_the_cotraining_term_is_each_svms_decision_plus_rho_summed_over_the_batch():
+    """At the first epoch the per-epoch statistics are the scaler the detectors were fitted with,
+    so the loss's kernel sums equal the detectors' own decision values plus ρ (every layer)."""
+    model, images, detector, trainer = _cotraining_setup(layers=1000)
+    trainer.epoch_start(0, torch.Generator().manual_seed(0))
+    model.eval()  # the batch's features in the mode the detectors saw
+    batch = training.Batch(
+        torch.from_numpy(images[:16]).permute(0, 3, 1, 2).float() / 255,
+        torch.zeros(16, dtype=torch.long),
+        0,
+        torch.Generator().manual_seed(0),
+    )
+    loss, logits = trainer.loss(model, batch)
+    layers = laood.layers_of(features.extract_convs(model, images[:16]))
+    detectors = laood.from_arrays(detector)
+    inlier = sum(
+        (d.decision(h) - d.intercept).sum() for d, h in zip(detectors, layers, strict=True)
+    )
+    ce = torch.nn.functional.cross_entropy(logits, batch.y).item()
+    expected = ce - 0.5 / (2 * len(layers)) * inlier
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    loss.backward()  # differentiable through every layer's pooled output
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    trainer.close()
+
+
+def test_cotraining_draws_its_layers_per_step_and_refuses_another_backbones_detectors():
+    model, images, detector, trainer = _cotraining_setup(layers=None)
+    assert trainer.per_step == model.cotrain_layers == 10  # of 18 layers (17 convs + logits)
+    assert models.build("vgg16_bn", width=0.125, mlp_head=True).cotrain_layers is None
+    other = models.build("resnet34", width=0.125)
+    with pytest.raises(ValueError, match="fitted on another backbone"):
+        cotrain.CoTraining(other, detector, images, weight=0.5, layers=None, batch_size=64)
+    trainer.close()

@@ -1,4 +1,4 @@
-from oodrepro import data, unleashing_mask
+from oodrepro import data, io, unleashing_mask
 from oodrepro.runtime import start_job
 
 start_job(snakemake)
@@ -18,6 +18,8 @@ unleashing_mask.finetune(
     train_weights=mask.get("train_weights", False),
     exposure=p.exposure,
     outliers=data.load_dataset(inp.outliers)[0] if p.exposure else None,
+    cotrain=p.cotrain,
+    detector=io.load_npz(inp.detector) if p.cotrain else None,
     test=data.load_dataset(inp.test),
     seed=p.seed,
     device=p.device,

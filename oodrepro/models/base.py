@@ -45,6 +45,7 @@ class Backbone(nn.Module):
     block_names: list[str]
     arch: str = ""  # the registry name, set by models.build
     laood_logits: bool = True  # LA-OOD uses the logits as a last layer (not for VGG16)
+    cotrain_layers: int | None = 10  # LA-OOD co-training: layers per step (co_train.py, ResNet-34)
 
     def __init__(self, normalization: str):
         super().__init__()

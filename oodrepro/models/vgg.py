@@ -14,6 +14,7 @@ class VGG(Backbone):
     """`mlp_head`: LA-OOD's classifier, (Linear 512→512, ReLU, Dropout 0.5) twice, 512→C."""
 
     laood_logits = False
+    cotrain_layers = None  # co_train.py uses all 13 convs of VGG-16 at every step
 
     def __init__(
         self, cfg=CFG16, num_classes=10, width=1.0, normalization="hendrycks-cifar", mlp_head=False
