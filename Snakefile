@@ -163,6 +163,7 @@ FINAL = [
     [dataset_file(BENCH["outliers"])] if "outliers" in BENCH else [],
     rules.summarize.output,
     rules.evaluate_claims.output,
+    expand(rules.plot_overview.output, arch=list(config["backbones"])),
     per_model("plots/{variant}/{method}.png"),
     [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS + LAOOD_LAYERS],
     WATERMARK_PLOTS,

@@ -9,6 +9,7 @@ declares them and the claims job never guesses a path), and where the paper's ef
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from typing import ClassVar
@@ -113,8 +114,12 @@ class Kind:
         return None
 
     def compares(self) -> str:
-        """What the difference compares, in a few words for the table."""
+        """What the difference is, in words: its metric and which side is subtracted."""
         raise NotImplementedError
+
+    def detail(self, ours: dict[str, float]) -> str:
+        """What else the row needs to be read (a threshold, a − b), from ours' means over seeds."""
+        return ""
 
     def problems(self, config: dict) -> list[tuple[str, str]]:
         """What the claim names that the config does not produce: (its key, why)."""
@@ -158,7 +163,10 @@ class Better(Kind):
         }
 
     def compares(self):
-        return f"{self.claim['a']} vs {self.claim['b']}, {self._on()}"
+        a, b = self.claim["a"], self.claim["b"]
+        if HIGHER_IS_BETTER[self.claim["metric"]]:
+            return f"{self._on()}: {a} − {b}"
+        return f"{self._on()}: {b} − {a} (lower is better)"
 
     def problems(self, config):
         out = []
@@ -208,7 +216,7 @@ class Stage(Better):
         super().__init__({**claim, "a": f"base.{snapshot}/{method}", "b": f"base/{method}"})
 
     def compares(self):
-        return f"the {self.claim['snapshot']} stage vs the final model, {super().compares()}"
+        return f"the {self.claim['snapshot']} stage against the final model; {super().compares()}"
 
     def problems(self, config):
         if self.claim["snapshot"] not in config["training"].get("snapshots", {}):
@@ -238,7 +246,10 @@ class FeatureNormBlock(Rank):
 
     def compares(self):
         c = self.claim
-        return f"{c['model']}: NormRatio's block vs the top {c['top']} blocks, {self._on()}"
+        return (
+            f"{self._on()} of {c['model']}: NormRatio's block (ours a) − the block ranked "
+            f"{c['top']} (ours b)"
+        )
 
     def files(self, run, bench):
         model = self.claim["model"]
@@ -275,7 +286,10 @@ class LaoodLayer(Rank):
     name, method, strict = "laood-layer", "laood", True
 
     def compares(self):
-        return f"{self.claim['model']}: max over layers vs the lowest-SDS-error layer, {self._on()}"
+        return (
+            f"{self._on()} of {self.claim['model']}: max over layers (ours a) − the layer with "
+            "the lowest SDS error (ours b)"
+        )
 
     def files(self, run, bench):
         model = self.claim["model"]
@@ -307,7 +321,13 @@ class TriggerAccuracy(Kind):
     name = "trigger-accuracy"
 
     def compares(self):
-        return "attacked owners' trigger accuracy − threshold; threshold − null models (points)"
+        return (
+            "points: the smaller of (lowest attacked owner's trigger accuracy, ours a − the "
+            "threshold) and (the threshold − one trigger − the best null model, ours b)"
+        )
+
+    def detail(self, ours):
+        return f"threshold {ours['threshold']:.2f}"
 
     def problems(self, config):
         wnn = config.get("watermarknn")
@@ -345,7 +365,11 @@ class TriggerAccuracy(Kind):
             return 100 * np.minimum(lowest - threshold, threshold - step - null_max)
 
         point = float(margin(acc.min(), float(rule["null_max"])))
-        seen = {"a": 100 * float(acc.min()), "b": 100 * float(rule["null_max"])}
+        seen = {
+            "a": 100 * float(acc.min()),
+            "b": 100 * float(rule["null_max"]),
+            "threshold": 100 * threshold,
+        }
         return point, margin(boot.min(axis=0), null), seen
 
 
@@ -363,7 +387,13 @@ class AccuracyCost(Kind):
 
     def compares(self):
         c = self.claim
-        return f"{c['a']} vs {c['b']}: ID accuracy lost ≤ {c['at_most']:g} points"
+        return (
+            f"points: {c['at_most']:g} − (ID accuracy of {c['b']}, ours b − that of {c['a']}, "
+            "ours a)"
+        )
+
+    def detail(self, ours):
+        return f"a − b {ours['a'] - ours['b']:+.2f} (claimed ≥ {-self.claim['at_most']:g})"
 
     def problems(self, config):
         return [
@@ -476,7 +506,7 @@ def evaluate(
                 list(wnn.get("owners", {})),
                 list(wnn.get("attacks", {}).get("kinds", [])),
             )
-            points, boots, sides = [], [], {"a": [], "b": []}
+            points, boots, sides = [], [], collections.defaultdict(list)
             for seed, paths in seeds.items():
                 point, boot, seen = kind.evaluate(
                     paths[claim["id"]], dataclasses.replace(ctx, seed=seed)
@@ -501,6 +531,7 @@ def evaluate(
                     "paper b": paper.get("b", np.nan),
                     "ours a": _ours(sides["a"]),
                     "ours b": _ours(sides["b"]),
+                    "detail": kind.detail({k: float(np.mean(v)) for k, v in sides.items()}),
                     **row,
                 }
             )
@@ -548,7 +579,7 @@ def _row(kind: Kind, schedule: Schedule, points, draws, more_seeds: str) -> dict
         "seed half-width": ci.seed_half,
         "test half-width": ci.test_half,
         "shared test share": ci.shared_share,
-        "std over seeds": ci.std,
+        "std over seeds": ci.std if seeds > 1 else np.nan,  # undefined for one seed
         "claimed": f"{'>' if kind.strict else '≥'} {bound:g}",
         "seeds": seeds,
         "on claimed side": f"{int(claimed_side.sum())} of {seeds}",
@@ -573,6 +604,7 @@ COLUMNS = [
     "paper effect",
     "ours a",
     "ours b",
+    "detail",
     "difference",
     "ci low",
     "ci high",

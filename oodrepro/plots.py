@@ -1,7 +1,7 @@
 """Every figure the workflow draws: score histograms and ROC curves, training curves, the
-per-block and per-layer analyses, the claims' forest plot, a learned input watermark and the
-WatermarkNN attack curves. Figures are returned, not saved (`io.save_figure` writes them), and
-matplotlib is imported on first use: most jobs draw nothing.
+per-block and per-layer analyses, the claims' forest plot, a backbone's overview, a learned
+input watermark and the WatermarkNN attack curves. Figures are returned, not saved
+(`io.save_figure` writes them), and matplotlib is imported on first use: most jobs draw nothing.
 """
 
 from __future__ import annotations
@@ -89,16 +89,30 @@ def plot_scores(s_id: np.ndarray, s_ood: dict[str, np.ndarray], title: str):
     return fig
 
 
-def plot_training(log: pd.DataFrame, title: str):
+def plot_training(
+    log: pd.DataFrame, title: str, level: float | None = None, reference: float | None = None
+):
+    """Training loss (with a fine-tune's UM `level` as a dashed line) and training and test
+    accuracy per epoch (with the start model's test accuracy, `reference` in %, dotted)."""
     plt = pyplot()
 
     fig, ax = plt.subplots(1, 2, figsize=(8, 2.8))
-    ax[0].plot(log["epoch"], log["loss"])
+    ax[0].plot(log["epoch"], log["loss"], marker=".", label="training loss")
+    if level is not None:
+        ax[0].axhline(level, color="#c0392b", ls="--", lw=1, label=f"UM level {level:.3f}")
     ax[0].set_title("training loss", fontsize=9)
-    ax[1].plot(log["epoch"], 100 * log["accuracy"])
-    ax[1].set_title("training accuracy (%)", fontsize=9)
+    ax[1].plot(log["epoch"], 100 * log["accuracy"], marker=".", label="training")
+    if "test_accuracy" in log:
+        ax[1].plot(log["epoch"], 100 * log["test_accuracy"], marker=".", label="test")
+    if reference is not None:
+        ax[1].axhline(
+            reference, color="grey", ls=":", lw=1.2, label=f"start model, test {reference:.2f}"
+        )
+    ax[1].set_title("accuracy (%)", fontsize=9)
     for a in ax:
         a.set_xlabel("epoch", fontsize=8)
+        if len(a.get_legend_handles_labels()[0]) > 1:
+            a.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -271,3 +285,71 @@ def plot_attacks(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _heatmap(ax, table: pd.DataFrame, metric: str):
+    """One model's methods × OOD sets of one metric, with its values written in the cells."""
+    higher = metric != "fpr95"
+    cmap = "viridis" if higher else "viridis_r"
+    ax.imshow(table.to_numpy(float), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=35, ha="right", fontsize=7)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=7)
+    for (i, j), v in np.ndenumerate(table.to_numpy(float)):
+        if np.isfinite(v):
+            good = v > 60 if higher else v < 40
+            ax.text(
+                j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="k" if good else "w"
+            )
+
+
+def plot_overview(tidy: pd.DataFrame, title: str, sets: list[str], base: str = "base"):
+    """One backbone at a glance: per model, AUROC and FPR95 of each method on each OOD set (means
+    over seeds; `sets` in order, then the groups and the mean); then, for every other model, the
+    change of each score's mean AUROC against `base`, with the spread over seeds as error bars."""
+    plt = pyplot()
+    ood = tidy[tidy["ood_set"].isin(sets)]
+    means = ood.groupby(["model", "method", "ood_set", "metric"], sort=False)["value"].mean()
+    models = list(dict.fromkeys(ood["model"]))
+    heights = [max(1.0, 0.28 * ood[ood["model"] == m]["method"].nunique() + 0.9) for m in models]
+    others = [m for m in models if m != base]
+    fig = plt.figure(
+        figsize=(max(8.0, 1.1 * len(sets) + 3), sum(heights) + 3.0 * bool(others)),
+        layout="constrained",
+    )
+    grid = fig.add_gridspec(
+        len(models) + bool(others), 2, height_ratios=heights + [3.0] * bool(others)
+    )
+    for row, model in enumerate(models):
+        for col, metric in enumerate(("auroc", "fpr95")):
+            ax = fig.add_subplot(grid[row, col])
+            table = means[model].xs(metric, level="metric").unstack("ood_set")
+            _heatmap(ax, table.reindex(columns=sets), metric)
+            ax.set_title(f"{model} · {'AUROC ↑' if metric == 'auroc' else 'FPR95 ↓'}", fontsize=8)
+    if others:
+        _delta_chart(fig.add_subplot(grid[-1, :]), tidy, base, others)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _delta_chart(ax, tidy: pd.DataFrame, base: str, models: list[str]):
+    """Mean AUROC over OOD sets of each model minus the base's, per score and per seed: bars at
+    the mean over seeds, error bars ± one std of the seeds (none for one seed)."""
+    mean = tidy[(tidy["ood_set"] == "mean") & (tidy["metric"] == "auroc")]
+    per_seed = mean.pivot_table(index=["method", "seed"], columns="model", values="value")
+    compared = per_seed[[m for m in models if m in per_seed]].notna().any(axis=1)
+    methods = list(dict.fromkeys(compared[compared].index.get_level_values("method")))
+    width = 0.8 / max(1, len(models))
+    for k, model in enumerate(models):
+        if model not in per_seed or base not in per_seed:
+            continue
+        delta = (per_seed[model] - per_seed[base]).dropna().groupby("method")
+        shown = [m for m in methods if m in delta.groups]
+        centre = delta.mean().reindex(shown)
+        spread = delta.std().reindex(shown)  # NaN with one seed: no error bar
+        x = np.array([methods.index(m) for m in shown]) + (k - (len(models) - 1) / 2) * width
+        ax.bar(x, centre, width, yerr=spread.fillna(0), capsize=2, label=model)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(f"AUROC − {base} (points)", fontsize=8)
+    ax.set_title(f"each model against {base}: mean AUROC over the OOD sets", fontsize=8)
+    ax.legend(fontsize=6, ncol=min(4, len(models)))

@@ -28,36 +28,42 @@ METRIC_LABELS = {
 
 
 def summarize(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of every (backbone, model, method, ood_set, metric)."""
+    """Mean and std over seeds of every (backbone, model, method, ood_set, metric), and each
+    seed's value in seed order; the std of one seed is undefined (blank), not zero."""
     group = ["benchmark", "arch", "model", "method", "ood_set", "metric"]
-    out = tidy.groupby(group, sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
-    return out.rename(columns={"count": "seeds"}).fillna({"std": 0.0})
+    ordered = tidy.sort_values("seed", kind="stable")
+    out = ordered.groupby(group, sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    per_seed = ordered.groupby(group, sort=False)["value"].agg(
+        lambda v: " / ".join(f"{x:.2f}" for x in v)
+    )
+    out["per seed"] = per_seed.to_numpy()
+    return out.rename(columns={"count": "seeds"})
 
 
-def _cell(mean: float, std: float, seeds: int) -> str:
-    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+def _cell(r) -> str:
+    """`mean`, or with several seeds `mean ± std (seed 0 / seed 1 / …)`."""
+    if int(r["seeds"]) < 2:
+        return f"{r['mean']:.2f}"
+    return f"{r['mean']:.2f} ± {r['std']:.2f} ({r['per seed']})"
 
 
 HEADLINE = ["auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy"]
 
 
-def headline(part: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, method): the mean over OOD sets of each metric, and ID accuracy."""
-    head = part[part["ood_set"].isin(["mean", "-"])]
+def headline(part: pd.DataFrame, groups: list[str] = ()) -> pd.DataFrame:
+    """One row per (model, method): the mean over OOD sets of each metric, AUROC and FPR95 over
+    each group of sets (near, far), and ID accuracy."""
+    head = part[part["ood_set"].isin(["mean", "-", *groups])].set_index(["ood_set", "metric"])
+    columns = [(m, "mean" if m != "id_accuracy" else "-", METRIC_LABELS[m]) for m in HEADLINE]
+    columns[2:2] = [(m, g, f"{METRIC_LABELS[m]} {g}") for g in groups for m in ("auroc", "fpr95")]
     rows = []
     for (model, method), r in head.groupby(["model", "method"], sort=False):
-        r = r.set_index("metric")
-        rows.append(
-            {
-                "model": model,
-                "method": method,
-                **{
-                    METRIC_LABELS[c]: _cell(r.at[c, "mean"], r.at[c, "std"], int(r.at[c, "seeds"]))
-                    for c in HEADLINE
-                    if c in r.index
-                },
-            }
-        )
+        cells = {
+            label: _cell(r.loc[(over, metric)])
+            for metric, over, label in columns
+            if (over, metric) in r.index
+        }
+        rows.append({"model": model, "method": method, **cells})
     return pd.DataFrame(rows)
 
 
@@ -68,14 +74,39 @@ def per_set(part: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = []
     for (model, method), r in sub.groupby(["model", "method"], sort=False):
         r = r.set_index("ood_set")
-        rows.append(
-            {
-                "model": model,
-                "method": method,
-                **{s: _cell(r.at[s, "mean"], r.at[s, "std"], int(r.at[s, "seeds"])) for s in sets},
-            }
-        )
+        rows.append({"model": model, "method": method, **{s: _cell(r.loc[s]) for s in sets}})
     return pd.DataFrame(rows)
+
+
+OPENOOD_COLUMNS = {
+    "fpr95": "FPR@95",
+    "auroc": "AUROC",
+    "aupr_in": "AUPR_IN",
+    "aupr_out": "AUPR_OUT",
+    "id_accuracy": "ACC",
+}
+
+
+def openood_table(part: pd.DataFrame, ood: list[str], groups: dict[str, list[str]]) -> pd.DataFrame:
+    """One model × method of `summary` in the layout of OpenOOD v1.5's `Evaluator.eval_ood`: a
+    row per OOD set, each group's sets followed by the group's mean (`nearood`, `farood`; without
+    groups, every set and then `mean`), columns FPR@95, AUROC, AUPR_IN, AUPR_OUT and ACC (the ID
+    accuracy, on every row), in percent and averaged over seeds. The metrics follow the run's
+    `metrics:` settings."""
+    grouped = [s for members in groups.values() for s in members]
+    order = []
+    for g, members in groups.items():
+        order += [(s, s) for s in members] + [(g, f"{g}ood")]
+    order += [(s, s) for s in ood if s not in grouped]
+    if not groups:
+        order.append(("mean", "mean"))
+    value = part.set_index(["ood_set", "metric"])["mean"]
+    accuracy = value.get(("-", "id_accuracy"), np.nan)
+    rows = {
+        name: [value.get((where, m), np.nan) for m in list(OPENOOD_COLUMNS)[:-1]] + [accuracy]
+        for where, name in order
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(OPENOOD_COLUMNS.values()))
 
 
 def to_markdown(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -89,13 +120,17 @@ def to_markdown(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
     return "\n".join(lines)
 
 
-def sections(summary: pd.DataFrame) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
-    """(heading, [(caption, table), ...]) for each benchmark · backbone."""
+def sections(
+    summary: pd.DataFrame, groups: list[str] = ()
+) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
+    """(heading, [(caption, table), ...]) for each benchmark · backbone; `groups` are the OOD
+    set groups (near, far) the headline table also averages over."""
     out = []
     for (bench, arch), part in summary.groupby(["benchmark", "arch"], sort=False):
         seeds = int(part["seeds"].max())
         heading = f"{bench} · {arch} ({seeds} seed{'s' if seeds > 1 else ''})"
-        tables = [("Mean over OOD sets", headline(part))]
+        over = "Mean over OOD sets" + (f" (and over {', '.join(groups)})" if groups else "")
+        tables = [(over, headline(part, groups))]
         tables += [
             (f"{METRIC_LABELS[m]} per OOD set", per_set(part, m)) for m in ("auroc", "fpr95")
         ]
@@ -125,6 +160,41 @@ def watermark_effect(summary: pd.DataFrame, watermarks: dict[str, str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def what_was_run(run: dict) -> list[str]:
+    """The summary's opening lines: the benchmark and its sets, backbones, seeds and models, and
+    what a claim is here (`run`: benchmark, backbones, seeds, models, paper_data)."""
+    bench = run["benchmark"]
+    groups = bench.get("groups", {})
+    grouped = {s for members in groups.values() for s in members}
+    ood = [f"{g}: {', '.join(members)}" for g, members in groups.items()]
+    ood += (
+        [", ".join(s for s in bench["ood"] if s not in grouped)]
+        if len(grouped) < len(bench["ood"])
+        else []
+    )
+    seeds = run["seeds"]
+    lines = [
+        f"Benchmark `{bench['name']}`: trained on `{bench['id_train']}`, ID test set "
+        f"`{bench['id_test']}`; OOD sets — {'; '.join(ood)}.",
+        f"Backbones: {', '.join(run['backbones'])}. Seeds: {', '.join(map(str, seeds))} "
+        f"({len(seeds)} seed{'s' * (len(seeds) > 1)}). Models: {', '.join(run['models'])}.",
+    ]
+    claim = "Each claim is a paper's statement tested on this benchmark."
+    if not run.get("paper_data"):
+        claim += (
+            " This benchmark is not the papers' data: numbers in a statement and under `paper` are "
+            "the paper's own, on its benchmark, shown as context, and a claim may honestly fail or "
+            "stay inconclusive here."
+        )
+    return [*lines, claim]
+
+
+BALANCE_WORDS = {
+    "none": "every ID test and OOD image",
+    "first_n": "the first n = min(N_ID, N_OOD) images of each side, per OOD set",
+}
+
+
 def _listed(items: list[str], most: int = 6) -> str:
     shown = ", ".join(items[:most])
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
@@ -147,8 +217,9 @@ def notes(
     counts = tidy[tidy["ood_set"].isin(sets)].groupby("ood_set", sort=False)["n_ood"].first()
     out.append(
         f"Values in percent. FPR95: rule `{first['fpr_rule']}`, {first['fpr_positive'].upper()} as "
-        f"the positive class; AUPR: `{first['aupr_mode']}`; images compared: `{first['balance']}` "
-        "(docs/conventions.md). `mean` is the arithmetic mean of a metric over the "
+        f"the positive class; AUPR: `{first['aupr_mode']}`; images compared: "
+        f"{BALANCE_WORDS[first['balance']]} (`metrics.balance: {first['balance']}`, "
+        "docs/conventions.md). `mean` is the arithmetic mean of a metric over the "
         f"{len(sets)} OOD sets; `-` holds ID accuracy. "
         f"ID test images: {int(tidy['n_id'].max()):,}; OOD images: "
         + ", ".join(f"{k} {int(v):,}" for k, v in counts.items())
@@ -271,8 +342,8 @@ def score_glossary(
     )
 
 
-def _all_sections(summary, comparison, analyses, glossary=None):
-    out = sections(summary) + analysis_sections(dict(analyses or {}))
+def _all_sections(summary, comparison, analyses, glossary=None, groups=()):
+    out = sections(summary, groups) + analysis_sections(dict(analyses or {}))
     if comparison is not None and len(comparison):
         out.append(("Paper vs ours", [("", comparison)]))
     if glossary is not None and len(glossary):
@@ -301,10 +372,12 @@ def write_summary(
     groups: list[str] = (),
     hyperparameters: dict | None = None,
     search: dict | None = None,
+    run: dict,
 ) -> None:
     """The run's summary files (`out`: tidy, summary, comparison, markdown, html) from its
     outputs: the per-model metric files, each method's per-model tables (`tables`, key → files;
-    a section each, headed `titles[key]`), WatermarkNN's ownership decisions and the claims."""
+    a section each, headed `titles[key]`), WatermarkNN's ownership decisions and the claims;
+    `run` says what was run (`what_was_run`)."""
     tidy = pd.concat([pd.read_csv(f) for f in metrics_files], ignore_index=True)
     frames = {key: [pd.read_csv(f) for f in files] for key, files in tables.items()}
     summary = summarize(tidy)
@@ -318,12 +391,35 @@ def write_summary(
     said = notes(tidy, summary, frames.get("featurenorm_blocks", []), owned, groups)
     claims = pd.read_csv(claims)
     glossary = score_glossary(score_names, hyperparameters, search)
+    if not len(comparison):
+        said.append(
+            "No paper numbers are stored for this config (`report.reference`), so there is no "
+            "'Paper vs ours' table and no comparison.csv."
+        )
     io.save_csv(out.tidy, tidy)
     io.save_csv(out.summary, summary)
-    io.save_csv(out.comparison, comparison)
+    if len(comparison):
+        io.save_csv(out.comparison, comparison)
+    bench = run["benchmark"]
+    for (arch, model, method), part in summary.groupby(["arch", "model", "method"], sort=False):
+        table = openood_table(part, bench["ood"], bench.get("groups", {}))
+        # the index as an unnamed first column, as OpenOOD's own `to_csv` of that frame writes it
+        io.save_csv(Path(out.openood) / arch / model / f"{method}.csv", table.reset_index(names=""))
     for path, render in ((out.markdown, markdown_summary), (out.html, html_summary)):
         io.save_text(
-            path, render(summary, comparison, title, analyses, banner, said, claims, glossary)
+            path,
+            render(
+                summary,
+                comparison,
+                title,
+                analyses,
+                banner,
+                said,
+                claims,
+                glossary,
+                run=what_was_run(run),
+                groups=groups,
+            ),
         )
 
 
@@ -336,11 +432,15 @@ def markdown_summary(
     notes: list[str] = (),
     claims: pd.DataFrame | None = None,
     glossary: pd.DataFrame | None = None,
+    *,
+    run: list[str] = (),
+    groups: list[str] = (),
 ) -> str:
-    """The summary as Markdown; `banner` (a rehearsal's) heads it in bold, the claims' verdicts
-    open it, `notes` follow them, the scores' `glossary` closes it."""
+    """The summary as Markdown; `banner` (a rehearsal's) heads it in bold, `run` (what was run)
+    opens it, the claims' verdicts follow, then `notes`; the scores' `glossary` closes it."""
     lines = [f"# {title}", ""] if title else []
     lines += [f"**{banner}**", ""] if banner else []
+    lines += ["## What was run", "", *(f"- {n}" for n in run), ""] if run else []
     if claims is not None and len(claims):
         lines += [
             "## Claims",
@@ -351,11 +451,17 @@ def markdown_summary(
             "",
         ]
     lines += ["## Reading these tables", "", *(f"- {n}" for n in notes), ""] if notes else []
-    for heading, tables in _all_sections(summary, comparison, analyses, glossary):
+    for heading, tables in _all_sections(summary, comparison, analyses, glossary, groups):
         lines += [f"## {heading}", ""]
         for caption, table in tables:
             lines += ([f"**{caption}**", ""] if caption else []) + [to_markdown(table), ""]
     return "\n".join(lines)
+
+
+def _bullets(heading: str, items: list[str]) -> str:
+    return (
+        f"<h2>{heading}</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in items) + "</ul>"
+    )
 
 
 def html_summary(
@@ -367,25 +473,27 @@ def html_summary(
     notes: list[str] = (),
     claims: pd.DataFrame | None = None,
     glossary: pd.DataFrame | None = None,
+    *,
+    run: list[str] = (),
+    groups: list[str] = (),
 ) -> str:
+    """The same summary as HTML (`markdown_summary`'s arguments)."""
     parts = [f"<h1>{title}</h1>"] if title else []
     if banner:
         parts.append(
             f"<p style='background:#fde2e1;border:2px solid #c0392b;padding:.6em;font-weight:bold'>"
             f"{html.escape(banner)}</p>"
         )
+    if run:
+        parts.append(_bullets("What was run", run))
     if claims is not None and len(claims):
         parts.append(
             f"<h2>Claims</h2><p>{html.escape(claims_caption(claims))}</p>"
             + claims_table(claims).to_html(index=False, border=0, float_format="%.2f")
         )
     if notes:
-        parts.append(
-            "<h2>Reading these tables</h2><ul>"
-            + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-            + "</ul>"
-        )
-    for heading, tables in _all_sections(summary, comparison, analyses, glossary):
+        parts.append(_bullets("Reading these tables", notes))
+    for heading, tables in _all_sections(summary, comparison, analyses, glossary, groups):
         parts.append(f"<h2>{heading}</h2>")
         for caption, table in tables:
             parts.append(
@@ -410,8 +518,9 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
     def num(v, fmt=".2f"):
         return v if isinstance(v, str) else ("" if pd.isna(v) else format(v, fmt))
 
-    shown = claims[["claim", "arch", "compares"]].copy()
-    for column in ("paper a", "paper b", "ours a", "ours b"):
+    shown = claims[["claim", "arch"]].copy()
+    shown["the difference"] = claims["compares"]
+    for column in ("paper a", "paper b", "ours a", "ours b", "detail"):
         shown[column] = [num(v) for v in claims[column]]
     shown["difference [interval]"] = [
         f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] at {100 * lv:g} %"
@@ -471,9 +580,9 @@ def claims_caption(claims: pd.DataFrame) -> str:
 
 
 def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
-    """Ours beside the paper's numbers, for every reference row we can match. Where the paper
-    gives its std (over its seeds or checkpoints), ours is flagged when its mean is farther from
-    the paper's than that std."""
+    """Ours beside the paper's numbers, keyed by arch, model and method, for every reference row
+    we can match. Where the paper gives its std (over its seeds or checkpoints), ours is flagged
+    when its mean is farther from the paper's than that std."""
     rows = []
     for ref in reference.get("rows", []):
         mask = (
@@ -485,9 +594,12 @@ def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
             mask &= summary["arch"] == ref["arch"]
         mask &= summary["model"] == ref.get("model", "base")
         ours = summary[mask]
+        arch = ref.get("arch", ", ".join(ours["arch"].unique()))
         rows.append(
             {
-                **{k: ref.get(k, "") for k in ("arch", "method", "ood_set", "metric")},
+                "arch": arch,
+                "model": ref.get("model", "base"),
+                **{k: ref[k] for k in ("method", "ood_set", "metric")},
                 "paper": ref["value"],
                 "paper std": ref.get("std", np.nan),
                 "ours": ours["mean"].iloc[0] if len(ours) else np.nan,
@@ -495,7 +607,17 @@ def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
                 "seeds": int(ours["seeds"].iloc[0]) if len(ours) else 0,
             }
         )
-    columns = ["arch", "method", "ood_set", "metric", "paper", "paper std", "ours", "ours std"]
+    columns = [
+        "arch",
+        "model",
+        "method",
+        "ood_set",
+        "metric",
+        "paper",
+        "paper std",
+        "ours",
+        "ours std",
+    ]
     frame = pd.DataFrame(rows, columns=[*columns, "seeds"])
     frame["difference"] = frame["ours"] - frame["paper"]
     frame["beyond paper std"] = np.where(

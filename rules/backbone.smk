@@ -78,7 +78,7 @@ use rule import_pretrained_backbone as import_pretrained_snapshot with:
 
 rule plot_training:
     input:
-        f"{RUN}/train_log.csv",
+        log=f"{RUN}/train_log.csv",
     output:
         report(
             f"{RUN}/plots/training.png",

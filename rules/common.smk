@@ -7,6 +7,7 @@ SNAPSHOTS = list(
 PRETRAINED = [name for name, b in config["backbones"].items() if "pretrained" in b]
 TRAINED = [name for name in config["backbones"] if name not in PRETRAINED]
 TITLE = config["report"]["title"]
+REFERENCE_ROWS = config["report"].get("reference", {}).get("rows", [])
 # The per-model tables a method adds to the summary, one section each, in include order:
 # key → (section title, the CSV files; each has the columns arch and seed, then the method's own).
 SUMMARY_TABLES = {}
@@ -182,6 +183,18 @@ def finetune_inputs(wildcards):
     if "cotrain" in ft:
         inputs["detector"] = f"{run}/detectors/{ft['from']}/laood.npz"
     return inputs
+
+
+def finetune_plot_inputs(wildcards):
+    """The fine-tune's log, the UM level it floods at when estimated, and the ID test features of
+    its start model (whose test accuracy the plot draws as a reference)."""
+    inputs = finetune_inputs(wildcards)
+    ft, run = FINETUNES[wildcards.finetune], run_dir(wildcards)
+    return {
+        "log": f"{run}/finetune/{wildcards.finetune}.csv",
+        "start": f"{run}/features/{ft['from']}/{BENCH['id_test']}.npz",
+        **{k: v for k, v in inputs.items() if k == "constraint"},
+    }
 
 
 def laood_parts(wildcards):

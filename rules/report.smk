@@ -8,9 +8,11 @@ rule summarize:
         ownership=[f.replace("attacks.csv", "ownership.json") for f in WATERMARKNN],
         claims=f"{RESULTS}/claims.csv",
     output:
+        **({"comparison": f"{RESULTS}/comparison.csv"} if REFERENCE_ROWS else {}),
         tidy=f"{RESULTS}/metrics.csv",
         summary=f"{RESULTS}/summary.csv",
-        comparison=f"{RESULTS}/comparison.csv",
+        # only where the config stores the paper's numbers
+        openood=directory(f"{RESULTS}/openood"),
         markdown=f"{RESULTS}/summary.md",
         html=report(
             f"{RESULTS}/summary.html",
@@ -38,5 +40,41 @@ rule summarize:
         hyperparameters=config["scores"],
         search=SEARCH,
         groups=list(BENCH.get("groups", {})),
+        run={
+            "benchmark": BENCH,
+            "backbones": list(config["backbones"]),
+            "seeds": config["seeds"],
+            "models": config["variants"],
+            "paper_data": config["report"]["paper_data"],
+        },
     script:
         "../workflow_scripts/summarize.py"
+
+
+rule plot_overview:
+    input:
+        rules.summarize.output.tidy,
+    output:
+        report(
+            f"{RESULTS}/overview/{{arch}}.png",
+            caption="../report/overview.rst",
+            category="Overview",
+            labels={"backbone": "{arch}"},
+        ),
+    log:
+        f"{RESULTS}/logs/plot_overview/{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_overview/{{arch}}.tsv"
+    wildcard_constraints:
+        arch=one_of(list(config["backbones"])),
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=per_attempt(10),
+    params:
+        sets=[*BENCH["ood"], *BENCH.get("groups", {}), "mean"],
+        title=lambda w: f"{BENCH['name']} · {w.arch} · {len(config['seeds'])} seed(s)",
+    script:
+        "../workflow_scripts/plot_overview.py"

@@ -73,7 +73,7 @@ rule finetune_model:
 
 rule plot_finetune:
     input:
-        f"{RUN}/finetune/{{finetune}}.csv",
+        unpack(finetune_plot_inputs),
     output:
         report(
             f"{RUN}/plots/finetune/{{finetune}}.png",
@@ -95,5 +95,6 @@ rule plot_finetune:
         runtime=per_attempt(5),
     params:
         title=lambda w: f"fine-tune {w.finetune} · {w.arch} · seed {w.seed}",
+        level=lambda w: UM["level"] if FINETUNES[w.finetune]["flooding"] else None,
     script:
         "../workflow_scripts/plot_training.py"

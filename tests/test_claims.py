@@ -375,7 +375,7 @@ def test_a_stage_claim_is_the_snapshot_against_the_final_model(tmp_path):
         return claims.evaluate([claim], runs, BENCH, SETTINGS, UNCERTAINTY).iloc[0]
 
     got, expected = row(stage), row(written_out)
-    assert got["kind"] == "stage" and got["compares"].startswith("the middle stage vs")
+    assert got["kind"] == "stage" and got["compares"].startswith("the middle stage against")
     for column in ("difference", "ci low", "ci high", "verdict", "ours a", "ours b"):
         assert got[column] == expected[column]
     assert got["verdict"] == "holds" and got["difference"] > 0

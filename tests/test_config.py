@@ -446,3 +446,30 @@ def test_the_old_name_of_a_renamed_key_still_works_with_a_warning(default):
     both["training"]["keep"] = {"middle": 0.5}
     with pytest.raises(cfg.ConfigError, match="both 'keep' and its new name 'snapshots'"):
         cfg.validate(both)
+
+
+def _undescribed(node, path: str) -> list[str]:
+    """Keys under `node` (a schema object) whose schema has no description, with their paths."""
+    if not isinstance(node, dict):
+        return []
+    out = []
+    for key, sub in node.get("properties", {}).items():
+        here = f"{path}.{key}".lstrip(".")
+        if isinstance(sub, dict) and "description" not in sub and "$ref" not in sub:
+            out.append(here)
+        out += _undescribed(sub, here)
+    for key in ("additionalProperties", "items"):
+        out += _undescribed(node.get(key), f"{path}.*")
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in node.get(key, []):
+            out += _undescribed(sub, path)
+    return out
+
+
+def test_every_schema_key_says_what_it_is():
+    """config.yaml calls the schema the place where every key is documented: each has one."""
+    schema = cfg.read_yaml(ROOT / "oodrepro" / "schema" / "config.schema.yaml")
+    missing = _undescribed(schema, "")
+    for name, definition in schema["definitions"].items():
+        missing += _undescribed(definition, f"definitions.{name}")
+    assert not missing, f"schema keys without a description: {missing}"

@@ -101,6 +101,7 @@ def test_an_empty_comparison_still_has_its_header(table):
     comp = report.comparison_table(report.summarize(table[2]), {})
     assert comp.empty and list(comp.columns) == [
         "arch",
+        "model",
         "method",
         "ood_set",
         "metric",

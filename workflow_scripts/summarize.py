@@ -18,4 +18,5 @@ report.write_summary(
     groups=p.groups,
     hyperparameters=p.hyperparameters,
     search=p.search,
+    run=p.run,
 )
