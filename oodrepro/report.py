@@ -373,11 +373,13 @@ def write_summary(
     hyperparameters: dict | None = None,
     search: dict | None = None,
     run: dict,
+    overviews: dict[str, str],
 ) -> None:
     """The run's summary files (`out`: tidy, summary, comparison, markdown, html) from its
     outputs: the per-model metric files, each method's per-model tables (`tables`, key → files;
     a section each, headed `titles[key]`), WatermarkNN's ownership decisions and the claims;
-    `run` says what was run (`what_was_run`)."""
+    `run` says what was run (`what_was_run`); `overviews` are each backbone's overview figure,
+    relative to the summary (drawn after it, from its tidy table)."""
     tidy = pd.concat([pd.read_csv(f) for f in metrics_files], ignore_index=True)
     frames = {key: [pd.read_csv(f) for f in files] for key, files in tables.items()}
     summary = summarize(tidy)
@@ -400,6 +402,12 @@ def write_summary(
     io.save_csv(out.summary, summary)
     if len(comparison):
         io.save_csv(out.comparison, comparison)
+    figures = [("The claims: each difference with its interval against its bound", "claims.png")]
+    figures = figures if len(claims) else []
+    figures += [
+        (f"{arch}: every model and method on every OOD set, and each model against base", path)
+        for arch, path in overviews.items()
+    ]
     bench = run["benchmark"]
     for (arch, model, method), part in summary.groupby(["arch", "model", "method"], sort=False):
         table = openood_table(part, bench["ood"], bench.get("groups", {}))
@@ -419,6 +427,7 @@ def write_summary(
                 glossary,
                 run=what_was_run(run),
                 groups=groups,
+                figures=figures,
             ),
         )
 
@@ -435,9 +444,12 @@ def markdown_summary(
     *,
     run: list[str] = (),
     groups: list[str] = (),
+    figures: list[tuple[str, str]] = (),
 ) -> str:
     """The summary as Markdown; `banner` (a rehearsal's) heads it in bold, `run` (what was run)
-    opens it, the claims' verdicts follow, then `notes`; the scores' `glossary` closes it."""
+    opens it, the claims' verdicts follow, then `figures` ((caption, path relative to the
+    summary): the forest plot, each backbone's overview) and `notes`; the scores' `glossary`
+    closes it."""
     lines = [f"# {title}", ""] if title else []
     lines += [f"**{banner}**", ""] if banner else []
     lines += ["## What was run", "", *(f"- {n}" for n in run), ""] if run else []
@@ -450,6 +462,7 @@ def markdown_summary(
             to_markdown(claims_table(claims)),
             "",
         ]
+    lines += [f"![{caption}]({path})\n" for caption, path in figures]
     lines += ["## Reading these tables", "", *(f"- {n}" for n in notes), ""] if notes else []
     for heading, tables in _all_sections(summary, comparison, analyses, glossary, groups):
         lines += [f"## {heading}", ""]
@@ -476,6 +489,7 @@ def html_summary(
     *,
     run: list[str] = (),
     groups: list[str] = (),
+    figures: list[tuple[str, str]] = (),
 ) -> str:
     """The same summary as HTML (`markdown_summary`'s arguments)."""
     parts = [f"<h1>{title}</h1>"] if title else []
@@ -491,6 +505,11 @@ def html_summary(
             f"<h2>Claims</h2><p>{html.escape(claims_caption(claims))}</p>"
             + claims_table(claims).to_html(index=False, border=0, float_format="%.2f")
         )
+    parts += [
+        f"<figure><img src='{html.escape(path)}' alt='{html.escape(caption)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for caption, path in figures
+    ]
     if notes:
         parts.append(_bullets("Reading these tables", notes))
     for heading, tables in _all_sections(summary, comparison, analyses, glossary, groups):
@@ -503,8 +522,9 @@ def html_summary(
     style = (
         "<style>body{font-family:sans-serif;margin:1.5em} "
         "table{border-collapse:collapse;margin-bottom:1em}"
-        "td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right} "
-        "th{background:#f3f3f3}</style>"
+        "td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top;"
+        "max-width:26em} th{background:#f3f3f3} li{margin-bottom:.3em} "
+        "img{max-width:100%;border:1px solid #ddd}</style>"
     )
     head = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head>"
     return f"{head}<body>{''.join(parts)}</body></html>\n"
@@ -513,7 +533,7 @@ def html_summary(
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
     """The claims as a reader wants them (docs/claims.md, "Reading a row"): paper and ours, the
     difference with its interval and level as one cell, its two half-widths, the verdict and
-    the seeds it would take to decide."""
+    the seeds it would take to decide; columns that no row fills are left out."""
 
     def num(v, fmt=".2f"):
         return v if isinstance(v, str) else ("" if pd.isna(v) else format(v, fmt))
@@ -548,7 +568,19 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
         )
     ]
     shown["note"] = [num(v) for v in claims["note"]]
-    return shown
+    empty = [c for c in shown if shown[c].astype(str).isin(["", "—"]).all()]
+    # a column no row fills says nothing, and one every row shares is said once, in the caption
+    # (the CSV keeps both)
+    return shown.drop(columns=empty + _shared(claims))
+
+
+def _shared(claims: pd.DataFrame) -> list[str]:
+    """The advice columns whose text is the same on every row of several."""
+    return [
+        c
+        for c in ("seeds to decide", "note")
+        if len(claims) > 1 and claims[c].nunique(dropna=False) == 1 and claims[c].notna().all()
+    ]
 
 
 def claims_caption(claims: pd.DataFrame) -> str:
@@ -569,13 +601,17 @@ def claims_caption(claims: pd.DataFrame) -> str:
             "is unknown. Each row gives the difference with its test-set interval, and its note "
             "the command that adds seeds."
         )
-    return text + (
-        " A difference is signed so that positive is the paper's side (lower FPR95 counts as "
-        "better); `claimed` is the bound its interval must clear. The interval adds the spread "
-        "over seeds to the test-set noise that all seeds share (± seeds / test; `shared`: that "
-        "part of one seed's test noise), at the level of its look (docs/claims.md). `smaller "
-        "than claimed`: wholly below the paper's effect. Statements and sources are in "
-        "claims.csv, the forest plot in claims.png."
+    return (
+        text
+        + (
+            " A difference is signed so that positive is the paper's side (lower FPR95 counts as "
+            "better); `claimed` is the bound its interval must clear. The interval adds the spread "
+            "over seeds to the test-set noise that all seeds share (± seeds / test; `shared`: that "
+            "part of one seed's test noise), at the level of its look (docs/claims.md). `smaller "
+            "than claimed`: wholly below the paper's effect. Statements and sources are in "
+            "claims.csv, the forest plot in claims.png."
+        )
+        + "".join(f" Every row's {c}: {claims[c].iloc[0]}." for c in _shared(claims))
     )
 
 

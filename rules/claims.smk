@@ -16,6 +16,7 @@ rule evaluate_claims:
             f"{RESULTS}/claims.png",
             caption="../report/claims.rst",
             category="Claims",
+            subcategory="claims",  # before each backbone's overview
         ),
     log:
         f"{RESULTS}/logs/evaluate_claims.log",

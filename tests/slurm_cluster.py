@@ -17,13 +17,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import debian
+
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 GRES_CONF = Path("/etc/slurm/gres.conf")
-PACKAGES = ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "sinfo")
+COMMANDS = ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "sinfo")
 
 
-class ClusterUnavailable(RuntimeError):
-    """This machine cannot host a cluster (no root, no apt)."""
+ClusterUnavailable = debian.Unavailable
 
 
 def _run(*cmd, check=True, **kw) -> subprocess.CompletedProcess:
@@ -31,25 +32,7 @@ def _run(*cmd, check=True, **kw) -> subprocess.CompletedProcess:
 
 
 def ensure_installed() -> None:
-    if all(shutil.which(p) or Path(f"/usr/sbin/{p}").exists() for p in PACKAGES):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise ClusterUnavailable(
-            "slurm-wlm and munge are missing and cannot be installed (needs root and apt-get)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _run("apt-get", "update", "-qq", env=env, timeout=600)
-    _run(
-        "apt-get",
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        "slurm-wlm",
-        "munge",
-        env=env,
-        timeout=900,
-    )
+    debian.ensure(["slurm-wlm", "munge"], list(COMMANDS))
 
 
 def _cpus_and_memory() -> tuple[int, int]:

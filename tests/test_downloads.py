@@ -402,6 +402,7 @@ def test_make_fetch_gets_pins_and_lists_every_archive_of_a_config(served, tmp_pa
     config = yaml.safe_load(open("config.yaml"))
     config["data"] = str(tmp_path / "data")
     config["benchmark"]["ood"] = ["svhn-test"]
+    config["benchmark"].pop("groups")
     config["downloads"] = {svhn.name: {"url": server.url(svhn.name), "md5": fixtures.md5(svhn)}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

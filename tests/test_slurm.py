@@ -57,7 +57,8 @@ def tiny_config(work: Path, **changes) -> Path:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config.update(results="results", data="data", seeds=[0])
     config["benchmark"]["ood"] = ["gaussian-noise"]
-    config["benchmark"].pop("outliers")
+    for key in ("outliers", "groups"):
+        config["benchmark"].pop(key)
     config["offline"].update(n_ood=40)
     config["backbones"]["resnet18-small"]["width"] = 0.125
     config["training"].update(epochs=1, batch_size=128)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import browser
+import debian
 import fixtures
 import pandas as pd
 import pytest
@@ -76,6 +78,7 @@ def run(tmp_path_factory):
         config = yaml.safe_load((ROOT / "config.yaml").read_text())
         config.update(results=str(work / "results"), data=str(work / "data"), seeds=[0, 1])
         config["benchmark"]["ood"] = ["gaussian-noise", "glyphs", "svhn-test"]
+        config["benchmark"]["groups"] = {"near": ["glyphs"], "far": ["gaussian-noise", "svhn-test"]}
         svhn_download = {"url": server.url("test_32x32.mat"), "md5": fixtures.md5(svhn["paths"][0])}
         config["downloads"] = {"test_32x32.mat": svhn_download}
         config["offline"].update(n_ood=40, n_outliers=40)
@@ -136,11 +139,19 @@ def test_outputs_and_tidy_metrics(run):
     assert set(tidy["model"]) == {"base", "base+wm-energy", *SCORED_FINETUNES} and set(
         tidy["seed"]
     ) == {0, 1}
-    assert set(tidy["ood_set"]) == {"gaussian-noise", "glyphs", "svhn-test", "mean", "-"}
+    assert set(tidy["ood_set"]) == {
+        "gaussian-noise",
+        "glyphs",
+        "svhn-test",
+        "near",
+        "far",
+        "mean",
+        "-",
+    }
     # 2 seeds × (7 + 8 baseline scores on base + 2 on the watermarked model + 2 on each scored
     # fine-tune)
-    #   × (4 sets incl. mean × 4 metrics + accuracy)
-    assert len(tidy) == 2 * (7 + len(BASELINES) + 2 + 2 * 2) * (4 * 4 + 1)
+    #   × (6 sets incl. the groups and the mean × 4 metrics + accuracy)
+    assert len(tidy) == 2 * (7 + len(BASELINES) + 2 + 2 * 2) * (6 * 4 + 1)
     assert set(tidy[tidy["model"] == "base+wm-energy"]["method"]) == {"msp", "energy"}
     assert tidy["value"].between(0, 100).all()
     n_svhn = tidy[(tidy["ood_set"] == "svhn-test")]["n_ood"].unique()
@@ -239,7 +250,7 @@ def test_adding_a_seed_runs_only_its_jobs_and_the_claims(run):
     assert per_seed.count("train_backbone") == 1 and "compute_metrics" in per_seed
     gathering = {rule for rule, seed in planned if seed is None}
     assert "evaluate_claims" in gathering
-    assert gathering <= {"evaluate_claims", "summarize", "write_manifest", "all"}
+    assert gathering <= {"evaluate_claims", "summarize", "plot_overview", "write_manifest", "all"}
 
 
 def test_report(run):
@@ -276,6 +287,7 @@ def test_changing_odin_temperature_reruns_only_odin(run):
         "score_network": 6,
         "compute_metrics": 6,
         "summarize": 1,
+        "plot_overview": 1,
         "write_manifest": 1,
         "all": 1,
     }
@@ -289,6 +301,7 @@ def test_changing_the_metric_rule_reruns_metrics_not_scores(run):
         "compute_metrics": metrics_jobs,
         "evaluate_claims": 1,
         "summarize": 1,
+        "plot_overview": 1,
         "write_manifest": 1,
         "all": 1,
     }
@@ -307,6 +320,7 @@ def test_pinning_the_featurenorm_block_refits_without_new_features(run):
         "analyze_featurenorm_blocks": 2,
         "evaluate_claims": 1,  # FeatureNorm's and NormRatio's claims read them
         "summarize": 1,
+        "plot_overview": 1,
         "write_manifest": 1,
         "all": 1,
     }
@@ -323,6 +337,7 @@ def test_changing_a_watermark_relearns_it_and_rescores_its_variant_only(run):
         "compute_metrics": 4,
         "evaluate_claims": 1,  # the watermark's claim
         "summarize": 1,
+        "plot_overview": 1,
         "write_manifest": 1,
         "all": 1,
     }
@@ -498,3 +513,14 @@ def test_each_jobs_log_opens_with_what_it_ran_on(run):
         assert {**entry, "rule": rule} == {**node, "log": entry["log"]}
     assert said["train_backbone"]["recipe"]["epochs"] == config["training"]["epochs"]
     assert said["train_backbone"]["device"] == config["device"]
+
+
+def test_the_summary_renders_in_a_browser_with_every_image(run):
+    """summary.html as a reader opens it: the claims' forest plot and each backbone's overview
+    load (headless Chromium)."""
+    work, _, config = run
+    try:
+        seen = browser.images(work / "results" / "summary.html")
+    except debian.Unavailable as err:
+        pytest.skip(str(err))
+    assert seen == {"images": 1 + len(config["backbones"]), "broken": []}

@@ -19,4 +19,5 @@ report.write_summary(
     hyperparameters=p.hyperparameters,
     search=p.search,
     run=p.run,
+    overviews=p.overviews,
 )
