@@ -345,7 +345,7 @@ def score_glossary(
 def _all_sections(summary, comparison, analyses, glossary=None, groups=()):
     out = sections(summary, groups) + analysis_sections(dict(analyses or {}))
     if comparison is not None and len(comparison):
-        out.append(("Paper vs ours", [("", comparison)]))
+        out.append(("Paper vs ours", [(comparison.attrs.get("source", ""), comparison)]))
     if glossary is not None and len(glossary):
         out.append(("Scores", [("", glossary)]))
     return out
@@ -663,4 +663,5 @@ def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:
     )
     if frame["paper std"].isna().all():
         frame = frame.drop(columns=["paper std", "beyond paper std"])
+    frame.attrs["source"] = reference.get("source", "")  # the section's caption
     return frame
