@@ -17,8 +17,8 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from . import io, laood
-from .decision import NO_VERDICT, Schedule, sigma_upper
+from . import io, laood, regime
+from .decision import NO_VERDICT, OUT_OF_REGIME, Schedule, sigma_upper
 from .scores import scores_of
 from .uncertainty import HIGHER_IS_BETTER, resample_counts, weighted_metric
 
@@ -426,6 +426,13 @@ def bind(claim: dict) -> Kind:
     return KINDS[claim["of"] if claim["kind"] in ("rank", "bound") else claim["kind"]](claim)
 
 
+def files(claim: dict, run: str, bench: dict, config: dict) -> dict:
+    """Every file one run folder gives the claim: its kind's, and under `requires` those of its
+    preconditions (`regime`), keyed by their position."""
+    kept = regime.files(claim, run, bench, config)
+    return {**bind(claim).files(run, bench), "requires": {str(i): f for i, f in enumerate(kept)}}
+
+
 def flat(tree) -> list[str]:
     """Every path in a nested `files` mapping."""
     if isinstance(tree, dict):
@@ -448,6 +455,7 @@ def problems(config: dict) -> list[str]:
         if claim.get("over", "mean") not in overs:
             out.append(f"{key}.over: {claim['over']!r} is not 'mean', a group or an OOD set")
         out += [f"{key}.{field}: {message}" for field, message in kind.problems(config)]
+        out += [f"{key}.{message}" for message in regime.problems(claim, config)]
         for side, value in claim.get("paper", {}).items():
             where = kind.reference(side)
             rows = [
@@ -507,7 +515,10 @@ def evaluate(
                 list(wnn.get("attacks", {}).get("kinds", [])),
             )
             points, boots, sides = [], [], collections.defaultdict(list)
+            unmet = []
             for seed, paths in seeds.items():
+                kept = paths[claim["id"]].get("requires", {})
+                unmet += regime.failures(claim, list(kept.values()), seed)
                 point, boot, seen = kind.evaluate(
                     paths[claim["id"]], dataclasses.replace(ctx, seed=seed)
                 )
@@ -516,6 +527,10 @@ def evaluate(
                 for side, v in seen.items():
                     sides[side].append(v)
             row = _row(kind, schedule, np.array(points), np.stack(boots), more_seeds)
+            if unmet:  # judged or not, the claim was not run in its paper's regime
+                row["verdict"], row["seeds to decide"] = OUT_OF_REGIME, "—"
+                said = f"out of regime: {'; '.join(unmet)}"
+                row["note"] = "; ".join(filter(None, [said, row["note"]]))
             if arch in shared_backbones:
                 row["note"] = "; ".join(filter(None, [row["note"], _SHARED]))
             paper = claim.get("paper", {})

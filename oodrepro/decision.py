@@ -24,7 +24,16 @@ import numpy as np
 from scipy import stats
 
 NO_VERDICT, INTERIM = "no verdict", "interim"
-VERDICTS = ("holds", "smaller than claimed", "fails", "inconclusive", INTERIM, NO_VERDICT)
+OUT_OF_REGIME = "out of regime"  # a precondition of the claim failed (oodrepro.regime)
+VERDICTS = (
+    "holds",
+    "smaller than claimed",
+    "fails",
+    "inconclusive",
+    OUT_OF_REGIME,
+    INTERIM,
+    NO_VERDICT,
+)
 MAX_SEEDS = 1000  # the projections search no further
 
 

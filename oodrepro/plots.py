@@ -191,6 +191,7 @@ COLOURS = {
     "smaller than claimed": "#d68910",
     "fails": "#c0392b",
     "inconclusive": "#7f7f7f",
+    "out of regime": "#8e44ad",
     "interim": "#a9c4e0",
     "no verdict": "#c8c8c8",
 }

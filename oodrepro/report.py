@@ -608,7 +608,8 @@ def claims_caption(claims: pd.DataFrame) -> str:
             "better); `claimed` is the bound its interval must clear. The interval adds the spread "
             "over seeds to the test-set noise that all seeds share (± seeds / test; `shared`: that "
             "part of one seed's test noise), at the level of its look (docs/claims.md). `smaller "
-            "than claimed`: wholly below the paper's effect. Statements and sources are in "
+            "than claimed`: wholly below the paper's effect; `out of regime`: a precondition of "
+            "the claim failed on a seed (its note says which). Statements and sources are in "
             "claims.csv, the forest plot in claims.png."
         )
         + "".join(f" Every row's {c}: {claims[c].iloc[0]}." for c in _shared(claims))

@@ -227,8 +227,8 @@ def claim_runs():
     return {
         arch: {
             seed: {
-                c["id"]: claim_checks.bind(c).files(
-                    RUN.format(bench=BENCH["name"], arch=arch, seed=seed), BENCH
+                c["id"]: claim_checks.files(
+                    c, RUN.format(bench=BENCH["name"], arch=arch, seed=seed), BENCH, config
                 )
                 for c in CLAIMS
             }

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from oodrepro import claims, io, metrics, plots, report
+from oodrepro import claims, io, metrics, plots, regime, report
 from oodrepro import config as cfg
 from oodrepro import decision as d
 from oodrepro import uncertainty as u
@@ -379,6 +379,68 @@ def test_a_stage_claim_is_the_snapshot_against_the_final_model(tmp_path):
     for column in ("difference", "ci low", "ci high", "verdict", "ours a", "ours b"):
         assert got[column] == expected[column]
     assert got["verdict"] == "holds" and got["difference"] > 0
+
+
+def test_a_claim_whose_precondition_fails_on_a_seed_is_out_of_regime(tmp_path):
+    """`requires` is checked on every seed: one seed's base below the bound makes the verdict
+    `out of regime`, and the note names the quantity, the seed's value and the condition."""
+    folders = [_run_folder(tmp_path, s, 2.0, 0.5) for s in range(3)]
+    for seed, accuracy in enumerate((0.995, 0.97, 0.999)):
+        pd.DataFrame({"epoch": [1, 2], "loss": [0.5, 0.1], "accuracy": [0.9, accuracy]}).to_csv(
+            Path(folders[seed]) / "train_log.csv", index=False
+        )
+    config = {"backbones": {"net": {}}, "finetunes": {}, "watermarks": {}, "variants": ["base"]}
+
+    def row(requires):
+        claim = _better(requires=requires)
+        runs = {
+            "net": {
+                s: {claim["id"]: claims.files(claim, f, BENCH, config)}
+                for s, f in enumerate(folders)
+            }
+        }
+        return claims.evaluate([claim], runs, BENCH, SETTINGS, UNCERTAINTY).iloc[0]
+
+    out = row([{"quantity": "train_accuracy", "at_least": 99}])
+    assert out["verdict"] == "out of regime" and out["seeds to decide"] == "—"
+    assert "train_accuracy of base ≥ 99 required, seed 1 has 97.00" in out["note"]
+    assert "seed 0" not in out["note"] and "seed 2" not in out["note"]
+    met = row(
+        [{"quantity": "train_accuracy", "at_least": 96}, {"quantity": "train_loss", "at_most": 0.2}]
+    )
+    assert met["verdict"] == "holds" and "out of regime" not in met["note"]
+    assert row([])["verdict"] == "holds"
+
+
+def test_preconditions_on_quantities_the_config_does_not_produce_are_refused():
+    raw = cfg.read_yaml(ROOT / "config.yaml")
+    raw["claims"][2]["requires"] = [
+        {"quantity": "um_level", "of": "base.middle", "at_most": 0.5},
+        {"quantity": "test_accuracy", "of": "nomodel", "at_least": 90},
+        {"quantity": "last_epoch_loss_change", "of": "um", "at_most": 5},
+        {"quantity": "owner_trigger_accuracy", "of": "wnn-nobody", "at_least": 95},
+    ]
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate(copy.deepcopy(raw))
+    said = str(err.value)
+    assert (
+        "claims[2] (um-energy).requires[0] (um_level): no fine-tune floods from 'base.middle'"
+        in said
+    )
+    assert "requires[1] (test_accuracy): 'nomodel' is not one of the variants" in said
+    assert "requires[2]" not in said  # um is a fine-tune: its log has the loss
+    assert "requires[3] (owner_trigger_accuracy): 'wnn-nobody' is not an owner" in said
+    raw["claims"][2]["requires"] = [{"quantity": "train_accuracy"}]
+    with pytest.raises(cfg.ConfigError, match="claims.2.requires.0"):  # neither bound
+        cfg.validate(copy.deepcopy(raw))
+
+
+def test_every_quantity_is_in_the_schema():
+    claim = cfg.read_yaml(ROOT / "oodrepro" / "schema" / "config.schema.yaml")["properties"][
+        "claims"
+    ]
+    quantity = claim["items"]["properties"]["requires"]["items"]["properties"]["quantity"]
+    assert set(quantity["enum"]) == set(regime.QUANTITIES)
 
 
 def test_one_seed_gets_no_verdict_and_says_how_to_get_one(tmp_path):
