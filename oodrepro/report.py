@@ -111,7 +111,9 @@ def openood_table(part: pd.DataFrame, ood: list[str], groups: dict[str, list[str
 
 def to_markdown(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
     def fmt(v):
-        return format(v, floatfmt) if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return "" if np.isnan(v) else format(v, floatfmt)  # undefined, e.g. one seed's std
+        return str(v)
 
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += [
@@ -503,7 +505,7 @@ def html_summary(
     if claims is not None and len(claims):
         parts.append(
             f"<h2>Claims</h2><p>{html.escape(claims_caption(claims))}</p>"
-            + claims_table(claims).to_html(index=False, border=0, float_format="%.2f")
+            + claims_table(claims).to_html(index=False, border=0, float_format="%.2f", na_rep="")
         )
     parts += [
         f"<figure><img src='{html.escape(path)}' alt='{html.escape(caption)}'>"
@@ -517,7 +519,7 @@ def html_summary(
         for caption, table in tables:
             parts.append(
                 (f"<h3>{caption}</h3>" if caption else "")
-                + table.to_html(index=False, border=0, float_format="%.2f")
+                + table.to_html(index=False, border=0, float_format="%.2f", na_rep="")
             )
     style = (
         "<style>body{font-family:sans-serif;margin:1.5em} "
