@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import io
 from . import scores as score_registry
-from .decision import INTERIM, NO_VERDICT, VERDICTS
+from .decision import INTERIM, NO_VERDICT, OUT_OF_REGIME, VERDICTS
 from .metrics import KEYS
 
 METRIC_LABELS = {
@@ -588,7 +588,8 @@ def _shared(claims: pd.DataFrame) -> list[str]:
 def claims_caption(claims: pd.DataFrame) -> str:
     seeds = "/".join(map(str, sorted(set(claims["seeds"]))))
     counts = claims["verdict"].value_counts()
-    judged = [v for v in VERDICTS if v not in (NO_VERDICT, INTERIM) and counts.get(v, 0)]
+    unjudged = (NO_VERDICT, INTERIM, OUT_OF_REGIME)
+    judged = [v for v in VERDICTS if v not in unjudged and counts.get(v, 0)]
     if judged:
         text = (
             ", ".join(f"{counts[v]} {v}" for v in judged)
@@ -602,6 +603,11 @@ def claims_caption(claims: pd.DataFrame) -> str:
             "first look (or between looks), so how much training alone moves each difference "
             "is unknown. Each row gives the difference with its test-set interval, and its note "
             "the command that adds seeds."
+        )
+    if counts.get(OUT_OF_REGIME, 0):
+        text += (
+            f" {counts[OUT_OF_REGIME]} out of regime: run outside the regime their paper assumes, "
+            "they say nothing about it either way."
         )
     return (
         text

@@ -228,7 +228,10 @@ def claim_runs():
         arch: {
             seed: {
                 c["id"]: claim_checks.files(
-                    c, RUN.format(bench=BENCH["name"], arch=arch, seed=seed), BENCH, config
+                    c,
+                    RUN.format(bench=BENCH["name"], arch=arch, seed=seed),
+                    BENCH,
+                    config,
                 )
                 for c in CLAIMS
             }
