@@ -20,6 +20,15 @@ from . import featurenorm, laood
 
 @dataclass(frozen=True)
 class Score:
+    """One registered post-hoc score: how the workflow runs it, not what it computes (that is
+    the score function's docstring: formula, paper, reference code).
+
+    `score(features, state, **hp)` maps a dataset's cached features (or, with `needs="network"`,
+    the model and the images) to one value per image, higher = more in-distribution;
+    `fit(*train files, **hp)` returns the arrays `score` receives as `state`, fitted once per model
+    on ID training data only. The config's `scores.<name>` are the keyword hyper-parameters of both.
+    """
+
     name: str
     needs: str  # "features" or "network"
     score: Callable
@@ -49,6 +58,11 @@ def register(
     fit_inputs: tuple[str, ...] = ("train",),
     reads: str = "",
 ):
+    """Decorator adding a score function to the registry under `name` (a `Score`): what it
+    needs (cached "features" or the "network"), its `fit` if it has one and the training files
+    that fit reads, and a one-line `description` for the summary's glossary. A new score is one
+    decorated function (docs/extending.md); the rules (which jobs fit, dump or run the network)
+    and the glossary read it from here."""
     if needs not in ("features", "network"):
         raise ValueError(f"needs must be 'features' or 'network', not {needs!r}")
     if set(fit_inputs) - set(FIT_INPUTS):
@@ -64,6 +78,7 @@ def register(
 
 
 def get(name: str) -> Score:
+    """The registered score `name`; an unknown name is an error that lists the known ones."""
     if name not in SCORES:
         raise KeyError(f"unknown score {name!r}; known: {', '.join(sorted(SCORES))}")
     return SCORES[name]
