@@ -78,6 +78,12 @@ def per_set(part: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ungrouped(ood: list[str], groups: dict[str, list[str]]) -> list[str]:
+    """The OOD sets no group (near, far) holds, in benchmark order."""
+    grouped = {s for members in groups.values() for s in members}
+    return [s for s in ood if s not in grouped]
+
+
 OPENOOD_COLUMNS = {
     "fpr95": "FPR@95",
     "auroc": "AUROC",
@@ -93,11 +99,10 @@ def openood_table(part: pd.DataFrame, ood: list[str], groups: dict[str, list[str
     groups, every set and then `mean`), columns FPR@95, AUROC, AUPR_IN, AUPR_OUT and ACC (the ID
     accuracy, on every row), in percent and averaged over seeds. The metrics follow the run's
     `metrics:` settings."""
-    grouped = [s for members in groups.values() for s in members]
     order = []
     for g, members in groups.items():
         order += [(s, s) for s in members] + [(g, f"{g}ood")]
-    order += [(s, s) for s in ood if s not in grouped]
+    order += [(s, s) for s in ungrouped(ood, groups)]
     if not groups:
         order.append(("mean", "mean"))
     value = part.set_index(["ood_set", "metric"])["mean"]
@@ -167,13 +172,9 @@ def what_was_run(run: dict) -> list[str]:
     what a claim is here (`run`: benchmark, backbones, seeds, models, paper_data)."""
     bench = run["benchmark"]
     groups = bench.get("groups", {})
-    grouped = {s for members in groups.values() for s in members}
     ood = [f"{g}: {', '.join(members)}" for g, members in groups.items()]
-    ood += (
-        [", ".join(s for s in bench["ood"] if s not in grouped)]
-        if len(grouped) < len(bench["ood"])
-        else []
-    )
+    rest = ungrouped(bench["ood"], groups)
+    ood += [", ".join(rest)] if rest else []
     seeds = run["seeds"]
     lines = [
         f"Benchmark `{bench['name']}`: trained on `{bench['id_train']}`, ID test set "
@@ -381,7 +382,7 @@ def write_summary(
     outputs: the per-model metric files, each method's per-model tables (`tables`, key → files;
     a section each, headed `titles[key]`), WatermarkNN's ownership decisions and the claims;
     `run` says what was run (`what_was_run`); `overviews` are each backbone's overview figure,
-    relative to the summary (drawn after it, from its tidy table)."""
+    relative to the summary (drawn by their own jobs from the same metric files)."""
     tidy = pd.concat([pd.read_csv(f) for f in metrics_files], ignore_index=True)
     frames = {key: [pd.read_csv(f) for f in files] for key, files in tables.items()}
     summary = summarize(tidy)

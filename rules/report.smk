@@ -8,10 +8,10 @@ rule summarize:
         ownership=[f.replace("attacks.csv", "ownership.json") for f in WATERMARKNN],
         claims=f"{RESULTS}/claims.csv",
     output:
+        # comparison.csv only where the config stores the paper's numbers
         **({"comparison": f"{RESULTS}/comparison.csv"} if REFERENCE_ROWS else {}),
         tidy=f"{RESULTS}/metrics.csv",
         summary=f"{RESULTS}/summary.csv",
-        # only where the config stores the paper's numbers
         openood=directory(f"{RESULTS}/openood"),
         markdown=f"{RESULTS}/summary.md",
         html=report(

@@ -1,6 +1,7 @@
 # Unleashing Mask and outlier exposure: the loss constraint UM estimated from a clean
 # checkpoint, then fine-tuned models (UM, UMAP, OE / Energy-OE / POEM / DOE ± UM, and LA-OOD's
-# co-training under the detectors fitted on its start), each an ordinary checkpoint `models/<name>.pt` that the feature and scoring rules take as it is.
+# co-training under the detectors fitted on its start), each an ordinary checkpoint
+# `models/<name>.pt` that the feature and scoring rules take as it is.
 
 
 rule estimate_loss_constraint:
