@@ -7,7 +7,9 @@
    (b) the classic torchvision DataLoader with per-image PIL transforms (RandomCrop(32, 4),
    flip, ToTensor, Normalize) and a float32 model, with 0 and with 2 worker processes; the
    ratios against the faster classic one.
-2. Scoring throughput (images/s) of every feature-based score from cached features, fit
+2. Inference throughput (images/s) of the default model, one thread: contiguous batches of
+   1,000 against `oodrepro.inference`'s forward batches (channels-last, FORWARD_BATCH).
+   Scoring throughput (images/s) of every feature-based score from cached features, fit
    included, on CIFAR-sized synthetic features (N × 512 penultimate, 10 classes).
 3. The default DAG's wall time from scratch in a scratch folder (with the seconds each rule's
    jobs took, from their benchmark records, and the start-up each paid before its first line of
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 import yaml
 
-from oodrepro import devices, manifest, models, scores, training
+from oodrepro import devices, inference, manifest, models, scores, training
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results"
@@ -177,6 +179,35 @@ def scoring_throughput(n: int = 10_000, dim: int = 512, classes: int = 10) -> di
     return out
 
 
+def inference_throughput(repeats: int = 3) -> dict[str, float]:
+    """Images/s of eval-mode forward passes of the default model (one thread, 2,048 images):
+    contiguous batches of 1,000 (the earlier path) against `inference`'s batches, each the best
+    of `repeats`."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    backbone = next(iter(config["backbones"].values()))
+    model = models.build(**backbone, num_classes=10).eval()
+    x = torch.rand(2048, 3, 32, 32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    paths = {
+        "contiguous, batch 1000": (1000, torch.contiguous_format),
+        f"channels-last, batch {inference.FORWARD_BATCH}": (
+            inference.FORWARD_BATCH,
+            inference.FORWARD_LAYOUT,
+        ),
+    }
+    best = dict.fromkeys(paths, 0.0)
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for name, (batch, layout) in paths.items():
+                t0 = time.perf_counter()
+                for i in range(0, len(x), batch):
+                    model(x[i : i + batch].contiguous(memory_format=layout))
+                best[name] = max(best[name], len(x) / (time.perf_counter() - t0))
+    torch.set_num_threads(threads)
+    return best
+
+
 def dag_times(cores: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Wall time of the default config from scratch, then of a rerun that has nothing to do;
     and per rule, its job count and summed job seconds (from the rules' benchmark records)."""
@@ -215,10 +246,14 @@ def dag_times(cores: int) -> tuple[dict[str, float], dict[str, dict[str, float]]
             per_rule.setdefault(rule, []).append(
                 float(record.read_text().splitlines()[1].split("\t")[0])
             )
-        startup = {  # per rule; a rule's benchmark folder is named after it
-            rule: [job["startup_s"] for job in jobs]
-            for rule, jobs in manifest.jobs([f"{tmp}/results", f"{tmp}/data/logs"]).items()
-        }
+        # per benchmark folder: named after its rule, or after the log folder two rules share
+        # (score_features and score_network: score)
+        startup: dict[str, list[float]] = {}
+        for rule, jobs in manifest.jobs([f"{tmp}/results", f"{tmp}/data/logs"]).items():
+            for job in jobs:
+                shared = job["log"].split("/logs/")[1].split("/")[0]
+                key = rule if rule in per_rule else shared
+                startup.setdefault(key, []).append(job["startup_s"])
     rules = {
         rule: {
             "jobs": len(s),
@@ -269,6 +304,7 @@ def main() -> None:
         "ratio_ours_vs_best_classic": ours / best,
         "ratio_ours_float32_vs_best_classic": ours32 / best,
     }
+    result["inference_images_per_s"] = inference_throughput()
     result["scoring_images_per_s"] = scoring_throughput()
     if not args.skip_dag:
         result["snakemake"], result["dag_rules"] = dag_times(os.cpu_count() or 1)
@@ -286,6 +322,8 @@ def main() -> None:
         f"| {k} | {v:.2f} |" if k.startswith("ratio") else f"| {k} | {v:.1f} |"
         for k, v in result["training_images_per_s"].items()
     ]
+    lines += ["", "| inference, default model, 1 thread | images/s |", "|---|---|"]
+    lines += [f"| {k} | {v:,.0f} |" for k, v in result["inference_images_per_s"].items()]
     lines += [
         "",
         f"| score (fit + score, 10,000 × 512; laood: fit {LAOOD_FIT:,} × 4 layers) | images/s |",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 from typing import ClassVar
 
@@ -22,20 +23,36 @@ from .decision import NO_VERDICT, OUT_OF_REGIME, Schedule, sigma_upper
 from .scores import scores_of
 from .uncertainty import HIGHER_IS_BETTER, resample_counts, weighted_metric
 
+# the run's metric settings a bootstrapped metric reads, with the defaults `metrics` has
+METRIC_SETTINGS = {"fpr_rule": "first_ge", "fpr_positive": "id", "aupr": "ap"}
+
 
 class Draws:
     """One paired bootstrap of the test images, shared by every claim, side and seed: count
-    vectors per evaluated set (index 0 of each row is the observed data, all ones)."""
+    vectors per evaluated set (index 0 of each row is the observed data, all ones), and each
+    metric computed on them, kept by its scores' content: claims share sides (base/energy is
+    the baseline of three), and a side's metric on the draws is the costly part."""
 
     def __init__(self, draws: int, seed: int):
-        self.draws, self.seed, self._counts = draws, seed, {}
+        self.draws, self.seed, self._counts, self._metrics = draws, seed, {}, {}
 
     def counts(self, name: str, n: int) -> np.ndarray:
         if (name, n) not in self._counts:
             rng = np.random.default_rng([self.seed, n, *name.encode()])
             resampled = resample_counts(n, self.draws, rng)
-            self._counts[name, n] = np.r_[np.ones((1, n), np.int64), resampled]
+            self._counts[name, n] = np.r_[np.ones((1, n), resampled.dtype), resampled]
         return self._counts[name, n]
+
+    def metric(self, key: tuple, s_id, s_ood, compute) -> np.ndarray:
+        """`compute()`'s values, once per `key` and scores' content."""
+        digest = hashlib.sha256()
+        for s in (s_id, s_ood):
+            digest.update(np.ascontiguousarray(s, np.float64).tobytes())
+            digest.update(b"|")
+        key = (*key, digest.hexdigest())
+        if key not in self._metrics:
+            self._metrics[key] = compute()
+        return self._metrics[key]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,15 +73,19 @@ class Context:
         if self.metrics.get("balance") == "first_n":
             n = min(len(s_id), len(s_ood))
             s_id, s_ood = s_id[:n], s_ood[:n]
-        return weighted_metric(
-            metric,
+        settings = [self.metrics.get(k, d) for k, d in METRIC_SETTINGS.items()]
+        return self.draws.metric(
+            (metric, self.id_test, name, *settings),
             s_id,
             s_ood,
-            self.draws.counts(self.id_test, len(s_id)),
-            self.draws.counts(name, len(s_ood)),
-            self.metrics.get("fpr_rule", "first_ge"),
-            self.metrics.get("fpr_positive", "id"),
-            self.metrics.get("aupr", "ap"),
+            lambda: weighted_metric(
+                metric,
+                s_id,
+                s_ood,
+                self.draws.counts(self.id_test, len(s_id)),
+                self.draws.counts(name, len(s_ood)),
+                *settings,
+            ),
         )
 
     def mean_over_sets(self, metric: str, id_scores, ood_scores: dict) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .featurenorm import feature_norm
-from .inference import image_batches
+from .inference import FORWARD_LAYOUT, image_batches
 from .io import save_npz
 from .models import Backbone
 from .models.base import pool
@@ -35,7 +35,7 @@ def extract(
     """
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
-    for rows, x in image_batches(model, images, batch_size, "features", progress):
+    for rows, x in image_batches(model, images, batch_size, "features", progress, FORWARD_LAYOUT):
         z = model.normalize(x)
         if transform is not None:
             z = transform(z, rows)
@@ -110,7 +110,9 @@ def extract_convs(
     ]
     out_logits = []
     try:
-        for _, x in image_batches(model, images, batch_size, "conv features", progress):
+        for _, x in image_batches(
+            model, images, batch_size, "conv features", progress, FORWARD_LAYOUT
+        ):
             out_logits.append(model(x).float().cpu())
     finally:
         for h in hooks:

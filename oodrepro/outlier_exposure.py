@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from . import models
 from .augmentation import augment
-from .inference import to_tensor
+from .inference import FORWARD_BATCH, FORWARD_LAYOUT, to_tensor
 from .optimizer import SGD
 from .training import Batch, Trainer
 
@@ -402,7 +402,7 @@ def _as_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def pool_features(model, pool_uint8: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+def pool_features(model, pool_uint8: torch.Tensor, batch_size: int = FORWARD_BATCH) -> np.ndarray:
     """Penultimate features of uint8 N×C×H×W images (the candidates, POEM's memory), in eval
     mode (training mode restored)."""
     was_training = model.training
@@ -410,7 +410,9 @@ def pool_features(model, pool_uint8: torch.Tensor, batch_size: int = 1000) -> np
     dev = next(model.parameters()).device
     out = []
     for i in range(0, len(pool_uint8), batch_size):
-        x = pool_uint8[i : i + batch_size].to(dev).float() / 255.0
+        x = (pool_uint8[i : i + batch_size].to(dev).float() / 255.0).contiguous(
+            memory_format=FORWARD_LAYOUT
+        )
         out.append(model(x, return_blocks=True).penultimate.float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy()

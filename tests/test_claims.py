@@ -50,6 +50,28 @@ def test_resample_counts_draw_n_with_replacement():
     )
 
 
+def test_a_side_several_claims_share_is_bootstrapped_once():
+    rng = np.random.default_rng(0)
+    s_id, s_ood = rng.normal(size=200), rng.normal(1, size=80)
+    draws, computed = claims.Draws(50, 0), []
+    ctx = claims.Context(draws, {}, "id", ["ood"], [], [])
+
+    def metric(scores_ood):
+        before = len(draws._metrics)
+        value = ctx.metric("auroc", s_id, scores_ood, "ood")
+        computed.append(len(draws._metrics) > before)
+        return value
+
+    first, again = metric(s_ood), metric(s_ood.copy())
+    other = metric(s_ood + 1)
+    assert computed == [True, False, True]
+    assert (first == again).all() and not (first == other).all()
+    expected = u.weighted_metric(
+        "auroc", s_id, s_ood, draws.counts("id", 200), draws.counts("ood", 80)
+    )
+    assert (first == expected).all()
+
+
 UNCERTAINTY = {
     "draws": 300,
     "level": 0.95,
