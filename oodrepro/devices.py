@@ -28,6 +28,8 @@ def use_bf16(setting, device: torch.device) -> bool:
 
 # oneDNN's channels-last convolution backward on AVX512 CPUs corrupted the heap ("double free")
 # for convolutions of 4-12 channels at odd batch sizes; from 16 channels on it is safe and faster.
+# Still so on torch 2.14 under ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16; forward passes without
+# gradients are unaffected and run channels-last everywhere (inference.FORWARD_LAYOUT).
 CHANNELS_LAST_MIN_CHANNELS = 16
 
 
