@@ -190,8 +190,11 @@ def test_a_cluster_run_resumes_a_job_killed_at_its_time_limit(cluster, tmp_path,
     yaml_config["backbones"]["resnet18-small"]["width"] = 0.5
     config.write_text(yaml.safe_dump(yaml_config))
     cmd = readme_cluster_command()
-    # a one-minute limit on the first attempt, growing with each as the rules' own do
-    run = snakemake(cmd, work, config, "--set-resources", "train_backbone:runtime=attempt")
+    # a one-minute limit on the first attempt, growing with each as the rules' own do; the second
+    # one's (5 min) is far above what is left of the training, so no attempt ends near its limit
+    # (an attempt that finishes its training just as SLURM kills it loses the output and, its
+    # resume state already removed, the next attempt starts over)
+    run = snakemake(cmd, work, config, "--set-resources", "train_backbone:runtime=4*attempt-3")
     said = run.stdout + run.stderr
     assert run.returncode == 0, said[-5000:]
 
@@ -201,7 +204,7 @@ def test_a_cluster_run_resumes_a_job_killed_at_its_time_limit(cluster, tmp_path,
     assert (work / "data" / "raw" / svhn.name).exists()
     training = [j for j in received if j["rule"] == "train_backbone"]
     assert len(training) >= 2 and training[0]["state"] == "TIMEOUT", training
-    assert [j["limit"] for j in training[:2]] == ["00:01:00", "00:02:00"]
+    assert [j["limit"] for j in training[:2]] == ["00:01:00", "00:05:00"]
     assert training[-1]["state"] == "COMPLETED"
     run_dir = work / "results" / "digits" / "resnet18-small" / "seed0"
     log = (run_dir / "logs" / "train_backbone.log").read_text()
