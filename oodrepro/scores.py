@@ -38,6 +38,8 @@ class Score:
     fit_inputs: tuple[str, ...] = ("train",)
     # which feature file of a dataset the score reads: PLAIN (logits, blocks) or CONVS
     reads: str = ""
+    # its fitted state keeps rows of the training features (so its file grows with them)
+    keeps_rows: bool = False
 
 
 # The feature files of a model are features/<model>/<dataset><suffix>.npz, one suffix per kind
@@ -57,10 +59,12 @@ def register(
     description: str = "",
     fit_inputs: tuple[str, ...] = ("train",),
     reads: str = "",
+    keeps_rows: bool = False,
 ):
     """Decorator adding a score function to the registry under `name` (a `Score`): what it
     needs (cached "features" or the "network"), its `fit` if it has one and the training files
-    that fit reads, and a one-line `description` for the summary's glossary. A new score is one
+    that fit reads, whether the fitted state keeps training rows (the cost estimate's disk), and
+    a one-line `description` for the summary's glossary. A new score is one
     decorated function (docs/extending.md); the rules (which jobs fit, dump or run the network)
     and the glossary read it from here."""
     if needs not in ("features", "network"):
@@ -71,7 +75,9 @@ def register(
     def deco(fn):
         if name in SCORES:
             raise KeyError(f"score {name!r} registered twice")
-        SCORES[name] = Score(name, needs, fn, fit, description, tuple(fit_inputs), reads)
+        SCORES[name] = Score(
+            name, needs, fn, fit, description, tuple(fit_inputs), reads, keeps_rows
+        )
         return fn
 
     return deco
@@ -217,6 +223,7 @@ def fit_laood(
     fit=fit_laood,
     fit_inputs=("train_convs",),
     reads=CONVS,
+    keeps_rows=True,  # support vectors
     description="LA-OOD: min over layers of per-layer OCSVM decision values (Wang et al. 2022)",
 )
 def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
@@ -377,6 +384,7 @@ def fit_knn(train: dict, k: int = 50, block: int = 1024) -> dict[str, np.ndarray
     "knn",
     "features",
     fit=fit_knn,
+    keeps_rows=True,
     description=(
         "KNN: −distance to the k-th nearest normalised ID training feature (Sun et al. 2022)"
     ),

@@ -428,3 +428,28 @@ def test_a_rule_run_several_times_has_its_own_start_up(tmp_path, monkeypatch):
     _fake_rehearsal(base, {**seconds, "dump_features/a.tsv": 5.0, "dump_features/b.tsv": 6.0})
     stage = rehearsal.estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
     assert stage["features"] == pytest.approx(WNN_SEEDS * (5.0 + 5.0 + 1.0 * 36_032 / 128))
+
+
+def test_disk_grows_each_array_with_the_images_it_holds(tmp_path):
+    run = tmp_path / "results" / "b" / "arch" / "seed0"
+    files = {  # path: (bytes, growth at full scale)
+        tmp_path / "data" / "datasets" / "test.npz": (100, 10.0),  # a converted set
+        run / "features" / "base" / "test.npz": (200, 10.0),  # a set's features
+        run / "features" / "base" / "train.convs.npz": (300, 20.0),
+        run / "scores" / "base" / "msp" / "test.npy": (40, 10.0),
+        run / "detectors" / "base" / "mahalanobis.npz": (500, 1.0),  # fixed by the network
+        run / "detectors" / "base" / "knn.npz": (60, 20.0),  # keeps training rows
+        run / "detectors" / "base" / "laood" / "part0.npz": (70, 20.0),
+        run / "laood" / "base" / "decisions.npz": (80, 15.0),  # every set's images
+        run / "models" / "base.pt": (1000, 1.0),
+    }
+    for path, (size, _) in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+    n_reh, n_full = {"train": 10, "test": 10}, {"train": 200, "test": 100}
+    seeds = 3
+    expected = sum(
+        size * grow * (seeds if "results" in path.parts else 1)
+        for path, (size, grow) in files.items()
+    )
+    assert rehearsal._disk_bytes(tmp_path, n_reh, n_full, seeds, "train") == int(expected)
