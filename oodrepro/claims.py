@@ -43,15 +43,23 @@ class Draws:
             self._counts[name, n] = np.r_[np.ones((1, n), resampled.dtype), resampled]
         return self._counts[name, n]
 
-    def metric(self, key: tuple, s_id, s_ood, compute) -> np.ndarray:
-        """`compute()`'s values, once per `key` and scores' content."""
+    def metric(self, metric: str, s_id, s_ood, id_name: str, ood_name: str, settings: list):
+        """`metric` on the observed scores and on every draw (`weighted_metric` under the run's
+        `settings`), computed once per set pair, settings and scores' content."""
         digest = hashlib.sha256()
         for s in (s_id, s_ood):
             digest.update(np.ascontiguousarray(s, np.float64).tobytes())
             digest.update(b"|")
-        key = (*key, digest.hexdigest())
+        key = (metric, id_name, ood_name, *settings, digest.hexdigest())
         if key not in self._metrics:
-            self._metrics[key] = compute()
+            self._metrics[key] = weighted_metric(
+                metric,
+                s_id,
+                s_ood,
+                self.counts(id_name, len(s_id)),
+                self.counts(ood_name, len(s_ood)),
+                *settings,
+            )
         return self._metrics[key]
 
 
@@ -74,19 +82,7 @@ class Context:
             n = min(len(s_id), len(s_ood))
             s_id, s_ood = s_id[:n], s_ood[:n]
         settings = [self.metrics.get(k, d) for k, d in METRIC_SETTINGS.items()]
-        return self.draws.metric(
-            (metric, self.id_test, name, *settings),
-            s_id,
-            s_ood,
-            lambda: weighted_metric(
-                metric,
-                s_id,
-                s_ood,
-                self.draws.counts(self.id_test, len(s_id)),
-                self.draws.counts(name, len(s_ood)),
-                *settings,
-            ),
-        )
+        return self.draws.metric(metric, s_id, s_ood, self.id_test, name, settings)
 
     def mean_over_sets(self, metric: str, id_scores, ood_scores: dict) -> np.ndarray:
         return np.mean(

@@ -12,7 +12,7 @@ from .progress import tenths
 # Passes without gradients run in batches of FORWARD_BATCH images in channels-last layout on every
 # device. oneDNN's channels-last fault on narrow networks (devices.py) is in the convolution's
 # backward; forward passes ran on it without fault on every CPU ISA tried, and for the default
-# model on one core they are 1.3-1.8x faster than contiguous batches of 1,000, which spill the
+# model on one core they are 1.3-1.9x faster than contiguous batches of 1,000, which spill the
 # cache (bench/performance.py, "inference"). Passes that take gradients (ODIN, the Mahalanobis
 # ensemble's input pre-processing, training) keep the model's own layout.
 FORWARD_BATCH = 256
