@@ -11,7 +11,8 @@ from snakemake.utils import min_version
 
 from oodrepro import claims as claim_checks
 from oodrepro import config as cfg
-from oodrepro import laood, manifest, runtime
+from oodrepro import derive
+from oodrepro import laood, layout, manifest, runtime
 from oodrepro import data as datasets
 from oodrepro import scores as score_registry
 from oodrepro.io import npz_shapes
@@ -54,14 +55,17 @@ DATA = config["data"]
 BENCH = config["benchmark"]
 EVALUATED = [BENCH["id_test"], *BENCH["ood"]]  # every set a model is scored on
 JIGSAW, CONVS = score_registry.JIGSAW, score_registry.CONVS  # feature-file suffixes
-RUN = f"{RESULTS}/{{bench}}/{{arch}}/seed{{seed}}"
+RUN = layout.run_folder(
+    RESULTS, "{bench}", "{arch}", "{seed}"
+)  # a pattern of wildcards
+IN_RUN = layout.RunFolder(RUN)  # the files in it (oodrepro/layout.py)
 # The partition a cluster profile names for jobs that run a network (profiles/slurm); with one,
 # `device: auto` means a GPU per such job, wherever this Snakemake runs.
 GPU_PARTITION = (workflow.resource_settings.default_resources or {}).get(
     "gpu_partition"
 )
 GPU_PARTITION = GPU_PARTITION and GPU_PARTITION.raw.strip("'\"")
-GPU = cfg.gpus_per_job(config, cluster_gpus=bool(GPU_PARTITION))
+GPU = derive.gpus_per_job(config, cluster_gpus=bool(GPU_PARTITION))
 # the resources every rule that trains or runs a network adds to its own
 NETWORK = {
     "gpu": GPU,
@@ -108,37 +112,6 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_@-]+",
 
 
-FEATURENORM_BLOCKS = per_model("featurenorm/{variant}/blocks.csv", method="featurenorm")
-SEARCH_TABLES = [
-    f
-    for name in SEARCHED
-    for f in per_model("search/{variant}/{method}.csv", method=name)
-]
-LAOOD_LAYERS = per_model("laood/{variant}/layers.csv", method="laood")
-WATERMARK_PLOTS = [
-    f
-    for f in per_model("watermark/{variant}.png")
-    if Path(f).stem.rpartition("+")[2] in config["watermarks"]
-]
-FINETUNE_PLOTS = expand(
-    f"{RUN}/plots/finetune/{{finetune}}.png",
-    bench=BENCH["name"],
-    arch=list(config["backbones"]),
-    seed=config["seeds"],
-    finetune=list(config["finetunes"]),
-)
-WATERMARKNN = (
-    expand(
-        f"{RUN}/watermarknn/attacks.csv",
-        bench=BENCH["name"],
-        arch=list(config["backbones"]),
-        seed=config["seeds"],
-    )
-    if "watermarknn" in config
-    else []
-)
-
-
 include: "rules/data.smk"
 include: "rules/backbone.smk"
 include: "rules/features.smk"
@@ -158,24 +131,8 @@ include: "rules/report.smk"
 include: "rules/claims.smk"
 
 
-# Everything a run produces; the manifest is written after all of it.
-FINAL = [
-    [dataset_file(BENCH["outliers"])] if "outliers" in BENCH else [],
-    rules.summarize.output,
-    rules.evaluate_claims.output,
-    expand(rules.plot_overview.output, arch=list(config["backbones"])),
-    per_model("plots/{variant}/{method}.png"),
-    [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS + LAOOD_LAYERS],
-    WATERMARK_PLOTS,
-    WATERMARKNN,
-    FINETUNE_PLOTS,
-    expand(
-        f"{RUN}/plots/training.png",
-        bench=BENCH["name"],
-        arch=TRAINED,
-        seed=config["seeds"],
-    ),
-]
+# Everything a run produces, as each rule file registers it; the manifest is written after all.
+FINAL = list(TARGETS.values())
 
 
 onstart:

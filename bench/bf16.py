@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from oodrepro import config as cfg
-from oodrepro import data, inference, training
+from oodrepro import data, derive, inference, training
 from oodrepro.plots import pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     config = cfg.load(ROOT / "config.yaml")
     backbone = next(iter(config["backbones"]))
-    spec, recipe = cfg.model_spec(config, backbone), cfg.recipe_of(config, backbone)
+    spec, recipe = derive.model_spec(config, backbone), derive.recipe_of(config, backbone)
     recipe.pop("keep", None)
     torch.set_num_threads(1)  # as the default run's jobs (network_threads: 1)
     rows, curves = [], {}

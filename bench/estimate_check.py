@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from oodrepro import rehearsal
+from oodrepro import config as cfg
+from oodrepro import cost, rehearsal
 from oodrepro.io import save_text
 from oodrepro.report import to_markdown
 
@@ -37,20 +38,23 @@ def run(config: Path) -> float:
     return time.time() - t0
 
 
-def measured(base: Path) -> pd.Series:
+def measured(config: Path) -> pd.Series:
     """Job-seconds per stage of a finished run, from its benchmark records."""
-    jobs = rehearsal.benchmark_records(base)
-    return jobs.groupby(jobs["rule"].map(rehearsal.stage_of))["seconds"].sum()
+    jobs = cost.benchmark_records(cfg.read_yaml(config))
+    return jobs.groupby(jobs["kind"].map(lambda kind: cost.COSTS[kind].stage))["seconds"].sum()
 
 
 def compare(preset: Path, scale: int) -> pd.DataFrame:
     """Estimate against measurement per stage for the run at `scale`."""
     target = rehearsal.folder(preset, scale)
-    sizes = rehearsal.dataset_sizes(target / "data")
-    per_stage, _, _ = rehearsal.estimate(preset, target=target / "config.yaml", target_sizes=sizes)
+    sizes = cost.dataset_sizes(target / "data")
+    rehearsed = rehearsal.folder(preset) / "config.yaml"
+    per_stage, _, _ = cost.estimate(
+        preset, rehearsed, target=target / "config.yaml", target_sizes=sizes
+    )
     table = per_stage.set_index("stage")[["rehearsal s", "estimate hours"]]
     table["estimate s"] = table.pop("estimate hours") * 3600
-    table["measured s"] = measured(target)
+    table["measured s"] = measured(target / "config.yaml")
     table.loc["total"] = table.sum()
     table["estimate / measured"] = table["estimate s"] / table["measured s"]
     return table
@@ -63,7 +67,7 @@ def main(argv: list[str]) -> None:
         config = rehearsal.prepare(preset, scale)
         print(f"running {config} ...", flush=True)
         walls[scale] = run(config)
-    device = rehearsal.estimate(preset)[2]["device"]
+    device = cost.estimate(preset, rehearsal.folder(preset) / "config.yaml")[2]["device"]
     text = [
         f"# Cost estimate against measured runs: {preset.stem}\n",
         f"On {device}. Each estimate is predicted from the scale-1 rehearsal "

@@ -2,7 +2,7 @@
 
 1. Training throughput (images/s) of ResNet-18 at 32×32, same model and batch size:
    (a) our path — the dataset as one uint8 tensor on the device, crop + flip on whole
-   batches, channels-last, bf16 autocast where the hardware has it (`oodrepro.training.fit`,
+   batches, channels-last, bf16 autocast where the hardware has it (`oodrepro.training.Run.fit`,
    the loop every trainer uses), also forced to float32 to separate precision from the rest;
    (b) the classic torchvision DataLoader with per-image PIL transforms (RandomCrop(32, 4),
    flip, ToTensor, Normalize) and a float32 model, with 0 and with 2 worker processes; the
@@ -44,7 +44,7 @@ LAOOD_FIT = 2_000
 
 
 def our_path(images, labels, batch, steps, device, bf16="auto") -> float:
-    """Images/s of `training.fit` over `steps` batches (one epoch of steps·batch images)."""
+    """Images/s of `training.Run.fit` over `steps` batches (one epoch of steps·batch images)."""
     n = steps * batch
     recipe = {
         "epochs": 1,
@@ -56,7 +56,7 @@ def our_path(images, labels, batch, steps, device, bf16="auto") -> float:
     }
     model = models.build(**SPEC).to(device)
     with tempfile.TemporaryDirectory() as tmp:
-        training.fit(
+        training.Run(
             model,
             model.parameters(),
             images[: 2 * batch],
@@ -65,10 +65,10 @@ def our_path(images, labels, batch, steps, device, bf16="auto") -> float:
             Path(tmp) / "w.pt",
             Path(tmp) / "w.csv",
             progress=False,
-        )
+        ).fit()
         sync(device)
         t0 = time.perf_counter()
-        training.fit(
+        training.Run(
             model,
             model.parameters(),
             images[:n],
@@ -77,7 +77,7 @@ def our_path(images, labels, batch, steps, device, bf16="auto") -> float:
             Path(tmp) / "s.pt",
             Path(tmp) / "l.csv",
             progress=False,
-        )
+        ).fit()
         sync(device)
         return n / (time.perf_counter() - t0)
 

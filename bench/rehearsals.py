@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oodrepro import rehearsal
+from oodrepro import cost, rehearsal
 from oodrepro.io import save_text
 
 OUT = Path(__file__).parent / "results" / "rehearsals.md"
@@ -25,7 +25,7 @@ def main() -> None:
     for preset in sorted(Path("presets").glob("*.yaml")):
         if not (rehearsal.folder(preset) / "results" / "manifest.json").exists():
             continue
-        per_stage, _, totals = rehearsal.estimate(preset)
+        per_stage, _, totals = cost.estimate(preset, rehearsal.folder(preset) / "config.yaml")
         hours = per_stage.set_index("stage")["estimate hours"]
         device = totals["device"]
         rows.append(

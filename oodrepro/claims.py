@@ -18,8 +18,9 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from . import io, laood, regime
+from . import derive, io, laood, regime
 from .decision import NO_VERDICT, OUT_OF_REGIME, Schedule, sigma_upper
+from .layout import RunFolder
 from .scores import scores_of
 from .uncertainty import HIGHER_IS_BETTER, resample_counts, weighted_metric
 
@@ -142,7 +143,7 @@ class Kind:
         """What the claim names that the config does not produce: (its key, why)."""
         raise NotImplementedError
 
-    def files(self, run: str, bench: dict) -> dict:
+    def files(self, run: RunFolder, bench: dict) -> dict:
         """The files of one run folder (one backbone, one seed) that the claim reads."""
         raise NotImplementedError
 
@@ -201,8 +202,8 @@ class Better(Kind):
         for side in ("a", "b"):
             model, _, method = self.claim[side].partition("/")
             out[side] = {
-                "metrics": f"{run}/metrics/{model}/{method}.csv",
-                "scores": {s: f"{run}/scores/{model}/{method}/{s}.npy" for s in sets},
+                "metrics": run.metrics(model, method),
+                "scores": {s: run.scores(model, method, s) for s in sets},
             }
         return out
 
@@ -236,7 +237,7 @@ class Stage(Better):
         return f"the {self.claim['snapshot']} stage against the final model; {super().compares()}"
 
     def problems(self, config):
-        if self.claim["snapshot"] not in config["training"].get("snapshots", {}):
+        if self.claim["snapshot"] not in derive.snapshot_names(config):
             return [("snapshot", f"{self.claim['snapshot']!r} is not in training.snapshots")]
         return super().problems(config)
 
@@ -272,8 +273,8 @@ class FeatureNormBlock(Rank):
         model = self.claim["model"]
         sets = self._evaluated(bench)
         return {
-            "detector": f"{run}/detectors/{model}/featurenorm.npz",
-            "features": {s: f"{run}/features/{model}/{s}.npz" for s in sets},
+            "detector": run.detector(model, "featurenorm"),
+            "features": {s: run.features(model, s) for s in sets},
         }
 
     def evaluate(self, paths, ctx):
@@ -311,8 +312,8 @@ class LaoodLayer(Rank):
     def files(self, run, bench):
         model = self.claim["model"]
         return {
-            "detector": f"{run}/detectors/{model}/laood.npz",
-            "decisions": f"{run}/laood/{model}/decisions.npz",
+            "detector": run.detector(model, "laood"),
+            "decisions": run.laood_decisions(model),
         }
 
     def evaluate(self, paths, ctx):
@@ -360,8 +361,8 @@ class TriggerAccuracy(Kind):
 
     def files(self, run, bench):
         return {
-            "verification": f"{run}/watermarknn/verification.csv",
-            "ownership": f"{run}/watermarknn/ownership.json",
+            "verification": run.verification(),
+            "ownership": run.ownership(),
         }
 
     def evaluate(self, paths, ctx):
@@ -420,7 +421,7 @@ class AccuracyCost(Kind):
         ]
 
     def files(self, run, bench):
-        return {side: f"{run}/features/{self.claim[side]}/{bench['id_test']}.npz" for side in "ab"}
+        return {side: run.features(self.claim[side], bench["id_test"]) for side in "ab"}
 
     def evaluate(self, paths, ctx):
         correct = {}
@@ -446,8 +447,12 @@ def bind(claim: dict) -> Kind:
 def files(claim: dict, run: str, bench: dict, config: dict) -> dict:
     """Every file one run folder gives the claim: its kind's, and under `requires` those of its
     preconditions (`regime`), keyed by their position."""
-    kept = regime.files(claim, run, bench, config)
-    return {**bind(claim).files(run, bench), "requires": {str(i): f for i, f in enumerate(kept)}}
+    folder = RunFolder(run)
+    kept = regime.files(claim, folder, bench, config)
+    return {
+        **bind(claim).files(folder, bench),
+        "requires": {str(i): f for i, f in enumerate(kept)},
+    }
 
 
 def flat(tree) -> list[str]:

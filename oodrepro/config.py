@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import claims, data, runtime, scores
+from . import claims, data, derive, scores
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "config.schema.yaml"
 
@@ -172,14 +172,14 @@ def _non_finite(node, key: str = "") -> list[tuple[str, float]]:
 
 def _recipe_problems(key: str, recipe: dict, first_epoch: int = 0) -> list[str]:
     """A step schedule needs milestones, each reached within the run (schedule epochs start at
-    `first_epoch` for a continuation)."""
-    schedule = recipe.get("schedule", {})
-    if schedule.get("kind") == "step" and "milestones" not in schedule:
+    `first_epoch` for a continuation); `recipe` is complete (`derive.recipe_of`)."""
+    schedule = recipe["schedule"]
+    if schedule["kind"] == "step" and not schedule["milestones"]:
         return [f"{key}.schedule: a step schedule needs milestones"]
     last = first_epoch + recipe["epochs"]
     return [
         f"{key}.schedule.milestones: milestone {m} is beyond epoch {last}, the run's last"
-        for m in schedule.get("milestones", [])
+        for m in schedule["milestones"]
         if m > last
     ]
 
@@ -227,7 +227,7 @@ def _layer_problems(config: dict, backbone: str, cache_dir=None) -> list[str]:
     chosen = config["scores"]
     if not {"mahalanobis", "mahalanobis_ensemble", "featurenorm", "vim"} & set(chosen):
         return []
-    names = architecture_names(model_spec(config, backbone), cache_dir)
+    names = architecture_names(derive.model_spec(config, backbone), cache_dir)
     blocks, arch = names["blocks"], config["backbones"][backbone]["arch"]
     problems = []
     features = ["logits", "penultimate", *(f"block_{j}" for j in range(len(blocks)))]
@@ -266,22 +266,6 @@ def _layer_problems(config: dict, backbone: str, cache_dir=None) -> list[str]:
     return problems
 
 
-def poem_selections(config: dict) -> dict[str, int]:
-    """Outliers each POEM fine-tune selects, ood_factor × the ID training set, where that set's
-    size is known before any job (validation and the rehearsal's pool size read it)."""
-    try:
-        n_id = data.expected_size(config, config["benchmark"]["id_train"])
-    except KeyError:  # an unknown dataset, reported on its own
-        return {}
-    if n_id is None:
-        return {}
-    return {
-        name: round(ft["exposure"]["ood_factor"] * n_id)
-        for name, ft in config.get("finetunes", {}).items()
-        if ft.get("exposure", {}).get("method") == "poem"
-    }
-
-
 def _poem_pool_problems(config: dict) -> list[str]:
     """A pool no larger than POEM's selection is selected whole: POEM would train as Energy-OE."""
     bench = config["benchmark"]
@@ -295,7 +279,7 @@ def _poem_pool_problems(config: dict) -> list[str]:
         f"pool of {pool} ({bench['outliers']}): the whole pool, so its boundary selection would "
         "do nothing and it would train as Energy-OE. Lower exposure.ood_factor or give the "
         "pool more images (the paper selects 50,000 of 400,000)"
-        for name, selected in poem_selections(config).items()
+        for name, selected in derive.poem_selections(config).items()
         if pool is not None and selected >= pool
     ]
 
@@ -362,7 +346,7 @@ def _backbone_problems(config: dict, cache_dir) -> list[str]:
     """Per backbone: its imported archive, its snapshots, every recipe it trains under and the
     layers the scores name."""
     problems = []
-    snapshot_names = set(config["training"].get("snapshots", {}))
+    snapshot_names = set(derive.snapshot_names(config))
     for name, bb in config["backbones"].items():
         pretrained = bb.get("pretrained", {})
         archives = {"archive": pretrained.get("archive")}
@@ -380,8 +364,8 @@ def _backbone_problems(config: dict, cache_dir) -> list[str]:
             )
         if pretrained.get("format") == "openood":
             problems += _openood_backbone_problems(config, name)
-        recipe = recipe_of(config, name)
-        if set(recipe.get("snapshots", {})) != snapshot_names:
+        recipe = derive.recipe_of(config, name)
+        if set(recipe["snapshots"]) != snapshot_names:
             problems.append(
                 f"backbones.{name}.training.snapshots: must name the same checkpoints as "
                 "training.snapshots"
@@ -390,12 +374,12 @@ def _backbone_problems(config: dict, cache_dir) -> list[str]:
         problems += _recipe_problems(where, recipe)
         for ft in config["finetunes"]:
             problems += _recipe_problems(
-                f"finetunes.{ft}.training", finetune_recipe(config, name, ft)
+                f"finetunes.{ft}.training", derive.finetune_recipe(config, name, ft)
             )
         for owner, spec in config.get("watermarknn", {}).get("owners", {}).items():
             problems += _recipe_problems(
                 f"watermarknn.owners.{owner}.training",
-                owner_recipe(config, name, owner),
+                derive.owner_recipe(config, name, owner),
                 spec.get("first_epoch", 0),
             )
         problems += _layer_problems(config, name, cache_dir)
@@ -436,7 +420,7 @@ def _watermark_problems(config: dict) -> list[str]:
             problems.append(f"watermarks.{name}: the energy objective needs t_in and t_out")
         if wm["objective"] == "msp" and {"t_in", "t_out"} & set(wm):
             problems.append(f"watermarks.{name}: t_in / t_out belong to the energy objective only")
-    known = model_names(config)
+    known = derive.model_names(config)
     for i, variant in enumerate(config["variants"]):
         model, _, watermark = variant.rpartition("+")
         if variant not in known and not (model in known and watermark in config["watermarks"]):
@@ -450,7 +434,7 @@ def _watermark_problems(config: dict) -> list[str]:
 def _finetune_problems(config: dict) -> list[str]:
     """Fine-tunes' names, starting checkpoints and method combinations, and POEM's pool."""
     problems = []
-    snapshot_names = set(config["training"].get("snapshots", {}))
+    snapshot_names = set(derive.snapshot_names(config))
     for name, ft in config["finetunes"].items():
         if (
             name in ("base",)
@@ -497,7 +481,7 @@ def _watermarknn_problems(config: dict) -> list[str]:
             problems.append("watermarknn.triggers: trigger labels exceed the ID classes")
     except KeyError as err:
         problems.append(f"watermarknn.triggers: {err.args[0]}")
-    snapshot_names = set(config["training"].get("snapshots", {}))
+    snapshot_names = set(derive.snapshot_names(config))
     for name, owner in wnn["owners"].items():
         source = owner["from"]
         if name in ("base", "scratch") or name.startswith("null"):
@@ -581,122 +565,6 @@ def _check_semantics(config: dict, cache_dir=None) -> None:
     if problems:
         problems = list(dict.fromkeys(problems))  # checks repeated per backbone report once
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
-
-
-def shares_released_start(config: dict, arch: str) -> bool:
-    """Whether every seed of backbone `arch` imports the same released file: its seeds then vary
-    only what is trained on it, not the backbone's own training."""
-    pretrained = config["backbones"][arch].get("pretrained")
-    return bool(pretrained) and "{seed}" not in pretrained.get("path", "")
-
-
-def pretrained_file(config: dict, arch: str, seed, snapshot: str | None = None) -> str:
-    """The released weights backbone `arch` imports for `seed`: its downloaded archive (that of a
-    `snapshot`, another stage of its training, if named), or the user's file (`pretrained.path`,
-    `{seed}` replaced: OpenOOD's s0, s1, s2 checkpoints)."""
-    pretrained = config["backbones"][arch]["pretrained"]
-    if snapshot is not None:
-        return str(Path(config["data"]) / "raw" / pretrained["snapshots"][snapshot])
-    if "archive" in pretrained:
-        return str(Path(config["data"]) / "raw" / pretrained["archive"])
-    return pretrained["path"].format(seed=seed)
-
-
-def recipe_of(config: dict, backbone: str) -> dict:
-    """The training recipe of one backbone: `training` updated by the backbone's own overrides."""
-    recipe = copy.deepcopy(config["training"])
-    recipe.update(copy.deepcopy(config["backbones"][backbone].get("training", {})))
-    return recipe
-
-
-def model_names(config: dict) -> list[str]:
-    """Every checkpoint the DAG can make in a run folder: the base model and its kept epochs,
-    WatermarkNN owners and their attacked copies, fine-tuned models."""
-    names = ["base", *(f"base.{k}" for k in config["training"].get("snapshots", {}))]
-    wnn = config.get("watermarknn")
-    if wnn:
-        owners = list(wnn["owners"])
-        names += owners + [f"{o}.{a}" for o in owners for a in wnn["attacks"]["kinds"]]
-    return names + list(config.get("finetunes", {}))
-
-
-def derived_recipe(config: dict, backbone: str, overrides: dict) -> dict:
-    """The recipe of a model trained from or beside the backbone (a fine-tune, a watermark
-    owner): the backbone's recipe without its checkpoint options, updated by `overrides`."""
-    recipe = recipe_of(config, backbone)
-    recipe.pop("snapshots", None)
-    recipe.pop("checkpoint", None)
-    recipe.update(copy.deepcopy(overrides))
-    return recipe
-
-
-def finetune_recipe(config: dict, backbone: str, name: str) -> dict:
-    return derived_recipe(config, backbone, config["finetunes"][name].get("training", {}))
-
-
-def owner_recipe(config: dict, backbone: str, owner: str) -> dict:
-    """A WatermarkNN owner's embedding recipe (see `derived_recipe`)."""
-    return derived_recipe(
-        config, backbone, config["watermarknn"]["owners"][owner].get("training", {})
-    )
-
-
-def attack_recipe(config: dict, backbone: str) -> dict:
-    """WatermarkNN's fine-tuning attacks: the backbone's augmentation, constant lr, no triggers."""
-    attacks = config["watermarknn"]["attacks"]
-    recipe = recipe_of(config, backbone)
-    return {
-        **{k: recipe[k] for k in ("momentum", "weight_decay", "augment") if k in recipe},
-        "epochs": attacks["epochs"],
-        "lr": attacks["lr"],
-        "batch_size": attacks["batch_size"],
-        "schedule": {"kind": "constant"},
-    }
-
-
-def model_spec(config: dict, backbone: str) -> dict:
-    """Constructor arguments of a backbone: its arch and options, plus the ID class count."""
-    spec = {
-        k: v
-        for k, v in config["backbones"][backbone].items()
-        if k not in ("training", "pretrained")
-    }
-    spec["num_classes"] = data.get(config["benchmark"]["id_train"])[0].num_classes
-    return spec
-
-
-def variant_spec(config: dict, backbone: str, variant: str = "base") -> dict:
-    """The spec a model variant's checkpoint must carry: the backbone's, plus the watermark
-    flag for a watermarked variant `<model>+<watermark>`."""
-    spec = model_spec(config, backbone)
-    if variant.rpartition("+")[2] in config["watermarks"]:
-        spec["watermark"] = True
-    return spec
-
-
-def kept_epochs(recipe: dict) -> dict[str, int]:
-    """Named checkpoints' epochs: a fraction of the run, rounded, at least epoch 1."""
-    return {
-        name: max(1, round(frac * recipe["epochs"]))
-        for name, frac in recipe.get("snapshots", {}).items()
-    }
-
-
-def gpus_per_job(config: dict, cluster_gpus: bool = False) -> int:
-    """GPUs a network job asks the scheduler for: 1 when the run's device is CUDA.
-
-    `device: auto` means CUDA on the nodes when the profile names a GPU partition
-    (`cluster_gpus`: a login node's own lack of a GPU says nothing about them), else CUDA when
-    this machine has one (nvidia-smi lists a GPU and CUDA_VISIBLE_DEVICES does not hide them
-    all). `cpu` asks for none anywhere.
-    """
-    device = config["device"]
-    if device == "auto" and cluster_gpus:
-        return 1
-    if device == "auto":
-        hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
-        return int(not hidden and bool(runtime.nvidia_gpus()))
-    return int(device.startswith("cuda"))
 
 
 def load(path, cache_dir=None) -> dict:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .augmentation import augment
 from .inference import image_batches
 from .metrics import fpr_at_tpr
+from .recipe import Augment
 
 
 def _pooled(t: torch.Tensor) -> torch.Tensor:
@@ -60,9 +61,8 @@ def fit_class_statistics(
     with torch.no_grad():
         for _, x in image_batches(model, images, batch_size):
             if augmentation is not None:
-                x = augment(
-                    x, augmentation.get("crop_padding", 4), augmentation.get("flip", True), gen
-                )
+                aug = Augment.of(augmentation)
+                x = augment(x, aug.crop_padding, aug.flip, gen)
             for i, f in enumerate(layer_features(model, x, layers)):
                 feats[i].append(f.double().cpu().numpy())
     labels = np.asarray(labels)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .layout import RunFolder
 from .metrics import accuracy_percent
 
 
@@ -31,7 +32,7 @@ class Quantity:
         """Why the config does not produce this quantity of `of`, or None."""
         return None
 
-    def file(self, run: str, bench: dict, of: str, config: dict) -> str:
+    def file(self, run: RunFolder, bench: dict, of: str, config: dict) -> str:
         raise NotImplementedError
 
     def value(self, path: str, of: str) -> float:
@@ -55,7 +56,7 @@ class _TrainingLog(Quantity):
         return f"backbones {imported} are imported: no training log" if imported else None
 
     def file(self, run, bench, of, config):
-        return f"{run}/train_log.csv"
+        return run.train_log()
 
     def value(self, path, of):
         return self.scale * float(_last_epoch(path)[self.column])
@@ -83,7 +84,7 @@ class TestAccuracy(Quantity):
         return None if of in config["variants"] else f"{of!r} is not one of the variants"
 
     def file(self, run, bench, of, config):
-        return f"{run}/features/{of}/{bench['id_test']}.npz"
+        return run.features(of, bench["id_test"])
 
     def value(self, path, of):
         return accuracy_percent(**io.load_npz(path, ["logits", "labels"]))
@@ -101,7 +102,7 @@ class UMLevel(Quantity):
         return None if floods else f"no fine-tune floods from {of!r}"
 
     def file(self, run, bench, of, config):
-        return f"{run}/unleashing_mask/{of}.constraint.json"
+        return run.um_level(of)
 
     def value(self, path, of):
         return float(json.loads(open(path).read())["level"])
@@ -120,8 +121,7 @@ class LossChange(Quantity):
         return f"{of!r} is neither a fine-tune nor a '<model>+<watermark>'"
 
     def file(self, run, bench, of, config):
-        folder = "finetune" if of in config["finetunes"] else "watermark"
-        return f"{run}/{folder}/{of}.csv"
+        return run.finetune_log(of) if of in config["finetunes"] else run.watermark_log(of)
 
     def value(self, path, of):
         loss = pd.read_csv(path)["loss"].to_numpy()
@@ -144,7 +144,7 @@ class OwnerTriggerAccuracy(Quantity):
         return None if of is None or of in wnn["owners"] else f"{of!r} is not an owner"
 
     def file(self, run, bench, of, config):
-        return f"{run}/watermarknn/verification.csv"
+        return run.verification()
 
     def value(self, path, of):
         table = pd.read_csv(path).set_index("network")
@@ -169,7 +169,7 @@ class NullTriggerAccuracy(Quantity):
         )
 
     def file(self, run, bench, of, config):
-        return f"{run}/watermarknn/ownership.json"
+        return run.ownership()
 
     def value(self, path, of):
         return 100 * float(json.loads(open(path).read())["null_max"])
@@ -214,7 +214,7 @@ def conditions(claim: dict) -> list[Condition]:
     return [Condition(spec) for spec in claim.get("requires", [])]
 
 
-def files(claim: dict, run: str, bench: dict, config: dict) -> list[str]:
+def files(claim: dict, run: RunFolder, bench: dict, config: dict) -> list[str]:
     """The file each of the claim's conditions reads in one run folder, in their order."""
     return [c.quantity.file(run, bench, c.of, config) for c in conditions(claim)]
 

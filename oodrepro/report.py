@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import io, layout
 from . import scores as score_registry
 from .decision import INTERIM, NO_VERDICT, OUT_OF_REGIME, VERDICTS
 from .metrics import KEYS
@@ -391,9 +391,11 @@ def write_summary(
     analyses[WATERMARK_EFFECT] = [watermark_effect(summary, watermarks)]
     owned = [
         (table.iloc[0].to_dict(), json.loads(Path(decision).read_text()))
-        for table, decision in zip(frames.get("watermarknn", []), ownership, strict=True)
+        for table, decision in zip(
+            frames.get(layout.WATERMARKNN_ATTACKS, []), ownership, strict=True
+        )
     ]
-    said = notes(tidy, summary, frames.get("featurenorm_blocks", []), owned, groups)
+    said = notes(tidy, summary, frames.get(layout.FEATURENORM_BLOCKS, []), owned, groups)
     claims = pd.read_csv(claims)
     glossary = score_glossary(score_names, hyperparameters, search)
     if not len(comparison):

@@ -9,7 +9,6 @@ exactly the weights an uninterrupted run gives.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -25,19 +24,12 @@ from .augmentation import augment, epoch_generator
 from .devices import bf16_autocast, pick_device, use_channels_last
 from .inference import accuracy_fraction, to_tensor
 from .optimizer import SGD
+from .recipe import Recipe
 
 
-def lr_at(epoch: int, recipe: dict) -> float:
+def lr_at(epoch: int, recipe: Recipe | dict) -> float:
     """Learning rate of epoch `epoch` (0-based) under the recipe's schedule."""
-    base, sched = recipe["lr"], recipe.get("schedule", {"kind": "constant"})
-    kind = sched["kind"]
-    if kind == "constant":
-        return base
-    if kind == "step":
-        return base * sched.get("gamma", 0.1) ** sum(epoch >= m for m in sched["milestones"])
-    if kind == "cosine":
-        return base * 0.5 * (1 + math.cos(math.pi * epoch / recipe["epochs"]))
-    raise ValueError(f"unknown schedule {kind!r}")
+    return Recipe.of(recipe).lr_at(epoch)
 
 
 def _kept(state_path: Path, name: str) -> Path:
@@ -138,7 +130,7 @@ class Run:
         params,
         images: np.ndarray,
         labels: np.ndarray,
-        recipe: dict,
+        recipe: Recipe | dict,
         state_path: str | Path,
         log_csv: str | Path,
         *,
@@ -150,22 +142,25 @@ class Run:
         desc: str = "train",
         progress: bool = True,
     ):
+        recipe = Recipe.of(recipe)
         self.model, self.recipe, self.seed, self.test = model, recipe, seed, test
         self.trainer, self.first_epoch = trainer or Trainer(), first_epoch
         params = list(params)
         dev = next(model.parameters()).device
         self.opt = SGD(
             params,
-            lr=recipe["lr"],
-            momentum=recipe.get("momentum", 0.9),
-            weight_decay=recipe.get("weight_decay", 5e-4),
-            nesterov=recipe.get("nesterov", False),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov,
         )
-        job = _fingerprint(model, params, images, labels, recipe, seed, first_epoch, identity or {})
+        job = _fingerprint(
+            model, params, images, labels, recipe.as_dict(), seed, first_epoch, identity or {}
+        )
         self.loop = resume.Epochs(
             state_path,
             job,
-            recipe["epochs"],
+            recipe.epochs,
             log_csv,
             map_location=dev,
             desc=desc,
@@ -185,8 +180,8 @@ class Run:
             torch.channels_last if use_channels_last(model, dev) else torch.contiguous_format
         )
         model.to(memory_format=self.layout)
-        self.net = torch.compile(model) if recipe.get("compile", False) else model
-        self.autocast = bf16_autocast(recipe.get("bf16", "auto"), dev)
+        self.net = torch.compile(model) if recipe.compile else model
+        self.autocast = bf16_autocast(recipe.bf16, dev)
 
     def __iter__(self) -> Iterator[int]:
         for epoch in self.loop:
@@ -203,6 +198,12 @@ class Run:
                 }
             )
 
+    def fit(self) -> list[dict]:
+        """Run every epoch still to run; returns the per-epoch history."""
+        for _ in self:
+            pass
+        return self.history
+
     def _train_epoch(self, epoch: int) -> dict:
         """One pass over the training set in the epoch's seeded order; returns its log row."""
         t0 = time.time()
@@ -214,8 +215,8 @@ class Run:
         self.trainer.epoch_start(epoch, gen)
         self.model.train()
         self.trainer.train_mode(self.model)
-        n, bs = len(self.labels), self.recipe["batch_size"]
-        aug = self.recipe.get("augment", {})
+        n, bs = len(self.labels), self.recipe.batch_size
+        aug = self.recipe.augment
         perm = torch.randperm(n, generator=gen).to(self.labels.device)
         total_loss = torch.zeros((), device=self.labels.device)  # no host sync per batch
         correct = torch.zeros((), device=self.labels.device, dtype=torch.long)
@@ -226,8 +227,8 @@ class Run:
                 continue
             x = augment(
                 self.images[idx].float() / 255.0,
-                aug.get("crop_padding", 4),
-                aug.get("flip", True),
+                aug.crop_padding,
+                aug.flip,
                 gen,
             )
             batch = Batch(x.contiguous(memory_format=self.layout), self.labels[idx], b, gen)
@@ -244,19 +245,11 @@ class Run:
         }
 
 
-def fit(*args, **kwargs) -> list[dict]:
-    """A `Run` (same arguments) to its last epoch; returns the per-epoch history."""
-    run = Run(*args, **kwargs)
-    for _ in run:
-        pass
-    return run.history
-
-
 def train_backbone(
     spec: dict,
     images: np.ndarray,
     labels: np.ndarray,
-    recipe: dict,
+    recipe: Recipe | dict,
     out: str | Path,
     state_path: str | Path,
     log_csv: str | Path,
@@ -273,7 +266,7 @@ def train_backbone(
 ) -> models.Backbone:
     """Train `models.build(**spec)` (or continue the checkpoint `init`) and save it to `out`.
 
-    The checkpoint is the last epoch's, or with `recipe["checkpoint"] == "best_test"` the
+    The checkpoint is the last epoch's, or with `recipe.checkpoint == "best_test"` the
     epoch (after the first) with the best accuracy on `test`, as LA-OOD's original code
     keeps; with `test` given its accuracy is logged every epoch. `keep` names extra
     checkpoints: {name: (epoch, path)} saves the weights after that (1-based) epoch.
@@ -281,15 +274,16 @@ def train_backbone(
     continues from it, and it is removed once `out` is written. `first_epoch`, `trainer` and
     `identity` are `Run`'s.
     """
-    best_test = recipe.get("checkpoint", "last") == "best_test"
+    recipe = Recipe.of(recipe)
+    best_test = recipe.checkpoint == "best_test"
     if best_test and test is None:
         raise ValueError("checkpoint: best_test needs the test set")
     dev = pick_device(device)
     keep = keep or {}
     for name, (at, _) in keep.items():
-        if not 1 <= at <= recipe["epochs"]:
+        if not 1 <= at <= recipe.epochs:
             raise ValueError(
-                f"checkpoint {name!r} asks for epoch {at} of a {recipe['epochs']}-epoch run"
+                f"checkpoint {name!r} asks for epoch {at} of a {recipe.epochs}-epoch run"
             )
     torch.manual_seed(seed)
     model = models.build(**spec).to(dev)
@@ -332,6 +326,6 @@ def train_backbone(
         os.replace(_kept(state_path, "best"), out)
         model = models.load_model(out, dev, spec=spec)
     else:
-        models.save_model(out, model, spec, epoch=recipe["epochs"])
+        models.save_model(out, model, spec, epoch=recipe.epochs)
     state_path.unlink(missing_ok=True)
     return model.eval()

@@ -27,6 +27,7 @@ from . import models, outlier_exposure, training
 from .augmentation import augment
 from .devices import pick_device
 from .inference import to_tensor
+from .recipe import Augment, Recipe
 
 OOD_FACTOR = 1.0  # outliers selected per ID training image where an exposure leaves it out
 
@@ -75,7 +76,7 @@ def estimate_constraint(
     model in eval mode, over the augmented training set; the mean of `draws` seeded draws.
     `spec`: the model the config names (checked against the checkpoint's)."""
     dev = pick_device(device)
-    aug = augmentation or {}
+    aug = Augment.of(augmentation or {})
     x_all, y_all = to_tensor(images, dev), torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
     values = []
     for d in range(draws):
@@ -85,9 +86,7 @@ def estimate_constraint(
         perm = torch.randperm(len(y_all), generator=gen).to(dev)
         for i in range(0, len(y_all), batch_size):
             idx = perm[i : i + batch_size]
-            x = augment(
-                x_all[idx].float() / 255.0, aug.get("crop_padding", 4), aug.get("flip", True), gen
-            )
+            x = augment(x_all[idx].float() / 255.0, aug.crop_padding, aug.flip, gen)
             total += F.cross_entropy(model(x), y_all[idx], reduction="sum").item()
         values.append(total / len(y_all))
     return {
@@ -192,6 +191,55 @@ def flooding_level(flooding: bool, configured: float | None, constraint) -> floa
     return json.loads(Path(constraint).read_text())["level"]
 
 
+def _objective(
+    model,
+    images,
+    labels,
+    recipe: Recipe,
+    *,
+    level,
+    beta,
+    exposure,
+    outliers,
+    cotrain,
+    detector,
+    spec: dict,
+    seed: int,
+    device,
+) -> training.Trainer:
+    """The fine-tune's trainer: the ID term (CE, flooded at `level` when given), plus outlier
+    exposure on `outliers` or LA-OOD's co-training loss under `detector` (`finetune`)."""
+
+    def id_loss(logits, y):
+        ce = F.cross_entropy(logits, y)
+        return ce if level is None else flooding(ce, level, beta)
+
+    if exposure is not None:
+        return outlier_exposure.make(
+            exposure["method"],
+            outliers,
+            model=model,
+            id_loss=id_loss,
+            n_select=round(exposure.get("ood_factor", OOD_FACTOR) * len(labels)),
+            params=exposure,
+            spec=spec,
+            crop_padding=recipe.augment.crop_padding,
+            flip=recipe.augment.flip,
+            seed=seed,
+            device=device,
+        )
+    if cotrain is not None:
+        return co_training.CoTraining(
+            model,
+            detector,
+            images,
+            weight=cotrain["weight"],
+            layers=cotrain.get("layers"),
+            batch_size=recipe.batch_size,
+        )
+    return IdLoss(id_loss)
+
+
 def finetune(
     checkpoint,
     images: np.ndarray,
@@ -233,49 +281,14 @@ def finetune(
     if mask_keep is not None:
         params = attach_score_masks(model, mask_keep, train_weights, seed=seed)
 
-    def id_loss(logits, y):
-        ce = F.cross_entropy(logits, y)
-        return ce if level is None else flooding(ce, level, beta)
-
-    if exposure is not None:
-        aug = recipe.get("augment", {})
-        trainer = outlier_exposure.make(
-            exposure["method"],
-            outliers,
-            model=model,
-            id_loss=id_loss,
-            n_select=round(exposure.get("ood_factor", OOD_FACTOR) * len(labels)),
-            params=exposure,
-            spec=spec,
-            crop_padding=aug.get("crop_padding", 4),
-            flip=aug.get("flip", True),
-            seed=seed,
-            device=dev,
-        )
-    elif cotrain is not None:
-        trainer = co_training.CoTraining(
-            model,
-            detector,
-            images,
-            weight=cotrain["weight"],
-            layers=cotrain.get("layers"),
-            batch_size=recipe["batch_size"],
-        )
-    else:
-        trainer = IdLoss(id_loss)
-    identity = {
-        "spec": spec,
-        "level": level,
-        "beta": beta,
-        "mask_keep": mask_keep,
-        "train_weights": train_weights,
-        "exposure": exposure,
-        "outliers": outliers,
-        "cotrain": cotrain,
-        "detector": detector,
-        "test": test,
-    }
-    training.fit(
+    method = dict(level=level, beta=beta, exposure=exposure, outliers=outliers)
+    method.update(cotrain=cotrain, detector=detector)
+    trainer = _objective(
+        model, images, labels, Recipe.of(recipe), **method, spec=spec, seed=seed, device=dev
+    )
+    identity = {"spec": spec, "mask_keep": mask_keep, "train_weights": train_weights, "test": test}
+    identity.update(method)
+    training.Run(
         model,
         params,
         images,
@@ -289,7 +302,7 @@ def finetune(
         identity=identity,
         desc="fine-tune",
         progress=progress,
-    )
+    ).fit()
     if cotrain is not None:
         trainer.close()
     info = {"um_level": level, "beta": beta, "from": str(checkpoint)}

@@ -6,9 +6,9 @@ rule train_backbone:
         unpack(selection_set),
         train=dataset_file(BENCH["id_train"]),
     output:
-        **{f"kept_{name}": f"{RUN}/models/base.{name}.pt" for name in SNAPSHOTS},
-        model=f"{RUN}/models/base.pt",
-        log_csv=f"{RUN}/train_log.csv",
+        **{f"kept_{name}": IN_RUN.model(f"base.{name}") for name in SNAPSHOTS},
+        model=IN_RUN.model("base"),
+        log_csv=IN_RUN.train_log(),
     log:
         f"{RUN}/logs/train_backbone.log",
     benchmark:
@@ -26,21 +26,21 @@ rule train_backbone:
         mem_mb=8000,
         runtime=per_attempt(24 * 60),
     params:
-        spec=lambda w: cfg.model_spec(config, w.arch),
-        recipe=lambda w: cfg.recipe_of(config, w.arch),
-        keep=lambda w: cfg.kept_epochs(cfg.recipe_of(config, w.arch)),
+        spec=lambda w: derive.model_spec(config, w.arch),
+        recipe=lambda w: derive.recipe_of(config, w.arch),
+        keep=lambda w: derive.kept_epochs(derive.recipe_of(config, w.arch)),
         seed=lambda w: int(w.seed),
         device=config["device"],
-        state=f"{RUN}/models/.resume/base.pt",
+        state=IN_RUN.resume_state("base"),
     script:
         "../workflow_scripts/train_backbone.py"
 
 
 rule import_pretrained_backbone:
     input:
-        lambda w: cfg.pretrained_file(config, w.arch, w.seed),
+        lambda w: derive.pretrained_file(config, w.arch, w.seed),
     output:
-        model=f"{RUN}/models/base.pt",
+        model=IN_RUN.model("base"),
     log:
         f"{RUN}/logs/import_pretrained_backbone.log",
     benchmark:
@@ -54,7 +54,7 @@ rule import_pretrained_backbone:
         mem_mb=2000,
         runtime=per_attempt(10),
     params:
-        spec=lambda w: cfg.model_spec(config, w.arch),
+        spec=lambda w: derive.model_spec(config, w.arch),
         key_format=lambda w: config["backbones"][w.arch]["pretrained"]["format"],
     script:
         "../workflow_scripts/import_pretrained_backbone.py"
@@ -64,9 +64,9 @@ rule import_pretrained_backbone:
 # training would have kept it: models/base.<snapshot>.pt.
 use rule import_pretrained_backbone as import_pretrained_snapshot with:
     input:
-        lambda w: cfg.pretrained_file(config, w.arch, w.seed, w.snapshot),
+        lambda w: derive.pretrained_file(config, w.arch, w.seed, w.snapshot),
     output:
-        model=f"{RUN}/models/base.{{snapshot}}.pt",
+        model=IN_RUN.model("base.{snapshot}"),
     log:
         f"{RUN}/logs/import_pretrained_snapshot/{{snapshot}}.log",
     benchmark:
@@ -78,7 +78,7 @@ use rule import_pretrained_backbone as import_pretrained_snapshot with:
 
 rule plot_training:
     input:
-        log=f"{RUN}/train_log.csv",
+        log=IN_RUN.train_log(),
     output:
         report(
             f"{RUN}/plots/training.png",
@@ -100,3 +100,6 @@ rule plot_training:
         title=lambda w: f"{w.arch}, seed {w.seed}",
     script:
         "../workflow_scripts/plot_training.py"
+
+
+TARGETS["training"] = per_run(rules.plot_training.output[0], arch=TRAINED)

@@ -4,7 +4,9 @@
 # nothing upstream; adding seeds runs the new seeds' jobs and this one.
 
 # Backbones whose seeds all import one released model: their rows say so.
-SHARED_STARTS = [a for a in config["backbones"] if cfg.shares_released_start(config, a)]
+SHARED_STARTS = [
+    a for a in config["backbones"] if derive.shares_released_start(config, a)
+]
 
 
 rule evaluate_claims:
@@ -39,3 +41,6 @@ rule evaluate_claims:
         title=f"Claims: difference and interval at each row's level · {TITLE}",
     script:
         "../workflow_scripts/evaluate_claims.py"
+
+
+TARGETS["claims"] = list(rules.evaluate_claims.output)

@@ -1,9 +1,7 @@
 # Helpers shared by the rules: file names, per-job parameters and wildcard constraints.
 
 # Names from the config that several rule files read.
-SNAPSHOTS = list(
-    config["training"].get("snapshots", {})
-)  # the base run's extra checkpoints
+SNAPSHOTS = derive.snapshot_names(config)  # the base run's extra checkpoints
 PRETRAINED = [name for name, b in config["backbones"].items() if "pretrained" in b]
 TRAINED = [name for name in config["backbones"] if name not in PRETRAINED]
 TITLE = config["report"]["title"]
@@ -11,6 +9,8 @@ REFERENCE_ROWS = config["report"].get("reference", {}).get("rows", [])
 # The per-model tables a method adds to the summary, one section each, in include order:
 # key → (section title, the CSV files; each has the columns arch and seed, then the method's own).
 SUMMARY_TABLES = {}
+# The files each rule file adds to a run, by its name; the manifest (and so `all`) waits for them.
+TARGETS = {}
 
 
 def per_attempt(minutes):
@@ -34,9 +34,11 @@ def dataset_file(name):
     return f"{DATA}/datasets/{name}.npz"
 
 
-def run_dir(wildcards):
-    """The folder of one trained model: results/{bench}/{arch}/seed{seed}."""
-    return RUN.format(bench=wildcards.bench, arch=wildcards.arch, seed=wildcards.seed)
+def in_run(wildcards):
+    """The files of one run folder (one backbone, one seed), wildcards filled in."""
+    return layout.RunFolder(
+        layout.run_folder(RESULTS, wildcards.bench, wildcards.arch, wildcards.seed)
+    )
 
 
 def run_context(wildcards):
@@ -47,6 +49,16 @@ def run_context(wildcards):
         "seed": int(wildcards.seed),
         "model": wildcards.variant,
     }
+
+
+def per_run(pattern, arch=None):
+    """`pattern` (with the wildcards of RUN) for every backbone (or those in `arch`) and seed."""
+    return expand(
+        pattern,
+        bench=BENCH["name"],
+        arch=list(config["backbones"]) if arch is None else arch,
+        seed=config["seeds"],
+    )
 
 
 def per_model(pattern, method=None):
@@ -77,7 +89,7 @@ def per_model(pattern, method=None):
 
 def expected_spec(wildcards):
     """The model spec every checkpoint a rule reads must carry (checked when it is loaded)."""
-    return cfg.variant_spec(
+    return derive.variant_spec(
         config, wildcards.arch, getattr(wildcards, "variant", "base")
     )
 
@@ -90,16 +102,17 @@ def detector_of(wildcards):
     """The fitted state a score reads, if it has a fit step."""
     if wildcards.method in FITTED_SCORES:
         return {
-            "detector": f"{run_dir(wildcards)}/detectors/{wildcards.variant}/{wildcards.method}.npz"
+            "detector": in_run(wildcards).detector(wildcards.variant, wildcards.method)
         }
     return {}
 
 
 def fit_inputs(wildcards):
     """The ID-training feature files a score's fit reads (plain and/or jigsawed)."""
-    features_dir = f"{run_dir(wildcards)}/features/{wildcards.variant}"
     return {
-        name: f"{features_dir}/{BENCH['id_train']}{score_registry.FIT_INPUTS[name]}.npz"
+        name: in_run(wildcards).features(
+            wildcards.variant, BENCH["id_train"], score_registry.FIT_INPUTS[name]
+        )
         for name in score_registry.get(wildcards.method).fit_inputs
     }
 
@@ -107,12 +120,13 @@ def fit_inputs(wildcards):
 def search_inputs(wildcards):
     """What a score's search reads: its fit's training features (if it has a fit), and the
     validation sets' features."""
-    features_dir = f"{run_dir(wildcards)}/features/{wildcards.variant}"
     fitted = fit_inputs(wildcards) if wildcards.method in FITTED_SCORES else {}
     return {
         **fitted,
-        "id_val": f"{features_dir}/{SEARCH['id_val']}.npz",
-        "ood_val": f"{features_dir}/{SEARCH['ood_val']}.npz",
+        **{
+            key: in_run(wildcards).features(wildcards.variant, SEARCH[key])
+            for key in ("id_val", "ood_val")
+        },
     }
 
 
@@ -120,30 +134,34 @@ def search_result(wildcards):
     """The values a search chose for this score, where the config searches it."""
     if wildcards.method in SEARCHED:
         return {
-            "search": f"{run_dir(wildcards)}/search/{wildcards.variant}/{wildcards.method}.json"
+            "search": in_run(wildcards).search(
+                wildcards.variant, wildcards.method, ".json"
+            )
         }
     return {}
 
 
 def score_files(wildcards):
     """One score's files for the ID test set and for every OOD set."""
-    scores_dir = f"{run_dir(wildcards)}/scores/{wildcards.variant}/{wildcards.method}"
+    run, variant, method = in_run(wildcards), wildcards.variant, wildcards.method
     return {
-        "id_scores": f"{scores_dir}/{BENCH['id_test']}.npy",
-        "ood_scores": [f"{scores_dir}/{name}.npy" for name in BENCH["ood"]],
+        "id_scores": run.scores(variant, method, BENCH["id_test"]),
+        "ood_scores": [run.scores(variant, method, name) for name in BENCH["ood"]],
     }
 
 
 def features_read(wildcards):
     """The feature files a score reads (plain, or LA-OOD's conv outputs): ID test, then each OOD set."""
     suffix = score_registry.get(wildcards.method).reads
-    features_dir = f"{run_dir(wildcards)}/features/{wildcards.variant}"
-    return [f"{features_dir}/{name}{suffix}.npz" for name in EVALUATED]
+    return [
+        in_run(wildcards).features(wildcards.variant, name, suffix)
+        for name in EVALUATED
+    ]
 
 
 def selection_set(wildcards):
     """The ID test set, for a recipe that keeps the best-on-test epoch."""
-    if cfg.recipe_of(config, wildcards.arch).get("checkpoint", "last") == "best_test":
+    if derive.recipe_of(config, wildcards.arch)["checkpoint"] == "best_test":
         return {"test": dataset_file(BENCH["id_test"])}
     return {}
 
@@ -151,37 +169,31 @@ def selection_set(wildcards):
 def owner_init(wildcards):
     """The clean checkpoint an owner continues, if it does not start from scratch."""
     source = WNN["owners"][wildcards.owner]["from"]
-    return (
-        {}
-        if source == "scratch"
-        else {"init": f"{run_dir(wildcards)}/models/{source}.pt"}
-    )
+    return {} if source == "scratch" else {"init": in_run(wildcards).model(source)}
 
 
 def wnn_networks(wildcards):
     """Every network verified: the clean base model, each owner and each attacked owner."""
     names = ["base", *OWNERS, *(f"{o}.{a}" for o in OWNERS for a in ATTACKS)]
-    return {name: f"{run_dir(wildcards)}/models/{name}.pt" for name in names}
+    return {name: in_run(wildcards).model(name) for name in names}
 
 
 def null_models(wildcards):
-    return [
-        f"{run_dir(wildcards)}/models/null{k}.pt" for k in range(WNN["null_models"])
-    ]
+    return [in_run(wildcards).model(f"null{k}") for k in range(WNN["null_models"])]
 
 
 def finetune_inputs(wildcards):
     """The start checkpoint, the UM level when it is estimated, the outliers for exposure and
     the LA-OOD detectors for co-training."""
     ft = FINETUNES[wildcards.finetune]
-    run = run_dir(wildcards)
-    inputs = {"init": f"{run}/models/{ft['from']}.pt"}
+    run = in_run(wildcards)
+    inputs = {"init": run.model(ft["from"])}
     if ft["flooding"] and UM["level"] is None:
-        inputs["constraint"] = f"{run}/unleashing_mask/{ft['from']}.constraint.json"
+        inputs["constraint"] = run.um_level(ft["from"])
     if "exposure" in ft:
         inputs["outliers"] = dataset_file(BENCH["outliers"])
     if "cotrain" in ft:
-        inputs["detector"] = f"{run}/detectors/{ft['from']}/laood.npz"
+        inputs["detector"] = run.detector(ft["from"], "laood")
     return inputs
 
 
@@ -189,17 +201,17 @@ def finetune_plot_inputs(wildcards):
     """The fine-tune's log, the UM level it floods at when estimated, and the ID test features of
     its start model (whose test accuracy the plot draws as a reference)."""
     inputs = finetune_inputs(wildcards)
-    ft, run = FINETUNES[wildcards.finetune], run_dir(wildcards)
+    ft, run = FINETUNES[wildcards.finetune], in_run(wildcards)
     return {
-        "log": f"{run}/finetune/{wildcards.finetune}.csv",
-        "start": f"{run}/features/{ft['from']}/{BENCH['id_test']}.npz",
+        "log": run.finetune_log(wildcards.finetune),
+        "start": run.features(ft["from"], BENCH["id_test"]),
         **{k: v for k, v in inputs.items() if k == "constraint"},
     }
 
 
 def laood_parts(wildcards):
     """The layer indices of each piece of the backbone's LA-OOD fit."""
-    spec = cfg.model_spec(config, wildcards.arch)
+    spec = derive.model_spec(config, wildcards.arch)
     count = len(cfg.architecture_names(spec, ".snakemake/oodrepro")["laood_layers"])
     return [
         list(range(i, min(i + LAOOD_SPLIT, count)))

@@ -71,3 +71,7 @@ rule convert_dataset:
         folder=lambda w: datasets.source_folder(config, w.dataset),
     script:
         "../workflow_scripts/convert_dataset.py"
+
+
+# The outlier pool is made even where no fine-tune of the config reads it.
+TARGETS["outliers"] = [dataset_file(BENCH["outliers"])] if "outliers" in BENCH else []

@@ -1,17 +1,19 @@
 # FeatureNorm: NormRatio per block beside FeatureNorm's AUROC on every block, from cached features.
 
-SUMMARY_TABLES["featurenorm_blocks"] = (
+FEATURENORM_BLOCKS = per_model("featurenorm/{variant}/blocks.csv", method="featurenorm")
+SUMMARY_TABLES[layout.FEATURENORM_BLOCKS] = (
     "FeatureNorm block selection (NormRatio vs per-block AUROC)",
     FEATURENORM_BLOCKS,
 )
+TARGETS["featurenorm"] = [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS]
 
 
 rule analyze_featurenorm_blocks:
     input:
-        detector=f"{RUN}/detectors/{{variant}}/featurenorm.npz",
-        id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}.npz",
+        detector=IN_RUN.detector("{variant}", "featurenorm"),
+        id_features=IN_RUN.features("{variant}", f"{BENCH['id_test']}"),
         ood_features=expand(
-            f"{RUN}/features/{{variant}}/{{dataset}}.npz",
+            IN_RUN.features("{variant}", "{dataset}"),
             dataset=BENCH["ood"],
             allow_missing=True,
         ),

@@ -5,10 +5,10 @@
 
 rule dump_features:
     input:
-        model=f"{RUN}/models/{{variant}}.pt",
+        model=IN_RUN.model("{variant}"),
         datasets=[dataset_file(name) for name in [*EVALUATED, *TUNING]],
     output:
-        [f"{RUN}/features/{{variant}}/{name}.npz" for name in [*EVALUATED, *TUNING]],
+        [IN_RUN.features("{variant}", f"{name}") for name in [*EVALUATED, *TUNING]],
     log:
         f"{RUN}/logs/dump_features/{{variant}}.log",
     benchmark:
@@ -30,10 +30,10 @@ rule dump_features:
 
 rule dump_train_features:
     input:
-        model=f"{RUN}/models/{{variant}}.pt",
+        model=IN_RUN.model("{variant}"),
         datasets=[dataset_file(BENCH["id_train"])],
     output:
-        f"{RUN}/features/{{variant}}/{BENCH['id_train']}.npz",
+        IN_RUN.features("{variant}", f"{BENCH['id_train']}"),
     log:
         f"{RUN}/logs/dump_features/{{variant}}.train.log",
     benchmark:
@@ -55,10 +55,10 @@ rule dump_train_features:
 
 rule dump_jigsaw_features:
     input:
-        model=f"{RUN}/models/{{variant}}.pt",
+        model=IN_RUN.model("{variant}"),
         dataset=dataset_file(BENCH["id_train"]),
     output:
-        f"{RUN}/features/{{variant}}/{BENCH['id_train']}{JIGSAW}.npz",
+        IN_RUN.features("{variant}", f"{BENCH['id_train']}{JIGSAW}"),
     log:
         f"{RUN}/logs/dump_features/{{variant}}{JIGSAW}.log",
     benchmark:
@@ -82,11 +82,11 @@ rule dump_jigsaw_features:
 # LA-OOD fits on the training set's conv outputs and scores the evaluated sets': all in one job.
 rule dump_conv_features:
     input:
-        model=f"{RUN}/models/{{variant}}.pt",
+        model=IN_RUN.model("{variant}"),
         datasets=[dataset_file(name) for name in [BENCH["id_train"], *EVALUATED]],
     output:
         [
-            f"{RUN}/features/{{variant}}/{name}{CONVS}.npz"
+            IN_RUN.features("{variant}", f"{name}{CONVS}")
             for name in [BENCH["id_train"], *EVALUATED]
         ],
     log:

@@ -2,19 +2,21 @@
 # cluster job each, sized from n and D), and each layer's own AUROC and how often it decides the
 # combined score, from cached conv features; the per-layer decision values are kept for the claims.
 
+LAOOD_LAYERS = per_model("laood/{variant}/layers.csv", method="laood")
 SUMMARY_TABLES["laood_layers"] = (
     "LA-OOD layers (γ, per-layer AUROC, how often each layer decides)",
     LAOOD_LAYERS,
 )
+TARGETS["laood"] = [f.replace(".csv", ".png") for f in LAOOD_LAYERS]
 
 
 if LAOOD_SPLIT:
 
     rule fit_laood_part:
         input:
-            train_convs=f"{RUN}/features/{{variant}}/{BENCH['id_train']}{CONVS}.npz",
+            train_convs=IN_RUN.features("{variant}", f"{BENCH['id_train']}{CONVS}"),
         output:
-            f"{RUN}/detectors/{{variant}}/laood/part{{part}}.npz",
+            IN_RUN.detector_part("{variant}", "{part}"),
         log:
             f"{RUN}/logs/fit_detector/{{variant}}/laood.part{{part}}.log",
         benchmark:
@@ -36,11 +38,11 @@ if LAOOD_SPLIT:
     rule gather_laood:
         input:
             lambda w: [
-                f"{run_dir(w)}/detectors/{w.variant}/laood/part{i}.npz"
+                in_run(w).detector_part(w.variant, i)
                 for i in range(len(laood_parts(w)))
             ],
         output:
-            f"{RUN}/detectors/{{variant}}/laood.npz",
+            IN_RUN.detector("{variant}", "laood"),
         log:
             f"{RUN}/logs/fit_detector/{{variant}}/laood.log",
         benchmark:
@@ -57,16 +59,16 @@ if LAOOD_SPLIT:
 
 rule analyze_laood_layers:
     input:
-        detector=f"{RUN}/detectors/{{variant}}/laood.npz",
-        id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}{CONVS}.npz",
+        detector=IN_RUN.detector("{variant}", "laood"),
+        id_features=IN_RUN.features("{variant}", f"{BENCH['id_test']}{CONVS}"),
         ood_features=expand(
-            f"{RUN}/features/{{variant}}/{{dataset}}{CONVS}.npz",
+            IN_RUN.features("{variant}", f"{{dataset}}{CONVS}"),
             dataset=BENCH["ood"],
             allow_missing=True,
         ),
     output:
         table=f"{RUN}/laood/{{variant}}/layers.csv",
-        decisions=f"{RUN}/laood/{{variant}}/decisions.npz",
+        decisions=IN_RUN.laood_decisions("{variant}"),
         plot=report(
             f"{RUN}/laood/{{variant}}/layers.png",
             caption="../report/laood_layers.rst",

@@ -5,7 +5,7 @@ rule summarize:
     input:
         unpack(lambda w: {key: files for key, (_, files) in SUMMARY_TABLES.items()}),
         metrics=per_model("metrics/{variant}/{method}.csv"),
-        ownership=[f.replace("attacks.csv", "ownership.json") for f in WATERMARKNN],
+        ownership=per_run(IN_RUN.ownership()) if WNN else [],
         claims=f"{RESULTS}/claims.csv",
     output:
         # comparison.csv only where the config stores the paper's numbers
@@ -80,3 +80,9 @@ rule plot_overview:
         title=lambda w: f"{BENCH['name']} · {w.arch} · {len(config['seeds'])} seed(s)",
     script:
         "../workflow_scripts/plot_overview.py"
+
+
+TARGETS["report"] = [
+    *rules.summarize.output,
+    *expand(rules.plot_overview.output[0], arch=list(config["backbones"])),
+]

@@ -9,7 +9,7 @@ rule fit_detector:
         unpack(fit_inputs),
         unpack(search_result),
     output:
-        f"{RUN}/detectors/{{variant}}/{{method}}.npz",
+        IN_RUN.detector("{variant}", "{method}"),
     log:
         f"{RUN}/logs/fit_detector/{{variant}}/{{method}}.log",
     benchmark:
@@ -36,11 +36,11 @@ rule fit_detector:
 
 rule fit_network_detector:
     input:
-        model=f"{RUN}/models/{{variant}}.pt",
+        model=IN_RUN.model("{variant}"),
         train=dataset_file(BENCH["id_train"]),
         tune=dataset_file(BENCH["id_test"]),
     output:
-        f"{RUN}/detectors/{{variant}}/{{method}}.npz",
+        IN_RUN.detector("{variant}", "{method}"),
     log:
         f"{RUN}/logs/fit_detector/{{variant}}/{{method}}.log",
     benchmark:
@@ -56,7 +56,7 @@ rule fit_network_detector:
         runtime=per_attempt(6 * 60),
     params:
         hp=method_params,
-        augmentation=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
+        augmentation=lambda w: derive.recipe_of(config, w.arch)["augment"],
         seed=lambda w: int(w.seed),
         device=config["device"],
         spec=expected_spec,
@@ -70,7 +70,7 @@ rule score_features:
         unpack(search_result),
         features=features_read,
     output:
-        [f"{RUN}/scores/{{variant}}/{{method}}/{name}.npy" for name in EVALUATED],
+        [IN_RUN.scores("{variant}", "{method}", f"{name}") for name in EVALUATED],
     log:
         f"{RUN}/logs/score/{{variant}}/{{method}}.log",
     benchmark:
@@ -92,6 +92,11 @@ rule score_features:
 # OpenOOD's automatic mode, where `search` asks for it: every grid combination fitted on the
 # training features and scored on ID-val vs OOD-val; the best AUROC's values go to the score's
 # fit and evaluation (oodrepro/search.py).
+SEARCH_TABLES = [
+    f
+    for name in SEARCHED
+    for f in per_model("search/{variant}/{method}.csv", method=name)
+]
 SUMMARY_TABLES["search"] = (
     "Hyper-parameter search (OpenOOD's automatic mode): validation AUROC of each combination",
     SEARCH_TABLES,
@@ -102,8 +107,8 @@ rule search_hyperparameters:
     input:
         unpack(search_inputs),
     output:
-        table=f"{RUN}/search/{{variant}}/{{method}}.csv",
-        chosen=f"{RUN}/search/{{variant}}/{{method}}.json",
+        table=IN_RUN.search("{variant}", "{method}", ".csv"),
+        chosen=IN_RUN.search("{variant}", "{method}", ".json"),
     log:
         f"{RUN}/logs/search/{{variant}}/{{method}}.log",
     benchmark:
@@ -127,10 +132,10 @@ rule search_hyperparameters:
 rule score_network:
     input:
         unpack(detector_of),
-        model=f"{RUN}/models/{{variant}}.pt",
+        model=IN_RUN.model("{variant}"),
         datasets=[dataset_file(name) for name in EVALUATED],
     output:
-        [f"{RUN}/scores/{{variant}}/{{method}}/{name}.npy" for name in EVALUATED],
+        [IN_RUN.scores("{variant}", "{method}", f"{name}") for name in EVALUATED],
     log:
         f"{RUN}/logs/score/{{variant}}/{{method}}.log",
     benchmark:
@@ -156,9 +161,9 @@ rule score_network:
 rule compute_metrics:
     input:
         unpack(score_files),
-        id_features=f"{RUN}/features/{{variant}}/{BENCH['id_test']}.npz",
+        id_features=IN_RUN.features("{variant}", f"{BENCH['id_test']}"),
     output:
-        table=f"{RUN}/metrics/{{variant}}/{{method}}.csv",
+        table=IN_RUN.metrics("{variant}", "{method}"),
         plot=report(
             f"{RUN}/plots/{{variant}}/{{method}}.png",
             caption="../report/scores.rst",
@@ -184,3 +189,6 @@ rule compute_metrics:
         title=lambda w: f"{w.method} · {w.arch} · {w.variant} · seed {w.seed}",
     script:
         "../workflow_scripts/compute_metrics.py"
+
+
+TARGETS["scores"] = per_model("plots/{variant}/{method}.png")

@@ -6,16 +6,16 @@
 
 rule estimate_loss_constraint:
     input:
-        model=f"{RUN}/models/{{checkpoint}}.pt",
+        model=IN_RUN.model("{checkpoint}"),
         train=dataset_file(BENCH["id_train"]),
     output:
-        f"{RUN}/unleashing_mask/{{checkpoint}}.constraint.json",
+        IN_RUN.um_level("{checkpoint}"),
     log:
         f"{RUN}/logs/estimate_loss_constraint/{{checkpoint}}.log",
     benchmark:
         f"{RUN}/benchmarks/estimate_loss_constraint/{{checkpoint}}.tsv"
     wildcard_constraints:
-        checkpoint=one_of(cfg.model_names(config)),
+        checkpoint=one_of(derive.model_names(config)),
     conda:
         "../envs/torch.yaml"
     threads: NETWORK_THREADS
@@ -27,7 +27,7 @@ rule estimate_loss_constraint:
         keep=UM["keep"],
         draws=UM["draws"],
         batch_size=UM["batch_size"],
-        augment=lambda w: cfg.recipe_of(config, w.arch).get("augment", {}),
+        augment=lambda w: derive.recipe_of(config, w.arch)["augment"],
         seed=lambda w: int(w.seed),
         device=config["device"],
         spec=expected_spec,
@@ -41,8 +41,8 @@ rule finetune_model:
         train=dataset_file(BENCH["id_train"]),
         test=dataset_file(BENCH["id_test"]),
     output:
-        model=f"{RUN}/models/{{finetune}}.pt",
-        log_csv=f"{RUN}/finetune/{{finetune}}.csv",
+        model=IN_RUN.model("{finetune}"),
+        log_csv=IN_RUN.finetune_log("{finetune}"),
     log:
         f"{RUN}/logs/finetune_model/{{finetune}}.log",
     benchmark:
@@ -57,7 +57,7 @@ rule finetune_model:
         mem_mb=8000,
         runtime=per_attempt(24 * 60),
     params:
-        recipe=lambda w: cfg.finetune_recipe(config, w.arch, w.finetune),
+        recipe=lambda w: derive.finetune_recipe(config, w.arch, w.finetune),
         flooding=lambda w: FINETUNES[w.finetune]["flooding"],
         level=UM["level"],
         beta=UM["beta"],
@@ -67,7 +67,7 @@ rule finetune_model:
         seed=lambda w: int(w.seed),
         device=config["device"],
         spec=expected_spec,
-        state=f"{RUN}/models/.resume/{{finetune}}.pt",
+        state=IN_RUN.resume_state("{finetune}"),
     script:
         "../workflow_scripts/finetune_model.py"
 
@@ -99,3 +99,10 @@ rule plot_finetune:
         level=lambda w: UM["level"] if FINETUNES[w.finetune]["flooding"] else None,
     script:
         "../workflow_scripts/plot_training.py"
+
+
+TARGETS["finetunes"] = [
+    f
+    for finetune in config["finetunes"]
+    for f in per_run(rules.plot_finetune.output[0].replace("{finetune}", finetune))
+]

@@ -4,11 +4,11 @@
 
 rule learn_watermark:
     input:
-        model=f"{RUN}/models/{{checkpoint}}.pt",
+        model=IN_RUN.model("{checkpoint}"),
         train=dataset_file(BENCH["id_train"]),
     output:
-        model=f"{RUN}/models/{{checkpoint}}+{{watermark}}.pt",
-        log_csv=f"{RUN}/watermark/{{checkpoint}}+{{watermark}}.csv",
+        model=IN_RUN.model("{checkpoint}+{watermark}"),
+        log_csv=IN_RUN.watermark_log("{checkpoint}+{watermark}"),
         plot=report(
             f"{RUN}/watermark/{{checkpoint}}+{{watermark}}.png",
             caption="../report/watermark.rst",
@@ -24,7 +24,7 @@ rule learn_watermark:
     benchmark:
         f"{RUN}/benchmarks/learn_watermark/{{checkpoint}}+{{watermark}}.tsv"
     wildcard_constraints:
-        checkpoint=one_of(cfg.model_names(config)),
+        checkpoint=one_of(derive.model_names(config)),
         watermark=constraint(config["watermarks"]),
     conda:
         "../envs/torch.yaml"
@@ -38,7 +38,14 @@ rule learn_watermark:
         seed=lambda w: int(w.seed),
         device=config["device"],
         spec=expected_spec,
-        state=f"{RUN}/models/.resume/{{checkpoint}}+{{watermark}}.pt",
+        state=IN_RUN.resume_state("{checkpoint}+{watermark}"),
         title=lambda w: f"{w.checkpoint}+{w.watermark} · {w.arch} · seed {w.seed}",
     script:
         "../workflow_scripts/learn_watermark.py"
+
+
+TARGETS["watermarks"] = [
+    f
+    for f in per_model("watermark/{variant}.png")
+    if Path(f).stem.rpartition("+")[2] in config["watermarks"]
+]

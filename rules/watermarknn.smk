@@ -2,10 +2,12 @@
 # from a clean checkpoint; each owner is attacked (fine-tuning, pruning); verification opens
 # the commitments and decides ownership against clean null models of other seeds.
 
-SUMMARY_TABLES["watermarknn"] = (
+WATERMARKNN = per_run(IN_RUN.attacks())
+SUMMARY_TABLES[layout.WATERMARKNN_ATTACKS] = (
     "WatermarkNN: test and trigger accuracy per model and attack (✓ = ownership claimed)",
     WATERMARKNN,
 )
+TARGETS["watermarknn"] = WATERMARKNN
 
 
 rule embed_watermark:
@@ -15,10 +17,10 @@ rule embed_watermark:
         test=dataset_file(BENCH["id_test"]),
         triggers=TRIGGERS,
     output:
-        model=f"{RUN}/models/{{owner}}.pt",
-        log_csv=f"{RUN}/watermarknn/{{owner}}/train_log.csv",
-        marking_key=f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
-        verification_key=f"{RUN}/watermarknn/{{owner}}/verification_key.json",
+        model=IN_RUN.model("{owner}"),
+        log_csv=IN_RUN.trainer_log("{owner}"),
+        marking_key=IN_RUN.owner_key("{owner}", "marking_key.npz"),
+        verification_key=IN_RUN.owner_key("{owner}", "verification_key.json"),
     log:
         f"{RUN}/logs/embed_watermark/{{owner}}.log",
     benchmark:
@@ -34,14 +36,14 @@ rule embed_watermark:
         mem_mb=8000,
         runtime=per_attempt(24 * 60),
     params:
-        spec=lambda w: cfg.model_spec(config, w.arch),
-        recipe=lambda w: cfg.owner_recipe(config, w.arch, w.owner),
+        spec=lambda w: derive.model_spec(config, w.arch),
+        recipe=lambda w: derive.owner_recipe(config, w.arch, w.owner),
         first_epoch=lambda w: WNN["owners"][w.owner]["first_epoch"],
         per_batch=WNN.get("per_batch"),
         nonce_seed=WNN.get("nonce_seed"),
         seed=lambda w: int(w.seed),
         device=config["device"],
-        state=f"{RUN}/models/.resume/{{owner}}.pt",
+        state=IN_RUN.resume_state("{owner}"),
     script:
         "../workflow_scripts/embed_watermark.py"
 
@@ -50,8 +52,8 @@ rule train_null_model:
     input:
         train=dataset_file(BENCH["id_train"]),
     output:
-        model=f"{RUN}/models/null{{k}}.pt",
-        log_csv=f"{RUN}/watermarknn/null{{k}}/train_log.csv",
+        model=IN_RUN.model("null{k}"),
+        log_csv=IN_RUN.trainer_log("null{k}"),
     log:
         f"{RUN}/logs/train_null_model/null{{k}}.log",
     benchmark:
@@ -66,25 +68,25 @@ rule train_null_model:
         mem_mb=8000,
         runtime=per_attempt(24 * 60),
     params:
-        spec=lambda w: cfg.model_spec(config, w.arch),
-        recipe=lambda w: cfg.derived_recipe(config, w.arch, {}),
+        spec=lambda w: derive.model_spec(config, w.arch),
+        recipe=lambda w: derive.derived_recipe(config, w.arch, {}),
         keep={},
         seed=lambda w: 1000 * (int(w.k) + 1) + int(w.seed),  # never the run's own seed
         device=config["device"],
-        state=f"{RUN}/models/.resume/null{{k}}.pt",
+        state=IN_RUN.resume_state("null{k}"),
     script:
         "../workflow_scripts/train_backbone.py"
 
 
 rule attack_watermark:
     input:
-        owner=f"{RUN}/models/{{owner}}.pt",
-        marking_key=f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
+        owner=IN_RUN.model("{owner}"),
+        marking_key=IN_RUN.owner_key("{owner}", "marking_key.npz"),
         train=dataset_file(BENCH["id_train"]),
         test=dataset_file(BENCH["id_test"]),
     output:
-        model=f"{RUN}/models/{{owner}}.{{attack}}.pt",
-        log_csv=f"{RUN}/watermarknn/{{owner}}/{{attack}}.csv",
+        model=IN_RUN.model("{owner}.{attack}"),
+        log_csv=IN_RUN.attack_log("{owner}", "{attack}"),
     log:
         f"{RUN}/logs/attack_watermark/{{owner}}.{{attack}}.log",
     benchmark:
@@ -101,24 +103,24 @@ rule attack_watermark:
         mem_mb=8000,
         runtime=per_attempt(12 * 60),
     params:
-        recipe=lambda w: cfg.attack_recipe(config, w.arch),
+        recipe=lambda w: derive.attack_recipe(config, w.arch),
         data_fraction=lookup(dpath="attacks/data_fraction", within=WNN, default=None),
         frozen=lookup(dpath="attacks/frozen", within=WNN, default=None),
         seed=lambda w: int(w.seed),
         device=config["device"],
         spec=expected_spec,
-        state=f"{RUN}/models/.resume/{{owner}}.{{attack}}.pt",
+        state=IN_RUN.resume_state("{owner}.{attack}"),
     script:
         "../workflow_scripts/attack_watermark.py"
 
 
 rule prune_watermark:
     input:
-        owner=f"{RUN}/models/{{owner}}.pt",
-        marking_key=f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
+        owner=IN_RUN.model("{owner}"),
+        marking_key=IN_RUN.owner_key("{owner}", "marking_key.npz"),
         test=dataset_file(BENCH["id_test"]),
     output:
-        f"{RUN}/watermarknn/{{owner}}/pruning.csv",
+        IN_RUN.pruning("{owner}"),
     log:
         f"{RUN}/logs/prune_watermark/{{owner}}.log",
     benchmark:
@@ -145,33 +147,33 @@ rule verify_ownership:
         networks=lambda w: list(wnn_networks(w).values()),
         null=null_models,
         marking_keys=expand(
-            f"{RUN}/watermarknn/{{owner}}/marking_key.npz",
+            IN_RUN.owner_key("{owner}", "marking_key.npz"),
             owner=OWNERS,
             allow_missing=True,
         ),
         verification_keys=expand(
-            f"{RUN}/watermarknn/{{owner}}/verification_key.json",
+            IN_RUN.owner_key("{owner}", "verification_key.json"),
             owner=OWNERS,
             allow_missing=True,
         ),
         pruning=expand(
-            f"{RUN}/watermarknn/{{owner}}/pruning.csv",
+            IN_RUN.pruning("{owner}"),
             owner=OWNERS,
             allow_missing=True,
         ),
         attack_logs=expand(
-            f"{RUN}/watermarknn/{{owner}}/{{attack}}.csv",
+            IN_RUN.attack_log("{owner}", "{attack}"),
             owner=OWNERS,
             attack=ATTACKS,
             allow_missing=True,
         ),
         test=dataset_file(BENCH["id_test"]),
     output:
-        table=f"{RUN}/watermarknn/verification.csv",
-        threshold=f"{RUN}/watermarknn/ownership.json",
-        attacks=f"{RUN}/watermarknn/attacks.csv",
+        table=IN_RUN.verification(),
+        threshold=IN_RUN.ownership(),
+        attacks=IN_RUN.attacks(),
         plot=report(
-            f"{RUN}/watermarknn/attacks.png",
+            IN_RUN.attacks(".png"),
             caption="../report/watermarknn.rst",
             category="WatermarkNN",
             labels={"backbone": "{arch}", "seed": "{seed}"},

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from oodrepro import claims, io, metrics, plots, regime, report
+from oodrepro import claims, derive, io, metrics, plots, regime, report
 from oodrepro import config as cfg
 from oodrepro import decision as d
 from oodrepro import uncertainty as u
+from oodrepro.layout import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -340,7 +341,7 @@ def test_a_better_claim_over_three_seeds(tmp_path):
     def check(claim, seeds=3):
         runs = {
             "net": {
-                s: {claim["id"]: claims.bind(claim).files(f, BENCH)}
+                s: {claim["id"]: claims.bind(claim).files(RunFolder(f), BENCH)}
                 for s, f in enumerate(folders[:seeds])
             }
         }
@@ -393,7 +394,11 @@ def test_a_stage_claim_is_the_snapshot_against_the_final_model(tmp_path):
 
     def row(claim):
         bound = claims.bind(claim)
-        runs = {"net": {s: {claim["id"]: bound.files(f, BENCH)} for s, f in enumerate(folders)}}
+        runs = {
+            "net": {
+                s: {claim["id"]: bound.files(RunFolder(f), BENCH)} for s, f in enumerate(folders)
+            }
+        }
         return claims.evaluate([claim], runs, BENCH, SETTINGS, UNCERTAINTY).iloc[0]
 
     got, expected = row(stage), row(written_out)
@@ -467,7 +472,7 @@ def test_every_quantity_is_in_the_schema():
 
 def test_one_seed_gets_no_verdict_and_says_how_to_get_one(tmp_path):
     claim = _better()
-    files = claims.bind(claim).files(_run_folder(tmp_path, 0, 2.0, 0.5), BENCH)
+    files = claims.bind(claim).files(RunFolder(_run_folder(tmp_path, 0, 2.0, 0.5)), BENCH)
     runs = {"net": {0: {claim["id"]: files}}}
     row = claims.evaluate(
         [claim],
@@ -529,7 +534,7 @@ def test_the_rank_and_bound_kinds_on_constructed_files(tmp_path):
         return claims.evaluate([full], runs, BENCH, SETTINGS, UNCERTAINTY, watermarknn).iloc[0]
 
     def in_run(full):
-        return claims.bind(full).files(str(run), BENCH)
+        return claims.bind(full).files(RunFolder(str(run)), BENCH)
 
     io.save_npz(run / "detectors" / "base" / "featurenorm.npz", block=np.array(2))
     top1 = one({"kind": "rank", "of": "featurenorm-block"}, in_run)
@@ -686,9 +691,10 @@ def test_the_table_the_summary_and_the_plot_say_the_same(tmp_path):
     claim = _better(paper={"a": 99.0, "b": 50.0})  # a paper effect of 49 points: too big for ours
     runs = {
         "net": {
-            s: {claim["id"]: claims.bind(claim).files(f, BENCH)} for s, f in enumerate(folders)
+            s: {claim["id"]: claims.bind(claim).files(RunFolder(f), BENCH)}
+            for s, f in enumerate(folders)
         },
-        "one": {0: {claim["id"]: claims.bind(claim).files(folders[0], BENCH)}},
+        "one": {0: {claim["id"]: claims.bind(claim).files(RunFolder(folders[0]), BENCH)}},
     }
     io.save_csv(
         tmp_path / "claims.csv",
@@ -728,7 +734,7 @@ def test_the_table_the_summary_and_the_plot_say_the_same(tmp_path):
 )
 def test_rows_say_when_every_seed_starts_from_one_released_model(preset, arch, shared):
     config = cfg.load(ROOT / "presets" / f"{preset}.yaml")
-    assert cfg.shares_released_start(config, arch) is shared
+    assert derive.shares_released_start(config, arch) is shared
 
 
 @pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda p: p.stem)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from oodrepro import config as cfg
+from oodrepro import derive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,10 +206,10 @@ def test_a_poem_pool_that_it_would_select_whole_is_refused():
 def test_recipe_overrides_and_kept_epochs(default):
     default["backbones"]["resnet18-small"]["training"] = {"epochs": 9, "lr": 0.2}
     cfg.validate(default)
-    recipe = cfg.recipe_of(default, "resnet18-small")
+    recipe = derive.recipe_of(default, "resnet18-small")
     assert recipe["epochs"] == 9 and recipe["lr"] == 0.2 and recipe["batch_size"] == 64
-    assert cfg.kept_epochs(recipe) == {"middle": 4}  # round(0.5 · 9)
-    assert cfg.model_spec(default, "resnet18-small") == {
+    assert derive.kept_epochs(recipe) == {"middle": 4}  # round(0.5 · 9)
+    assert derive.model_spec(default, "resnet18-small") == {
         "arch": "resnet18",
         "width": 0.125,
         "normalization": "half",
@@ -219,18 +220,21 @@ def test_recipe_overrides_and_kept_epochs(default):
 def test_network_jobs_ask_for_a_gpu_only_where_the_run_uses_one(monkeypatch):
     from oodrepro import runtime
 
-    assert cfg.gpus_per_job({"device": "cuda:1"}) == 1 and cfg.gpus_per_job({"device": "cpu"}) == 0
+    assert (
+        derive.gpus_per_job({"device": "cuda:1"}) == 1
+        and derive.gpus_per_job({"device": "cpu"}) == 0
+    )
     monkeypatch.setattr(runtime, "nvidia_gpus", lambda: ["NVIDIA H100"])
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert cfg.gpus_per_job({"device": "auto"}) == 1
+    assert derive.gpus_per_job({"device": "auto"}) == 1
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # every GPU hidden: torch would run on the CPU
-    assert cfg.gpus_per_job({"device": "auto"}) == 0
+    assert derive.gpus_per_job({"device": "auto"}) == 0
     monkeypatch.setattr(runtime, "nvidia_gpus", lambda: [])
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert cfg.gpus_per_job({"device": "auto"}) == 0
+    assert derive.gpus_per_job({"device": "auto"}) == 0
     # a cluster profile naming a GPU partition: the nodes decide, not this GPU-less login node
-    assert cfg.gpus_per_job({"device": "auto"}, cluster_gpus=True) == 1
-    assert cfg.gpus_per_job({"device": "cpu"}, cluster_gpus=True) == 0
+    assert derive.gpus_per_job({"device": "auto"}, cluster_gpus=True) == 1
+    assert derive.gpus_per_job({"device": "cpu"}, cluster_gpus=True) == 0
 
 
 class _Job:
@@ -310,7 +314,7 @@ def test_every_rule_time_limit_grows_with_the_attempt(tmp_path):
 def test_layer_names_come_from_the_built_model_and_are_cached(default, tmp_path, monkeypatch):
     from oodrepro import models
 
-    spec = cfg.model_spec(default, "resnet18-small")
+    spec = derive.model_spec(default, "resnet18-small")
     names = cfg.architecture_names(spec, tmp_path)
     model = models.build(**spec)
     assert names["blocks"] == model.block_names and names["modules"] == [
@@ -441,7 +445,7 @@ def test_the_old_name_of_a_renamed_key_still_works_with_a_warning(default):
     with pytest.warns(FutureWarning, match="training.keep is now training.snapshots"):
         cfg.validate(old)
     assert old["training"]["snapshots"] == default["training"]["snapshots"]
-    assert cfg.model_names(old) == cfg.model_names(cfg.validate(copy.deepcopy(default)))
+    assert derive.model_names(old) == derive.model_names(cfg.validate(copy.deepcopy(default)))
     both = copy.deepcopy(default)
     both["training"]["keep"] = {"middle": 0.5}
     with pytest.raises(cfg.ConfigError, match="both 'keep' and its new name 'snapshots'"):

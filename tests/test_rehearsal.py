@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from oodrepro import config as cfg
-from oodrepro import data, manifest, models, rehearsal, report
+from oodrepro import cost, data, derive, layout, manifest, models, rehearsal, report
 from oodrepro.data import standins
 from oodrepro.data.download import file_digest
 
@@ -142,7 +142,9 @@ def test_the_shrink_rule_changes_budgets_only(preset):
         "finetunes", {}
     ).items():  # DOE perturbs in the epochs after warm-up
         if "warmup" in finetune.get("exposure", {}):
-            assert finetune["exposure"]["warmup"] < cfg.finetune_recipe(small, arch, name)["epochs"]
+            assert (
+                finetune["exposure"]["warmup"] < derive.finetune_recipe(small, arch, name)["epochs"]
+            )
 
 
 def test_a_continuation_still_starts_inside_the_shrunk_base_run():
@@ -198,6 +200,11 @@ def test_summary_report_and_manifest_say_rehearsal(tmp_path):
     assert manifest.build(config, ROOT, None)["REHEARSAL"]["of"] == "presets/x.yaml"
 
 
+def _estimate(preset):
+    """The cost estimate of `preset` from its prepared rehearsal."""
+    return cost.estimate(preset, rehearsal.folder(preset) / "config.yaml")
+
+
 def _fake_rehearsal(base: Path, job_seconds: dict) -> None:
     """The files an estimate reads, as a rehearsal of the WatermarkNN preset leaves them."""
     run = base / "results" / "cifar10" / "preact-resnet18" / "seed0"
@@ -247,7 +254,7 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
         "data/benchmarks/convert_dataset/svhn-test.tsv": 1.0,
     }
     _fake_rehearsal(base, seconds)
-    per_stage, by_arch, totals = rehearsal.estimate(preset)
+    per_stage, by_arch, totals = _estimate(preset)
     stage = per_stage.set_index("stage")["estimate hours"] * 3600
     # start-up: the 10th percentile of the eight jobs (1 s); training: the logged epochs (1 s each)
     # scale with
@@ -271,7 +278,7 @@ def test_the_estimate_scales_each_job_by_its_work(tmp_path, monkeypatch):
     )
     assert by_arch.set_index("rule").loc["train_backbone", "images/s"] == pytest.approx(320)
     assert totals["device"].startswith("CPU test CPU") and totals["wall s"] == 90
-    text = rehearsal.render(preset, per_stage, by_arch, totals)
+    text = cost.render(preset, per_stage, by_arch, totals)
     assert (
         "job-hours on this device" in text
         and "WatermarkNN-448bf51.zip (sizes not recorded)" in text
@@ -296,7 +303,7 @@ def test_a_trainer_scales_its_steady_epoch_and_a_conversion_its_logged_work(tmp_
     logs = base / "data" / "logs"
     logs.mkdir(parents=True)
     (logs / "convert_svhn-test.log").write_text("10:00 job\n10:00 converted 64 images in 0.5 s\n")
-    stage = rehearsal.estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
+    stage = _estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
     startup = float(np.quantile([11.0, 1.0, 4.0], 0.1))
     epochs_f = 60  # the preset's
     other = 11.0 - startup - 4.0  # evaluation and saving: with the epochs
@@ -321,7 +328,7 @@ def test_the_ensemble_fit_scales_by_its_forward_passes(tmp_path, monkeypatch):
     base = rehearsal.prepare(preset).parent
     seconds = {"train_backbone.tsv": 11.0, "plot_training.tsv": 1.0}
     _fake_rehearsal(base, {**seconds, "fit_detector/base/mahalanobis_ensemble.tsv": 3.0})
-    stage = rehearsal.estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
+    stage = _estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
     startup = float(np.quantile([11.0, 1.0, 3.0], 0.1))
 
     def passes(n_train, n_fit):  # 2 layers, 2 non-zero magnitudes: 1 + 2·(2 + 2) per image
@@ -401,21 +408,37 @@ def test_the_rehearsals_ci_runs_cover_every_presets_rules_archives_architectures
         assert not missing, f"{preset.name} exercises what no CI rehearsal does: {sorted(missing)}"
 
 
-def test_the_estimates_rule_names_and_log_paths_are_the_rules_own():
-    """The estimate names jobs by their benchmark folder and reads trainers' epoch logs: each
-    name and path it knows is one that a rule file writes (a renamed rule fails here)."""
+def test_every_jobs_cost_is_registered_under_the_benchmark_folder_its_rule_writes():
+    """The estimate knows each job by its benchmark folder (`layout.JOBS`), and how it grows by
+    its kind (`cost.COSTS`): every folder a rule file writes has a kind, every kind a cost, and
+    a renamed rule fails here instead of being costed as a plot."""
     text = "\n".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
-    folders = set(re.findall(r"/benchmarks/(\w+)(?:/|\.tsv)", text)) | {"laood"}  # LA-OOD's fits
-    named = set(rehearsal.TRAINERS) | set(rehearsal.STAGES) | rehearsal.EVALUATED
-    assert named <= folders, named - folders
-    outputs = [  # each rule file's path below a run folder, its wildcards as regexes
-        re.sub(r"\\\{\\\{\w+\\\}\\\}", "[^/]+", re.escape(m))
-        for m in re.findall(r'f"\{RUN\}/([^"]+)"', text)
-    ]
-    for rule, log in rehearsal.TRAIN_LOGS.items():
-        path = log.format(stem="base+wm-x", owner="owner", attack="ftll")
-        assert rule in rehearsal.TRAINERS
-        assert any(re.fullmatch(o, path) for o in outputs), (rule, log)
+    folders = set(re.findall(r"/benchmarks/(\w+)(?:/|\.tsv)", text))
+    assert folders == set(layout.JOBS)
+    assert set(layout.JOBS.values()) | {"LA-OOD fit"} == set(cost.COSTS)
+
+
+def test_each_trainers_epoch_log_is_the_one_its_rule_writes():
+    """A trainer's cost reads its epoch log through the layout: the same method, with the same
+    wildcards, as its rule's `log_csv` output (a moved log fails here, not in a silent
+    fallback to the job's whole time)."""
+    run = layout.RunFolder(layout.run_folder("results", "{bench}", "{arch}", "{seed}"))
+    stems = {
+        "train_backbone": "base",
+        "train_null_model": "null0",
+        "embed_watermark": "wm-scratch",
+        "attack_watermark": "wm-scratch.ftll",
+        "finetune_model": "um",
+        "learn_watermark": "base+wm-msp",
+    }
+    trainers = {k for k, v in layout.JOBS.items() if isinstance(cost.COSTS[v], cost.Trainer)}
+    assert trainers == set(stems)
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
+    for rule, stem in stems.items():
+        block = re.split(r"\n(?:use )?rule ", text[text.index(f"rule {rule}:") :])[0]
+        declared = eval(re.search(r"log_csv=(IN_RUN\.\w+\([^)]*\))", block)[1], {"IN_RUN": run})
+        wildcards = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(declared))
+        assert re.fullmatch(wildcards, cost.COSTS[layout.JOBS[rule]].log(run, stem)), rule
 
 
 def test_a_rule_run_several_times_has_its_own_start_up(tmp_path, monkeypatch):
@@ -426,7 +449,7 @@ def test_a_rule_run_several_times_has_its_own_start_up(tmp_path, monkeypatch):
     base = rehearsal.prepare(preset).parent
     seconds = {"train_backbone.tsv": 11.0, "plot_training.tsv": 1.0}
     _fake_rehearsal(base, {**seconds, "dump_features/a.tsv": 5.0, "dump_features/b.tsv": 6.0})
-    stage = rehearsal.estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
+    stage = _estimate(preset)[0].set_index("stage")["estimate hours"] * 3600
     assert stage["features"] == pytest.approx(WNN_SEEDS * (5.0 + 5.0 + 1.0 * 36_032 / 128))
 
 
@@ -452,4 +475,5 @@ def test_disk_grows_each_array_with_the_images_it_holds(tmp_path):
         size * grow * (seeds if "results" in path.parts else 1)
         for path, (size, grow) in files.items()
     )
-    assert rehearsal._disk_bytes(tmp_path, n_reh, n_full, seeds, "train") == int(expected)
+    disk = cost.disk_bytes(tmp_path / "results", tmp_path / "data", n_reh, n_full, seeds, "train")
+    assert disk == int(expected)

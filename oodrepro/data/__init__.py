@@ -10,6 +10,7 @@ a source is its own cached file (docs/README.md, conventions).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..io import load_npz, save_npz
+from ..layout import DataFolder
 from ..sampling import sample_indices
 from . import bundled, lock, offline
 from . import download as dl
@@ -621,7 +623,7 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
 
 def raw_folder(config: dict) -> Path:
     """Where archives are kept, with their lock file (data.lock)."""
-    return Path(config["data"]) / "raw"
+    return Path(DataFolder(config["data"]).archives)
 
 
 def needed_archives(config: dict) -> list[str]:
@@ -787,7 +789,7 @@ def source_files(config: dict, name: str) -> list[str]:
     if folder is not None:
         listed = imglist_of(name)
         return [str(Path(folder) / "benchmark_imglist" / listed)] if listed else []
-    return [str(Path(config["data"]) / "raw" / a) for a in archives_of(name)]
+    return [DataFolder(config["data"]).archive(a) for a in archives_of(name)]
 
 
 def build_offline(name: str, params: dict, out) -> None:
@@ -796,7 +798,13 @@ def build_offline(name: str, params: dict, out) -> None:
     save_dataset(out, images, labels)
 
 
-CONVERTED = "converted"  # a conversion's log line: "converted <n> images in <seconds> s"
+CONVERTED = "converted %d images in %.3f s"  # a conversion's log line: its own work
+
+
+def conversion_seconds(log_text: str) -> float | None:
+    """The seconds a conversion's log says it spent converting (`CONVERTED`), if it says."""
+    found = re.search(r"converted \d+ images in ([0-9.]+) s", log_text)
+    return float(found[1]) if found else None
 
 
 def convert_download(
@@ -821,9 +829,7 @@ def convert_download(
         spec.converter, [Path(a) for a in archives], sample=sample, seed=seed, **args
     )
     # the conversion's own work, apart from the job's start-up (what the cost estimate scales)
-    logging.getLogger(__name__).info(
-        "%s %d images in %.3f s", CONVERTED, len(images), time.perf_counter() - started
-    )
+    logging.getLogger(__name__).info(CONVERTED, len(images), time.perf_counter() - started)
     if (
         sample is not None and len(images) > sample
     ):  # a converter that does not sample before decoding

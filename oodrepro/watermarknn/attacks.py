@@ -88,7 +88,7 @@ def attack(
     for p in model.fc.parameters():
         p.requires_grad_(True)
 
-    training.fit(
+    training.Run(
         model,
         [p for p in model.parameters() if p.requires_grad],
         images,
@@ -112,7 +112,7 @@ def attack(
             "triggers": triggers,
             "test": test,
         },
-    )
+    ).fit()
     extra = (
         {"attack": kind, "original_head": {k: v.cpu() for k, v in head0.items()}}
         if reinit
