@@ -54,7 +54,7 @@ RESULTS = config["results"]
 DATA = config["data"]
 BENCH = config["benchmark"]
 EVALUATED = [BENCH["id_test"], *BENCH["ood"]]  # every set a model is scored on
-JIGSAW, CONVS = score_registry.JIGSAW, score_registry.CONVS  # feature-file suffixes
+JIGSAW, CONVS = layout.JIGSAW, layout.CONVS  # feature-file suffixes
 RUN = layout.run_folder(
     RESULTS, "{bench}", "{arch}", "{seed}"
 )  # a pattern of wildcards

@@ -171,10 +171,10 @@ def scoring_throughput(n: int = 10_000, dim: int = 512, classes: int = 10) -> di
         if score.needs != "features":
             continue
         t0 = time.perf_counter()
-        state = None
+        bound, state = score.bind(hp.get(name, {})), None
         if score.fit is not None:
-            state = scores.fit_state(score, [inputs[k] for k in score.fit_inputs], hp.get(name, {}))
-        score.score(feats, state, **hp.get(name, {}))
+            state = bound.fit(*[inputs[k] for k in score.fit_inputs])
+        bound(feats, state=state)
         out[name] = n / (time.perf_counter() - t0)
     return out
 

@@ -55,9 +55,9 @@ def main() -> None:
     for name in args.scores:
         score, hp = scores.get(name), DEFAULTS.get(name, {})
         t0 = time.perf_counter()
-        state = scores.fit_state(score, [train], hp) if score.fit else None
+        state = score.bind(hp).fit(train) if score.fit else None
         t1 = time.perf_counter()
-        out = score.score(test, state, **hp)
+        out = score.bind(hp)(test, state=state)
         t2 = time.perf_counter()
         assert out.shape == (N_TEST,) and np.isfinite(out).all()
         rows.append((name, t1 - t0, t2 - t1, t2 - t0, N_TEST / (t2 - t1)))

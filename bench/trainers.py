@@ -122,7 +122,7 @@ def trainers(data: dict, tmp: Path) -> dict:
         path = tmp / "laood.npz"
         if not path.exists():
             convs = features.extract_convs(models.build(**SPEC).eval(), images[:512])
-            state = scores.fit_state(scores.get("laood"), [convs], {"max_fit": 512})
+            state = scores.get("laood").bind({"max_fit": 512}).fit(convs)
             np.savez(path, **state)
         return dict(np.load(path))
 

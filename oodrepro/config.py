@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -301,11 +300,18 @@ def _name_problems(config: dict) -> list[str]:
     for key in config.get("downloads", {}):
         if key not in data.ARCHIVES:
             problems.append(f"downloads.{key}: unknown archive; known: {', '.join(data.ARCHIVES)}")
-    for name in config["scores"]:
+    for name, hp in config["scores"].items():
         if name not in scores.SCORES:
             problems.append(
                 f"scores.{name}: unknown score; known: {', '.join(sorted(scores.SCORES))}"
             )
+            continue
+        known = scores.get(name).hyperparameters()
+        problems += [
+            f"scores.{name}.{key}: not a hyper-parameter of {name} "
+            f"({', '.join(sorted(known)) or 'it has none'})"
+            for key in sorted(set(hp or {}) - (set(hp or {}) if known is None else known))
+        ]
     return problems
 
 
@@ -526,8 +532,8 @@ def _search_problems(config: dict) -> list[str]:
                 f"search.grids.{name}: only feature-based scores are searched ({name} runs the "
                 "network)"
             )
-        known = set(inspect.signature(score.score).parameters) - {"features", "state"}
-        for key in set(grid) - known:
+        known = score.hyperparameters()
+        for key in set(grid) - (set(grid) if known is None else known):
             problems.append(
                 f"search.grids.{name}.{key}: not a hyper-parameter of {name} "
                 f"({', '.join(sorted(known)) or 'it has none'})"

@@ -18,8 +18,8 @@ import pandas as pd
 from . import config as cfg
 from . import data, derive, laood, layout
 from .io import npz_shapes
-from .layout import DataFolder, RunFolder
-from .scores import CONVS, JIGSAW, SCORES
+from .layout import CONVS, JIGSAW, DataFolder, RunFolder
+from .scores import SCORES
 
 IMAGE_BYTES = 3072  # a 32×32 RGB uint8 image
 STAGE_ORDER = [

@@ -146,3 +146,8 @@ def gpus_per_job(config: dict, cluster_gpus: bool = False) -> int:
         hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
         return int(not hidden and bool(runtime.nvidia_gpus()))
     return int(device.startswith("cuda"))
+
+
+def scores_of(config: dict, variant: str) -> list[str]:
+    """The scores computed on one model variant: `variant_scores` narrows `scores` per variant."""
+    return list(config.get("variant_scores", {}).get(variant, config["scores"]))

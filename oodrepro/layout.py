@@ -82,6 +82,11 @@ class DataFolder:
         return f"{self.path}/logs/convert_{name}.log"
 
 
+# The suffixes of a model's feature files of one dataset (`RunFolder.features`), one per dump:
+# the plain dump (logits, penultimate, pooled blocks, FeatureNorms), the jigsawed training
+# images, LA-OOD's pre-BN convs.
+PLAIN, JIGSAW, CONVS = "", ".jigsaw", ".convs"
+
 # One backbone and seed of one benchmark: every file below is inside such a folder.
 RUN_FOLDER = "{results}/{bench}/{arch}/seed{seed}"
 
@@ -117,7 +122,7 @@ class RunFolder:
 
     def features(self, model: str, dataset: str, suffix: str = "") -> str:
         """A model's features of a dataset; `suffix` names another dump of it (conv outputs,
-        jigsaw-shuffled images, `scores.CONVS` / `scores.JIGSAW`)."""
+        jigsaw-shuffled images: `CONVS`, `JIGSAW`)."""
         return f"{self.path}/features/{model}/{dataset}{suffix}.npz"
 
     def detector(self, model: str, method: str) -> str:

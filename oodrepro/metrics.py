@@ -137,6 +137,21 @@ def accuracy_percent(logits: np.ndarray, labels: np.ndarray) -> float:
 KEYS = ["benchmark", "arch", "seed", "model", "method"]
 
 
+def _one_set(a, b, index: int, subsample: dict | None, settings) -> tuple[dict, int]:
+    """Every metric of the ID scores `a` against one OOD set's `b` (the `index`-th), or with
+    `subsample` their mean over seeded random subsets of b; and how many OOD images each
+    comparison held."""
+    if not subsample:
+        return ood_metrics(a, b, *settings), len(b)
+    rng = np.random.default_rng([subsample.get("seed", 0), index])
+    k = min(subsample["n"], len(b))
+    draws = [
+        ood_metrics(a, b[rng.choice(len(b), size=k, replace=False)], *settings)
+        for _ in range(subsample.get("draws", 5))
+    ]
+    return {m: float(np.mean([d[m] for d in draws])) for m in draws[0]}, k
+
+
 def metrics_table(
     s_id: np.ndarray,
     s_ood: dict[str, np.ndarray],
@@ -166,23 +181,12 @@ def metrics_table(
     for name, s in s_ood.items():
         n = min(len(s_id), len(s)) if balance == "first_n" else None
         a, b = (s_id[:n], s[:n]) if n else (s_id, s)
-        if subsample:
-            rng = np.random.default_rng([subsample.get("seed", 0), len(per_set)])
-            k = min(subsample["n"], len(b))
-            draws = [
-                ood_metrics(
-                    a, b[rng.choice(len(b), size=k, replace=False)], fpr_rule, fpr_positive, aupr
-                )
-                for _ in range(subsample.get("draws", 5))
-            ]
-            per_set[name] = {m: float(np.mean([d[m] for d in draws])) for m in draws[0]}
-            b = b[:k]  # only the count is reported
-        else:
-            per_set[name] = ood_metrics(a, b, fpr_rule, fpr_positive, aupr)
-        for metric, value in per_set[name].items():
-            rows.append(
-                {"ood_set": name, "metric": metric, "value": value, "n_id": len(a), "n_ood": len(b)}
-            )
+        settings = (fpr_rule, fpr_positive, aupr)
+        per_set[name], n_ood = _one_set(a, b, len(per_set), subsample, settings)
+        rows += [
+            {"ood_set": name, "metric": metric, "value": value, "n_id": len(a), "n_ood": n_ood}
+            for metric, value in per_set[name].items()
+        ]
     counts = {r["ood_set"]: (r["n_id"], r["n_ood"]) for r in rows}
     for group, members in {**(groups or {}), "mean": list(s_ood)}.items():
         for metric in next(iter(per_set.values())):
@@ -210,15 +214,5 @@ def metrics_table(
         frame[k] = v
     frame["fpr_rule"], frame["fpr_positive"] = fpr_rule, fpr_positive
     frame["aupr_mode"], frame["balance"] = aupr, balance
-    order = KEYS + [
-        "ood_set",
-        "metric",
-        "value",
-        "n_id",
-        "n_ood",
-        "fpr_rule",
-        "fpr_positive",
-        "aupr_mode",
-        "balance",
-    ]
-    return frame[order]
+    settings = ["fpr_rule", "fpr_positive", "aupr_mode", "balance"]
+    return frame[KEYS + ["ood_set", "metric", "value", "n_id", "n_ood", *settings]]

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import claims as claim_checks
 from . import io, layout
 from . import scores as score_registry
-from .decision import INTERIM, NO_VERDICT, OUT_OF_REGIME, VERDICTS
 from .metrics import KEYS
 
 METRIC_LABELS = {
@@ -256,39 +256,44 @@ def notes(
                 )
                 + "."
             )
-    for table in blocks:
-        if table.empty:
-            continue
-        chosen = table[table["selected"].astype(bool)].iloc[0]
-        best = table.loc[table["auroc mean"].idxmax()]
-        ctx = f"{chosen['arch']} · {chosen['model']} · seed {chosen['seed']}"
-        out.append(
-            f"FeatureNorm ({ctx}): NormRatio chose block {chosen['block']}, ranked "
-            f"{int(chosen['auroc rank'])} of {len(table)} blocks by mean AUROC "
-            f"({chosen['auroc mean']:.1f}; "
-            f"the best, {best['block']}, reaches {best['auroc mean']:.1f}) — chosen without OOD "
-            "data."
-        )
-    for context, rule in ownership:
-        ctx = f"{context['arch']} · seed {context['seed']}"
-        if rule["rule"] == "null-models":
-            out.append(
-                f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy "
-                f"≥ {100 * rule['threshold']:.0f} % "
-                f"({rule['threshold_count']} of {rule['n_triggers']} triggers). "
-                f"{rule['null_models']} clean "
-                f"null models reach {100 * rule['null_mean']:.1f} % on average (at most "
-                f"{100 * rule['null_max']:.1f} %); with the upper-bounded chance rate "
-                f"{100 * rule['chance_rate']:.1f} % a model without the watermark would pass with "
-                "probability "
-                f"{rule['false_claim_probability']:.1e}."
-            )
-        else:
-            out.append(
-                f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy ≥ "
-                f"{100 * rule['threshold']:.0f} % (a fixed threshold)."
-            )
+    out += [_block_note(table) for table in blocks if not table.empty]
+    out += [_ownership_note(context, rule) for context, rule in ownership]
     return out
+
+
+def _block_note(table: pd.DataFrame) -> str:
+    """The block NormRatio chose against the per-block AUROC ranking (FeatureNorm)."""
+    chosen = table[table["selected"].astype(bool)].iloc[0]
+    best = table.loc[table["auroc mean"].idxmax()]
+    ctx = f"{chosen['arch']} · {chosen['model']} · seed {chosen['seed']}"
+    return (
+        f"FeatureNorm ({ctx}): NormRatio chose block {chosen['block']}, ranked "
+        f"{int(chosen['auroc rank'])} of {len(table)} blocks by mean AUROC "
+        f"({chosen['auroc mean']:.1f}; "
+        f"the best, {best['block']}, reaches {best['auroc mean']:.1f}) — chosen without OOD "
+        "data."
+    )
+
+
+def _ownership_note(context: dict, rule: dict) -> str:
+    """WatermarkNN's ownership threshold, and against null models its false-claim rate."""
+    ctx = f"{context['arch']} · seed {context['seed']}"
+    if rule["rule"] != "null-models":
+        return (
+            f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy ≥ "
+            f"{100 * rule['threshold']:.0f} % (a fixed threshold)."
+        )
+    return (
+        f"WatermarkNN ({ctx}): ownership is claimed at trigger accuracy "
+        f"≥ {100 * rule['threshold']:.0f} % "
+        f"({rule['threshold_count']} of {rule['n_triggers']} triggers). "
+        f"{rule['null_models']} clean "
+        f"null models reach {100 * rule['null_mean']:.1f} % on average (at most "
+        f"{100 * rule['null_max']:.1f} %); with the upper-bounded chance rate "
+        f"{100 * rule['chance_rate']:.1f} % a model without the watermark would pass with "
+        "probability "
+        f"{rule['false_claim_probability']:.1e}."
+    )
 
 
 def analysis_sections(
@@ -462,9 +467,9 @@ def markdown_summary(
         lines += [
             "## Claims",
             "",
-            claims_caption(claims),
+            claim_checks.caption(claims),
             "",
-            to_markdown(claims_table(claims)),
+            to_markdown(claim_checks.table(claims)),
             "",
         ]
     lines += [f"![{caption}]({path})\n" for caption, path in figures]
@@ -507,8 +512,10 @@ def html_summary(
         parts.append(_bullets("What was run", run))
     if claims is not None and len(claims):
         parts.append(
-            f"<h2>Claims</h2><p>{html.escape(claims_caption(claims))}</p>"
-            + claims_table(claims).to_html(index=False, border=0, float_format="%.2f", na_rep="")
+            f"<h2>Claims</h2><p>{html.escape(claim_checks.caption(claims))}</p>"
+            + claim_checks.table(claims).to_html(
+                index=False, border=0, float_format="%.2f", na_rep=""
+            )
         )
     parts += [
         f"<figure><img src='{html.escape(path)}' alt='{html.escape(caption)}'>"
@@ -533,98 +540,6 @@ def html_summary(
     )
     head = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head>"
     return f"{head}<body>{''.join(parts)}</body></html>\n"
-
-
-def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
-    """The claims as a reader wants them (docs/claims.md, "Reading a row"): paper and ours, the
-    difference with its interval and level as one cell, its two half-widths, the verdict and
-    the seeds it would take to decide; columns that no row fills are left out."""
-
-    def num(v, fmt=".2f"):
-        return v if isinstance(v, str) else ("" if pd.isna(v) else format(v, fmt))
-
-    shown = claims[["claim", "arch"]].copy()
-    shown["the difference"] = claims["compares"]
-    for column in ("paper a", "paper b", "ours a", "ours b", "detail"):
-        shown[column] = [num(v) for v in claims[column]]
-    shown["difference [interval]"] = [
-        f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] at {100 * lv:g} %"
-        for d, lo, hi, lv in zip(
-            claims["difference"], claims["ci low"], claims["ci high"], claims["level"], strict=True
-        )
-    ]
-    shown["± seeds / test"] = [
-        f"{'?' if pd.isna(a) else format(a, '.2f')} / {b:.2f}"
-        for a, b in zip(claims["seed half-width"], claims["test half-width"], strict=True)
-    ]
-    shown["shared"] = [num(v, ".0%") for v in claims["shared test share"]]
-    shown["claimed"] = claims["claimed"]
-    shown["paper effect"] = [num(v, "+.2f") for v in claims["paper effect"]]
-    shown["on claimed side"] = claims["on claimed side"]
-    shown["look"] = [num(v, ".0f") for v in claims["look"]]
-    shown["verdict"] = claims["verdict"]
-    shown["seeds to decide"] = [num(v, ".0f") for v in claims["seeds to decide"]]
-    shown["seeds for 80 % power (s; σ upper)"] = [
-        "—" if a == "—" else f"{a}; {b}"
-        for a, b in zip(
-            claims["seeds for 80 % power"].astype(str),
-            claims["seeds for 80 % power (σ upper 95 %)"].astype(str),
-            strict=True,
-        )
-    ]
-    shown["note"] = [num(v) for v in claims["note"]]
-    empty = [c for c in shown if shown[c].astype(str).isin(["", "—"]).all()]
-    # a column no row fills says nothing, and one every row shares is said once, in the caption
-    # (the CSV keeps both)
-    return shown.drop(columns=empty + _shared(claims))
-
-
-def _shared(claims: pd.DataFrame) -> list[str]:
-    """The advice columns whose text is the same on every row of several."""
-    return [
-        c
-        for c in ("seeds to decide", "note")
-        if len(claims) > 1 and claims[c].nunique(dropna=False) == 1 and claims[c].notna().all()
-    ]
-
-
-def claims_caption(claims: pd.DataFrame) -> str:
-    seeds = "/".join(map(str, sorted(set(claims["seeds"]))))
-    counts = claims["verdict"].value_counts()
-    unjudged = (NO_VERDICT, INTERIM, OUT_OF_REGIME)
-    judged = [v for v in VERDICTS if v not in unjudged and counts.get(v, 0)]
-    if judged:
-        text = (
-            ", ".join(f"{counts[v]} {v}" for v in judged)
-            + f" — over {seeds} seed(s), each judged at a look of the seed schedule"
-        )
-        waiting = counts.get(NO_VERDICT, 0) + counts.get(INTERIM, 0)
-        text += f"; {waiting} not yet judged." if waiting else "."
-    else:
-        text = (
-            f"No verdicts: these claims rest on {seeds} seed(s), fewer than the seed schedule's "
-            "first look (or between looks), so how much training alone moves each difference "
-            "is unknown. Each row gives the difference with its test-set interval, and its note "
-            "the command that adds seeds."
-        )
-    if counts.get(OUT_OF_REGIME, 0):
-        text += (
-            f" {counts[OUT_OF_REGIME]} out of regime: run outside the regime their paper assumes, "
-            "they say nothing about it either way."
-        )
-    return (
-        text
-        + (
-            " A difference is signed so that positive is the paper's side (lower FPR95 counts as "
-            "better); `claimed` is the bound its interval must clear. The interval adds the spread "
-            "over seeds to the test-set noise that all seeds share (± seeds / test; `shared`: that "
-            "part of one seed's test noise), at the level of its look (docs/claims.md). `smaller "
-            "than claimed`: wholly below the paper's effect; `out of regime`: a precondition of "
-            "the claim failed on a seed (its note says which). Statements and sources are in "
-            "claims.csv, the forest plot in claims.png."
-        )
-        + "".join(f" Every row's {c}: {claims[c].iloc[0]}." for c in _shared(claims))
-    )
 
 
 def comparison_table(summary: pd.DataFrame, reference: dict) -> pd.DataFrame:

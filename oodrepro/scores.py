@@ -16,6 +16,7 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 
 from . import featurenorm, laood
+from .layout import CONVS, JIGSAW, PLAIN
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Score:
     `score(features, state, **hp)` maps a dataset's cached features (or, with `needs="network"`,
     the model and the images) to one value per image, higher = more in-distribution;
     `fit(*train files, **hp)` returns the arrays `score` receives as `state`, fitted once per model
-    on ID training data only. The config's `scores.<name>` are the keyword hyper-parameters of both.
+    on ID training data only. The config's `scores.<name>` are their keyword hyper-parameters,
+    bound once (`bind`): each function receives those its signature declares.
     """
 
     name: str
@@ -41,11 +43,63 @@ class Score:
     # its fitted state keeps rows of the training features (so its file grows with them)
     keeps_rows: bool = False
 
+    def hyperparameters(self) -> set[str] | None:
+        """The keywords the config may give it (its score's and its fit's, past their data);
+        None where its fit takes any keyword and checks them itself."""
+        names = set()
+        for fn in filter(None, (self.score, self.fit)):
+            params = list(inspect.signature(fn).parameters.values())
+            if any(p.kind is p.VAR_KEYWORD for p in params):
+                return None
+            names |= {
+                p.name for p in params if p.default is not p.empty or p.kind is p.KEYWORD_ONLY
+            }
+        return names - JOB_KEYWORDS
 
-# The feature files of a model are features/<model>/<dataset><suffix>.npz, one suffix per kind
-# (the rules and the rehearsal's cost model name them through these): the plain dump (logits,
-# penultimate, pooled blocks, FeatureNorms), the jigsawed training images, LA-OOD's pre-BN convs.
-PLAIN, JIGSAW, CONVS = "", ".jigsaw", ".convs"
+    @property
+    def parallel_fit(self) -> bool:
+        """Whether its fit spreads over several threads (it takes `n_jobs`)."""
+        return self.fit is not None and "n_jobs" in inspect.signature(self.fit).parameters
+
+    def bind(self, hp: dict) -> BoundScore:
+        """The score with its hyper-parameters `hp` bound; a keyword it does not know is an
+        error naming it."""
+        known = self.hyperparameters()
+        unknown = set() if known is None else set(hp) - known
+        if unknown:
+            raise TypeError(f"{self.name}: unknown hyper-parameters {sorted(unknown)}")
+        return BoundScore(self, dict(hp))
+
+
+# what a job, not the config, gives a score or a fit
+JOB_KEYWORDS = {"state", "progress", "n_jobs", "augmentation", "seed"}
+
+
+def _declared(fn: Callable, keywords: dict) -> dict:
+    """The `keywords` that `fn` declares (all of them where it takes **kwargs)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(keywords)
+    return {k: v for k, v in keywords.items() if k in params}
+
+
+@dataclass(frozen=True)
+class BoundScore:
+    """A score with its hyper-parameters bound once, as pytorch-ood binds a Detector's: `fit` and
+    the call hand each function only the keywords it declares, so neither takes ones it ignores."""
+
+    spec: Score
+    hp: dict
+
+    def fit(self, *inputs, **job) -> dict[str, np.ndarray]:
+        """The fitted state from the training inputs; `job` adds what the job gives a fit that
+        declares it (`n_jobs`: the job's threads; a network fit's augmentation and seed)."""
+        return self.spec.fit(*inputs, **_declared(self.spec.fit, {**self.hp, **job}))
+
+    def __call__(self, *data, state=None, **job) -> np.ndarray:
+        """One score per image of `data` (features; or the model and the images)."""
+        return self.spec.score(*data, state, **_declared(self.spec.score, {**self.hp, **job}))
+
 
 SCORES: dict[str, Score] = {}
 # fit input name → feature-file suffix
@@ -88,23 +142,6 @@ def get(name: str) -> Score:
     if name not in SCORES:
         raise KeyError(f"unknown score {name!r}; known: {', '.join(sorted(SCORES))}")
     return SCORES[name]
-
-
-def scores_of(config: dict, variant: str) -> list[str]:
-    """The scores computed on one model variant: `variant_scores` narrows `scores` per variant."""
-    return list(config.get("variant_scores", {}).get(variant, config["scores"]))
-
-
-def fit_is_parallel(score: Score) -> bool:
-    """Whether the score's fit spreads over several threads (it takes an `n_jobs` argument)."""
-    return score.fit is not None and "n_jobs" in inspect.signature(score.fit).parameters
-
-
-def fit_state(score: Score, inputs: list[dict], hp: dict, n_jobs: int = 1) -> dict[str, np.ndarray]:
-    """Run a score's fit; fits that parallelise get the job's threads."""
-    if fit_is_parallel(score):
-        return score.fit(*inputs, n_jobs=n_jobs, **hp)
-    return score.fit(*inputs, **hp)
 
 
 # --------------------------------------------------------------------------- feature scores
@@ -182,10 +219,8 @@ def fit_featurenorm(
     fit_inputs=("train", "train_jigsaw"),
     description="FeatureNorm of the block chosen by NormRatio (Yu et al. 2023)",
 )
-def featurenorm_score(
-    features: dict, state: dict, block="auto", jigsaw_seed: int = 0
-) -> np.ndarray:
-    """The selected block's FeatureNorm; `block` and `jigsaw_seed` act through the fitted state.
+def featurenorm_score(features: dict, state: dict) -> np.ndarray:
+    """The FeatureNorm of the block `fit_featurenorm` chose (by NormRatio, or the config's).
     Reads `featnorm` (every block's FeatureNorm, one column each).
     Returns one float64 score per image, higher = more ID.
     """
@@ -226,8 +261,8 @@ def fit_laood(
     keeps_rows=True,  # support vectors
     description="LA-OOD: min over layers of per-layer OCSVM decision values (Wang et al. 2022)",
 )
-def laood_score(features: dict, state: dict, **_hp) -> np.ndarray:
-    """Hyper-parameters act through the fitted state.
+def laood_score(features: dict, state: dict) -> np.ndarray:
+    """min over layers of the fitted one-class SVMs' decision values (`fit_laood`).
     Reads `layer_names` and `layer_<j>` of the `.convs` file. Returns one float64 score per image,
     higher = more ID.
     """
@@ -278,9 +313,7 @@ def gen(features: dict, state=None, gamma: float = 0.1, top: int = 100) -> np.nd
     return -(p**gamma * (1 - p) ** gamma).sum(axis=1)
 
 
-def fit_react(
-    train: dict, percentile: float = 90.0, score: str = "energy"
-) -> dict[str, np.ndarray]:
+def fit_react(train: dict, percentile: float = 90.0) -> dict[str, np.ndarray]:
     """ReAct's clip value: the `percentile` of every ID training activation of h."""
     return {"clip": np.array(np.percentile(train["penultimate"].astype(np.float64), percentile))}
 
@@ -306,7 +339,7 @@ def react(
     return _head_score(h @ w.T + b, score)
 
 
-def fit_dice(train: dict, sparsity: float = 90.0, score: str = "energy") -> dict[str, np.ndarray]:
+def fit_dice(train: dict, sparsity: float = 90.0) -> dict[str, np.ndarray]:
     """DICE's weight mask: keep the head weights whose contribution W ⊙ mean_ID(h) lies above
     its `sparsity` percentile (90 keeps the top 10 %)."""
     w, _ = _head(train)
@@ -375,7 +408,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-10)
 
 
-def fit_knn(train: dict, k: int = 50, block: int = 1024) -> dict[str, np.ndarray]:
+def fit_knn(train: dict) -> dict[str, np.ndarray]:
     """The L2-normalised penultimate vectors of the ID training set (the neighbours)."""
     return {"bank": _unit(train["penultimate"])}
 
@@ -518,6 +551,7 @@ def fit_mahalanobis_ensemble(
     model,
     train,
     tune,
+    *,
     layers,
     tune_on: str = "id_test",
     n_fit: int = 500,
@@ -554,9 +588,10 @@ def fit_mahalanobis_ensemble(
     "(Lee et al. 2018)",
 )
 def mahalanobis_ensemble_score(
-    model, images: np.ndarray, state: dict, batch_size: int = 256, progress: bool = True, **_hp
+    model, images: np.ndarray, state: dict, batch_size: int = 256, progress: bool = True
 ) -> np.ndarray:
-    """The fitted layers, noise magnitude and combiner act through the state.
+    """The combiner over the fitted layers' Mahalanobis scores at the chosen noise magnitude
+    (`fit_mahalanobis_ensemble`, `mahalanobis_ensemble.score`).
     Reads the network and uint8 images, not cached features. Returns one float64 score per image,
     higher = more ID.
     """

@@ -40,10 +40,9 @@ def search(
     `hp` are the config's values; the grid's replace them."""
     rows = []
     for trial in combinations(grid):
-        values = {**hp, **trial}
-        state = scores.fit_state(score, fit_inputs, values) if score.fit is not None else None
-        s_id = score.score(id_val, state, **values)
-        s_ood = score.score(ood_val, state, **values)
+        bound = score.bind({**hp, **trial})
+        state = bound.fit(*fit_inputs) if score.fit is not None else None
+        s_id, s_ood = bound(id_val, state=state), bound(ood_val, state=state)
         rows.append({**trial, "val_auroc": 100 * auroc(s_id, s_ood)})
     table = pd.DataFrame(rows)
     table["chosen"] = False

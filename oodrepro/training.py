@@ -245,6 +245,17 @@ class Run:
         }
 
 
+def _check_checkpoints(recipe: Recipe, keep: dict, test) -> None:
+    """The best-on-test checkpoint needs the test set; a kept one, an epoch of the run."""
+    if recipe.checkpoint == "best_test" and test is None:
+        raise ValueError("checkpoint: best_test needs the test set")
+    for name, (at, _) in keep.items():
+        if not 1 <= at <= recipe.epochs:
+            raise ValueError(
+                f"checkpoint {name!r} asks for epoch {at} of a {recipe.epochs}-epoch run"
+            )
+
+
 def train_backbone(
     spec: dict,
     images: np.ndarray,
@@ -274,17 +285,10 @@ def train_backbone(
     continues from it, and it is removed once `out` is written. `first_epoch`, `trainer` and
     `identity` are `Run`'s.
     """
-    recipe = Recipe.of(recipe)
+    recipe, keep = Recipe.of(recipe), keep or {}
     best_test = recipe.checkpoint == "best_test"
-    if best_test and test is None:
-        raise ValueError("checkpoint: best_test needs the test set")
+    _check_checkpoints(recipe, keep, test)
     dev = pick_device(device)
-    keep = keep or {}
-    for name, (at, _) in keep.items():
-        if not 1 <= at <= recipe.epochs:
-            raise ValueError(
-                f"checkpoint {name!r} asks for epoch {at} of a {recipe.epochs}-epoch run"
-            )
     torch.manual_seed(seed)
     model = models.build(**spec).to(dev)
     if init is not None:

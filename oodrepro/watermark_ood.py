@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import models, resume
-from .augmentation import epoch_generator
+from .augmentation import augment, epoch_generator
 from .devices import bf16_autocast, pick_device, use_channels_last
 from .inference import to_tensor
 from .io import load_torch, save_torch
@@ -86,6 +86,39 @@ def project(w: torch.Tensor, epsilon: float | None) -> torch.Tensor:
     return w if epsilon is None else w.clamp(-epsilon, epsilon)
 
 
+def _epoch(model, w, x_all, y_all, params: dict, alpha: float, gen, autocast):
+    """One pass of SAM sign steps on w over the epoch's seeded order (`learn`); returns w and
+    the loss summed over images."""
+    n, bs = len(y_all), params["batch_size"]
+    extra = {k: params[k] for k in ("t_in", "t_out") if k in params}
+    perm = torch.randperm(n, generator=gen).to(x_all.device)
+    total = 0.0
+    for i in range(0, n, bs):  # the last, partial batch is kept, as in the original
+        idx = perm[i : i + bs]
+        x = augment(x_all[idx].float() / 255.0, 0, params.get("flip", True), gen)  # flip only
+        z_id = model.normalize(x)
+        z_noise = params["sigma"] * torch.randn(z_id.shape, generator=gen).to(x_all.device)
+        y = y_all[idx]
+
+        def loss_at(v, z_id=z_id, y=y, z_noise=z_noise):  # this batch's, bound now
+            with autocast:
+                return loss(
+                    model,
+                    z_id,
+                    y,
+                    z_noise,
+                    v,
+                    objective=params["objective"],
+                    beta=params["beta"],
+                    **extra,
+                )
+
+        w, value = sam_sign_step(w, loss_at, params["rho"], alpha)
+        w = project(w, params.get("epsilon"))
+        total += value * len(idx)
+    return w, total
+
+
 def learn(
     model: models.Backbone,
     images: np.ndarray,
@@ -138,45 +171,17 @@ def learn(
     w = loop.state["w"] if loop.state is not None else torch.zeros(1, 3, 32, 32, device=dev)
     x_all = to_tensor(images, dev)
     y_all = torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
-    n, bs = len(y_all), params["batch_size"]
-    extra = {k: params[k] for k in ("t_in", "t_out") if k in params}
     for epoch in loop:
         t0 = time.time()
-        gen = epoch_generator(seed, epoch)
         alpha = params["alpha"] * (0.1 if epoch >= params["decay_epoch"] else 1.0)
-        perm = torch.randperm(n, generator=gen).to(dev)
-        total = 0.0
-        for i in range(0, n, bs):  # the last, partial batch is kept, as in the original
-            idx = perm[i : i + bs]
-            x = x_all[idx].float() / 255.0
-            if params.get("flip", True):
-                flip = (torch.rand(len(idx), generator=gen) < 0.5).to(dev)
-                x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            z_id = model.normalize(x)
-            z_noise = params["sigma"] * torch.randn(z_id.shape, generator=gen).to(dev)
-            y = y_all[idx]
-
-            def loss_at(v, z_id=z_id, y=y, z_noise=z_noise):  # this batch's, bound now
-                with autocast:
-                    return loss(
-                        model,
-                        z_id,
-                        y,
-                        z_noise,
-                        v,
-                        objective=params["objective"],
-                        beta=params["beta"],
-                        **extra,
-                    )
-
-            w, value = sam_sign_step(w, loss_at, params["rho"], alpha)
-            w = project(w, params.get("epsilon"))
-            total += value * len(idx)
+        w, total = _epoch(
+            model, w, x_all, y_all, params, alpha, epoch_generator(seed, epoch), autocast
+        )
         loop.history.append(
             {
                 "epoch": epoch + 1,
                 "alpha": alpha,
-                "loss": total / n,
+                "loss": total / len(y_all),
                 "w_linf": w.abs().max().item(),
                 "w_l2": w.norm().item(),
                 "seconds": time.time() - t0,

@@ -68,7 +68,7 @@ def per_model(pattern, method=None):
     pairs = [
         (v, m)
         for v in config["variants"]
-        for m in score_registry.scores_of(config, v)
+        for m in derive.scores_of(config, v)
         if method in (None, m)
     ]
     if "{method}" not in pattern:

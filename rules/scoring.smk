@@ -24,7 +24,7 @@ rule fit_detector:
         ),
     conda:
         "../envs/analysis.yaml"
-    threads: lambda w: 4 if score_registry.fit_is_parallel(score_registry.get(w.method)) else 1
+    threads: lambda w: 4 if score_registry.get(w.method).parallel_fit else 1
     resources:
         mem_mb=8000,
         runtime=per_attempt(12 * 60),

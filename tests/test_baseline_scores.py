@@ -32,9 +32,9 @@ def data():
 
 
 def run(name, train, test, **hp):
-    score = scores.get(name)
-    state = scores.fit_state(score, [train], hp) if score.fit else None
-    return score.score(test, state, **hp)
+    score = scores.get(name).bind(hp)
+    state = score.fit(train) if score.spec.fit else None
+    return score(test, state=state)
 
 
 def energy(z):

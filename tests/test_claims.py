@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from oodrepro import claims, derive, io, metrics, plots, regime, report
+from oodrepro import claim_kinds, claims, derive, io, metrics, plots, regime
 from oodrepro import config as cfg
 from oodrepro import decision as d
 from oodrepro import uncertainty as u
@@ -54,8 +54,8 @@ def test_resample_counts_draw_n_with_replacement():
 def test_a_side_several_claims_share_is_bootstrapped_once():
     rng = np.random.default_rng(0)
     s_id, s_ood = rng.normal(size=200), rng.normal(1, size=80)
-    draws, computed = claims.Draws(50, 0), []
-    ctx = claims.Context(draws, {}, "id", ["ood"], [], [])
+    draws, computed = claim_kinds.Draws(50, 0), []
+    ctx = claim_kinds.Context(draws, {}, "id", ["ood"], [], [])
 
     def metric(scores_ood):
         before = len(draws._metrics)
@@ -341,7 +341,7 @@ def test_a_better_claim_over_three_seeds(tmp_path):
     def check(claim, seeds=3):
         runs = {
             "net": {
-                s: {claim["id"]: claims.bind(claim).files(RunFolder(f), BENCH)}
+                s: {claim["id"]: claim_kinds.bind(claim).files(RunFolder(f), BENCH)}
                 for s, f in enumerate(folders[:seeds])
             }
         }
@@ -393,7 +393,7 @@ def test_a_stage_claim_is_the_snapshot_against_the_final_model(tmp_path):
     written_out = _better(a="base.middle/energy", b="base/energy")
 
     def row(claim):
-        bound = claims.bind(claim)
+        bound = claim_kinds.bind(claim)
         runs = {
             "net": {
                 s: {claim["id"]: bound.files(RunFolder(f), BENCH)} for s, f in enumerate(folders)
@@ -472,7 +472,7 @@ def test_every_quantity_is_in_the_schema():
 
 def test_one_seed_gets_no_verdict_and_says_how_to_get_one(tmp_path):
     claim = _better()
-    files = claims.bind(claim).files(RunFolder(_run_folder(tmp_path, 0, 2.0, 0.5)), BENCH)
+    files = claim_kinds.bind(claim).files(RunFolder(_run_folder(tmp_path, 0, 2.0, 0.5)), BENCH)
     runs = {"net": {0: {claim["id"]: files}}}
     row = claims.evaluate(
         [claim],
@@ -534,7 +534,7 @@ def test_the_rank_and_bound_kinds_on_constructed_files(tmp_path):
         return claims.evaluate([full], runs, BENCH, SETTINGS, UNCERTAINTY, watermarknn).iloc[0]
 
     def in_run(full):
-        return claims.bind(full).files(RunFolder(str(run)), BENCH)
+        return claim_kinds.bind(full).files(RunFolder(str(run)), BENCH)
 
     io.save_npz(run / "detectors" / "base" / "featurenorm.npz", block=np.array(2))
     top1 = one({"kind": "rank", "of": "featurenorm-block"}, in_run)
@@ -614,7 +614,7 @@ def test_a_claim_naming_what_the_config_does_not_produce_fails_validation(defaul
 
 
 def test_the_default_carries_a_claim_for_every_method(default):
-    kinds = {claims.bind(c).name for c in default["claims"]}
+    kinds = {claim_kinds.bind(c).name for c in default["claims"]}
     assert kinds == {
         "better",
         "stage",
@@ -691,10 +691,10 @@ def test_the_table_the_summary_and_the_plot_say_the_same(tmp_path):
     claim = _better(paper={"a": 99.0, "b": 50.0})  # a paper effect of 49 points: too big for ours
     runs = {
         "net": {
-            s: {claim["id"]: claims.bind(claim).files(RunFolder(f), BENCH)}
+            s: {claim["id"]: claim_kinds.bind(claim).files(RunFolder(f), BENCH)}
             for s, f in enumerate(folders)
         },
-        "one": {0: {claim["id"]: claims.bind(claim).files(RunFolder(folders[0]), BENCH)}},
+        "one": {0: {claim["id"]: claim_kinds.bind(claim).files(RunFolder(folders[0]), BENCH)}},
     }
     io.save_csv(
         tmp_path / "claims.csv",
@@ -703,7 +703,7 @@ def test_the_table_the_summary_and_the_plot_say_the_same(tmp_path):
     )
     table = pd.read_csv(tmp_path / "claims.csv")
     assert list(table["verdict"]) == ["smaller than claimed", "no verdict"]
-    shown = report.claims_table(table)
+    shown = claims.table(table)
     for (_, row), (_, cell) in zip(table.iterrows(), shown.iterrows(), strict=True):
         assert cell["difference [interval]"] == (
             f"{row['difference']:+.2f} [{row['ci low']:+.2f}, {row['ci high']:+.2f}] "
@@ -712,11 +712,11 @@ def test_the_table_the_summary_and_the_plot_say_the_same(tmp_path):
         assert cell["verdict"] == row["verdict"]
     assert shown["± seeds / test"].iloc[1].startswith("? / ")  # one seed: unknown
     assert shown["look"].tolist() == ["3", ""]
-    caption = report.claims_caption(table)
+    caption = claims.caption(table)
     assert (
         caption.startswith("1 smaller than claimed — over 1/3 seed(s)") and "1 not yet" in caption
     )
-    assert report.claims_caption(table.iloc[1:]).startswith("No verdicts")
+    assert claims.caption(table.iloc[1:]).startswith("No verdicts")
     ax = plots.plot_claims(table, "t").axes[0]
     drawn = [line.get_xdata() for line in ax.lines if len(line.get_xdata()) == 2]
     assert [tuple(x) for x in drawn[: len(table)]] == [

@@ -240,20 +240,21 @@ def test_openoods_search_tunes_on_validation_sets_and_the_scores_use_its_choice(
         expected = []
         score = scores.get(name)
         for value in grid[key]:
-            hp = {**config["scores"][name], key: value}
-            state = scores.fit_state(score, [features["train"]], hp)
-            s_val = score.score(features["val"], state, **hp)
-            expected.append(
-                100 * metrics.auroc(s_val, score.score(features["ood-val"], state, **hp))
+            bound = score.bind({**config["scores"][name], key: value})
+            state = bound.fit(features["train"])
+            s_val, s_ood = (
+                bound(features["val"], state=state),
+                bound(features["ood-val"], state=state),
             )
+            expected.append(100 * metrics.auroc(s_val, s_ood))
         assert table["val AUROC"].tolist() == pytest.approx(expected)
         best = grid[key][int(np.argmax(expected))]
         chosen = json.loads((run / "search" / "base" / f"{name}.json").read_text())["chosen"]
         assert chosen == {key: best} and table["selected"].sum() == 1
-        hp = {**config["scores"][name], key: best}
-        state = scores.fit_state(score, [features["train"]], hp)
+        bound = score.bind({**config["scores"][name], key: best})
+        state = bound.fit(features["train"])
         test = np.load(run / "scores" / "base" / name / "openood-cifar10-tin.npy")
-        assert np.allclose(test, score.score(features["tin"], state, **hp))
+        assert np.allclose(test, bound(features["tin"], state=state))
     # the manifest proves which lists and checkpoint the run read
     sources = json.loads((Path(config["results"]) / "manifest.json").read_text())["local_sources"]
     listed = {Path(s["path"]).name: s["sha256"] for s in sources}

@@ -140,9 +140,10 @@ def test_each_scores_docstring_names_the_feature_keys_it_reads(name):
     hp = {"knn": {"k": 3}, "vim": {"dim": 4}, "laood": {"gammas": [0.1, 1.0], "nu": 0.1}}.get(
         name, {}
     )
-    state = scores.fit_state(score, fit_args, hp) if score.fit else None
+    bound = score.bind(hp)
+    state = bound.fit(*fit_args) if score.fit else None
     features = _Recording(_features(20, 1))
-    out = score.score(features, state, **hp)
+    out = bound(features, state=state)
     assert out.shape == (20,) and out.dtype == np.float64
     assert features.read == claimed, (
         f"{name} reads {sorted(features.read)}, its docstring says {sorted(claimed)}"

@@ -5,12 +5,15 @@ from oodrepro.runtime import start_job
 start_job(snakemake)
 p, inp = snakemake.params, snakemake.input
 model = models.load_model(inp.model, pick_device(p.device), spec=p.spec)
-state = scores.get(snakemake.wildcards.method).fit(
-    model,
-    data.load_dataset(inp.train),
-    data.load_dataset(inp.tune),
-    augmentation=p.augmentation,
-    seed=p.seed,
-    **p.hp,
+state = (
+    scores.get(snakemake.wildcards.method)
+    .bind(p.hp)
+    .fit(
+        model,
+        data.load_dataset(inp.train),
+        data.load_dataset(inp.tune),
+        augmentation=p.augmentation,
+        seed=p.seed,
+    )
 )
 io.save_npz(snakemake.output[0], **state)
