@@ -111,8 +111,9 @@ def trainers(data: dict, tmp: Path) -> dict:
                 embed(tmp / "owner")
                 os.replace(tmp / "owner" / "m.pt", owner)
             watermarknn.attack(
-                owner, kind, images, labels, RECIPE, folder / "m.pt", folder / "s.pt",
-                folder / "log.csv", data["triggers"], test, spec=SPEC, progress=False,
+                owner, kind, images, labels, recipe=RECIPE, out=folder / "m.pt",
+                state_path=folder / "s.pt", log_csv=folder / "log.csv",
+                triggers=data["triggers"], test=test, spec=SPEC, progress=False,
             )  # fmt: skip
             return folder / "log.csv"
 

@@ -1,6 +1,8 @@
 # Feature dumping: logits, penultimate and pooled block outputs. One job per model writes every
 # set it is evaluated on (a job costs more to start than a pass over a test set takes); the
-# training set's features are a job of their own, made only for the scores fitted on them.
+# training set's features are a job of their own, made only for the scores fitted on them. The
+# other dumps (the training set, its jigsawed images, LA-OOD's conv outputs) are this rule with
+# other files and `dump`.
 
 
 rule dump_features:
@@ -8,7 +10,7 @@ rule dump_features:
         model=IN_RUN.model("{variant}"),
         datasets=[dataset_file(name) for name in [*EVALUATED, *TUNING]],
     output:
-        [IN_RUN.features("{variant}", f"{name}") for name in [*EVALUATED, *TUNING]],
+        [IN_RUN.features("{variant}", name) for name in [*EVALUATED, *TUNING]],
     log:
         f"{RUN}/logs/dump_features/{{variant}}.log",
     benchmark:
@@ -21,6 +23,7 @@ rule dump_features:
         mem_mb=4000,
         runtime=per_attempt(60),
     params:
+        dump="plain",
         batch_size=config["features"]["batch_size"],
         device=config["device"],
         spec=expected_spec,
@@ -28,81 +31,51 @@ rule dump_features:
         "../workflow_scripts/dump_features.py"
 
 
-rule dump_train_features:
+use rule dump_features as dump_train_features with:
     input:
         model=IN_RUN.model("{variant}"),
         datasets=[dataset_file(BENCH["id_train"])],
     output:
-        IN_RUN.features("{variant}", f"{BENCH['id_train']}"),
+        IN_RUN.features("{variant}", BENCH["id_train"]),
     log:
         f"{RUN}/logs/dump_features/{{variant}}.train.log",
     benchmark:
         f"{RUN}/benchmarks/dump_features/{{variant}}.train.tsv"
-    conda:
-        "../envs/torch.yaml"
-    threads: 1
-    resources:
-        **NETWORK,
-        mem_mb=4000,
-        runtime=per_attempt(60),
-    params:
-        batch_size=config["features"]["batch_size"],
-        device=config["device"],
-        spec=expected_spec,
-    script:
-        "../workflow_scripts/dump_features.py"
 
 
-rule dump_jigsaw_features:
+# FeatureNorm's NormRatio compares the training images' block norms with their jigsaws'.
+use rule dump_features as dump_jigsaw_features with:
     input:
         model=IN_RUN.model("{variant}"),
-        dataset=dataset_file(BENCH["id_train"]),
+        datasets=[dataset_file(BENCH["id_train"])],
     output:
-        IN_RUN.features("{variant}", f"{BENCH['id_train']}{JIGSAW}"),
+        IN_RUN.features("{variant}", BENCH["id_train"], JIGSAW),
     log:
         f"{RUN}/logs/dump_features/{{variant}}{JIGSAW}.log",
     benchmark:
         f"{RUN}/benchmarks/dump_features/{{variant}}{JIGSAW}.tsv"
-    conda:
-        "../envs/torch.yaml"
-    threads: 1
-    resources:
-        **NETWORK,
-        mem_mb=4000,
-        runtime=per_attempt(60),
     params:
-        batch_size=config["features"]["batch_size"],
-        device=config["device"],
-        spec=expected_spec,
+        dump="jigsaw",
         seed=lambda w: config["scores"]["featurenorm"]["jigsaw_seed"],
-    script:
-        "../workflow_scripts/dump_jigsaw_features.py"
 
 
 # LA-OOD fits on the training set's conv outputs and scores the evaluated sets': all in one job.
-rule dump_conv_features:
+use rule dump_features as dump_conv_features with:
     input:
         model=IN_RUN.model("{variant}"),
         datasets=[dataset_file(name) for name in [BENCH["id_train"], *EVALUATED]],
     output:
         [
-            IN_RUN.features("{variant}", f"{name}{CONVS}")
+            IN_RUN.features("{variant}", name, CONVS)
             for name in [BENCH["id_train"], *EVALUATED]
         ],
     log:
         f"{RUN}/logs/dump_features/{{variant}}{CONVS}.log",
     benchmark:
         f"{RUN}/benchmarks/dump_features/{{variant}}{CONVS}.tsv"
-    conda:
-        "../envs/torch.yaml"
-    threads: 1
     resources:
         **NETWORK,
         mem_mb=8000,
         runtime=per_attempt(60),
     params:
-        batch_size=config["features"]["batch_size"],
-        device=config["device"],
-        spec=expected_spec,
-    script:
-        "../workflow_scripts/dump_conv_features.py"
+        dump="convs",

@@ -479,3 +479,33 @@ def test_every_schema_key_says_what_it_is():
     for name, definition in schema["definitions"].items():
         missing += _undescribed(definition, f"definitions.{name}")
     assert not missing, f"schema keys without a description: {missing}"
+
+
+def test_the_recipes_keys_and_defaults_live_in_recipe():
+    """The schema's `definitions/recipe` and `Recipe` name the same keys (nested ones too); the
+    defaults live in `Recipe` alone (a schema default would fill every override recipe, masking
+    the recipe it overrides), and the recipe a rule receives has every key filled from there."""
+    import dataclasses
+
+    from oodrepro.recipe import Augment, Recipe, Schedule
+
+    props = cfg.schema()["definitions"]["recipe"]["properties"]
+    for schema_props, cls in (
+        (props, Recipe),
+        (props["schedule"]["properties"], Schedule),
+        (props["augment"]["properties"], Augment),
+    ):
+        assert set(schema_props) == {f.name for f in dataclasses.fields(cls)}, cls
+        assert not [k for k, v in schema_props.items() if "default" in v], cls
+    config = cfg.load(ROOT / "config.yaml")
+    complete = derive.recipe_of(config, "resnet18-small")
+    given, defaults = config["training"], Recipe(epochs=1, batch_size=2, lr=0.1).as_dict()
+    assert {k: complete[k] for k in given if k not in ("schedule", "augment")} == {
+        k: v for k, v in given.items() if k not in ("schedule", "augment")
+    }
+    assert complete["augment"] == given["augment"]  # both keys given in config.yaml
+    assert complete["schedule"] == {**defaults["schedule"], **given["schedule"]}
+    assert {k: complete[k] for k in set(complete) - set(given)} == {
+        k: defaults[k] for k in set(complete) - set(given)
+    }
+    assert complete["nesterov"] is False and complete["checkpoint"] == "last"

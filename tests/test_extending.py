@@ -100,6 +100,7 @@ def test_the_copys_own_tests_accept_the_additions(extended):
         "tests/test_scores.py",
         "tests/test_workflow_hygiene.py",
         "tests/test_config.py::test_the_schemas_enums_are_the_registries",
+        "tests/test_rehearsal.py::test_every_jobs_cost_is_registered_under_the_benchmark_folder_its_rule_writes",
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert (
