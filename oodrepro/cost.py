@@ -323,11 +323,6 @@ def runs(config: dict) -> RunFolder:
     return RunFolder(layout.run_folder(config["results"], "*", "*", "*"))
 
 
-def stage_of(rule: str, stem: str = "") -> str:
-    """The stage of the cost table a job counts in."""
-    return COSTS[kind_of(rule, stem)].stage
-
-
 def epoch_seconds(log: Path) -> tuple[float, float] | None:
     """Seconds of a trainer's logged epochs (its start-up, evaluation and saving excluded): all
     of them, and the last one's, the steady state after the first epoch's warm-up."""

@@ -46,6 +46,14 @@ def use_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
     )
 
 
+def place_for_training(model: torch.nn.Module, device: torch.device) -> torch.memory_format:
+    """Move `model` to `device` in the layout its passes with gradients run in there
+    (`use_channels_last`), the set-up every trainer shares; returns it for the batches."""
+    layout = torch.channels_last if use_channels_last(model, device) else torch.contiguous_format
+    model.to(device=device, memory_format=layout)
+    return layout
+
+
 def bf16_autocast(setting, device: torch.device) -> torch.autocast:
     """The autocast context of every training pass: bf16 where `use_bf16` says, else a no-op."""
     return torch.autocast(

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import models, resume
 from .augmentation import augment, epoch_generator
-from .devices import bf16_autocast, pick_device, use_channels_last
+from .devices import bf16_autocast, pick_device, place_for_training
 from .inference import accuracy_fraction, to_tensor
 from .optimizer import SGD
 from .recipe import Recipe
@@ -174,12 +174,9 @@ class Run:
         self.history = self.loop.history
         self.images = to_tensor(images, dev)
         self.labels = torch.from_numpy(np.asarray(labels, np.int64)).to(dev)
-        # Channels-last layout where it is fast and safe (`use_channels_last`); bf16 autocast on
-        # CUDA (`use_bf16`); `compile: true` runs the forward through torch.compile.
-        self.layout = (
-            torch.channels_last if use_channels_last(model, dev) else torch.contiguous_format
-        )
-        model.to(memory_format=self.layout)
+        # Channels-last layout where it is fast and safe; bf16 autocast on CUDA (`use_bf16`);
+        # `compile: true` runs the forward through torch.compile.
+        self.layout = place_for_training(model, dev)
         self.net = torch.compile(model) if recipe.compile else model
         self.autocast = bf16_autocast(recipe.bf16, dev)
 

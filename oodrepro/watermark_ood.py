@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from . import models, resume
 from .augmentation import augment, epoch_generator
-from .devices import bf16_autocast, pick_device, use_channels_last
+from .devices import bf16_autocast, pick_device, place_for_training
 from .inference import to_tensor
 from .io import load_torch, save_torch
 
@@ -139,12 +139,7 @@ def learn(
     bf16 (autocast of the model's passes, as in training; w and its update stay float32).
     """
     dev = pick_device(device)
-    model = model.to(dev)
-    model = model.to(
-        memory_format=torch.channels_last
-        if use_channels_last(model, dev)
-        else torch.contiguous_format
-    )
+    place_for_training(model, dev)
     model.eval()
     autocast = bf16_autocast(params.get("bf16", "auto"), dev)
     for p in model.parameters():
