@@ -39,6 +39,12 @@ class Quantity:
         raise NotImplementedError
 
 
+def um_level(path) -> float:
+    """The loss constraint UM that `unleashing_mask.estimate_constraint` wrote to `path`: the one
+    reader of that file (fine-tunes flood at it, plots draw it, preconditions check it)."""
+    return float(json.loads(open(path).read())["level"])
+
+
 def _last_epoch(path: str) -> pd.Series:
     return pd.read_csv(path).iloc[-1]
 
@@ -105,7 +111,7 @@ class UMLevel(Quantity):
         return run.um_level(of)
 
     def value(self, path, of):
-        return float(json.loads(open(path).read())["level"])
+        return um_level(path)
 
 
 class LossChange(Quantity):

@@ -12,7 +12,6 @@ docs/unleashing-mask.md.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from .augmentation import augment
 from .devices import pick_device
 from .inference import to_tensor
 from .recipe import Augment, Recipe
+from .regime import um_level
 
 OOD_FACTOR = 1.0  # outliers selected per ID training image where an exposure leaves it out
 
@@ -188,7 +188,7 @@ def flooding_level(flooding: bool, configured: float | None, constraint) -> floa
         return None
     if configured is not None:
         return configured
-    return json.loads(Path(constraint).read_text())["level"]
+    return um_level(constraint)
 
 
 def _objective(

@@ -1,16 +1,13 @@
-import json
-from pathlib import Path
-
 import pandas as pd
 
-from oodrepro import io, metrics, plots
+from oodrepro import io, metrics, plots, regime
 from oodrepro.runtime import start_job
 
 start_job(snakemake)
 inp, p = snakemake.input, snakemake.params
 level = p.get("level")
 if level is None and "constraint" in inp.keys():
-    level = json.loads(Path(inp.constraint).read_text())["level"]
+    level = regime.um_level(inp.constraint)
 start = io.load_npz(inp.start, ["logits", "labels"]) if "start" in inp.keys() else None
 io.save_figure(
     snakemake.output[0],
