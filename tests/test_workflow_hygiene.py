@@ -231,3 +231,64 @@ def test_every_decision_a_preset_records_is_on_its_method_page():
         )
         checked += 1
     assert checked == 11  # every paper preset except the OpenOOD anchors
+
+
+def _library_imports() -> dict[str, set[str]]:
+    """Each module of the package → the package's modules it imports (at any depth)."""
+    import ast
+
+    modules = {
+        str(p.relative_to(ROOT).with_suffix("")).replace("/", ".").removesuffix(".__init__"): p
+        for p in (ROOT / "oodrepro").rglob("*.py")
+    }
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                target = f"{base}.{node.module}" if node.level and node.module else node.module
+                target = target or base
+                # `from pkg import module` needs the module; `from module import name`, the module
+                found |= {
+                    f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target
+                    for a in node.names
+                }
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = {t for t in found if t in modules and t != name}
+    return graph
+
+
+def test_the_package_has_no_import_circle():
+    """No module reaches itself through the modules it imports (directly or through others):
+    each can be read, tested and changed from the bottom up."""
+    graph = _library_imports()
+    for start in graph:
+        seen, stack = set(), list(graph[start])
+        while stack:
+            here = stack.pop()
+            assert here != start, f"{start} imports itself through {sorted(seen)}"
+            if here not in seen:
+                seen.add(here)
+                stack.extend(graph[here])
+
+
+def test_modules_and_functions_stay_short():
+    """A module a newcomer reads in one sitting (≤ 600 lines), a function on one screen or two
+    (≤ 80 lines)."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "oodrepro").rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 600:
+            long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > 80:
+                    long.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert not long, long
