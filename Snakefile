@@ -15,6 +15,7 @@ from oodrepro import derive
 from oodrepro import laood, layout, manifest, runtime
 from oodrepro import data as datasets
 from oodrepro import scores as score_registry
+from oodrepro.score_registry import FIT_INPUTS
 from oodrepro.io import npz_shapes
 
 min_version("9.0")

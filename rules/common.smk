@@ -111,7 +111,7 @@ def fit_inputs(wildcards):
     """The ID-training feature files a score's fit reads (plain and/or jigsawed)."""
     return {
         name: in_run(wildcards).features(
-            wildcards.variant, BENCH["id_train"], score_registry.FIT_INPUTS[name]
+            wildcards.variant, BENCH["id_train"], FIT_INPUTS[name]
         )
         for name in score_registry.get(wildcards.method).fit_inputs
     }

@@ -59,7 +59,7 @@ def apply(copy: Path, verb: str, file: str, where: str, code: str) -> None:
 
 def test_the_page_marks_a_score_a_dataset_and_a_method():
     files = [file for _, file, _, _ in recipe_blocks()]
-    assert {"oodrepro/scores.py", "oodrepro/data/__init__.py", "Snakefile"} <= set(files)
+    assert {"oodrepro/scores.py", "oodrepro/data/specs.py", "Snakefile"} <= set(files)
     assert any(f.startswith("rules/") for f in files)
 
 

@@ -128,7 +128,7 @@ def test_fitted_ensemble_scores_as_minus_probability_of_adversarial(trained):
         model,
         (images, labels),
         None,
-        LAYERS,
+        layers=LAYERS,
         tune_on="train_holdout",
         n_fit=10,
         magnitudes=[0.0, 0.001],

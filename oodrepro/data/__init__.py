@@ -55,15 +55,19 @@ def load_dataset(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- datasets
-DATASETS: dict[str, DatasetSpec] = {s.name: s for s in SPECS}
+DATASETS: dict[str, DatasetSpec] = {}
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
-    """Add a dataset to the registry (docs/extending.md); a name is registered once."""
+    """Add a dataset to the registry (every one of `specs.SPECS`); a name is registered once."""
     if spec.name in DATASETS:
         raise KeyError(f"dataset {spec.name!r} registered twice")
     DATASETS[spec.name] = spec
     return spec
+
+
+for _spec in SPECS:
+    register(_spec)
 
 
 def get(name: str) -> tuple[DatasetSpec, str | None]:
