@@ -205,7 +205,8 @@ class DetectorFit(Cost):
 
 @dataclass(frozen=True)
 class LaoodFit(Cost):
-    """LA-OOD's layer fits: replaced by the fit-time model (`laood_estimate`), one row."""
+    """LA-OOD's layer fits: replaced by the fit-time model (`laood_estimate`), one row; they hold
+    no set, so their rehearsed memory stands."""
 
     def seconds(self, s, job, startup, work):
         return 0.0
@@ -353,8 +354,6 @@ def job_row(s: Sizes, job) -> dict:
     seconds = cost.seconds(s, job, s.own_startup[job.rule, job.kind], cost.work(s, job))
     extra = s.images(held, True) - s.images(held, False)
     grown = job.rss_mb + extra * cost.per_image(s, job) / 2**20
-    if isinstance(cost, LaoodFit):
-        grown = job.rss_mb  # replaced by the fit-time model (`laood_estimate`)
     return {
         "stage": cost.stage,
         "jobs": copies,

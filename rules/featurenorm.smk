@@ -11,7 +11,7 @@ TARGETS["featurenorm"] = [f.replace(".csv", ".png") for f in FEATURENORM_BLOCKS]
 rule analyze_featurenorm_blocks:
     input:
         detector=IN_RUN.detector("{variant}", "featurenorm"),
-        id_features=IN_RUN.features("{variant}", f"{BENCH['id_test']}"),
+        id_features=IN_RUN.features("{variant}", BENCH["id_test"]),
         ood_features=expand(
             IN_RUN.features("{variant}", "{dataset}"),
             dataset=BENCH["ood"],

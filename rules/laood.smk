@@ -14,7 +14,7 @@ if LAOOD_SPLIT:
 
     rule fit_laood_part:
         input:
-            train_convs=IN_RUN.features("{variant}", f"{BENCH['id_train']}{CONVS}"),
+            train_convs=IN_RUN.features("{variant}", BENCH["id_train"], CONVS),
         output:
             IN_RUN.detector_part("{variant}", "{part}"),
         log:
@@ -60,9 +60,9 @@ if LAOOD_SPLIT:
 rule analyze_laood_layers:
     input:
         detector=IN_RUN.detector("{variant}", "laood"),
-        id_features=IN_RUN.features("{variant}", f"{BENCH['id_test']}{CONVS}"),
+        id_features=IN_RUN.features("{variant}", BENCH["id_test"], CONVS),
         ood_features=expand(
-            IN_RUN.features("{variant}", f"{{dataset}}{CONVS}"),
+            IN_RUN.features("{variant}", "{dataset}", CONVS),
             dataset=BENCH["ood"],
             allow_missing=True,
         ),

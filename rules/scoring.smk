@@ -70,7 +70,7 @@ rule score_features:
         unpack(search_result),
         features=features_read,
     output:
-        [IN_RUN.scores("{variant}", "{method}", f"{name}") for name in EVALUATED],
+        [IN_RUN.scores("{variant}", "{method}", name) for name in EVALUATED],
     log:
         f"{RUN}/logs/score/{{variant}}/{{method}}.log",
     benchmark:
@@ -135,7 +135,7 @@ rule score_network:
         model=IN_RUN.model("{variant}"),
         datasets=[dataset_file(name) for name in EVALUATED],
     output:
-        [IN_RUN.scores("{variant}", "{method}", f"{name}") for name in EVALUATED],
+        [IN_RUN.scores("{variant}", "{method}", name) for name in EVALUATED],
     log:
         f"{RUN}/logs/score/{{variant}}/{{method}}.log",
     benchmark:
@@ -161,7 +161,7 @@ rule score_network:
 rule compute_metrics:
     input:
         unpack(score_files),
-        id_features=IN_RUN.features("{variant}", f"{BENCH['id_test']}"),
+        id_features=IN_RUN.features("{variant}", BENCH["id_test"]),
     output:
         table=IN_RUN.metrics("{variant}", "{method}"),
         plot=report(
