@@ -291,7 +291,13 @@ def _name_problems(config: dict) -> list[str]:
     named += [(f"benchmark.ood[{i}]", d) for i, d in enumerate(bench["ood"])]
     if "outliers" in bench:
         named.append(("benchmark.outliers", bench["outliers"]))
-    named += [(f"dataset_options.{d}", d) for d in config.get("dataset_options", {})]
+    for name, options in config.get("dataset_options", {}).items():
+        named.append((f"dataset_options.{name}", name))
+        if options.get("per_seed") and (name != bench["id_train"] or "sample" not in options):
+            problems.append(
+                f"dataset_options.{name}.per_seed: only the ID training set "
+                f"({bench['id_train']!r}) is drawn per run, and it needs `sample`"
+            )
     for key, name in named:
         try:
             data.get(name)

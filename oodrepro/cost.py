@@ -151,7 +151,13 @@ class Cost:
 @dataclass(frozen=True)
 class Conversion(Cost):
     """A dataset conversion: what its log says it spent converting grows with the images, the
-    rest (imports) stays."""
+    rest (imports) stays. A training set drawn per run (`per_seed`) is converted whole."""
+
+    def work(self, s, job):
+        whole = data.get(job.stem)[0].size
+        if job.stem in s.train and derive.per_seed_sample(s.full) and whole:
+            return whole / max(1, s.n_reh[job.stem])
+        return super().work(s, job)
 
     def seconds(self, s, job, startup, work):
         log = Path(DataFolder(s.reh["data"]).conversion_log(job.stem))
@@ -301,6 +307,7 @@ COSTS: dict[str, Cost] = {
     "download": Cost("data"),
     "conversion": Conversion("data", holds="stem"),
     "generation": Cost("data", holds="stem"),
+    "training sample": Cost("data", holds="train"),
     "import": Cost("training"),
     "backbone training": BackboneTraining(),
     "null model training": NullModelTraining(),

@@ -30,6 +30,21 @@ def poem_selections(config: dict) -> dict[str, int]:
     }
 
 
+def per_seed_sample(config: dict) -> int | None:
+    """Images each run draws from the ID training set with its own seed
+    (`dataset_options.<id_train>: {sample, per_seed: true}`), or None: every run reads the data
+    folder's set."""
+    options = config.get("dataset_options", {}).get(config["benchmark"]["id_train"], {})
+    return options["sample"] if options.get("per_seed") else None
+
+
+def converted_sample(config: dict, name: str) -> int | None:
+    """The seeded subsample a dataset's conversion keeps: none for a set drawn per run, which
+    is converted whole."""
+    options = config.get("dataset_options", {}).get(name, {})
+    return None if options.get("per_seed") else options.get("sample")
+
+
 def shares_released_start(config: dict, arch: str) -> bool:
     """Whether every seed of backbone `arch` imports the same released file: its seeds then vary
     only what is trained on it, not the backbone's own training."""

@@ -23,6 +23,7 @@ JOBS = {
     "download_archive": "download",
     "convert_dataset": "conversion",
     "generate_offline_dataset": "generation",
+    "draw_training_set": "training sample",
     "import_pretrained_backbone": "import",
     "import_pretrained_snapshot": "import",
     "train_backbone": "backbone training",
@@ -104,6 +105,11 @@ class RunFolder:
     def model(self, name: str) -> str:
         """A checkpoint: base, base.<snapshot>, a fine-tune, an owner, <model>+<watermark>…"""
         return f"{self.path}/models/{name}.pt"
+
+    def training_set(self) -> str:
+        """The run's own sample of the ID training set, drawn with its seed
+        (`dataset_options.<id_train>.per_seed`)."""
+        return f"{self.path}/training_set.npz"
 
     def resume_state(self, name: str) -> str:
         """The per-epoch training state that resumes `model(name)`; removed once it exists."""

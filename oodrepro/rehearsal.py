@@ -19,8 +19,10 @@ each);
   `dataset_options.*.sample`: at most SAMPLE (an ID training set's: its stand-in's size);
   offline `n_ood` / `n_outliers`: at most OFFLINE_N, the outliers at least twice what POEM
   selects of them (else it would select the whole pool, which validation refuses);
-- LA-OOD `max_fit`: at most MAX_FIT (null = all becomes MAX_FIT); the Mahalanobis ensemble's
-  `n_fit`: at most N_FIT; Unleashing Mask's mask `draws`: at most DRAWS;
+- LA-OOD `max_fit`: at most MAX_FIT (null = all becomes MAX_FIT); a split fit's
+  `layers_per_job`: at least LAYERS_PER_JOB (the split shapes the schedule, not the result:
+  DenseNet-100's 100 layers still fit in 4 pieces, not 100 jobs that only start up); the Mahalanobis
+  ensemble's `n_fit`: at most N_FIT; Unleashing Mask's mask `draws`: at most DRAWS;
   `metrics.subsample`: n at most SUBSAMPLE_N, draws at most DRAWS.
 
     python -m oodrepro.rehearsal prepare presets/<paper>.yaml   # prints the rehearsal config
@@ -45,6 +47,7 @@ ROOT = "rehearsal"
 EPOCHS, WARMUP, BATCH = 2, 1, 32
 STANDIN_IMAGES, SAMPLE, OFFLINE_N = 32, 16, 32
 MAX_FIT, N_FIT, DRAWS, NULL_MODELS, SUBSAMPLE_N = 32, 8, 2, 2, 16
+LAYERS_PER_JOB = 32
 BANNER = (
     "REHEARSAL of {of} on stand-in data with shrunk budgets (docs/rehearsal.md): "
     "these numbers test the pipeline; they are not a reproduction."
@@ -134,6 +137,10 @@ def shrink(config: dict, scale: int = 1) -> dict:
     scores = c["scores"]
     if "laood" in scores:
         scores["laood"]["max_fit"] = min(scores["laood"].get("max_fit") or MAX_FIT, MAX_FIT)
+        if scores["laood"].get("layers_per_job"):
+            scores["laood"]["layers_per_job"] = max(
+                scores["laood"]["layers_per_job"], LAYERS_PER_JOB
+            )
     if "mahalanobis_ensemble" in scores:
         _cap(scores["mahalanobis_ensemble"], "n_fit", N_FIT)
     if "unleashing_mask" in c:

@@ -1,10 +1,34 @@
 # Backbone training: one job per (backbone, seed), resumable, with named extra checkpoints.
 
 
+# A run's own sample of the ID training set, where it is drawn per seed (`per_seed`): every job
+# of the run that reads the training set reads this one (common.smk's `training_set`).
+rule draw_training_set:
+    input:
+        dataset_file(BENCH["id_train"]),
+    output:
+        IN_RUN.training_set(),
+    log:
+        f"{RUN}/logs/draw_training_set.log",
+    benchmark:
+        f"{RUN}/benchmarks/draw_training_set.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=per_attempt(10),
+    params:
+        sample=derive.per_seed_sample(config),
+        seed=lambda w: int(w.seed),
+    script:
+        "../workflow_scripts/draw_training_set.py"
+
+
 rule train_backbone:
     input:
         unpack(selection_set),
-        train=dataset_file(BENCH["id_train"]),
+        train=training_set,
     output:
         **{f"kept_{name}": IN_RUN.model(f"base.{name}") for name in SNAPSHOTS},
         model=IN_RUN.model("base"),

@@ -34,6 +34,14 @@ def dataset_file(name):
     return f"{DATA}/datasets/{name}.npz"
 
 
+def training_set(wildcards):
+    """The ID training images a run trains and fits on: its own seeded sample
+    (`derive.per_seed_sample`), else the data folder's set."""
+    if derive.per_seed_sample(config):
+        return in_run(wildcards).training_set()
+    return dataset_file(BENCH["id_train"])
+
+
 def in_run(wildcards):
     """The files of one run folder (one backbone, one seed), wildcards filled in."""
     return layout.RunFolder(

@@ -64,9 +64,7 @@ rule convert_dataset:
         mem_mb=8000,
         runtime=per_attempt(60),
     params:
-        sample=lookup(
-            dpath="dataset_options/{dataset}/sample", within=config, default=None
-        ),
+        sample=lambda w: derive.converted_sample(config, w.dataset),
         seed=lookup(dpath="dataset_options/{dataset}/seed", within=config, default=0),
         folder=lambda w: datasets.source_folder(config, w.dataset),
     script:

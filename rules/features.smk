@@ -34,7 +34,7 @@ rule dump_features:
 use rule dump_features as dump_train_features with:
     input:
         model=IN_RUN.model("{variant}"),
-        datasets=[dataset_file(BENCH["id_train"])],
+        datasets=lambda w: [training_set(w)],
     output:
         IN_RUN.features("{variant}", BENCH["id_train"]),
     log:
@@ -47,7 +47,7 @@ use rule dump_features as dump_train_features with:
 use rule dump_features as dump_jigsaw_features with:
     input:
         model=IN_RUN.model("{variant}"),
-        datasets=[dataset_file(BENCH["id_train"])],
+        datasets=lambda w: [training_set(w)],
     output:
         IN_RUN.features("{variant}", BENCH["id_train"], JIGSAW),
     log:
@@ -63,7 +63,10 @@ use rule dump_features as dump_jigsaw_features with:
 use rule dump_features as dump_conv_features with:
     input:
         model=IN_RUN.model("{variant}"),
-        datasets=[dataset_file(name) for name in [BENCH["id_train"], *EVALUATED]],
+        datasets=lambda w: [
+            training_set(w),
+            *(dataset_file(name) for name in EVALUATED),
+        ],
     output:
         [
             IN_RUN.features("{variant}", name, CONVS)

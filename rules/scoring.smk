@@ -37,7 +37,7 @@ rule fit_detector:
 rule fit_network_detector:
     input:
         model=IN_RUN.model("{variant}"),
-        train=dataset_file(BENCH["id_train"]),
+        train=training_set,
         tune=dataset_file(BENCH["id_test"]),
     output:
         IN_RUN.detector("{variant}", "{method}"),

@@ -7,7 +7,7 @@
 rule estimate_loss_constraint:
     input:
         model=IN_RUN.model("{checkpoint}"),
-        train=dataset_file(BENCH["id_train"]),
+        train=training_set,
     output:
         IN_RUN.um_level("{checkpoint}"),
     log:
@@ -38,7 +38,7 @@ rule estimate_loss_constraint:
 rule finetune_model:
     input:
         unpack(finetune_inputs),
-        train=dataset_file(BENCH["id_train"]),
+        train=training_set,
         test=dataset_file(BENCH["id_test"]),
     output:
         model=IN_RUN.model("{finetune}"),

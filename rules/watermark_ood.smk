@@ -5,7 +5,7 @@
 rule learn_watermark:
     input:
         model=IN_RUN.model("{checkpoint}"),
-        train=dataset_file(BENCH["id_train"]),
+        train=training_set,
     output:
         model=IN_RUN.model("{checkpoint}+{watermark}"),
         log_csv=IN_RUN.watermark_log("{checkpoint}+{watermark}"),

@@ -13,7 +13,7 @@ TARGETS["watermarknn"] = WATERMARKNN
 rule embed_watermark:
     input:
         unpack(owner_init),
-        train=dataset_file(BENCH["id_train"]),
+        train=training_set,
         test=dataset_file(BENCH["id_test"]),
         triggers=TRIGGERS,
     output:
@@ -50,7 +50,7 @@ rule embed_watermark:
 
 rule train_null_model:
     input:
-        train=dataset_file(BENCH["id_train"]),
+        train=training_set,
     output:
         model=IN_RUN.model("null{k}"),
         log_csv=IN_RUN.trainer_log("null{k}"),
@@ -82,7 +82,7 @@ rule attack_watermark:
     input:
         owner=IN_RUN.model("{owner}"),
         marking_key=IN_RUN.owner_key("{owner}", "marking_key.npz"),
-        train=dataset_file(BENCH["id_train"]),
+        train=training_set,
         test=dataset_file(BENCH["id_test"]),
     output:
         model=IN_RUN.model("{owner}.{attack}"),

@@ -21,10 +21,11 @@ def ensure(packages: list[str], commands: list[str]) -> None:
             f"{', '.join(packages)} missing and cannot be installed (needs root and apt-get)"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another test process may be installing too
     for args, timeout in (
         (["update", "-qq"], 600),
         (["install", "-y", "-qq", "--no-install-recommends", *packages], 900),
     ):
         subprocess.run(
-            ["apt-get", *args], capture_output=True, check=True, env=env, timeout=timeout
+            ["apt-get", *wait, *args], capture_output=True, check=True, env=env, timeout=timeout
         )

@@ -178,6 +178,14 @@ def test_presets_are_valid(preset):
             lambda c: c["scores"]["vim"].update(dim=64),
             "scores.vim.dim: must lie below resnet18's penultimate size 64",
         ),
+        (
+            lambda c: c.update(dataset_options={"photos": {"sample": 10, "per_seed": True}}),
+            "dataset_options.photos.per_seed: only the ID training set ('digits-train')",
+        ),
+        (
+            lambda c: c.update(dataset_options={"digits-train": {"per_seed": True}}),
+            "dataset_options.digits-train.per_seed: only the ID training set",
+        ),
     ],
 )
 def test_errors_name_the_key(default, edit, fragment):

@@ -28,6 +28,7 @@ WNN_SEEDS = len(
 )
 BUDGET_KEYS = {
     "seeds",
+    "layers_per_job",  # the schedule's split of LA-OOD's fit, not a budget, not the result
     "epochs",
     "milestones",
     "decay_epoch",
@@ -137,6 +138,8 @@ def test_the_shrink_rule_changes_budgets_only(preset):
         assert (
             small["scores"]["laood"]["max_fit"] == rehearsal.MAX_FIT
         )  # the preset's null (all) is capped
+        if full["scores"]["laood"].get("layers_per_job"):  # still split, in a few pieces
+            assert small["scores"]["laood"]["layers_per_job"] == rehearsal.LAYERS_PER_JOB
     arch = next(iter(small["backbones"]))
     for name, finetune in small.get(
         "finetunes", {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import browser
 import debian
 import fixtures
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -416,6 +417,35 @@ def test_changing_the_mask_ratio_refits_only_what_uses_um(run):
         and "embed_watermark" not in jobs
         and "learn_watermark" not in jobs
     )
+
+
+def test_a_training_set_drawn_per_seed_is_each_runs_own_and_feeds_every_training_job(run):
+    """`per_seed`: each seed draws its own sample of the converted set, reproducibly, and every
+    job that reads the training set reads the run's sample."""
+    work, _, config = run
+    config = copy.deepcopy(config)
+    config["dataset_options"] = {"digits-train": {"sample": 300, "per_seed": True}}
+    changed = work / "per_seed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    planned = planned_jobs(snakemake(work, changed, "--dry-run"))
+    assert planned["draw_training_set"] == 2
+    assert planned["train_backbone"] == 2 and "generate_offline_dataset" not in planned
+    runs = [work / f"results/digits/resnet18-small/seed{s}/training_set.npz" for s in (0, 1)]
+    result = snakemake(work, changed, *map(str, runs))
+    assert result.returncode == 0, result.stderr[-3000:]
+    full = np.load(work / "data/datasets/digits-train.npz")
+    drawn = [np.load(path) for path in runs]
+    assert [len(d["labels"]) for d in drawn] == [300, 300]
+    rows = [{img.tobytes() for img in d["images"]} for d in drawn]
+    assert rows[0] != rows[1]
+    assert rows[0] <= {img.tobytes() for img in full["images"]}
+    for path in runs:
+        path.unlink()
+    assert snakemake(work, changed, str(runs[0])).returncode == 0
+    again = np.load(runs[0])
+    assert (again["images"] == drawn[0]["images"]).all()
+    for path in runs:
+        path.unlink()
 
 
 def test_bad_config_fails_before_any_job(run, tmp_path):
